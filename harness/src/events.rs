@@ -1,0 +1,177 @@
+//! The run's record of what the services saw: DHCP leases, HTTP requests, iSCSI logins.
+//!
+//! Services push events; expectations wait on them. Every event is also appended to
+//! `events.jsonl` in the run directory as it happens, so a crashed run still leaves its records.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// Zero point of a run: every timestamp in the records is seconds since this instant.
+#[derive(Debug, Clone, Copy)]
+pub struct RunClock {
+    start: Instant,
+}
+
+impl RunClock {
+    pub fn start() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    /// Seconds since the run started, with millisecond resolution.
+    pub fn now(&self) -> f64 {
+        self.since(Instant::now())
+    }
+
+    pub fn since(&self, t: Instant) -> f64 {
+        let d: Duration = t.saturating_duration_since(self.start);
+        (d.as_millis() as f64) / 1000.0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A DHCP message the server logged (DISCOVER, OFFER, REQUEST, ACK, NAK, ...).
+    Dhcp {
+        message: String,
+        mac: String,
+        ip: Option<Ipv4Addr>,
+        hostname: Option<String>,
+    },
+    HttpRequest {
+        method: String,
+        path: String,
+        status: u16,
+        peer: IpAddr,
+    },
+    IscsiLogin {
+        initiator: String,
+        target: String,
+        source_ip: IpAddr,
+    },
+    /// A service started, stopped or failed: kept so a timeline can show it.
+    Service { service: String, state: String },
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    /// Seconds since the run started.
+    pub at: f64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// Append-only, shared event list with change notification.
+pub struct EventLog {
+    clock: RunClock,
+    events: Mutex<Vec<Event>>,
+    sink: Mutex<Option<BufWriter<File>>>,
+    changed: watch::Sender<usize>,
+}
+
+impl EventLog {
+    pub fn new(clock: RunClock, jsonl: Option<&Path>) -> std::io::Result<Self> {
+        let sink = match jsonl {
+            Some(p) => Some(BufWriter::new(File::create(p)?)),
+            None => None,
+        };
+        let (changed, _) = watch::channel(0);
+        Ok(Self {
+            clock,
+            events: Mutex::new(Vec::new()),
+            sink: Mutex::new(sink),
+            changed,
+        })
+    }
+
+    pub fn clock(&self) -> RunClock {
+        self.clock
+    }
+
+    pub fn push(&self, kind: EventKind) {
+        let ev = Event {
+            at: self.clock.now(),
+            kind,
+        };
+        tracing::debug!(?ev, "event");
+        if let Ok(mut sink) = self.sink.lock() {
+            if let Some(w) = sink.as_mut() {
+                // Records are evidence: flush each one so a killed run keeps them.
+                let _ = serde_json::to_writer(&mut *w, &ev);
+                let _ = w.write_all(b"\n");
+                let _ = w.flush();
+            }
+        }
+        let len = {
+            let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            events.push(ev);
+            events.len()
+        };
+        self.changed.send_replace(len);
+    }
+
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A receiver that wakes whenever an event is pushed.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn push_notifies_and_keeps_order() {
+        let log = EventLog::new(RunClock::start(), None).unwrap();
+        let mut rx = log.subscribe();
+        log.push(EventKind::Service {
+            service: "dhcp".into(),
+            state: "started".into(),
+        });
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow(), 1);
+        log.push(EventKind::Service {
+            service: "http".into(),
+            state: "started".into(),
+        });
+        let all = log.snapshot();
+        assert_eq!(all.len(), 2);
+        assert!(all[0].at <= all[1].at);
+        assert!(matches!(&all[1].kind, EventKind::Service { service, .. } if service == "http"));
+    }
+
+    #[test]
+    fn jsonl_sink_gets_every_event() {
+        let dir = std::env::temp_dir().join(format!("nbh-events-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let log = EventLog::new(RunClock::start(), Some(&path)).unwrap();
+        log.push(EventKind::HttpRequest {
+            method: "GET".into(),
+            path: "/boot.ipxe".into(),
+            status: 200,
+            peer: "10.0.0.2".parse().unwrap(),
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(v["kind"], "http_request");
+        assert_eq!(v["path"], "/boot.ipxe");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,19 @@
+//! netboot-harness: end-to-end tests for diskless network boot.
+//!
+//! Data flows one way through the modules:
+//! [`scenario`] (parse + validate) -> [`image`] (build, cache, per-run copy) -> [`lab`] (netns,
+//! bridge, taps) -> [`services`] (dhcp, http, iscsi) -> [`guest`] (qemu, serial) -> [`expect`]
+//! (steps over console + service events) -> [`report`] (verdict, timeline, artifacts).
+
+pub mod console;
+pub mod events;
+pub mod expect;
+pub mod guest;
+pub mod image;
+pub mod lab;
+pub mod paths;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod services;
+pub mod tools;

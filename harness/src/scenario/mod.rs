@@ -1,0 +1,252 @@
+//! Scenario files: YAML parsed into typed structs, then validated into a [`Scenario`] that the
+//! rest of the harness can trust. Nothing here starts a process or writes a file.
+
+mod raw;
+mod validate;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use validate::{load, load_str, ScenarioError};
+pub use values::{Dur, Iqn, MacAddr, Subnet};
+
+/// A scenario ready to run: every reference resolved, every file found.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// The YAML file it came from.
+    pub path: PathBuf,
+    pub image: ImageRef,
+    pub subnet: Subnet,
+    pub nodes: Vec<Node>,
+    pub dhcp: Dhcp,
+    pub http: Http,
+    pub iscsi: Iscsi,
+    pub steps: Vec<Step>,
+    /// Console patterns that end the current step at once as a failure.
+    pub fail_on: Vec<FailPattern>,
+    pub expect_failure: Option<ExpectedFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageRef {
+    /// A recipe under `images/`, with parameter overrides.
+    Recipe {
+        name: String,
+        set: BTreeMap<String, String>,
+    },
+    /// A raw disk image the user brings; never written.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub memory_mib: u32,
+    pub cpus: u8,
+    pub nics: Vec<Nic>,
+}
+
+impl Node {
+    pub fn boot_nic(&self) -> &Nic {
+        // Validation guarantees exactly one boot NIC.
+        self.nics.iter().find(|n| n.boot).unwrap_or(&self.nics[0])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Nic {
+    pub model: NicModel,
+    pub mac: MacAddr,
+    /// PCI slot on bus 0; decides enumeration order in the guest.
+    pub slot: u8,
+    pub boot: bool,
+}
+
+/// NIC models QEMU emulates that have an iPXE option ROM in Debian's ipxe-qemu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NicModel {
+    E1000,
+    E1000e,
+    Rtl8139,
+    VirtioNet,
+    Pcnet,
+    Ne2kPci,
+    Eepro100,
+}
+
+impl NicModel {
+    pub const ALL: [NicModel; 7] = [
+        NicModel::E1000,
+        NicModel::E1000e,
+        NicModel::Rtl8139,
+        NicModel::VirtioNet,
+        NicModel::Pcnet,
+        NicModel::Ne2kPci,
+        NicModel::Eepro100,
+    ];
+
+    /// QEMU `-device` name.
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Rtl8139 => "rtl8139",
+            NicModel::VirtioNet => "virtio-net-pci",
+            NicModel::Pcnet => "pcnet",
+            NicModel::Ne2kPci => "ne2k_pci",
+            NicModel::Eepro100 => "i82557b",
+        }
+    }
+
+    /// The BIOS option ROM (from ipxe-qemu) that makes this NIC boot iPXE.
+    pub fn option_rom(self) -> &'static str {
+        match self {
+            NicModel::E1000 => "/usr/lib/ipxe/qemu/pxe-e1000.rom",
+            NicModel::E1000e => "/usr/lib/ipxe/qemu/pxe-e1000e.rom",
+            NicModel::Rtl8139 => "/usr/lib/ipxe/qemu/pxe-rtl8139.rom",
+            NicModel::VirtioNet => "/usr/lib/ipxe/qemu/pxe-virtio.rom",
+            NicModel::Pcnet => "/usr/lib/ipxe/qemu/pxe-pcnet.rom",
+            NicModel::Ne2kPci => "/usr/lib/ipxe/qemu/pxe-ne2k_pci.rom",
+            NicModel::Eepro100 => "/usr/lib/ipxe/qemu/pxe-eepro100.rom",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NicModel::E1000 => "e1000",
+            NicModel::E1000e => "e1000e",
+            NicModel::Rtl8139 => "rtl8139",
+            NicModel::VirtioNet => "virtio-net",
+            NicModel::Pcnet => "pcnet",
+            NicModel::Ne2kPci => "ne2k-pci",
+            NicModel::Eepro100 => "eepro100",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dhcp {
+    pub hosts: Vec<DhcpHost>,
+    /// Boot-script URL handed to iPXE (already rendered).
+    pub boot_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpHost {
+    pub mac: MacAddr,
+    pub hostname: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Http {
+    pub files: Vec<HttpFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpFile {
+    /// URL path without the leading slash, e.g. `boot.ipxe`.
+    pub url_path: String,
+    pub source: PathBuf,
+    /// The file's body with the harness's `{{variables}}` filled in.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Iscsi {
+    pub target: Iqn,
+    /// tgtd's LUN 0 is its controller, so the disk starts at 1.
+    pub lun: u8,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub node: String,
+    /// How long to wait for this step, counted from when the previous one was met.
+    pub within: Duration,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Wait for a console line containing this text.
+    Console(String),
+    /// Wait for a console line matching this regex.
+    ConsoleRegex(regex::Regex),
+    /// Wait for the DHCP server to acknowledge a lease.
+    DhcpAck {
+        mac: Option<MacAddr>,
+        hostname: Option<String>,
+    },
+    /// Wait for an HTTP request of this path (leading slash included) answered with 2xx.
+    HttpGet(String),
+    /// Wait for an iSCSI login seen by the target.
+    IscsiLogin {
+        initiator: Option<Iqn>,
+        target: Option<Iqn>,
+        from: Option<IpAddr>,
+    },
+    /// Type a line on the node's serial console.
+    Send(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct FailPattern {
+    pub text: String,
+    /// Why this text means failure, for the verdict.
+    pub meaning: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExpectedFailure {
+    /// The step at which the run must fail.
+    pub step: String,
+    /// Text the failure reason must contain, if given.
+    pub reason: Option<String>,
+}
+
+/// Text the firmware or kernel prints only when the chain is broken. Matching one ends the
+/// current step at once instead of letting it run into its timeout.
+pub fn default_fail_patterns() -> Vec<FailPattern> {
+    [
+        (
+            "Boot from SAN device 0x80 failed",
+            "iPXE could not boot from the iSCSI disk",
+        ),
+        (
+            "Could not open SAN device",
+            "iPXE could not log in to the iSCSI target or open the LUN",
+        ),
+        (
+            "No configuration methods succeeded",
+            "iPXE got no address (DHCP failed)",
+        ),
+        ("Kernel panic", "the guest kernel panicked"),
+        ("ALERT!", "the initramfs could not find the root device"),
+        (
+            "Gave up waiting for root",
+            "the initramfs could not find the root device",
+        ),
+    ]
+    .into_iter()
+    .map(|(t, m)| FailPattern {
+        text: t.to_string(),
+        meaning: m.to_string(),
+    })
+    .collect()
+}
+
+/// Folder holding the scenario file: relative paths in a scenario start here.
+pub fn scenario_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}

@@ -1,0 +1,219 @@
+//! The scenario file as written. Field names here are the file format; `validate` turns it
+//! into the trusted [`super::Scenario`]. Spans are kept where a later check needs to point at
+//! the line that is wrong.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::values::{Dur, Iqn, MacAddr, Subnet};
+use super::NicModel;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    pub image: Spanned<RawImage>,
+    #[serde(default)]
+    pub network: RawNetwork,
+    pub nodes: Vec<RawNode>,
+    pub services: RawServices,
+    /// Extra `{{variables}}` for HTTP files.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    pub expect: Vec<Spanned<RawStep>>,
+    /// Extra console texts that mean failure.
+    #[serde(default)]
+    pub fail_on: Vec<String>,
+    /// Set to false to drop the built-in failure texts (kernel panic, SAN boot failed, ...).
+    #[serde(default = "yes")]
+    pub default_fail_on: bool,
+    #[serde(default)]
+    pub expect_failure: Option<Spanned<RawExpectedFailure>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `image: NAME`, `image: { recipe: NAME, set: {...} }` or `image: { file: PATH }`.
+#[derive(Debug)]
+pub enum RawImage {
+    Recipe {
+        name: String,
+        set: BTreeMap<String, String>,
+    },
+    File(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageMap {
+    recipe: Option<String>,
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    file: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawImage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawImage;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a recipe name, `{ recipe: NAME, set: {...} }` or `{ file: PATH }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawImage, E> {
+                Ok(RawImage::Recipe {
+                    name: v.to_string(),
+                    set: BTreeMap::new(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawImage, A::Error> {
+                let m = RawImageMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (m.recipe, m.file) {
+                    (Some(name), None) => Ok(RawImage::Recipe { name, set: m.set }),
+                    (None, Some(file)) if m.set.is_empty() => Ok(RawImage::File(file)),
+                    (None, Some(_)) => Err(de::Error::custom(
+                        "`set` applies to recipes; an image file is used as it is",
+                    )),
+                    (Some(_), Some(_)) => Err(de::Error::custom(
+                        "give either `recipe` or `file`, not both",
+                    )),
+                    (None, None) => Err(de::Error::custom("give `recipe: NAME` or `file: PATH`")),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    pub subnet: Option<Subnet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub memory_mib: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub cpus: Option<Spanned<u8>>,
+    pub nics: Spanned<Vec<RawNic>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNic {
+    pub model: NicModel,
+    pub mac: Spanned<MacAddr>,
+    #[serde(default)]
+    pub slot: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub boot: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServices {
+    #[serde(default)]
+    pub dhcp: RawDhcp,
+    pub http: RawHttp,
+    pub iscsi: RawIscsi,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDhcp {
+    #[serde(default)]
+    pub hosts: Vec<RawDhcpHost>,
+    /// URL iPXE is told to chain; `{{server}}` is the harness's address.
+    #[serde(default)]
+    pub boot_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDhcpHost {
+    pub mac: Spanned<MacAddr>,
+    #[serde(default)]
+    pub hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    pub ip: Option<Spanned<Ipv4Addr>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    /// URL path -> file relative to the scenario's folder.
+    pub files: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIscsi {
+    pub target: Iqn,
+    #[serde(default)]
+    pub lun: Option<Spanned<u8>>,
+}
+
+/// One expectation. Exactly one of the action keys must be present.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub within: Option<Dur>,
+    #[serde(default)]
+    pub node: Option<String>,
+
+    #[serde(default)]
+    pub console: Option<String>,
+    #[serde(default)]
+    pub console_regex: Option<String>,
+    #[serde(default)]
+    pub dhcp_ack: Option<RawDhcpAck>,
+    #[serde(default)]
+    pub http_get: Option<String>,
+    #[serde(default)]
+    pub iscsi_login: Option<RawIscsiLogin>,
+    #[serde(default)]
+    pub send: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDhcpAck {
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIscsiLogin {
+    #[serde(default)]
+    pub initiator: Option<Iqn>,
+    #[serde(default)]
+    pub target: Option<Iqn>,
+    #[serde(default)]
+    pub from: Option<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpectedFailure {
+    pub step: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
