@@ -1,1 +1,307 @@
-//! (being written)
+//! QEMU guests: the command line built from typed values (never a shell string), the process,
+//! its serial console and QMP socket.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::lab::TapPlan;
+use crate::scenario::Node;
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl std::str::FromStr for Accel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcg" => Ok(Accel::Tcg),
+            "kvm" => Ok(Accel::Kvm),
+            other => Err(format!(
+                "unknown accelerator `{other}`; valid: `tcg`, `kvm`, `auto`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        })
+    }
+}
+
+/// KVM only when it can really run firmware: `/dev/kvm` opening is not enough (on some hosts
+/// the module is a paravirtual stand-in without VMX/SVM, and SeaBIOS/iPXE reset-loop under it).
+pub fn detect_accel() -> (Accel, String) {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
+    let pvm = modules.lines().any(|l| l.starts_with("kvm_pvm"));
+    match (dev, hw, pvm) {
+        (true, true, false) => (Accel::Kvm, "/dev/kvm opens and the CPU has VMX/SVM".into()),
+        (false, _, _) => (Accel::Tcg, "/dev/kvm is missing or not accessible".into()),
+        (true, false, _) => (
+            Accel::Tcg,
+            "/dev/kvm opens but the CPU shows no VMX/SVM flags".into(),
+        ),
+        (true, true, true) => (
+            Accel::Tcg,
+            "KVM is the kvm_pvm stand-in, which cannot run firmware".into(),
+        ),
+    }
+}
+
+/// Everything QEMU needs for one node.
+#[derive(Debug, Clone)]
+pub struct GuestConfig {
+    pub node: Node,
+    pub taps: Vec<TapPlan>,
+    pub accel: Accel,
+    pub qmp_socket: PathBuf,
+}
+
+impl GuestConfig {
+    /// The argument vector after the program name.
+    pub fn args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: &str| a.push(OsString::from(s));
+        push("-name");
+        push(&format!(
+            "{},process=nbh-{}",
+            self.node.name, self.node.name
+        ));
+        // graphics=off makes SeaBIOS mirror its text to the serial port, so firmware and iPXE
+        // output reach the same stream as the kernel's.
+        push("-machine");
+        push("pc,graphics=off");
+        push("-accel");
+        push(&self.accel.to_string());
+        push("-m");
+        push(&self.node.memory_mib.to_string());
+        push("-smp");
+        push(&self.node.cpus.to_string());
+        push("-nodefaults");
+        push("-no-user-config");
+        push("-display");
+        push("none");
+        push("-serial");
+        push("stdio");
+        push("-monitor");
+        push("none");
+        push("-qmp");
+        push(&format!(
+            "unix:{},server=on,wait=off",
+            self.qmp_socket.display()
+        ));
+        for (i, nic) in self.node.nics.iter().enumerate() {
+            let tap = self
+                .taps
+                .iter()
+                .find(|t| t.nic_index == i)
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
+            push("-netdev");
+            push(&format!(
+                "tap,id=net{i},ifname={tap},script=no,downscript=no"
+            ));
+            let mut dev = format!(
+                "{},netdev=net{i},mac={},bus=pci.0,addr={:#x},romfile={}",
+                nic.model.qemu_device(),
+                nic.mac,
+                nic.slot,
+                nic.model.option_rom()
+            );
+            if nic.boot {
+                dev.push_str(",bootindex=1");
+            }
+            push("-device");
+            push(&dev);
+        }
+        a
+    }
+}
+
+/// A running guest.
+pub struct Guest {
+    pub name: String,
+    pub child: Child,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    /// Bytes to type on the serial console.
+    pub input: mpsc::Sender<Vec<u8>>,
+    pub argv: Vec<OsString>,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[error("could not start QEMU for node {node}: {source}")]
+pub struct GuestError {
+    pub node: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl Guest {
+    /// Starts QEMU; `stderr_log` receives QEMU's own messages. The argv is written to
+    /// `<run_dir>/qemu-<node>.args` by the caller for the artifacts.
+    pub fn start(cfg: &GuestConfig, stderr_log: &Path) -> Result<Guest, GuestError> {
+        let err = |source| GuestError {
+            node: cfg.node.name.clone(),
+            source,
+        };
+        let argv = cfg.args();
+        let stderr = std::fs::File::create(stderr_log).map_err(err)?;
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(&argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true);
+        crate::process::die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(err)?;
+        let stdout = child.stdout.take();
+        let mut stdin = child.stdin.take();
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
+        tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                let Some(w) = stdin.as_mut() else { break };
+                if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Guest {
+            name: cfg.node.name.clone(),
+            child,
+            stdout,
+            input: tx,
+            argv,
+        })
+    }
+
+    /// Stops the guest at once: a test guest has nothing to save.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::{Nic, NicModel};
+
+    fn node() -> Node {
+        Node {
+            name: "node01".into(),
+            memory_mib: 1024,
+            cpus: 1,
+            nics: vec![
+                Nic {
+                    model: NicModel::Rtl8139,
+                    mac: "52:54:00:bb:00:01".parse().unwrap(),
+                    slot: 3,
+                    boot: false,
+                },
+                Nic {
+                    model: NicModel::E1000,
+                    mac: "52:54:00:aa:00:01".parse().unwrap(),
+                    slot: 4,
+                    boot: true,
+                },
+            ],
+        }
+    }
+
+    fn joined(cfg: &GuestConfig) -> String {
+        cfg.args()
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn qemu_args_carry_nics_slots_roms_and_boot_order() {
+        let taps = vec![
+            TapPlan {
+                node: "node01".into(),
+                nic_index: 0,
+                name: "t0n0".into(),
+                mac: node().nics[0].mac,
+            },
+            TapPlan {
+                node: "node01".into(),
+                nic_index: 1,
+                name: "t0n1".into(),
+                mac: node().nics[1].mac,
+            },
+        ];
+        let cfg = GuestConfig {
+            node: node(),
+            taps,
+            accel: Accel::Tcg,
+            qmp_socket: "/tmp/run/qmp.sock".into(),
+        };
+        let s = joined(&cfg);
+        assert!(s.contains("-machine pc,graphics=off"), "{s}");
+        assert!(s.contains("-accel tcg"), "{s}");
+        assert!(s.contains("-serial stdio"), "{s}");
+        assert!(s.contains("-nodefaults"), "{s}");
+        assert!(
+            s.contains("-netdev tap,id=net0,ifname=t0n0,script=no,downscript=no"),
+            "{s}"
+        );
+        assert!(s.contains(
+            "-device rtl8139,netdev=net0,mac=52:54:00:bb:00:01,bus=pci.0,addr=0x3,romfile=/usr/lib/ipxe/qemu/pxe-rtl8139.rom -netdev"
+        ), "{s}");
+        assert!(s.contains(
+            "-device e1000,netdev=net1,mac=52:54:00:aa:00:01,bus=pci.0,addr=0x4,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom,bootindex=1"
+        ), "{s}");
+        assert_eq!(s.matches("bootindex").count(), 1);
+        assert!(
+            s.contains("-qmp unix:/tmp/run/qmp.sock,server=on,wait=off"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn every_model_has_its_rom_installed() {
+        for m in NicModel::ALL {
+            if Path::new("/usr/lib/ipxe/qemu").is_dir() {
+                assert!(
+                    Path::new(m.option_rom()).exists(),
+                    "{} has no ROM at {}",
+                    m.name(),
+                    m.option_rom()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn accel_parses() {
+        assert_eq!("tcg".parse::<Accel>().unwrap(), Accel::Tcg);
+        assert!("xen".parse::<Accel>().unwrap_err().contains("valid"));
+        let (_, why) = detect_accel();
+        assert!(!why.is_empty());
+    }
+}

@@ -12,8 +12,9 @@ pub mod guest;
 pub mod image;
 pub mod lab;
 pub mod paths;
-pub mod report;
-pub mod run;
+pub mod process;
+// pub mod report; (waits for expect)
+// pub mod run; (waits for services, console, expect, image)
 pub mod scenario;
 pub mod services;
 pub mod tools;

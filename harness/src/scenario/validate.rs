@@ -2,7 +2,7 @@
 //! file:line:column and, where a name is unknown, the names that would have been valid.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::time::Duration;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
