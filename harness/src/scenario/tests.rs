@@ -1,0 +1,270 @@
+//! Validation tests: each broken scenario must be refused with file:line:column and a message
+//! that says what to write instead.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+/// A good scenario to mutate; its HTTP file exists in the shipped scenarios folder.
+const GOOD: &str = r#"name: t
+image: debian-initramfs-tools
+nodes:
+  - name: node01
+    nics:
+      - { model: e1000, mac: "52:54:00:aa:00:01", boot: true }
+services:
+  dhcp:
+    hosts:
+      - { mac: "52:54:00:aa:00:01", hostname: node01 }
+  http:
+    files:
+      boot.ipxe: boot/sanboot.ipxe
+  iscsi:
+    target: iqn.2026-11.lab:node01-root
+expect:
+  - console: "Booting from SAN device"
+    within: 90s
+"#;
+
+fn load_text(text: &str) -> Result<Scenario, ScenarioError> {
+    load_str(&scenarios_dir().join("test.yaml"), text)
+}
+
+fn err(text: &str) -> String {
+    match load_text(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.summary(),
+    }
+}
+
+#[test]
+fn the_base_case_is_valid() {
+    let s = load_text(GOOD).unwrap();
+    assert_eq!(s.nodes[0].nics[0].slot, 3);
+    assert!(s.nodes[0].nics[0].boot);
+    assert_eq!(s.iscsi.lun, 1);
+    assert_eq!(s.steps[0].within, std::time::Duration::from_secs(90));
+    assert_eq!(s.steps[0].node, "node01");
+    assert_eq!(s.dhcp.boot_url, "http://10.77.0.1/boot.ipxe");
+    let body = String::from_utf8(s.http.files[0].body.clone()).unwrap();
+    assert!(
+        body.contains("sanboot iscsi:10.77.0.1:::1:iqn.2026-11.lab:node01-root"),
+        "{body}"
+    );
+    // iPXE's own variables pass through untouched.
+    assert!(body.contains("${hostname}"), "{body}");
+}
+
+#[test]
+fn every_shipped_scenario_is_valid() {
+    let files = crate::paths::scenario_files(&scenarios_dir()).unwrap();
+    assert!(!files.is_empty());
+    for f in files {
+        if let Err(e) = load(&f) {
+            panic!("{}: {}", f.display(), e.summary());
+        }
+    }
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    let e = err(&GOOD.replace("  - name: node01\n", "  - name: node01\n    memroy: 512\n"));
+    assert!(e.contains("test.yaml:5:5"), "{e}");
+    assert!(e.contains("memroy"), "{e}");
+}
+
+#[test]
+fn unknown_nic_model_lists_valid_ones() {
+    let e = err(&GOOD.replace("model: e1000,", "model: tg3,"));
+    assert!(e.contains("test.yaml:6:"), "{e}");
+    for m in [
+        "e1000",
+        "e1000e",
+        "rtl8139",
+        "virtio-net",
+        "pcnet",
+        "ne2k-pci",
+    ] {
+        assert!(e.contains(m), "{m} missing in: {e}");
+    }
+}
+
+#[test]
+fn bad_mac_is_located() {
+    let e = err(&GOOD.replace(
+        "mac: \"52:54:00:aa:00:01\", boot",
+        "mac: \"52:54:00:aa:00\", boot",
+    ));
+    assert!(e.contains("test.yaml:6:"), "{e}");
+    assert!(e.contains("MAC"), "{e}");
+}
+
+#[test]
+fn multicast_mac_is_refused() {
+    let e = err(&GOOD.replace(
+        "mac: \"52:54:00:aa:00:01\", boot",
+        "mac: \"01:54:00:aa:00:01\", boot",
+    ));
+    assert!(e.contains("multicast"), "{e}");
+}
+
+#[test]
+fn bad_iqn_is_located() {
+    let e = err(&GOOD.replace("target: iqn.2026-11.lab:node01-root", "target: node01-root"));
+    assert!(e.contains("test.yaml:15:"), "{e}");
+    assert!(e.contains("iqn."), "{e}");
+}
+
+#[test]
+fn duplicate_mac_across_nodes() {
+    let text = GOOD.replace(
+        "services:",
+        "  - name: node02\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:01\" }\nservices:",
+    );
+    let e = err(&text);
+    assert!(e.contains("already used by a NIC of node `node01`"), "{e}");
+    assert!(e.contains("test.yaml:9:"), "{e}");
+}
+
+#[test]
+fn duplicate_node_names() {
+    let text = GOOD.replace(
+        "services:",
+        "  - name: node01\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:09\" }\nservices:",
+    );
+    assert!(err(&text).contains("defined twice"));
+}
+
+#[test]
+fn two_boot_nics() {
+    let text = GOOD.replace(
+        "      - { model: e1000, mac: \"52:54:00:aa:00:01\", boot: true }\n",
+        "      - { model: e1000, mac: \"52:54:00:aa:00:01\", boot: true }\n      - { model: rtl8139, mac: \"52:54:00:aa:00:02\", boot: true }\n",
+    );
+    assert!(err(&text).contains("exactly one NIC `boot: true` (found 2)"));
+}
+
+#[test]
+fn http_file_escaping_the_folder() {
+    let e = err(&GOOD.replace(
+        "boot.ipxe: boot/sanboot.ipxe",
+        "boot.ipxe: ../../etc/shadow",
+    ));
+    assert!(e.contains("leaves the scenario's folder"), "{e}");
+    assert!(e.contains("test.yaml:13:"), "{e}");
+    let e = err(&GOOD.replace("boot.ipxe: boot/sanboot.ipxe", "boot.ipxe: /etc/shadow"));
+    assert!(e.contains("leaves the scenario's folder"), "{e}");
+}
+
+#[test]
+fn missing_http_file() {
+    let e = err(&GOOD.replace("boot/sanboot.ipxe", "boot/nope.ipxe"));
+    assert!(e.contains("nope.ipxe") && e.contains("No such file"), "{e}");
+}
+
+#[test]
+fn unknown_template_variable_lists_valid_ones() {
+    let e = err(&GOOD.replace(
+        "  dhcp:\n",
+        "  dhcp:\n    boot_url: \"http://{{sever}}/boot.ipxe\"\n",
+    ));
+    assert!(e.contains("unknown variable `{{sever}}`"), "{e}");
+    assert!(e.contains("`server`"), "{e}");
+}
+
+#[test]
+fn step_with_two_actions() {
+    let e = err(&GOOD.replace(
+        "  - console: \"Booting from SAN device\"\n",
+        "  - console: \"Booting from SAN device\"\n    send: reboot\n",
+    ));
+    assert!(e.contains("exactly one action"), "{e}");
+    assert!(e.contains("test.yaml:17:"), "{e}");
+}
+
+#[test]
+fn step_without_action() {
+    let e = err(&GOOD.replace(
+        "  - console: \"Booting from SAN device\"\n",
+        "  - name: nothing\n",
+    ));
+    assert!(e.contains("exactly one action, found 0"), "{e}");
+}
+
+#[test]
+fn bad_duration() {
+    let e = err(&GOOD.replace("within: 90s", "within: soon"));
+    assert!(e.contains("duration"), "{e}");
+    assert!(e.contains("test.yaml:18:"), "{e}");
+    let e = err(&GOOD.replace("within: 90s", "within: 5h"));
+    assert!(e.contains("1h limit"), "{e}");
+}
+
+#[test]
+fn enormous_memory_is_refused() {
+    let e = err(&GOOD.replace(
+        "  - name: node01\n",
+        "  - name: node01\n    memory_mib: 1000000\n",
+    ));
+    assert!(e.contains("outside 256..=16384"), "{e}");
+    assert!(e.contains("test.yaml:5:"), "{e}");
+}
+
+#[test]
+fn expect_failure_must_name_a_step() {
+    let e = err(&format!("{GOOD}expect_failure:\n  step: nosuch\n"));
+    assert!(e.contains("names no step"), "{e}");
+    assert!(e.contains("Booting from SAN device"), "{e}");
+}
+
+#[test]
+fn several_nodes_need_node_on_steps() {
+    let text = GOOD.replace(
+        "services:",
+        "  - name: node02\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:09\" }\nservices:",
+    );
+    let e = err(&text);
+    assert!(e.contains("must say which `node`"), "{e}");
+    assert!(e.contains("`node01`, `node02`"), "{e}");
+}
+
+#[test]
+fn dhcp_host_must_be_a_known_nic() {
+    let e = err(&GOOD.replace(
+        "      - { mac: \"52:54:00:aa:00:01\", hostname: node01 }",
+        "      - { mac: \"52:54:00:aa:00:07\", hostname: node01 }",
+    ));
+    assert!(e.contains("not a NIC of any node"), "{e}");
+}
+
+#[test]
+fn lun_zero_is_the_controller() {
+    let e = err(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    lun: 0\n",
+    ));
+    assert!(e.contains("LUN 0"), "{e}");
+}
+
+#[test]
+fn malformed_yaml_is_located() {
+    let e = err("name: t\nnodes: [\n");
+    assert!(e.contains("test.yaml:"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let e = err(&GOOD.replace("  - name: node01\n", "  - name: node01\n    cpus: many\n"));
+    assert!(e.contains("test.yaml:5:"), "{e}");
+}
+
+#[test]
+fn public_subnet_is_refused() {
+    let e = err(&format!("network:\n  subnet: 8.8.8.0/24\n{GOOD}"));
+    assert!(e.contains("private"), "{e}");
+    assert!(e.contains("test.yaml:2:"), "{e}");
+}
