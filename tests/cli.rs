@@ -1,1 +1,98 @@
+//! The command line, without booting anything: check, list, doctor, and refusal of bad input
+//! before anything starts.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A scratch folder inside scenarios/ is not allowed (tests run in parallel with `list`), so
+/// broken scenarios go to a temp folder with a copy of the boot script they reference.
+fn temp_scenario(name: &str, body: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("nbh-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("boot")).unwrap();
+    std::fs::copy(root().join("scenarios/boot/sanboot.ipxe"), dir.join("boot/sanboot.ipxe")).unwrap();
+    let f = dir.join(format!("{name}.yaml"));
+    std::fs::write(&f, body).unwrap();
+    (dir, f)
+}
+
+#[test]
+fn check_accepts_every_shipped_scenario() {
+    let o = harness(&["check", "scenarios/debian-ibft-e1000.yaml", "scenarios/sanboot-wrong-target.yaml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("debian-ibft-e1000.yaml: ok"), "{}", text(&o));
+}
+
+#[test]
+fn check_names_file_line_and_column() {
+    let good = std::fs::read_to_string(root().join("scenarios/debian-ibft-e1000.yaml")).unwrap();
+    let bad = good.replace("    memory_mib: 1024\n", "    memory_mib: 1024\n    ram: 2G\n");
+    let (dir, f) = temp_scenario("typo", &bad);
+    let o = harness(&["check", f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains(&format!("{}:13:5", f.display())), "{t}");
+    assert!(t.contains("ram"), "{t}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn run_refuses_a_broken_scenario_before_starting_anything() {
+    let good = std::fs::read_to_string(root().join("scenarios/debian-ibft-e1000.yaml")).unwrap();
+    let bad = good.replace("model: e1000,", "model: tg3,");
+    let (dir, f) = temp_scenario("badnic", &bad);
+    let runs = dir.join("runs");
+    let o = harness(&["run", "--runs-dir", runs.to_str().unwrap(), f.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("badnic.yaml:"), "{t}");
+    assert!(t.contains("e1000e") && t.contains("rtl8139"), "valid models not listed: {t}");
+    assert!(!runs.exists(), "a run directory was created for a scenario that never ran");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn list_shows_scenarios_with_descriptions() {
+    let o = harness(&["list"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("debian-ibft-e1000"), "{t}");
+    assert!(t.contains("One node with an Intel e1000 NIC"), "{t}");
+}
+
+#[test]
+fn doctor_reports_each_tool_with_its_package() {
+    let o = harness(&["doctor"]);
+    let t = text(&o);
+    assert!(t.contains("qemu-system-x86_64"), "{t}");
+    assert!(t.contains("tgtd"), "{t}");
+    assert!(t.contains("accel"), "{t}");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(o.status.success(), "the CI host must have everything: {t}");
+    }
+}
+
+#[test]
+fn help_reads_well() {
+    let o = harness(&["--help"]);
+    let t = text(&o);
+    for cmd in ["run", "check", "list", "image", "doctor"] {
+        assert!(t.contains(cmd), "{cmd} missing from --help: {t}");
+    }
+}

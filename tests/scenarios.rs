@@ -1,1 +1,88 @@
-fn main() {}
+//! One test per `scenarios/*.yaml`: each really boots through `netboot-harness run`.
+//!
+//! The harness judges the run itself (a scenario with `expect_failure` passes when it fails at
+//! the expected step), so a test passes exactly when the command exits 0. On failure the test
+//! prints the harness's report: the failing step, what it waited for, the console tail and the
+//! artifact paths.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Why this machine cannot boot scenarios, if it cannot.
+fn cannot_boot() -> Option<String> {
+    if !nix_is_root() {
+        return Some("not root: the lab needs network namespaces, bridges and taps".into());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+        .arg("doctor")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return Some(format!(
+            "`netboot-harness doctor` reports a problem:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        ));
+    }
+    None
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = project_root();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("scenarios"))
+        .expect("scenarios/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+
+    let blocker = cannot_boot();
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let trials = files
+        .into_iter()
+        .map(|file| {
+            let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let blocker = blocker.clone();
+            let ignored = blocker.is_some() && !in_ci;
+            Trial::test(format!("scenario::{name}"), move || {
+                if let Some(why) = blocker {
+                    // Under CI a machine that cannot boot is a failure, never a skip.
+                    return Err(Failed::from(format!("cannot boot scenarios here: {why}")));
+                }
+                run_scenario(&file)
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn run_scenario(file: &Path) -> Result<(), Failed> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netboot-harness"));
+    cmd.arg("run").arg(file).current_dir(project_root()).stdin(Stdio::null());
+    if let Ok(scale) = std::env::var("NETBOOT_HARNESS_TIMEOUT_SCALE") {
+        cmd.arg("--timeout-scale").arg(scale);
+    }
+    // Output is captured, never inherited: children must not hold the test's handles.
+    let out = cmd.output().map_err(|e| format!("cannot start netboot-harness: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        println!("{stdout}");
+        Ok(())
+    } else {
+        Err(format!("netboot-harness run {} exited with {}\n{stdout}\n{stderr}", file.display(), out.status).into())
+    }
+}
