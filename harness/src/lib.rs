@@ -10,6 +10,7 @@ pub mod events;
 pub mod expect;
 pub mod guest;
 pub mod image;
+pub mod iscsi_pdu;
 pub mod lab;
 pub mod paths;
 pub mod process;
