@@ -18,7 +18,11 @@ fn harness(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A scratch folder inside scenarios/ is not allowed (tests run in parallel with `list`), so
@@ -26,7 +30,11 @@ fn text(o: &Output) -> String {
 fn temp_scenario(name: &str, body: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("nbh-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("boot")).unwrap();
-    std::fs::copy(root().join("scenarios/boot/sanboot.ipxe"), dir.join("boot/sanboot.ipxe")).unwrap();
+    std::fs::copy(
+        root().join("scenarios/boot/sanboot.ipxe"),
+        dir.join("boot/sanboot.ipxe"),
+    )
+    .unwrap();
     let f = dir.join(format!("{name}.yaml"));
     std::fs::write(&f, body).unwrap();
     (dir, f)
@@ -34,15 +42,26 @@ fn temp_scenario(name: &str, body: &str) -> (PathBuf, PathBuf) {
 
 #[test]
 fn check_accepts_every_shipped_scenario() {
-    let o = harness(&["check", "scenarios/debian-ibft-e1000.yaml", "scenarios/sanboot-wrong-target.yaml"]);
+    let o = harness(&[
+        "check",
+        "scenarios/debian-ibft-e1000.yaml",
+        "scenarios/sanboot-wrong-target.yaml",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("debian-ibft-e1000.yaml: ok"), "{}", text(&o));
+    assert!(
+        text(&o).contains("debian-ibft-e1000.yaml: ok"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]
 fn check_names_file_line_and_column() {
     let good = std::fs::read_to_string(root().join("scenarios/debian-ibft-e1000.yaml")).unwrap();
-    let bad = good.replace("    memory_mib: 1024\n", "    memory_mib: 1024\n    ram: 2G\n");
+    let bad = good.replace(
+        "    memory_mib: 1024\n",
+        "    memory_mib: 1024\n    ram: 2G\n",
+    );
     let (dir, f) = temp_scenario("typo", &bad);
     let o = harness(&["check", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -58,12 +77,23 @@ fn run_refuses_a_broken_scenario_before_starting_anything() {
     let bad = good.replace("model: e1000,", "model: tg3,");
     let (dir, f) = temp_scenario("badnic", &bad);
     let runs = dir.join("runs");
-    let o = harness(&["run", "--runs-dir", runs.to_str().unwrap(), f.to_str().unwrap()]);
+    let o = harness(&[
+        "run",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("badnic.yaml:"), "{t}");
-    assert!(t.contains("e1000e") && t.contains("rtl8139"), "valid models not listed: {t}");
-    assert!(!runs.exists(), "a run directory was created for a scenario that never ran");
+    assert!(
+        t.contains("e1000e") && t.contains("rtl8139"),
+        "valid models not listed: {t}"
+    );
+    assert!(
+        !runs.exists(),
+        "a run directory was created for a scenario that never ran"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

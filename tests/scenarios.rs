@@ -53,7 +53,11 @@ fn main() {
     let trials = files
         .into_iter()
         .map(|file| {
-            let name = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let name = file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let blocker = blocker.clone();
             let ignored = blocker.is_some() && !in_ci;
             Trial::test(format!("scenario::{name}"), move || {
@@ -71,18 +75,28 @@ fn main() {
 
 fn run_scenario(file: &Path) -> Result<(), Failed> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_netboot-harness"));
-    cmd.arg("run").arg(file).current_dir(project_root()).stdin(Stdio::null());
+    cmd.arg("run")
+        .arg(file)
+        .current_dir(project_root())
+        .stdin(Stdio::null());
     if let Ok(scale) = std::env::var("NETBOOT_HARNESS_TIMEOUT_SCALE") {
         cmd.arg("--timeout-scale").arg(scale);
     }
     // Output is captured, never inherited: children must not hold the test's handles.
-    let out = cmd.output().map_err(|e| format!("cannot start netboot-harness: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start netboot-harness: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         println!("{stdout}");
         Ok(())
     } else {
-        Err(format!("netboot-harness run {} exited with {}\n{stdout}\n{stderr}", file.display(), out.status).into())
+        Err(format!(
+            "netboot-harness run {} exited with {}\n{stdout}\n{stderr}",
+            file.display(),
+            out.status
+        )
+        .into())
     }
 }
