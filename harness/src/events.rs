@@ -58,6 +58,14 @@ pub enum EventKind {
         target: String,
         source_ip: IpAddr,
     },
+    /// A login that did not complete: refused or dropped by the fault plan, rejected by the
+    /// target, or malformed.
+    IscsiLoginFailed {
+        initiator: String,
+        target: String,
+        source_ip: IpAddr,
+        result: String,
+    },
     /// A service started, stopped or failed: kept so a timeline can show it.
     Service { service: String, state: String },
 }

@@ -11,6 +11,7 @@ pub mod expect;
 pub mod guest;
 pub mod image;
 pub mod iscsi_pdu;
+pub mod iscsi_proxy;
 pub mod lab;
 pub mod paths;
 pub mod process;

@@ -1,0 +1,497 @@
+//! A small TCP proxy in front of the iSCSI target that reads the login phase of every connection.
+//!
+//! It records each login (initiator, target, source address, time, result) and can refuse or
+//! drop logins per the scenario's fault plan. Once a login completes, the connection is spliced
+//! through untouched: the proxy never looks at SCSI traffic.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::events::{EventKind, EventLog};
+use crate::iscsi_pdu::{self, LoginPdu, BHS_LEN, OP_LOGIN_RESPONSE};
+
+/// What the proxy does to logins, decided per login attempt (discovery sessions included).
+#[derive(Debug, Clone, Default)]
+pub struct LoginFaults {
+    /// Answer the first N logins with "target temporarily unavailable".
+    pub refuse_first: u32,
+    /// Close the connection without answering for the first N logins.
+    pub drop_first: u32,
+    /// Only these initiator addresses may log in (empty: all), like an address ACL on a SAN.
+    pub allow_from: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LoginRecord {
+    pub at: f64,
+    pub initiator: String,
+    pub target: String,
+    pub session_type: String,
+    pub source: SocketAddr,
+    /// `accepted`, `rejected by target (class C detail D)`, `refused: ...`, `dropped: ...`,
+    /// `malformed: ...` or `closed during login`.
+    pub result: String,
+}
+
+pub struct IscsiProxy {
+    pub listen: SocketAddr,
+    records: Arc<Mutex<Vec<LoginRecord>>>,
+    task: JoinHandle<()>,
+}
+
+impl IscsiProxy {
+    /// Listens on `listen` and forwards to `upstream` (tgtd's portal).
+    pub async fn start(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        faults: LoginFaults,
+        events: Arc<EventLog>,
+        records_file: &Path,
+    ) -> std::io::Result<IscsiProxy> {
+        let listener = TcpListener::bind(listen).await?;
+        let listen = listener.local_addr()?;
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::new(Mutex::new(std::fs::File::create(records_file)?));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let faults = Arc::new(faults);
+        let recs = records.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let cx = ConnCx {
+                    upstream,
+                    peer,
+                    faults: faults.clone(),
+                    attempts: attempts.clone(),
+                    events: events.clone(),
+                    records: recs.clone(),
+                    sink: sink.clone(),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = cx.serve(client).await {
+                        tracing::debug!(%peer, "iscsi proxy connection ended: {e}");
+                    }
+                });
+            }
+        });
+        Ok(IscsiProxy {
+            listen,
+            records,
+            task,
+        })
+    }
+
+    pub fn records(&self) -> Vec<LoginRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+struct ConnCx {
+    upstream: SocketAddr,
+    peer: SocketAddr,
+    faults: Arc<LoginFaults>,
+    attempts: Arc<AtomicU32>,
+    events: Arc<EventLog>,
+    records: Arc<Mutex<Vec<LoginRecord>>>,
+    sink: Arc<Mutex<std::fs::File>>,
+}
+
+/// A login phase that stalls this long is abandoned.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ConnCx {
+    fn record(&self, first: Option<&LoginPdu>, result: String) {
+        let rec = LoginRecord {
+            at: self.events.clock().now(),
+            initiator: first
+                .and_then(|p| p.initiator_name())
+                .unwrap_or("")
+                .to_string(),
+            target: first
+                .and_then(|p| p.target_name())
+                .unwrap_or("")
+                .to_string(),
+            session_type: first
+                .map(|p| p.session_type().to_string())
+                .unwrap_or_default(),
+            source: self.peer,
+            result,
+        };
+        tracing::info!(?rec, "iscsi login");
+        if let Ok(mut f) = self.sink.lock() {
+            use std::io::Write;
+            let _ = serde_json::to_writer(&mut *f, &rec);
+            let _ = f.write_all(b"\n");
+        }
+        // Only completed logins count as `IscsiLogin`; the others are kept apart so a step
+        // waiting for a login is never satisfied by a refused one.
+        if rec.result == "accepted" {
+            self.events.push(EventKind::IscsiLogin {
+                initiator: rec.initiator.clone(),
+                target: rec.target.clone(),
+                source_ip: self.peer.ip(),
+            });
+        } else {
+            self.events.push(EventKind::IscsiLoginFailed {
+                initiator: rec.initiator.clone(),
+                target: rec.target.clone(),
+                source_ip: self.peer.ip(),
+                result: rec.result.clone(),
+            });
+        }
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rec);
+    }
+
+    async fn serve(self, mut client: TcpStream) -> std::io::Result<()> {
+        // The first PDU decides: who is this, and does the fault plan let them in?
+        let first_bytes = match tokio::time::timeout(LOGIN_TIMEOUT, read_pdu(&mut client)).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return Ok(()), // connected and left: a port probe, not a login
+            Ok(Err(e)) => {
+                self.record(None, format!("malformed: {e}"));
+                return Ok(());
+            }
+            Err(_) => {
+                self.record(None, "malformed: no login PDU within 30s".into());
+                return Ok(());
+            }
+        };
+        let first = match iscsi_pdu::parse_login(&first_bytes) {
+            Ok(p) if p.is_request() => p,
+            Ok(_) => {
+                self.record(None, "malformed: first PDU is a login response".into());
+                return Ok(());
+            }
+            Err(e) => {
+                self.record(None, format!("malformed: {e}"));
+                return Ok(());
+            }
+        };
+        let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        if !self.faults.allow_from.is_empty() && !self.faults.allow_from.contains(&self.peer.ip()) {
+            self.reject(&mut client, &first, 2, 1).await;
+            self.record(
+                Some(&first),
+                format!("refused: address {} is not allowed", self.peer.ip()),
+            );
+            return Ok(());
+        }
+        if n <= self.faults.drop_first {
+            self.record(
+                Some(&first),
+                format!(
+                    "dropped: fault plan drops the first {} logins",
+                    self.faults.drop_first
+                ),
+            );
+            return Ok(());
+        }
+        if n <= self.faults.drop_first + self.faults.refuse_first {
+            // Status 0x0301: target error, service unavailable: the initiator should retry.
+            self.reject(&mut client, &first, 3, 1).await;
+            self.record(
+                Some(&first),
+                format!(
+                    "refused: fault plan refuses the first {} logins",
+                    self.faults.refuse_first
+                ),
+            );
+            return Ok(());
+        }
+
+        let mut server = TcpStream::connect(self.upstream).await?;
+        server.write_all(&first_bytes).await?;
+        // Relay the rest of the login phase PDU by PDU until the target completes or ends it.
+        loop {
+            let resp = match tokio::time::timeout(LOGIN_TIMEOUT, read_pdu(&mut server)).await {
+                Ok(Ok(Some(b))) => b,
+                Ok(Ok(None)) => {
+                    self.record(Some(&first), "closed during login".into());
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    self.record(Some(&first), format!("malformed: target sent {e}"));
+                    return Ok(());
+                }
+                Err(_) => {
+                    self.record(
+                        Some(&first),
+                        "malformed: target silent for 30s during login".into(),
+                    );
+                    return Ok(());
+                }
+            };
+            client.write_all(&resp).await?;
+            match iscsi_pdu::parse_login(&resp) {
+                Ok(r) if r.opcode == OP_LOGIN_RESPONSE && r.status_class != 0 => {
+                    self.record(
+                        Some(&first),
+                        format!(
+                            "rejected by target (class {} detail {})",
+                            r.status_class, r.status_detail
+                        ),
+                    );
+                    return Ok(());
+                }
+                Ok(r) if r.completes_login() => {
+                    self.record(Some(&first), "accepted".into());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.record(Some(&first), format!("malformed: target sent {e}"));
+                    return Ok(());
+                }
+            }
+            let req = match tokio::time::timeout(LOGIN_TIMEOUT, read_pdu(&mut client)).await {
+                Ok(Ok(Some(b))) => b,
+                _ => {
+                    self.record(Some(&first), "closed during login".into());
+                    return Ok(());
+                }
+            };
+            server.write_all(&req).await?;
+        }
+        tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+        Ok(())
+    }
+
+    async fn reject(&self, client: &mut TcpStream, req: &LoginPdu, class: u8, detail: u8) {
+        let resp = LoginPdu {
+            opcode: OP_LOGIN_RESPONSE,
+            transit: false,
+            current_stage: req.current_stage,
+            next_stage: 0,
+            isid: req.isid,
+            tsih: 0,
+            itt: req.itt,
+            status_class: class,
+            status_detail: detail,
+            keys: Default::default(),
+        };
+        let _ = client.write_all(&iscsi_pdu::build_login(&resp)).await;
+        let _ = client.shutdown().await;
+    }
+}
+
+/// Reads one whole PDU; `None` on a clean EOF before any byte.
+async fn read_pdu(s: &mut TcpStream) -> Result<Option<Vec<u8>>, iscsi_pdu::PduError> {
+    let mut buf = vec![0u8; BHS_LEN];
+    let mut got = 0;
+    while got < BHS_LEN {
+        match s.read(&mut buf[got..]).await {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) | Err(_) => {
+                return Err(iscsi_pdu::PduError::Truncated {
+                    need: BHS_LEN,
+                    have: got,
+                })
+            }
+            Ok(n) => got += n,
+        }
+    }
+    let len = iscsi_pdu::pdu_len(&buf)?;
+    buf.resize(len, 0);
+    if let Err(_e) = s.read_exact(&mut buf[BHS_LEN..]).await {
+        return Err(iscsi_pdu::PduError::Truncated {
+            need: len,
+            have: BHS_LEN,
+        });
+    }
+    Ok(Some(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RunClock;
+    use std::collections::BTreeMap;
+
+    fn login_request(initiator: &str) -> Vec<u8> {
+        let mut keys = BTreeMap::new();
+        keys.insert("InitiatorName".to_string(), initiator.to_string());
+        keys.insert(
+            "TargetName".to_string(),
+            "iqn.2026-11.lab:node01-root".to_string(),
+        );
+        iscsi_pdu::build_login(&LoginPdu {
+            opcode: iscsi_pdu::OP_LOGIN_REQUEST,
+            transit: true,
+            current_stage: 1,
+            next_stage: 3,
+            isid: [0, 2, 0x3d, 0, 0, 1],
+            tsih: 0,
+            itt: 9,
+            status_class: 0,
+            status_detail: 0,
+            keys,
+        })
+    }
+
+    /// Stands in for tgtd's login phase only: accepts every login, then echoes bytes, so the
+    /// test can see that traffic after the login is passed through untouched.
+    async fn upstream() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let Ok(Some(req)) = read_pdu(&mut s).await else {
+                        return;
+                    };
+                    let req = iscsi_pdu::parse_login(&req).unwrap();
+                    let resp = LoginPdu {
+                        opcode: OP_LOGIN_RESPONSE,
+                        transit: true,
+                        current_stage: 1,
+                        next_stage: 3,
+                        tsih: 1,
+                        keys: BTreeMap::new(),
+                        ..req
+                    };
+                    s.write_all(&iscsi_pdu::build_login(&resp)).await.unwrap();
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn proxy(
+        faults: LoginFaults,
+        name: &str,
+    ) -> (IscsiProxy, Arc<EventLog>, std::path::PathBuf) {
+        let up = upstream().await;
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+        let file =
+            std::env::temp_dir().join(format!("nbh-proxy-{name}-{}.jsonl", std::process::id()));
+        let p = IscsiProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            up,
+            faults,
+            events.clone(),
+            &file,
+        )
+        .await
+        .unwrap();
+        (p, events, file)
+    }
+
+    async fn login(addr: SocketAddr, initiator: &str) -> (TcpStream, LoginPdu) {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&login_request(initiator)).await.unwrap();
+        let resp = read_pdu(&mut c).await.unwrap().unwrap();
+        (c, iscsi_pdu::parse_login(&resp).unwrap())
+    }
+
+    #[tokio::test]
+    async fn records_a_login_and_passes_traffic_through() {
+        let (p, events, file) = proxy(LoginFaults::default(), "pass").await;
+        let (mut c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert!(resp.completes_login());
+        c.write_all(b"scsi bytes").await.unwrap();
+        let mut back = [0u8; 10];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"scsi bytes");
+        let recs = p.records();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].initiator, "iqn.2026-11.lab:node01");
+        assert_eq!(recs[0].target, "iqn.2026-11.lab:node01-root");
+        assert_eq!(recs[0].result, "accepted");
+        assert_eq!(recs[0].source.ip().to_string(), "127.0.0.1");
+        assert!(matches!(
+            events.snapshot()[0].kind,
+            EventKind::IscsiLogin { .. }
+        ));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("\"accepted\""), "{text}");
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
+    async fn refuses_the_first_logins_then_lets_them_in() {
+        let faults = LoginFaults {
+            refuse_first: 2,
+            ..Default::default()
+        };
+        let (p, events, file) = proxy(faults, "refuse").await;
+        for _ in 0..2 {
+            let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+            assert_eq!((resp.status_class, resp.status_detail), (3, 1));
+        }
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert!(resp.completes_login());
+        let results: Vec<String> = p.records().into_iter().map(|r| r.result).collect();
+        assert!(results[0].starts_with("refused"), "{results:?}");
+        assert!(results[1].starts_with("refused"), "{results:?}");
+        assert_eq!(results[2], "accepted");
+        let failed = events
+            .snapshot()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
+            .count();
+        assert_eq!(failed, 2);
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
+    async fn address_acl_refuses_other_sources() {
+        let faults = LoginFaults {
+            allow_from: vec!["10.77.0.99".parse().unwrap()],
+            ..Default::default()
+        };
+        let (p, _events, file) = proxy(faults, "acl").await;
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert_eq!(resp.status_class, 2);
+        assert!(p.records()[0].result.contains("not allowed"));
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
+    async fn truncated_pdu_is_recorded_and_the_proxy_keeps_serving() {
+        let (p, _events, file) = proxy(LoginFaults::default(), "trunc").await;
+        {
+            let mut c = TcpStream::connect(p.listen).await.unwrap();
+            c.write_all(&login_request("iqn.2026-11.lab:x")[..20])
+                .await
+                .unwrap();
+            c.shutdown().await.unwrap();
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink).await;
+        }
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert!(resp.completes_login());
+        let recs = p.records();
+        assert!(
+            recs.iter().any(|r| r.result.starts_with("malformed")),
+            "{recs:?}"
+        );
+        assert!(recs.iter().any(|r| r.result == "accepted"), "{recs:?}");
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+}
