@@ -1,1 +1,341 @@
-//! (being written)
+//! A guest's serial console: drained always (QEMU blocks when nobody reads), logged raw, and
+//! cleaned into timestamped lines the expectations match against.
+//!
+//! Firmware, iPXE, the kernel and systemd all share this stream. It carries ANSI escapes
+//! (colours, cursor moves, screen clears), `\r\n` line ends, bare `\r` for progress redraws and
+//! the odd NUL or non-UTF-8 byte; [`Cleaner`] turns that into plain lines.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::events::RunClock;
+
+/// Longer lines are cut: a runaway guest must not eat the harness's memory.
+pub const MAX_LINE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleLine {
+    /// Seconds since the run started, when the line was completed.
+    pub at: f64,
+    pub text: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Esc {
+    #[default]
+    Text,
+    /// After ESC.
+    Escape,
+    /// In a CSI sequence (`ESC [`), until a final byte 0x40..=0x7e.
+    Csi,
+    /// In an OSC or other string sequence, until BEL or `ESC \`.
+    Str,
+    /// ESC seen inside a string sequence: `\` ends it.
+    StrEscape,
+    /// Character-set designations (`ESC (`, `ESC )`): one more byte.
+    Charset,
+}
+
+/// Byte-at-a-time state machine, so escapes split across reads are handled.
+#[derive(Debug, Default)]
+pub struct Cleaner {
+    state: Esc,
+    line: Vec<u8>,
+    /// A bare `\r` was seen: the next printable byte starts the line over (a progress redraw),
+    /// unless `\n` follows, which just ends the line.
+    pending_cr: bool,
+}
+
+impl Cleaner {
+    /// Feeds bytes; returns the lines they completed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut done = Vec::new();
+        for &b in bytes {
+            match self.state {
+                Esc::Text => self.text_byte(b, &mut done),
+                Esc::Escape => {
+                    self.state = match b {
+                        b'[' => Esc::Csi,
+                        b']' | b'P' | b'X' | b'^' | b'_' => Esc::Str,
+                        b'(' | b')' | b'*' | b'+' => Esc::Charset,
+                        _ => Esc::Text,
+                    }
+                }
+                Esc::Csi => {
+                    if (0x40..=0x7e).contains(&b) {
+                        self.state = Esc::Text;
+                    }
+                }
+                Esc::Str => match b {
+                    0x07 => self.state = Esc::Text,
+                    0x1b => self.state = Esc::StrEscape,
+                    _ => {}
+                },
+                Esc::StrEscape => self.state = if b == b'\\' { Esc::Text } else { Esc::Str },
+                Esc::Charset => self.state = Esc::Text,
+            }
+        }
+        done
+    }
+
+    fn text_byte(&mut self, b: u8, done: &mut Vec<String>) {
+        match b {
+            0x1b => self.state = Esc::Escape,
+            b'\n' => {
+                self.pending_cr = false;
+                done.push(self.take());
+            }
+            b'\r' => self.pending_cr = true,
+            b'\t' => self.push(b' '),
+            0x08 => {
+                self.line.pop();
+            }
+            // Other control bytes (NUL, BEL, form feed, ...) carry no text.
+            0x00..=0x1f | 0x7f => {}
+            _ => self.push(b),
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.pending_cr {
+            self.pending_cr = false;
+            // Keep what was redrawn so far visible: iPXE redraws "Configuring ... ok" in place,
+            // and the final text is what a person saw. Overwriting from column 0 is the rule.
+            self.line.clear();
+        }
+        if self.line.len() < MAX_LINE {
+            self.line.push(b);
+        }
+    }
+
+    fn take(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.line).trim_end().to_string();
+        self.line.clear();
+        s
+    }
+
+    /// The unfinished line, as it stands.
+    pub fn partial(&self) -> String {
+        String::from_utf8_lossy(&self.line).to_string()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    lines: Vec<ConsoleLine>,
+    partial: String,
+    closed: bool,
+}
+
+/// One guest's console. Cheap to clone.
+#[derive(Clone)]
+pub struct Console {
+    shared: Arc<Mutex<Shared>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Console {
+    /// Starts draining `reader` into the logs and the line list.
+    pub fn spawn(
+        mut reader: impl AsyncRead + Unpin + Send + 'static,
+        raw_log: &Path,
+        clean_log: &Path,
+        clock: RunClock,
+    ) -> std::io::Result<(Console, JoinHandle<()>)> {
+        let mut raw = std::fs::File::create(raw_log)?;
+        let mut clean = std::io::BufWriter::new(std::fs::File::create(clean_log)?);
+        let (changed, _) = watch::channel(0u64);
+        let console = Console {
+            shared: Arc::new(Mutex::new(Shared::default())),
+            changed,
+        };
+        let c = console.clone();
+        let task = tokio::spawn(async move {
+            let mut cleaner = Cleaner::default();
+            let mut buf = vec![0u8; 8192];
+            let mut generation = 0u64;
+            loop {
+                let n = match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                // The raw log is the evidence of last resort: write it before anything else.
+                let _ = raw.write_all(&buf[..n]);
+                let _ = raw.flush();
+                let done = cleaner.feed(&buf[..n]);
+                let at = clock.now();
+                for l in &done {
+                    let _ = writeln!(clean, "[{at:9.3}] {l}");
+                }
+                let _ = clean.flush();
+                {
+                    let mut s = c.lock();
+                    s.lines
+                        .extend(done.into_iter().map(|text| ConsoleLine { at, text }));
+                    s.partial = cleaner.partial();
+                }
+                generation += 1;
+                c.changed.send_replace(generation);
+            }
+            let rest = cleaner.partial();
+            {
+                let mut s = c.lock();
+                if !rest.trim().is_empty() {
+                    s.lines.push(ConsoleLine {
+                        at: clock.now(),
+                        text: rest.trim_end().to_string(),
+                    });
+                }
+                s.partial.clear();
+                s.closed = true;
+            }
+            c.changed.send_replace(generation + 1);
+        });
+        Ok((console, task))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn lines_from(&self, index: usize) -> Vec<ConsoleLine> {
+        let s = self.lock();
+        s.lines.get(index..).map(<[_]>::to_vec).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn partial(&self) -> String {
+        self.lock().partial.clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let s = self.lock();
+        let mut out: Vec<String> = s.lines[s.lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.text.clone())
+            .collect();
+        if !s.partial.trim().is_empty() {
+            out.push(s.partial.clone());
+        }
+        out
+    }
+
+    /// The guest's output ended (QEMU exited).
+    pub fn closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn clean(bytes: &[u8]) -> Vec<String> {
+        Cleaner::default().feed(bytes)
+    }
+
+    #[test]
+    fn strips_colours_and_cursor_moves() {
+        assert_eq!(
+            clean(b"\x1b[2J\x1b[1;1H\x1b[0;1mSeaBIOS\x1b[0m (version 1.16.2)\r\n"),
+            vec!["SeaBIOS (version 1.16.2)"]
+        );
+        assert_eq!(clean(b"\x1b[?25lBooting\x1b[?25h\n"), vec!["Booting"]);
+    }
+
+    #[test]
+    fn strips_osc_and_charset_sequences() {
+        assert_eq!(
+            clean(b"\x1b]0;title\x07a\x1b]2;t\x1b\\b\x1b(Bc\n"),
+            vec!["abc"]
+        );
+    }
+
+    #[test]
+    fn escape_split_across_reads() {
+        let mut c = Cleaner::default();
+        assert!(c.feed(b"iPXE \x1b[").is_empty());
+        assert!(c.feed(b"0").is_empty());
+        assert_eq!(c.feed(b"minitialising\r\n"), vec!["iPXE initialising"]);
+    }
+
+    #[test]
+    fn bare_cr_redraws_the_line() {
+        assert_eq!(
+            clean(b"Configuring (net0 52:54:00:aa:00:01)...\rConfiguring (net0 52:54:00:aa:00:01)...... ok\r\n"),
+            vec!["Configuring (net0 52:54:00:aa:00:01)...... ok"]
+        );
+        // CR LF and CR CR LF end a line without losing it.
+        assert_eq!(clean(b"a\r\r\nb\r\n"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn control_bytes_and_bad_utf8() {
+        assert_eq!(clean(b"a\0b\x07c\td\n"), vec!["abc d"]);
+        assert_eq!(clean(b"x\xffy\n"), vec!["x\u{fffd}y"]);
+        assert_eq!(clean(b"ab\x08c\n"), vec!["ac"]);
+    }
+
+    #[test]
+    fn long_lines_are_capped() {
+        let mut long = vec![b'x'; MAX_LINE * 2];
+        long.push(b'\n');
+        assert_eq!(clean(&long)[0].len(), MAX_LINE);
+    }
+
+    #[test]
+    fn partial_line_is_visible() {
+        let mut c = Cleaner::default();
+        c.feed(b"iPXE> ");
+        assert_eq!(c.partial(), "iPXE> ");
+    }
+
+    #[tokio::test]
+    async fn console_drains_logs_and_notifies() {
+        let dir = std::env::temp_dir().join(format!("nbh-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut w, r) = tokio::io::duplex(64);
+        let (console, task) = Console::spawn(
+            r,
+            &dir.join("raw.log"),
+            &dir.join("clean.txt"),
+            RunClock::start(),
+        )
+        .unwrap();
+        let mut rx = console.subscribe();
+        w.write_all(b"\x1b[0mhello\r\nwor").await.unwrap();
+        while console.len() < 1 {
+            rx.changed().await.unwrap();
+        }
+        assert_eq!(console.lines_from(0)[0].text, "hello");
+        w.write_all(b"ld\r\nprompt# ").await.unwrap();
+        drop(w);
+        task.await.unwrap();
+        assert!(console.closed());
+        let texts: Vec<String> = console.lines_from(0).into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, vec!["hello", "world", "prompt#"]);
+        assert_eq!(console.tail(2), vec!["world", "prompt#"]);
+        let raw = std::fs::read(dir.join("raw.log")).unwrap();
+        assert_eq!(raw, b"\x1b[0mhello\r\nworld\r\nprompt# ");
+        let cleaned = std::fs::read_to_string(dir.join("clean.txt")).unwrap();
+        assert!(cleaned.contains("] hello"), "{cleaned}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

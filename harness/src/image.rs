@@ -1,1 +1,528 @@
-//! (being written)
+//! Guest images: recipes under `images/`, built by `images/lib/build-image`, cached by a hash of
+//! everything that goes into them, and copied per run so the cached image is never written.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ImageError {
+    #[error("unknown image recipe `{name}`; valid: {valid}")]
+    #[diagnostic(help("recipes are the folders of images/ that hold a recipe.yaml"))]
+    UnknownRecipe { name: String, valid: String },
+    #[error("recipe `{recipe}` has no parameter `{param}`; valid: {valid}")]
+    UnknownParam {
+        recipe: String,
+        param: String,
+        valid: String,
+    },
+    #[error("{path}: {message}")]
+    BadRecipe { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("building image `{recipe}` failed ({status}); build log: {log}\n{tail}")]
+    #[diagnostic(help(
+        "the log holds the whole build; mmdebstrap needs the Debian mirror to be reachable"
+    ))]
+    BuildFailed {
+        recipe: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
+    #[error("cannot copy {from} to {to}: {message}")]
+    Copy {
+        from: String,
+        to: String,
+        message: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    description: String,
+    flavour: String,
+    #[serde(default)]
+    suite: Option<String>,
+    #[serde(default)]
+    packages: Vec<String>,
+    #[serde(default)]
+    params: BTreeMap<String, ParamSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    pub default: String,
+    pub help: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: String,
+    pub dir: PathBuf,
+    pub description: String,
+    pub flavour: String,
+    pub params: BTreeMap<String, ParamSpec>,
+}
+
+impl Recipe {
+    /// Recipe defaults overlaid with the scenario's `set`; unknown names are errors.
+    pub fn resolve(
+        &self,
+        set: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, ImageError> {
+        let mut out: BTreeMap<String, String> = self
+            .params
+            .iter()
+            .map(|(k, p)| (k.clone(), p.default.clone()))
+            .collect();
+        for (k, v) in set {
+            if !self.params.contains_key(k) {
+                return Err(ImageError::UnknownParam {
+                    recipe: self.name.clone(),
+                    param: k.clone(),
+                    valid: names(self.params.keys()),
+                });
+            }
+            out.insert(k.clone(), v.clone());
+        }
+        Ok(out)
+    }
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<String> = it.map(|n| format!("`{n}`")).collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+pub fn list_recipes(images_dir: &Path) -> Result<Vec<Recipe>, ImageError> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(images_dir).map_err(io(images_dir))?;
+    let mut dirs: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("recipe.yaml").is_file())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push(load_recipe(images_dir, &name)?);
+    }
+    Ok(out)
+}
+
+pub fn load_recipe(images_dir: &Path, name: &str) -> Result<Recipe, ImageError> {
+    let valid_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let dir = images_dir.join(name);
+    let file = dir.join("recipe.yaml");
+    if !valid_name || !file.is_file() {
+        let valid = std::fs::read_dir(images_dir)
+            .map(|rd| {
+                let mut v: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("recipe.yaml").is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                names(v.iter())
+            })
+            .unwrap_or_else(|_| "none".into());
+        return Err(ImageError::UnknownRecipe {
+            name: name.to_string(),
+            valid,
+        });
+    }
+    let text = std::fs::read_to_string(&file).map_err(io(&file))?;
+    let rf: RecipeFile = serde_saphyr::from_str(&text).map_err(|e| ImageError::BadRecipe {
+        path: file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let flavour_file = images_dir
+        .join("lib/flavours")
+        .join(format!("{}.sh", rf.flavour));
+    if !flavour_file.is_file() {
+        return Err(ImageError::BadRecipe {
+            path: file.display().to_string(),
+            message: format!("flavour `{}` has no {}", rf.flavour, flavour_file.display()),
+        });
+    }
+    let _ = (rf.suite, rf.packages);
+    Ok(Recipe {
+        name: name.to_string(),
+        dir,
+        description: rf.description,
+        flavour: rf.flavour,
+        params: rf.params,
+    })
+}
+
+/// Hash of every input of a build: the shared `images/lib` tree, the recipe's folder and the
+/// resolved parameters. Same inputs, same key; any change, a new image.
+pub fn cache_key(
+    recipe: &Recipe,
+    images_dir: &Path,
+    params: &BTreeMap<String, String>,
+) -> Result<String, ImageError> {
+    let mut h = Sha256::new();
+    h.update(b"netboot-harness image v1\0");
+    for (label, root) in [
+        ("lib", images_dir.join("lib")),
+        ("recipe", recipe.dir.clone()),
+    ] {
+        let mut files = Vec::new();
+        walk(&root, &root, &mut files)?;
+        files.sort();
+        for rel in files {
+            let p = root.join(&rel);
+            let bytes = std::fs::read(&p).map_err(io(&p))?;
+            h.update(label.as_bytes());
+            h.update(b"\0");
+            h.update(rel.to_string_lossy().as_bytes());
+            h.update(b"\0");
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(&bytes);
+        }
+    }
+    for (k, v) in params {
+        h.update(b"param\0");
+        h.update(k.as_bytes());
+        h.update(b"=");
+        h.update(v.as_bytes());
+        h.update(b"\0");
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let p = e.path();
+        let ft = e.file_type().map_err(io(&p))?;
+        if ft.is_dir() {
+            walk(root, &p, out)?;
+        } else if ft.is_file() {
+            out.push(p.strip_prefix(root).unwrap_or(&p).to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// `$NETBOOT_HARNESS_CACHE`, else `$XDG_CACHE_HOME/netboot-harness`, else `~/.cache/netboot-harness`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETBOOT_HARNESS_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("netboot-harness");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache").join("netboot-harness")
+}
+
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub path: PathBuf,
+    pub key: String,
+    pub reused: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    recipe: String,
+    params: BTreeMap<String, String>,
+    key: String,
+    built_at: String,
+    build_seconds: f64,
+}
+
+/// Returns the cached image for these inputs, building it first if needed. Concurrent callers
+/// wait for one build instead of racing.
+pub fn ensure_built(
+    images_dir: &Path,
+    recipe: &Recipe,
+    params: &BTreeMap<String, String>,
+    cache: &Path,
+    log: &Path,
+) -> Result<BuiltImage, ImageError> {
+    let key = cache_key(recipe, images_dir, params)?;
+    let dir = cache
+        .join("images")
+        .join(format!("{}-{}", recipe.name, &key[..16]));
+    let disk = dir.join("disk.img");
+    if disk.is_file() {
+        return Ok(BuiltImage {
+            path: disk,
+            key,
+            reused: true,
+        });
+    }
+    std::fs::create_dir_all(cache.join("images")).map_err(io(cache))?;
+    let lock_path = cache
+        .join("images")
+        .join(format!(".{}-{}.lock", recipe.name, &key[..16]));
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    let _guard =
+        nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            ImageError::Io {
+                path: lock_path.display().to_string(),
+                source: std::io::Error::from(e),
+            }
+        })?;
+    // Someone else may have finished the build while we waited for the lock.
+    if disk.is_file() {
+        return Ok(BuiltImage {
+            path: disk,
+            key,
+            reused: true,
+        });
+    }
+    let tmp = cache
+        .join("images")
+        .join(format!(".build-{}-{}", &key[..16], std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = build_into(images_dir, recipe, params, &tmp, log);
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let (secs, _) = result.unwrap_or_default();
+    let meta = Meta {
+        recipe: recipe.name.clone(),
+        params: params.clone(),
+        key: key.clone(),
+        built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        build_seconds: secs,
+    };
+    let meta_path = tmp.join("meta.json");
+    std::fs::write(
+        &meta_path,
+        serde_json::to_vec_pretty(&meta).unwrap_or_default(),
+    )
+    .map_err(io(&meta_path))?;
+    set_read_only(&tmp.join("disk.img"))?;
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    Ok(BuiltImage {
+        path: disk,
+        key,
+        reused: false,
+    })
+}
+
+fn build_into(
+    images_dir: &Path,
+    recipe: &Recipe,
+    params: &BTreeMap<String, String>,
+    tmp: &Path,
+    log: &Path,
+) -> Result<(f64, ()), ImageError> {
+    crate::tools::check(crate::tools::IMAGE_TOOLS, &[]).map_err(|e| ImageError::BuildFailed {
+        recipe: recipe.name.clone(),
+        status: "missing tools".into(),
+        log: log.display().to_string(),
+        tail: format!("{e}: {}", e.help),
+    })?;
+    let log_file = std::fs::File::create(log).map_err(io(log))?;
+    let log_err = log_file.try_clone().map_err(io(log))?;
+    let script = images_dir.join("lib/build-image");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .arg(&recipe.dir)
+        .arg(tmp.join("disk.img"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log_file))
+        .stderr(Stdio::from(log_err));
+    for (k, v) in params {
+        cmd.env(format!("NBH_PARAM_{}", k.to_ascii_uppercase()), v);
+    }
+    eprintln!("image {}: building (log: {})", recipe.name, log.display());
+    let t = Instant::now();
+    let status = cmd.status().map_err(io(&script))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !status.success() || !tmp.join("disk.img").is_file() {
+        return Err(ImageError::BuildFailed {
+            recipe: recipe.name.clone(),
+            status: status.to_string(),
+            log: log.display().to_string(),
+            tail: tail(log, 20),
+        });
+    }
+    eprintln!("image {}: built in {secs:.0}s", recipe.name);
+    Ok((secs, ()))
+}
+
+fn set_read_only(p: &Path) -> Result<(), ImageError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o444)).map_err(io(p))
+}
+
+fn tail(p: &Path, n: usize) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        let _ = f.read_to_string(&mut s);
+    }
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A per-run working copy: sparse (holes stay holes) and a reflink where the filesystem can,
+/// so a run never rewrites the base image's unchanged blocks.
+pub fn per_run_copy(base: &Path, dest: &Path) -> Result<(), ImageError> {
+    let out = Command::new("cp")
+        .arg("--sparse=always")
+        .arg("--reflink=auto")
+        .arg(base)
+        .arg(dest)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| ImageError::Copy {
+            from: base.display().to_string(),
+            to: dest.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(ImageError::Copy {
+            from: base.display().to_string(),
+            to: dest.display().to_string(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    // The copy inherits the base's read-only mode; the run's copy must be writable by tgtd.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644)).map_err(io(dest))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempTree(PathBuf);
+    impl Drop for TempTree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tree(name: &str) -> TempTree {
+        let d = std::env::temp_dir().join(format!("nbh-image-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("lib/flavours")).unwrap();
+        std::fs::create_dir_all(d.join("alpha")).unwrap();
+        std::fs::write(d.join("lib/build-image"), "#!/bin/sh\n").unwrap();
+        std::fs::write(d.join("lib/flavours/plain.sh"), "# plain\n").unwrap();
+        std::fs::write(
+            d.join("alpha/recipe.yaml"),
+            "description: test\nflavour: plain\nparams:\n  device: { default: eth0, help: nic }\n",
+        )
+        .unwrap();
+        TempTree(d)
+    }
+
+    #[test]
+    fn loads_and_resolves_params() {
+        let t = tree("load");
+        let r = load_recipe(&t.0, "alpha").unwrap();
+        assert_eq!(r.flavour, "plain");
+        let p = r.resolve(&BTreeMap::new()).unwrap();
+        assert_eq!(p["device"], "eth0");
+        let p = r
+            .resolve(&BTreeMap::from([("device".into(), "eth1".into())]))
+            .unwrap();
+        assert_eq!(p["device"], "eth1");
+    }
+
+    #[test]
+    fn unknown_recipe_lists_valid_ones() {
+        let t = tree("unknown");
+        let e = load_recipe(&t.0, "beta").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown image recipe `beta`") && e.contains("`alpha`"),
+            "{e}"
+        );
+        let e = load_recipe(&t.0, "../alpha").unwrap_err().to_string();
+        assert!(e.contains("unknown image recipe"), "{e}");
+    }
+
+    #[test]
+    fn unknown_param_lists_valid_ones() {
+        let t = tree("param");
+        let r = load_recipe(&t.0, "alpha").unwrap();
+        let e = r
+            .resolve(&BTreeMap::from([("devcie".into(), "eth1".into())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no parameter `devcie`") && e.contains("`device`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cache_key_is_stable_and_sensitive() {
+        let t = tree("key");
+        let r = load_recipe(&t.0, "alpha").unwrap();
+        let p = r.resolve(&BTreeMap::new()).unwrap();
+        let k1 = cache_key(&r, &t.0, &p).unwrap();
+        assert_eq!(k1, cache_key(&r, &t.0, &p).unwrap());
+        let p2 = r
+            .resolve(&BTreeMap::from([("device".into(), "eth1".into())]))
+            .unwrap();
+        let k2 = cache_key(&r, &t.0, &p2).unwrap();
+        assert_ne!(k1, k2, "a parameter must change the key");
+        std::fs::write(t.0.join("lib/flavours/plain.sh"), "# changed\n").unwrap();
+        let k3 = cache_key(&r, &t.0, &p).unwrap();
+        assert_ne!(k1, k3, "a shared file must change the key");
+    }
+
+    #[test]
+    fn shipped_recipes_load() {
+        let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        let all = list_recipes(&images).unwrap();
+        assert!(all.iter().any(|r| r.name == "debian-initramfs-tools"));
+        for r in all {
+            assert!(!r.description.is_empty(), "{}", r.name);
+        }
+    }
+
+    #[test]
+    fn per_run_copy_is_writable_and_leaves_base_alone() {
+        let t = tree("copy");
+        let base = t.0.join("base.img");
+        std::fs::write(&base, b"disk").unwrap();
+        set_read_only(&base).unwrap();
+        let dest = t.0.join("run.img");
+        per_run_copy(&base, &dest).unwrap();
+        std::fs::write(&dest, b"written").unwrap();
+        assert_eq!(std::fs::read(&base).unwrap(), b"disk");
+    }
+}

@@ -1,0 +1,20 @@
+# Flavour: Debian initramfs-tools with open-iscsi logging in from the iBFT (ISCSI_AUTO=true).
+flavour_packages="open-iscsi"
+
+flavour_configure() {
+  # The open-iscsi hook includes iSCSI in the initramfs when this file exists; ISCSI_AUTO makes
+  # the initramfs take the network and the target from the iBFT iPXE published.
+  echo "ISCSI_AUTO=true" > "$root/etc/iscsi/iscsi.initramfs"
+  sed -i "s/^MODULES=.*/MODULES=netboot/" "$root/etc/initramfs-tools/initramfs.conf"
+  if grep -q '^DEVICE=' "$root/etc/initramfs-tools/initramfs.conf"; then
+    sed -i "s/^DEVICE=.*/DEVICE=${NBH_PARAM_DEVICE:-}/" "$root/etc/initramfs-tools/initramfs.conf"
+  else
+    echo "DEVICE=${NBH_PARAM_DEVICE:-}" >> "$root/etc/initramfs-tools/initramfs.conf"
+  fi
+  # MODULES=netboot leaves out sd_mod: the login succeeds and then no disk appears.
+  for m in ${NBH_PARAM_MODULES:-}; do echo "$m" >> "$root/etc/initramfs-tools/modules"; done
+}
+
+flavour_initramfs() {
+  chroot "$root" update-initramfs -c -k "$1" >&2
+}
