@@ -465,3 +465,352 @@ pub fn judge(outcome: &Outcome, expected: Option<&ExpectedFailure>) -> Judgement
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RunClock;
+    use crate::scenario::default_fail_patterns;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+
+    fn scenario(steps: Vec<(&str, Action, u64)>) -> Scenario {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios/debian-ibft-e1000.yaml");
+        let mut s = crate::scenario::load(&path).unwrap();
+        s.steps = steps
+            .into_iter()
+            .map(|(name, action, ms)| Step {
+                name: name.into(),
+                node: "node01".into(),
+                within: Duration::from_millis(ms),
+                action,
+            })
+            .collect();
+        s.fail_on = default_fail_patterns();
+        s
+    }
+
+    struct Rig {
+        nodes: BTreeMap<String, NodeIo>,
+        writer: tokio::io::DuplexStream,
+        typed: mpsc::Receiver<Vec<u8>>,
+        events: EventLog,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn rig(name: &str) -> Rig {
+        let dir = std::env::temp_dir().join(format!("nbh-expect-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let clock = RunClock::start();
+        let (writer, reader) = tokio::io::duplex(4096);
+        let (console, _t) =
+            Console::spawn(reader, &dir.join("raw"), &dir.join("txt"), clock).unwrap();
+        let (tx, typed) = mpsc::channel(4);
+        let mut nodes = BTreeMap::new();
+        nodes.insert("node01".to_string(), NodeIo { console, input: tx });
+        Rig {
+            nodes,
+            writer,
+            typed,
+            events: EventLog::new(clock, None).unwrap(),
+            dir,
+        }
+    }
+
+    fn no_cancel() -> watch::Receiver<bool> {
+        let (tx, rx) = watch::channel(false);
+        std::mem::forget(tx);
+        rx
+    }
+
+    #[tokio::test]
+    async fn ordered_console_steps_consume_lines() {
+        let mut r = rig("order");
+        let s = scenario(vec![
+            ("a", Action::Console("SeaBIOS".into()), 2000),
+            ("b", Action::Console("reboot".into()), 2000),
+            ("c", Action::Console("SeaBIOS".into()), 300),
+        ]);
+        r.writer
+            .write_all(b"SeaBIOS 1\r\nreboot: Restarting system\r\n")
+            .await
+            .unwrap();
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        // The first SeaBIOS line was consumed by step a: step c needs a new one.
+        assert_eq!(
+            out.verdict,
+            Verdict::Failed {
+                step: "c".into(),
+                reason: "waited 0s for a console line containing \"SeaBIOS\"".into(),
+                waited: out.steps[2].waited,
+                within: 0.3
+            }
+        );
+        assert_eq!(out.steps[0].status, StepStatus::Met);
+        assert_eq!(out.steps[1].detail, "reboot: Restarting system");
+        assert!(out.steps[2].waited >= 0.29, "{}", out.steps[2].waited);
+        assert_eq!(out.console_tails["node01"].len(), 2);
+    }
+
+    #[tokio::test]
+    async fn lines_arriving_later_wake_the_step() {
+        let mut r = rig("later");
+        let s = scenario(vec![(
+            "re",
+            Action::ConsoleRegex(regex::Regex::new(r"Connection\d+:0 .*operational").unwrap()),
+            3000,
+        )]);
+        let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+        let feeder = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            w.write_all(
+                b"noise\r\niscsistart: Connection1:0 to [target: x] is operational now\r\n",
+            )
+            .await
+            .unwrap();
+            w
+        });
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.verdict.passed(), "{:?}", out.verdict);
+        drop(feeder.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn fail_pattern_ends_the_step_early() {
+        let mut r = rig("fail");
+        let s = scenario(vec![(
+            "root",
+            Action::Console("netboot-harness: root=".into()),
+            5000,
+        )]);
+        r.writer
+            .write_all(b"Begin: Running /scripts/local-block ... done.\r\nALERT!  UUID=1234 does not exist.  Dropping to a shell!\r\n")
+            .await
+            .unwrap();
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        match &out.verdict {
+            Verdict::Failed {
+                step,
+                reason,
+                waited,
+                ..
+            } => {
+                assert_eq!(step, "root");
+                assert!(
+                    reason.contains("ALERT!") && reason.contains("root device"),
+                    "{reason}"
+                );
+                assert!(*waited < 2.0, "waited {waited}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_text_after_the_awaited_line_does_not_count_for_that_step() {
+        let mut r = rig("after");
+        let s = scenario(vec![
+            (
+                "sanboot",
+                Action::Console("Booting from SAN device 0x80".into()),
+                2000,
+            ),
+            ("kernel", Action::Console("Linux version".into()), 2000),
+        ]);
+        r.writer
+            .write_all(b"Booting from SAN device 0x80\r\nBoot from SAN device 0x80 failed: x\r\n")
+            .await
+            .unwrap();
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met);
+        match &out.verdict {
+            Verdict::Failed { step, reason, .. } => {
+                assert_eq!(step, "kernel");
+                assert!(
+                    reason.contains("Boot from SAN device 0x80 failed"),
+                    "{reason}"
+                );
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn service_steps_consume_one_record_each() {
+        let r = rig("svc");
+        let login = || Action::IscsiLogin {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+            from: None,
+        };
+        let s = scenario(vec![("l1", login(), 500), ("l2", login(), 300)]);
+        r.events.push(EventKind::IscsiLogin {
+            initiator: "IQN.2026-11.lab:node01".into(),
+            target: "iqn.2026-11.lab:node01-root".into(),
+            source_ip: "10.77.0.128".parse().unwrap(),
+        });
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met);
+        assert_eq!(out.steps[1].status, StepStatus::Failed);
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("an iSCSI login from iqn.2026-11.lab:node01")),
+            "{:?}",
+            out.verdict
+        );
+    }
+
+    #[tokio::test]
+    async fn dhcp_and_http_steps_match_their_records() {
+        let r = rig("dhcp");
+        let s = scenario(vec![
+            (
+                "dhcp",
+                Action::DhcpAck {
+                    mac: Some("52:54:00:aa:00:01".parse().unwrap()),
+                    hostname: Some("node01".into()),
+                },
+                500,
+            ),
+            ("http", Action::HttpGet("/boot.ipxe".into()), 500),
+        ]);
+        r.events.push(EventKind::HttpRequest {
+            method: "GET".into(),
+            path: "/boot.ipxe".into(),
+            status: 404,
+            peer: "10.77.0.128".parse().unwrap(),
+        });
+        r.events.push(EventKind::Dhcp {
+            message: "DHCPOFFER".into(),
+            mac: "52:54:00:aa:00:01".into(),
+            ip: None,
+            hostname: Some("node01".into()),
+        });
+        r.events.push(EventKind::Dhcp {
+            message: "DHCPACK".into(),
+            mac: "52:54:00:aa:00:01".into(),
+            ip: Some("10.77.0.128".parse().unwrap()),
+            hostname: Some("node01".into()),
+        });
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met);
+        // A 404 is not a fetched boot script.
+        assert_eq!(out.steps[1].status, StepStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn send_types_the_line_with_cr() {
+        let mut r = rig("send");
+        let s = scenario(vec![(
+            "reboot",
+            Action::Send("systemctl reboot".into()),
+            500,
+        )]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.verdict.passed());
+        assert_eq!(r.typed.recv().await.unwrap(), b"systemctl reboot\r");
+    }
+
+    #[tokio::test]
+    async fn console_eof_fails_the_waiting_step() {
+        let r = rig("eof");
+        let Rig {
+            nodes,
+            writer,
+            events,
+            ..
+        } = &r;
+        let s = scenario(vec![("x", Action::Console("never".into()), 5000)]);
+        let _ = writer;
+        let nodes_ref = nodes;
+        // Closing the write side ends the console, as QEMU exiting does.
+        let (w2, r2) = tokio::io::duplex(16);
+        drop(w2);
+        let (console, t) =
+            Console::spawn(r2, &r.dir.join("raw2"), &r.dir.join("txt2"), events.clock()).unwrap();
+        t.await.unwrap();
+        let mut nodes2 = BTreeMap::new();
+        nodes2.insert(
+            "node01".to_string(),
+            NodeIo {
+                console,
+                input: nodes_ref["node01"].input.clone(),
+            },
+        );
+        let out = run_steps(&s, &nodes2, events, 1.0, no_cancel()).await;
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("QEMU exited")),
+            "{:?}",
+            out.verdict
+        );
+    }
+
+    #[tokio::test]
+    async fn cancel_interrupts_and_skips_the_rest() {
+        let r = rig("cancel");
+        let s = scenario(vec![
+            ("a", Action::Console("never".into()), 5000),
+            ("b", Action::Console("x".into()), 5000),
+        ]);
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tx.send(true);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, rx).await;
+        assert_eq!(out.verdict, Verdict::Interrupted { step: "a".into() });
+        assert_eq!(out.steps[1].status, StepStatus::Skipped);
+        assert!(!judge(&out, None).ok);
+    }
+
+    #[test]
+    fn judge_expected_failures() {
+        let failed = |step: &str, reason: &str| Outcome {
+            verdict: Verdict::Failed {
+                step: step.into(),
+                reason: reason.into(),
+                waited: 1.0,
+                within: 2.0,
+            },
+            steps: vec![],
+            console_tails: BTreeMap::new(),
+        };
+        let want = ExpectedFailure {
+            step: "sanboot".into(),
+            reason: Some("Could not open SAN device".into()),
+        };
+        assert!(
+            judge(
+                &failed("sanboot", "console showed \"Could not open SAN device: x\""),
+                Some(&want)
+            )
+            .ok
+        );
+        let j = judge(&failed("dhcp", "waited"), Some(&want));
+        assert!(
+            !j.ok && j.message.contains("but failed at `dhcp`"),
+            "{}",
+            j.message
+        );
+        let j = judge(&failed("sanboot", "waited 60s"), Some(&want));
+        assert!(
+            !j.ok && j.message.contains("another reason"),
+            "{}",
+            j.message
+        );
+        let passed = Outcome {
+            verdict: Verdict::Passed,
+            steps: vec![],
+            console_tails: BTreeMap::new(),
+        };
+        assert!(!judge(&passed, Some(&want)).ok);
+        assert!(judge(&passed, None).ok);
+    }
+}

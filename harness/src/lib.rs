@@ -15,8 +15,8 @@ pub mod iscsi_proxy;
 pub mod lab;
 pub mod paths;
 pub mod process;
-// pub mod report; (waits for expect)
-// pub mod run; (waits for services, console, expect, image)
+pub mod report;
+pub mod run;
 pub mod scenario;
 pub mod services;
 pub mod tools;

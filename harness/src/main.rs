@@ -1,1 +1,298 @@
-fn main() {}
+//! The `netboot-harness` command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netboot_harness::guest::Accel;
+use netboot_harness::{image, paths, run, scenario, tools};
+
+#[derive(Parser)]
+#[command(
+    name = "netboot-harness",
+    version,
+    about = "Boot QEMU guests through real iPXE, DHCP, HTTP and iSCSI, and check every link",
+    long_about = "Runs YAML scenarios: each starts QEMU guests in a private network namespace, \
+netboots them through real iPXE against dnsmasq, an HTTP server and tgtd, and checks the serial \
+console and the services' own records step by step. Artifacts of every run go to \
+target/netboot-harness/runs/<scenario>/<time>/."
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run scenarios end to end; exits non-zero if any did not do what it expects.
+    Run {
+        /// Scenario files (scenarios/*.yaml).
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// tcg, kvm or auto (KVM only if a probe shows it can run firmware).
+        #[arg(long, default_value = "auto")]
+        accel: String,
+        /// Multiply every step's timeout, e.g. 2 on a slow or busy machine.
+        #[arg(long, default_value_t = 1.0)]
+        timeout_scale: f64,
+        /// Where run directories go (default: target/netboot-harness/runs).
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
+    /// Validate scenarios without starting anything.
+    Check {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// List the scenarios with their descriptions.
+    List,
+    /// Guest images: build, list.
+    Image {
+        #[command(subcommand)]
+        command: ImageCmd,
+    },
+    /// Check the host: tools and their packages, accelerator.
+    Doctor,
+    /// Runs the lab side of a run inside its namespaces (started by `run`).
+    #[command(name = "__lab", hide = true)]
+    Lab {
+        #[arg(long)]
+        scenario: PathBuf,
+        #[arg(long)]
+        run_dir: PathBuf,
+        #[arg(long)]
+        disk: PathBuf,
+        #[arg(long)]
+        accel: String,
+        #[arg(long)]
+        timeout_scale: f64,
+        #[arg(long)]
+        host_netns: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Build (or reuse from the cache) a recipe's image.
+    Build {
+        recipe: String,
+        /// Recipe parameters, NAME=VALUE.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// List recipes and cached images.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "netboot_harness=warn",
+        1 => "netboot_harness=debug",
+        _ => "netboot_harness=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETBOOT_HARNESS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
+    match cmd {
+        Cmd::Run {
+            scenarios,
+            accel,
+            timeout_scale,
+            runs_dir,
+        } => {
+            if !(timeout_scale > 0.0 && timeout_scale <= 20.0) {
+                miette::bail!("--timeout-scale must be in (0, 20], not {timeout_scale}");
+            }
+            let accel = match accel.as_str() {
+                "auto" => None,
+                a => Some(
+                    a.parse::<Accel>()
+                        .map_err(|e| miette::miette!("--accel: {e}"))?,
+                ),
+            };
+            // Validate every scenario before running any: a typo in the third file should not
+            // cost the first two boots.
+            for s in &scenarios {
+                scenario::load(s)?;
+            }
+            let opts = run::RunOptions {
+                accel,
+                timeout_scale,
+                runs_dir: runs_dir.unwrap_or_else(paths::runs_dir),
+            };
+            let mut all_ok = true;
+            for s in &scenarios {
+                let r = run::run_scenario(s, &opts)?;
+                all_ok &= r.ok();
+            }
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Check { scenarios } => {
+            let mut failed = 0;
+            for s in &scenarios {
+                match scenario::load(s) {
+                    Ok(sc) => println!(
+                        "{}: ok ({}, {} steps)",
+                        s.display(),
+                        sc.name,
+                        sc.steps.len()
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{:?}", miette::Report::new(e));
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::List => {
+            let dir = paths::scenarios_dir();
+            let files = paths::scenario_files(&dir)
+                .map_err(|e| miette::miette!("listing {}: {e}", dir.display()))?;
+            for f in files {
+                match scenario::load(&f) {
+                    Ok(s) => {
+                        let first = s.description.lines().next().unwrap_or("").to_string();
+                        println!("{:<28} {}", s.name, first);
+                    }
+                    Err(e) => println!("{:<28} INVALID: {}", f.display(), e.summary()),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Image { command } => image_cmd(command),
+        Cmd::Doctor => doctor(),
+        Cmd::Lab {
+            scenario,
+            run_dir,
+            disk,
+            accel,
+            timeout_scale,
+            host_netns,
+        } => {
+            let accel = accel.parse::<Accel>().map_err(|e| miette::miette!("{e}"))?;
+            let code = run::lab_main(run::LabArgs {
+                scenario,
+                run_dir,
+                disk,
+                accel,
+                timeout_scale,
+                host_netns,
+            });
+            Ok(ExitCode::from(code as u8))
+        }
+    }
+}
+
+fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
+    let images = paths::images_dir();
+    match cmd {
+        ImageCmd::Build { recipe, set } => {
+            tools::check(tools::IMAGE_TOOLS, &[])?;
+            let mut overrides = std::collections::BTreeMap::new();
+            for kv in set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| miette::miette!("--set takes NAME=VALUE, not `{kv}`"))?;
+                overrides.insert(k.to_string(), v.to_string());
+            }
+            let r = image::load_recipe(&images, &recipe)?;
+            let params = r.resolve(&overrides)?;
+            let cache = image::cache_dir();
+            let log = cache.join(format!("build-{recipe}.log"));
+            std::fs::create_dir_all(&cache)
+                .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
+            let built = image::ensure_built(&images, &r, &params, &cache, &log)?;
+            println!(
+                "{} {} ({})",
+                if built.reused { "reused" } else { "built" },
+                built.path.display(),
+                built.key
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCmd::List => {
+            for r in image::list_recipes(&images)? {
+                println!("{:<28} {}", r.name, r.description);
+                for (k, p) in &r.params {
+                    println!("    {k:<14} default {:?}: {}", p.default, p.help);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn doctor() -> miette::Result<ExitCode> {
+    let mut ok = true;
+    for t in tools::BOOT_TOOLS.iter().chain(tools::IMAGE_TOOLS) {
+        match tools::find(t.binary) {
+            Some(p) => println!("ok       {:<20} {} ({})", t.binary, p.display(), t.purpose),
+            None => {
+                ok = false;
+                println!(
+                    "MISSING  {:<20} install Debian package {} ({})",
+                    t.binary, t.package, t.purpose
+                );
+            }
+        }
+    }
+    for (f, pkg) in tools::BOOT_FILES {
+        if std::path::Path::new(f).exists() {
+            println!("ok       {f}");
+        } else {
+            ok = false;
+            println!("MISSING  {f}: install Debian package {pkg}");
+        }
+    }
+    let (accel, why) = netboot_harness::guest::detect_accel();
+    println!("accel    {accel}: {why}");
+    let root = nix::unistd::Uid::effective().is_root();
+    println!(
+        "user     {}",
+        if root {
+            "root: namespaces, bridges and taps can be made"
+        } else {
+            "not root: run as root (rootless mode is not implemented yet)"
+        }
+    );
+    ok &= root;
+    if !ok {
+        println!("fix: run ci/setup as root, which installs every package above");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

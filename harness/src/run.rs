@@ -1,1 +1,468 @@
-//! (being written)
+//! One scenario run, in two processes.
+//!
+//! The **host side** (the `run` command) validates the scenario, builds or reuses the image,
+//! makes the run directory and the per-run disk copy, then starts the **lab side** through
+//! `unshare --net --mount --pid --fork --kill-child=SIGTERM`: a process in fresh network, mount
+//! and PID namespaces. Everything the lab starts (dnsmasq, tgtd, QEMU) lives in those
+//! namespaces, so when the lab process ends the kernel kills what is left and removes the
+//! bridge and taps: no run can leak into the host or into another run.
+//!
+//! Endings: on Ctrl-C the whole foreground process group gets SIGINT and the lab stops its
+//! steps, collects artifacts and writes the summary. If only the host process is signalled
+//! (SIGTERM from a CI runner), it kills `unshare`, whose `--kill-child=SIGTERM` hands the lab the
+//! same orderly stop. If the host is SIGKILLed, `unshare` dies with it (parent-death signal) and
+//! the chain continues the same way.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use miette::{Context, IntoDiagnostic};
+
+use crate::events::{EventLog, RunClock};
+use crate::expect::{self, NodeIo};
+use crate::guest::{self, Accel, Guest, GuestConfig};
+use crate::image;
+use crate::lab;
+use crate::report::{self, Artifact, Summary};
+use crate::scenario::{self, ImageRef, Scenario};
+use crate::services::{ServiceContext, Services};
+use crate::tools;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// None: detect.
+    pub accel: Option<Accel>,
+    pub timeout_scale: f64,
+    pub runs_dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub scenario: String,
+    pub run_dir: PathBuf,
+    pub summary: Option<Summary>,
+}
+
+impl RunResult {
+    pub fn ok(&self) -> bool {
+        self.summary.as_ref().is_some_and(|s| s.ok)
+    }
+}
+
+static HOST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(sig: libc::c_int) {
+    HOST_SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// The host side. Errors here happen before anything started (bad scenario, missing tools, image
+/// build failure) and change nothing outside the cache and the run directory.
+pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult> {
+    let scenario = scenario::load(path)?;
+    tools::check(tools::BOOT_TOOLS, tools::BOOT_FILES)?;
+    let span = tracing::info_span!("scenario", name = %scenario.name);
+    let _g = span.enter();
+
+    let (accel, why) = match opts.accel {
+        Some(a) => (a, "chosen on the command line".to_string()),
+        None => guest::detect_accel(),
+    };
+    tracing::info!(%accel, %why, "accelerator");
+
+    let run_dir = opts
+        .runs_dir
+        .join(&scenario.name)
+        .join(crate::paths::run_stamp());
+    std::fs::create_dir_all(&run_dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating run directory {}", run_dir.display()))?;
+    let scratch = run_dir.join("scratch");
+    std::fs::create_dir_all(&scratch).into_diagnostic()?;
+
+    let result = (|| -> miette::Result<RunResult> {
+        let base = resolve_image(&scenario, &run_dir)?;
+        let disk = scratch.join("disk.img");
+        let t = Instant::now();
+        image::per_run_copy(&base, &disk)?;
+        tracing::info!(base = %base.display(), secs = t.elapsed().as_secs_f64(), "per-run disk copy");
+        let summary = spawn_lab(&scenario, path, &run_dir, &disk, accel, opts.timeout_scale)?;
+        Ok(RunResult {
+            scenario: scenario.name.clone(),
+            run_dir: run_dir.clone(),
+            summary,
+        })
+    })();
+    // The per-run disk is a working copy, not evidence: it goes whatever happened.
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn resolve_image(s: &Scenario, run_dir: &Path) -> miette::Result<PathBuf> {
+    match &s.image {
+        ImageRef::File(p) => Ok(p.clone()),
+        ImageRef::Recipe { name, set } => {
+            let images = crate::paths::images_dir();
+            let recipe = image::load_recipe(&images, name)?;
+            let params = recipe.resolve(set)?;
+            let cache = image::cache_dir();
+            let built = image::ensure_built(
+                &images,
+                &recipe,
+                &params,
+                &cache,
+                &run_dir.join("image-build.log"),
+            )?;
+            if built.reused {
+                eprintln!(
+                    "image {name}: reused {} (key {})",
+                    built.path.display(),
+                    &built.key[..16]
+                );
+            } else {
+                eprintln!(
+                    "image {name}: built {} (key {})",
+                    built.path.display(),
+                    &built.key[..16]
+                );
+            }
+            Ok(built.path)
+        }
+    }
+}
+
+fn spawn_lab(
+    scenario: &Scenario,
+    path: &Path,
+    run_dir: &Path,
+    disk: &Path,
+    accel: Accel,
+    timeout_scale: f64,
+) -> miette::Result<Option<Summary>> {
+    let exe = std::env::current_exe().into_diagnostic()?;
+    let host_netns =
+        lab::netns_inode().ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?;
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args([
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child=SIGTERM",
+        "--mount-proc",
+    ])
+    .arg(&exe)
+    .arg("__lab")
+    .arg("--scenario")
+    .arg(path)
+    .arg("--run-dir")
+    .arg(run_dir)
+    .arg("--disk")
+    .arg(disk)
+    .arg("--accel")
+    .arg(accel.to_string())
+    .arg("--timeout-scale")
+    .arg(timeout_scale.to_string())
+    .arg("--host-netns")
+    .arg(host_netns.to_string())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    install_host_signal_handlers();
+    let mut child = cmd
+        .spawn()
+        .into_diagnostic()
+        .wrap_err("starting the lab process with unshare (package util-linux)")?;
+    let stdout = child.stdout.take();
+    // The lab prints its report on stdout; relaying it also tells us when the lab is gone
+    // (EOF), even if `unshare` was killed first.
+    let relay = std::thread::spawn(move || {
+        if let Some(out) = stdout {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                println!("{line}");
+            }
+        }
+    });
+    let mut killed_at: Option<Instant> = None;
+    loop {
+        if let Some(_status) = child.try_wait().into_diagnostic()? {
+            break;
+        }
+        let sig = HOST_SIGNAL.load(Ordering::SeqCst);
+        if sig != 0 && killed_at.is_none() {
+            // The lab may have had the same signal from the terminal; killing unshare makes
+            // sure it gets SIGTERM through --kill-child either way.
+            tracing::warn!(signal = sig, "stopping the lab");
+            let _ = child.kill();
+            killed_at = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // After unshare is gone the lab may still be writing its summary; the relay ends at EOF.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !relay.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let summary = Summary::read(run_dir).ok();
+    if summary.is_none() {
+        let s = Summary::error(
+            &scenario.name,
+            path,
+            "the lab process ended without writing a summary (killed?)".into(),
+        );
+        let _ = s.write(run_dir);
+        return Ok(Some(s));
+    }
+    Ok(summary)
+}
+
+fn install_host_signal_handlers() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(remember_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe {
+            let _ = sigaction(s, &act);
+        }
+    }
+}
+
+/// Arguments of the lab process (internal command `__lab`).
+#[derive(Debug, Clone)]
+pub struct LabArgs {
+    pub scenario: PathBuf,
+    pub run_dir: PathBuf,
+    pub disk: PathBuf,
+    pub accel: Accel,
+    pub timeout_scale: f64,
+    pub host_netns: u64,
+}
+
+/// The lab side: runs inside the fresh namespaces; returns the process exit code.
+pub fn lab_main(args: LabArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netboot-harness: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let summary = rt.block_on(lab_run(&args));
+    let code = match summary.verdict.as_str() {
+        _ if summary.ok => 0,
+        "interrupted" => 130,
+        "error" => 2,
+        _ => 1,
+    };
+    if let Err(e) = summary.write(&args.run_dir) {
+        eprintln!("netboot-harness: cannot write summary.json: {e}");
+    }
+    print!("{}", report::render_text(&summary, &args.run_dir));
+    // Threads blocked on reads must not keep the lab (and so the namespaces) alive.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+async fn lab_run(args: &LabArgs) -> Summary {
+    let scenario = match scenario::load(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => return Summary::error("?", &args.scenario, e.summary()),
+    };
+    let span = tracing::info_span!("lab", scenario = %scenario.name);
+    let _g = span.enter();
+    let clock = RunClock::start();
+    let mut base = Summary::error(&scenario.name, &args.scenario, String::new());
+    base.accel = args.accel.to_string();
+    base.timeout_scale = args.timeout_scale;
+
+    let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        let _ = cancel_tx.send(true);
+    });
+
+    let events = match EventLog::new(clock, Some(&args.run_dir.join("events.jsonl"))) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            base.message = format!("cannot create events.jsonl: {e}");
+            return base;
+        }
+    };
+    let plan = lab::plan(&scenario);
+    if let Err(e) = lab::setup(&plan, Some(args.host_netns)) {
+        base.message = format!("lab network: {e}");
+        return base;
+    }
+    let services = match Services::start(
+        &scenario,
+        ServiceContext {
+            bridge: plan.bridge.clone(),
+            server_ip: plan.server_ip,
+            run_dir: args.run_dir.clone(),
+            disk: args.disk.clone(),
+            events: events.clone(),
+        },
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            base.message = format!("services: {e}");
+            base.artifacts = collect_artifacts(&args.run_dir);
+            return base;
+        }
+    };
+
+    let mut guests = Vec::new();
+    let mut nodes = BTreeMap::new();
+    let mut start_error = None;
+    for node in &scenario.nodes {
+        let cfg = GuestConfig {
+            node: node.clone(),
+            taps: plan.taps_of(&node.name).cloned().collect(),
+            accel: args.accel,
+            qmp_socket: args.run_dir.join(format!("qmp-{}.sock", node.name)),
+        };
+        let _ = std::fs::write(
+            args.run_dir.join(format!("qemu-{}.args", node.name)),
+            cfg.args()
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        );
+        match Guest::start(&cfg, &args.run_dir.join(format!("qemu-{}.log", node.name))) {
+            Ok(mut g) => {
+                base.qemu_started_at.insert(node.name.clone(), clock.now());
+                let Some(out) = g.stdout.take() else {
+                    start_error = Some(format!("QEMU for {} has no stdout", node.name));
+                    break;
+                };
+                match crate::console::Console::spawn(
+                    out,
+                    &args.run_dir.join(format!("console-{}.log", node.name)),
+                    &args.run_dir.join(format!("console-{}.txt", node.name)),
+                    clock,
+                ) {
+                    Ok((console, _task)) => {
+                        nodes.insert(
+                            node.name.clone(),
+                            NodeIo {
+                                console,
+                                input: g.input.clone(),
+                            },
+                        );
+                    }
+                    Err(e) => start_error = Some(format!("console of {}: {e}", node.name)),
+                }
+                guests.push(g);
+            }
+            Err(e) => {
+                start_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+
+    let summary = if let Some(err) = start_error {
+        base.message = err;
+        base
+    } else {
+        let outcome =
+            expect::run_steps(&scenario, &nodes, &events, args.timeout_scale, cancel_rx).await;
+        let judgement = expect::judge(&outcome, scenario.expect_failure.as_ref());
+        let mut s = Summary::from_outcome(base, &outcome, &judgement);
+        s.duration_s = clock.now();
+        s
+    };
+
+    for g in guests {
+        g.stop().await;
+    }
+    services.stop().await;
+    let mut summary = summary;
+    summary.artifacts = collect_artifacts(&args.run_dir);
+    summary
+}
+
+/// Every file in the run directory, with what it is, for the report.
+pub fn collect_artifacts(run_dir: &Path) -> Vec<Artifact> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(run_dir) else {
+        return out;
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    for n in names {
+        let what = describe_artifact(&n);
+        out.push(Artifact {
+            path: n,
+            what: what.into(),
+        });
+    }
+    out
+}
+
+fn describe_artifact(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("console-") && n.ends_with(".log") => {
+            "raw serial console (bytes as sent)"
+        }
+        n if n.starts_with("console-") && n.ends_with(".txt") => {
+            "console lines, cleaned, with times"
+        }
+        n if n.starts_with("qemu-") && n.ends_with(".args") => "QEMU command line",
+        n if n.starts_with("qemu-") && n.ends_with(".log") => "QEMU's own messages",
+        "events.jsonl" => "every service event (DHCP, HTTP, iSCSI), timed",
+        "iscsi-logins.jsonl" => "iSCSI login records",
+        "dnsmasq.log" => "DHCP server log",
+        "dnsmasq.args" => "DHCP server command line",
+        "dnsmasq.leases" => "DHCP leases",
+        "http.log" => "HTTP requests",
+        "tgtd.log" => "iSCSI target log",
+        "tgtadm.log" => "iSCSI target configuration commands",
+        "image-build.log" => "image build log",
+        "summary.json" => "verdict, step times, artifacts",
+        "harness.log" => "the harness's own log",
+        _ => "",
+    }
+}
