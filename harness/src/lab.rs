@@ -85,8 +85,9 @@ pub struct Lab {
 /// Builds the lab. `host_netns` is the inode of the host's network namespace as seen by the
 /// parent process: if ours is the same, we are not isolated and must not touch anything.
 pub fn setup(plan: &LabPlan, host_netns: Option<u64>) -> Result<Lab, LabError> {
-    ensure_isolated(host_netns)?;
-    private_run()?;
+    ensure_netns(host_netns)?;
+    private_mounts()?;
+    ensure_only_loopback()?;
     ip(&["link", "set", "lo", "up"])?;
     ip(&[
         "link",
@@ -128,7 +129,7 @@ pub fn netns_inode() -> Option<u64> {
     std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
 }
 
-fn ensure_isolated(host_netns: Option<u64>) -> Result<(), LabError> {
+fn ensure_netns(host_netns: Option<u64>) -> Result<(), LabError> {
     let ours = netns_inode()
         .ok_or_else(|| LabError::NotIsolated("cannot read /proc/self/ns/net".into()))?;
     match host_netns {
@@ -144,6 +145,10 @@ fn ensure_isolated(host_netns: Option<u64>) -> Result<(), LabError> {
             ))
         }
     }
+    Ok(())
+}
+
+fn ensure_only_loopback() -> Result<(), LabError> {
     // A fresh namespace has only `lo`. Anything else means we were started somewhere we did
     // not make, and services bound there could answer a real network.
     let others: Vec<String> = std::fs::read_dir("/sys/class/net")
@@ -161,8 +166,9 @@ fn ensure_isolated(host_netns: Option<u64>) -> Result<(), LabError> {
 }
 
 /// tgtd and dnsmasq keep sockets and state under /run; a tmpfs there keeps each run's apart
-/// from the host's and from other runs. The mount lives in the lab's private mount namespace.
-fn private_run() -> Result<(), LabError> {
+/// from the host's and from other runs. A fresh sysfs shows this namespace's interfaces (the
+/// inherited one shows the host's). Both mounts live in the lab's private mount namespace.
+fn private_mounts() -> Result<(), LabError> {
     use nix::mount::{mount, MsFlags};
     // Make sure nothing we mount propagates back to the host, whatever unshare defaulted to.
     mount(
@@ -182,6 +188,14 @@ fn private_run() -> Result<(), LabError> {
         Some("mode=0755"),
     )
     .map_err(|e| LabError::Mount(format!("tmpfs on /run: {e}")))?;
+    mount(
+        Some("sysfs"),
+        "/sys",
+        Some("sysfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| LabError::Mount(format!("sysfs on /sys: {e}")))?;
     Ok(())
 }
 
@@ -229,7 +243,7 @@ mod tests {
 
     #[test]
     fn refuses_without_a_host_reference() {
-        let e = ensure_isolated(None).unwrap_err();
+        let e = ensure_netns(None).unwrap_err();
         assert!(e.to_string().contains("not given"));
     }
 }
