@@ -181,6 +181,7 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
         for st in &s.steps {
             let mark = match st.status.as_str() {
                 "met" => "ok",
+                "failed" if s.verdict == "interrupted" => "STOPPED",
                 "failed" => "FAILED",
                 _ => "-",
             };

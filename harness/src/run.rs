@@ -279,6 +279,12 @@ pub fn lab_main(args: LabArgs) -> i32 {
     if let Err(e) = summary.write(&args.run_dir) {
         eprintln!("netboot-harness: cannot write summary.json: {e}");
     }
+    // The per-run disk and the QMP sockets are working files, not evidence. The host side
+    // removes the disk too, but it may have been killed.
+    if let Some(scratch) = args.disk.parent().filter(|p| p.ends_with("scratch")) {
+        let _ = std::fs::remove_dir_all(scratch);
+    }
+    remove_sockets(&args.run_dir);
     print!("{}", report::render_text(&summary, &args.run_dir));
     // Threads blocked on reads must not keep the lab (and so the namespaces) alive.
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -417,6 +423,17 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut summary = summary;
     summary.artifacts = collect_artifacts(&args.run_dir);
     summary
+}
+
+fn remove_sockets(run_dir: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(rd) = std::fs::read_dir(run_dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_socket()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Every file in the run directory, with what it is, for the report.
