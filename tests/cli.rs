@@ -66,7 +66,11 @@ fn check_names_file_line_and_column() {
     let o = harness(&["check", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains(&format!("{}:13:5", f.display())), "{t}");
+    assert!(t.contains(&format!("{}:11:5", f.display())), "{t}");
+    assert!(
+        !t.contains(": line 11 column 5"),
+        "location said twice: {t}"
+    );
     assert!(t.contains("ram"), "{t}");
     std::fs::remove_dir_all(dir).unwrap();
 }

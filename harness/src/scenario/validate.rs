@@ -132,7 +132,7 @@ impl Cx<'_> {
             .unwrap_or("invalid YAML")
             .trim_start_matches("error: ")
             .to_string();
-        let message = strip_location_suffix(&message);
+        let message = strip_location_prefix(&strip_location_suffix(&message));
         self.err(e.location(), message, None)
     }
 }
@@ -143,6 +143,12 @@ fn strip_location_suffix(m: &str) -> String {
         Some(i) => m[..i].to_string(),
         None => m.to_string(),
     }
+}
+
+/// ... and prefixes others with `line L column C: `.
+fn strip_location_prefix(m: &str) -> String {
+    let re = regex::Regex::new(r"^line \d+ column \d+: ").expect("valid regex");
+    re.replace(m, "").into_owned()
 }
 
 fn offset_of(text: &str, line: u64, column: u64) -> usize {
