@@ -229,7 +229,8 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             let r = image::load_recipe(&images, &recipe)?;
             let params = r.resolve(&overrides)?;
             let cache = image::cache_dir();
-            let log = cache.join(format!("build-{recipe}.log"));
+            let key = image::cache_key(&r, &images, &params)?;
+            let log = cache.join(format!("build-{recipe}-{}.log", &key[..16]));
             std::fs::create_dir_all(&cache)
                 .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
             let built = image::ensure_built(&images, &r, &params, &cache, &log)?;

@@ -1,5 +1,5 @@
 # Flavour: Debian initramfs-tools with open-iscsi logging in from the iBFT (ISCSI_AUTO=true).
-flavour_packages="open-iscsi"
+flavour_packages="initramfs-tools busybox open-iscsi"
 
 flavour_configure() {
   # The open-iscsi hook includes iSCSI in the initramfs when this file exists; ISCSI_AUTO makes
