@@ -130,3 +130,50 @@ fn help_reads_well() {
         assert!(t.contains(cmd), "{cmd} missing from --help: {t}");
     }
 }
+
+#[test]
+fn report_prints_each_run_and_draws_one_timeline_for_all() {
+    let dir = std::env::temp_dir().join(format!("nbh-cli-report-{}", std::process::id()));
+    let fixture = root().join("harness/tests-data/summary-passed.json");
+    let runs: Vec<PathBuf> = ["20261124T232729Z-1", "20261124T232729Z-2"]
+        .iter()
+        .map(|name| {
+            let run = dir.join(name);
+            std::fs::create_dir_all(&run).unwrap();
+            std::fs::copy(&fixture, run.join("summary.json")).unwrap();
+            run
+        })
+        .collect();
+    let svg = dir.join("compare.svg");
+    let o = harness(&[
+        "report",
+        runs[0].to_str().unwrap(),
+        runs[1].to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert_eq!(
+        t.matches("OK: scenario debian-ibft-e1000 PASSED in 72.4s")
+            .count(),
+        2,
+        "{t}"
+    );
+    assert!(t.contains("kernel found the iBFT"), "{t}");
+    assert!(t.contains(&format!("timeline: {}", svg.display())), "{t}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg "), "{picture:.200}");
+    assert!(picture.trim_end().ends_with("</svg>"));
+    assert!(picture.contains("2 runs on one time scale"));
+    for run in ["20261124T232729Z-1", "20261124T232729Z-2"] {
+        assert!(picture.contains(&format!("data-label=\"{run}\"")), "{run}");
+    }
+    assert_eq!(picture.matches("data-phase=\"kernel\"").count(), 2);
+
+    // A folder without a summary is an error that names the file.
+    let o = harness(&["report", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("summary.json"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use netboot_harness::guest::Accel;
-use netboot_harness::{image, paths, run, scenario, tools};
+use netboot_harness::report::{self, Summary};
+use netboot_harness::{image, paths, run, scenario, timeline, tools};
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +57,15 @@ enum Cmd {
     },
     /// Check the host: tools and their packages, accelerator.
     Doctor,
+    /// Show the report of finished runs again; --svg draws their timelines on one time scale.
+    Report {
+        /// Run directories (target/netboot-harness/runs/<scenario>/<time>).
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        /// Write one SVG comparing all the given runs to this file.
+        #[arg(long, value_name = "OUT")]
+        svg: Option<PathBuf>,
+    },
     /// Runs the lab side of a run inside its namespaces (started by `run`).
     #[command(name = "__lab", hide = true)]
     Lab {
@@ -192,6 +202,22 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
         }
         Cmd::Image { command } => image_cmd(command),
         Cmd::Doctor => doctor(),
+        Cmd::Report { run_dirs, svg } => {
+            let mut runs = Vec::new();
+            for dir in &run_dirs {
+                let s = Summary::read(dir)
+                    .map_err(|e| miette::miette!("{}/summary.json: {e}", dir.display()))?;
+                print!("{}", report::render_text(&s, dir));
+                let label = dir.file_name().unwrap_or(dir.as_os_str());
+                runs.push((label.to_string_lossy().into_owned(), s));
+            }
+            if let Some(out) = svg {
+                std::fs::write(&out, timeline::render_svg(&runs))
+                    .map_err(|e| miette::miette!("{}: {e}", out.display()))?;
+                println!("timeline: {}", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Lab {
             scenario,
             run_dir,

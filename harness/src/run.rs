@@ -278,6 +278,8 @@ pub fn lab_main(args: LabArgs) -> i32 {
     };
     if let Err(e) = summary.write(&args.run_dir) {
         eprintln!("netboot-harness: cannot write summary.json: {e}");
+    } else {
+        let _ = crate::timeline::write_for_run(&args.run_dir);
     }
     // The per-run disk and the QMP sockets are working files, not evidence. The host side
     // removes the disk too, but it may have been killed.
@@ -479,6 +481,7 @@ fn describe_artifact(name: &str) -> &'static str {
         "tgtadm.log" => "iSCSI target configuration commands",
         "image-build.log" => "image build log",
         "summary.json" => "verdict, step times, artifacts",
+        "timeline.svg" => "boot timeline picture",
         "harness.log" => "the harness's own log",
         _ => "",
     }
