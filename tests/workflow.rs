@@ -105,14 +105,14 @@ fn builds_the_image_as_ci_test_does() {
     let build = ci_test
         .lines()
         .map(str::trim)
-        .find(|l| !l.starts_with('#') && l.contains(" image build "))
-        .expect("ci/test builds the image");
+        .find(|l| !l.starts_with('#') && l.contains(" image prepare "))
+        .expect("ci/test prepares the images");
     let w = workflow();
     let lines = run_lines(&w);
     let ours = lines
         .iter()
-        .find(|l| l.contains(" image build "))
-        .unwrap_or_else(|| panic!("the workflow builds no image: {lines:#?}"));
+        .find(|l| l.contains(" image prepare "))
+        .unwrap_or_else(|| panic!("the workflow prepares no image: {lines:#?}"));
     assert!(ours.starts_with("sudo "), "{ours}");
     assert!(
         ours.ends_with(build),

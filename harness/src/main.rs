@@ -93,6 +93,11 @@ enum ImageCmd {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
     },
+    /// Build (or reuse) every image the given scenarios name, before running them.
+    Prepare {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
     /// List recipes and cached images.
     List,
 }
@@ -243,6 +248,18 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
 fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
     let images = paths::images_dir();
     match cmd {
+        ImageCmd::Prepare { scenarios } => {
+            tools::check(tools::IMAGE_TOOLS, &[])?;
+            let cache = image::cache_dir();
+            std::fs::create_dir_all(&cache)
+                .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
+            for f in &scenarios {
+                let s = scenario::load(f)?;
+                let p = run::resolve_image(&s, &cache)?;
+                println!("{}: {}", s.name, p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         ImageCmd::Build { recipe, set } => {
             tools::check(tools::IMAGE_TOOLS, &[])?;
             let mut overrides = std::collections::BTreeMap::new();

@@ -54,6 +54,9 @@ impl RunResult {
     }
 }
 
+/// Environment variable naming the run directory, set for every process of a run.
+pub const RUN_ENV: &str = "NETBOOT_HARNESS_RUN";
+
 static HOST_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn remember_signal(sig: libc::c_int) {
@@ -102,7 +105,12 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     result
 }
 
-fn resolve_image(s: &Scenario, run_dir: &Path) -> miette::Result<PathBuf> {
+/// Builds or reuses the image a scenario names; `log` receives the build's output.
+pub fn resolve_image(s: &Scenario, log_dir: &Path) -> miette::Result<PathBuf> {
+    resolve_image_logged(s, &log_dir.join("image-build.log"))
+}
+
+fn resolve_image_logged(s: &Scenario, log: &Path) -> miette::Result<PathBuf> {
     match &s.image {
         ImageRef::File(p) => Ok(p.clone()),
         ImageRef::Recipe { name, set } => {
@@ -110,13 +118,7 @@ fn resolve_image(s: &Scenario, run_dir: &Path) -> miette::Result<PathBuf> {
             let recipe = image::load_recipe(&images, name)?;
             let params = recipe.resolve(set)?;
             let cache = image::cache_dir();
-            let built = image::ensure_built(
-                &images,
-                &recipe,
-                &params,
-                &cache,
-                &run_dir.join("image-build.log"),
-            )?;
+            let built = image::ensure_built(&images, &recipe, &params, &cache, log)?;
             if built.reused {
                 eprintln!(
                     "image {name}: reused {} (key {})",
@@ -258,6 +260,9 @@ pub struct LabArgs {
 
 /// The lab side: runs inside the fresh namespaces; returns the process exit code.
 pub fn lab_main(args: LabArgs) -> i32 {
+    // Every process of the run inherits this: a check from outside can find any straggler by
+    // its environment (see tests/cleanup.rs).
+    std::env::set_var(RUN_ENV, &args.run_dir);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
