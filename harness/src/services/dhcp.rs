@@ -1,47 +1,65 @@
 //! DHCP from dnsmasq (DHCP only: no DNS, no TFTP), bound to the lab bridge alone.
+//!
+//! dnsmasq logs to a pipe; each line is stamped with the run clock, written to `dnsmasq.log`
+//! and, if it is a DHCP message, pushed as an event as it arrives.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use regex::Regex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::watch;
+use tokio::process::{Child, ChildStderr};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
-use super::{log_tail, ServiceContext, ServiceError};
+use super::ServiceError;
+use super::{command_line, find_binary, log_tail, service_command, terminate, ServiceContext};
 use crate::events::{EventKind, EventLog};
 use crate::scenario::Scenario;
 
+const SERVICE: &str = "dhcp";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 pub struct Dhcp {
     child: Child,
-    leases_private: PathBuf,
-    leases_artifact: PathBuf,
+    pump: JoinHandle<()>,
+    args_file: PathBuf,
+    log: PathBuf,
+    leases: PathBuf,
 }
 
-/// The argument vector for dnsmasq.
-pub fn args(s: &Scenario, bridge: &str, leasefile: &str, ipv6_ra: bool) -> Vec<String> {
+/// dnsmasq's arguments (without the program name).
+pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<String> {
     let (lo, hi) = s.subnet.pool();
-    let mask = Ipv4Addr::from(u32::MAX << (32 - s.subnet.prefix));
-    let mut a = vec![
-        "--keep-in-foreground".to_string(),
-        "--log-facility=-".into(),
-        // Never read the host's configuration: a stray option could make it answer elsewhere.
+    let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(s.subnet.prefix)));
+    let mut a: Vec<String> = vec![
+        "--keep-in-foreground".into(),
+        // Never read the host's configuration or hosts file: a stray option could make it
+        // answer somewhere else or hand out other names.
         "--conf-file=/dev/null".into(),
         "--no-hosts".into(),
         "--no-resolv".into(),
+        // Even in the foreground dnsmasq writes /run/dnsmasq.pid unless told not to (seen on
+        // 2.90); outside a private /run that would be the host's file.
+        "--pid-file=".into(),
+        // Dropping to nobody/dip changes credentials, and the kernel then clears the
+        // parent-death signal: a killed harness would leave dnsmasq running (seen). It stays
+        // root, confined to the lab's namespaces and to DHCP.
+        "--user=root".into(),
+        "--group=root".into(),
         "--port=0".into(),
         format!("--interface={bridge}"),
         "--except-interface=lo".into(),
         "--bind-interfaces".into(),
-        "--dhcp-authoritative".into(),
+        "--log-facility=-".into(),
         "--log-dhcp".into(),
-        format!("--dhcp-leasefile={leasefile}"),
+        "--dhcp-authoritative".into(),
+        format!("--dhcp-leasefile={}", leasefile.display()),
         format!("--dhcp-range={lo},{hi},{mask},1h"),
-        // iPXE says who it is with user class "iPXE"; only it gets the boot-script URL.
-        "--dhcp-userclass=set:ipxe,iPXE".into(),
-        format!("--dhcp-boot=tag:ipxe,{}", s.dhcp.boot_url),
     ];
     for h in &s.dhcp.hosts {
         let mut spec = h.mac.to_string();
@@ -53,154 +71,299 @@ pub fn args(s: &Scenario, bridge: &str, leasefile: &str, ipv6_ra: bool) -> Vec<S
         }
         a.push(format!("--dhcp-host={spec}"));
     }
+    // iPXE says who it is with user class "iPXE"; only it gets the boot-script URL, so a PXE
+    // stack that is not iPXE is not handed a URL it cannot fetch.
+    a.push("--dhcp-userclass=set:ipxe,iPXE".into());
+    a.push(format!("--dhcp-boot=tag:ipxe,{}", s.dhcp.boot_url));
     if ipv6_ra {
-        // Router advertisements on the bridge: without them iPXE waits ~13 s for IPv6
-        // autoconfiguration after DHCPv4 has long finished.
+        // Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration after
+        // DHCPv4 has long finished. ra-only: no DHCPv6 server.
         a.push("--enable-ra".into());
         a.push(format!("--dhcp-range=::,constructor:{bridge},ra-only"));
     }
     a
 }
 
-/// One parsed dnsmasq DHCP log line.
-#[derive(Debug, Clone, PartialEq)]
+/// One DHCP message from dnsmasq's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhcpLine {
+    /// `DHCPDISCOVER`, `DHCPOFFER`, `DHCPREQUEST`, `DHCPACK`, `DHCPNAK`, ...
     pub message: String,
+    pub interface: String,
+    /// Lower case.
     pub mac: String,
     pub ip: Option<Ipv4Addr>,
+    /// The name dnsmasq gave the client (offers and acks only).
     pub hostname: Option<String>,
+    /// Any other text after the MAC, e.g. a NAK's reason or `no address available`.
+    pub detail: Option<String>,
 }
 
-/// Reads lines like `dnsmasq-dhcp: 2539614283 DHCPACK(nbr0) 10.77.0.200 52:54:00:aa:00:01 node01`.
+// dnsmasq 2.90 with --log-dhcp: `dnsmasq-dhcp[PID]: XID TYPE(IFACE) [IP ]MAC[ TEXT]`.
+// The line may end in a space (no hostname yet).
+static DHCP_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:^|\s)(DHCP[A-Z]+)\(([^)\s]*)\)\s+(?:(\d{1,3}(?:\.\d{1,3}){3})\s+)?([0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5,})(?:\s+(.*?))?\s*$",
+    )
+    .expect("the DHCP line pattern is valid")
+});
+
+/// Reads a DHCP message out of a dnsmasq log line; `None` for every other line.
 pub fn parse_line(line: &str) -> Option<DhcpLine> {
-    let mut toks = line
-        .split_whitespace()
-        .skip_while(|t| !t.starts_with("DHCP") || !t.contains('('));
-    let head = toks.next()?;
-    let message = head.split('(').next()?.to_string();
-    if message.len() <= 4 || !message[4..].chars().all(|c| c.is_ascii_uppercase()) {
-        return None;
-    }
-    let rest: Vec<&str> = toks.collect();
-    let mut ip = None;
-    let mut mac = None;
-    let mut hostname = None;
-    for (i, t) in rest.iter().enumerate() {
-        if let Ok(a) = t.parse::<Ipv4Addr>() {
-            ip = Some(a);
-        } else if is_mac(t) {
-            mac = Some(t.to_ascii_lowercase());
-            hostname = rest
-                .get(i + 1)
-                .filter(|h| !h.is_empty())
-                .map(|h| h.to_string());
-            break;
+    let c = DHCP_LINE.captures(line)?;
+    let message = c[1].to_string();
+    let rest = c
+        .get(5)
+        .map(|m| m.as_str().trim())
+        .filter(|t| !t.is_empty());
+    // After the MAC dnsmasq prints the client's name on offers and acks, and free text
+    // (reasons, "ignored", ...) elsewhere.
+    let is_name = |t: &str| {
+        !t.contains(char::is_whitespace)
+            && t.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.' || ch == '_')
+    };
+    let (hostname, detail) = match rest {
+        Some(t) if matches!(message.as_str(), "DHCPOFFER" | "DHCPACK") && is_name(t) => {
+            (Some(t.to_string()), None)
         }
-    }
+        Some(t) => (None, Some(t.to_string())),
+        None => (None, None),
+    };
     Some(DhcpLine {
         message,
-        mac: mac?,
-        ip,
+        interface: c[2].to_string(),
+        mac: c[4].to_ascii_lowercase(),
+        ip: c.get(3).and_then(|m| m.as_str().parse().ok()),
         hostname,
+        detail,
     })
 }
 
-fn is_mac(t: &str) -> bool {
-    t.len() == 17
-        && t.split(':').count() == 6
-        && t.split(':')
-            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
+/// dnsmasq 2.90 prints this once its DHCP socket is bound to the bridge: the moment it can
+/// answer.
+pub fn is_ready_line(line: &str, bridge: &str) -> bool {
+    line.contains("sockets bound exclusively to interface") && line.trim_end().ends_with(bridge)
+}
+
+/// Whether `/proc/net/if_inet6` text lists a global-scope (unique-local counts) address on
+/// `ifname`. Router advertisements are constructed from such an address.
+pub fn has_global_ipv6(if_inet6: &str, ifname: &str) -> bool {
+    if_inet6.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // address, ifindex, prefix length, scope, flags, name; scope 00 is global.
+        f.len() == 6 && f[5] == ifname && f[3] == "00"
+    })
+}
+
+/// Gives the bridge the lab's IPv6 prefix unless it already has one. Err says why RA is off.
+async fn ensure_ipv6_prefix(bridge: &str) -> Result<(), String> {
+    // /proc/net follows the reader's network namespace: this is the lab's view.
+    let table = std::fs::read_to_string("/proc/net/if_inet6")
+        .map_err(|e| format!("IPv6 looks unavailable (/proc/net/if_inet6: {e})"))?;
+    if has_global_ipv6(&table, bridge) {
+        return Ok(());
+    }
+    let ip = crate::tools::find("ip").ok_or("`ip` (Debian package iproute2) is not installed")?;
+    let args: Vec<String> = [
+        "-6",
+        "addr",
+        "add",
+        crate::lab::IPV6_SERVER,
+        "dev",
+        bridge,
+        // Duplicate address detection would hold the address back for a second or more.
+        "nodad",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = service_command(&ip, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .map_err(|e| format!("`{}`: {e}", command_line(&ip, &args)))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed: {}",
+            command_line(&ip, &args),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    tracing::info!(
+        prefix = crate::lab::IPV6_SERVER,
+        "gave the bridge an IPv6 prefix for RA"
+    );
+    Ok(())
 }
 
 impl Dhcp {
-    pub async fn start(s: &Scenario, cx: &ServiceContext) -> Result<Dhcp, ServiceError> {
-        // dnsmasq drops to `nobody`; its lease file lives in the lab's private /run, and is
-        // copied to the artifacts when it stops.
-        let private = PathBuf::from("/run/nbh-dnsmasq");
-        std::fs::create_dir_all(&private).map_err(|e| ServiceError::Other {
-            service: "dhcp",
-            message: format!("{}: {e}", private.display()),
-        })?;
-        let _ = nix::unistd::chown(&private, Some(nix::unistd::Uid::from_raw(65534)), None);
-        let leases_private = private.join("leases");
-        let argv = args(s, &cx.bridge, &leases_private.display().to_string(), true);
-        let _ = std::fs::write(cx.run_dir.join("dnsmasq.args"), argv.join("\n") + "\n");
-        let log_path = cx.run_dir.join("dnsmasq.log");
-        let mut cmd = Command::new("dnsmasq");
-        cmd.args(&argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        crate::process::die_with_parent(&mut cmd);
+    pub async fn start(
+        s: &Scenario,
+        cx: &ServiceContext,
+        ipv6_ra: bool,
+    ) -> Result<Dhcp, ServiceError> {
+        let program = find_binary(SERVICE, "dnsmasq", "dnsmasq-base")?;
+        let log = cx.run_dir.join("dnsmasq.log");
+        let args_file = cx.run_dir.join("dnsmasq.args");
+        let leases = cx.run_dir.join("dnsmasq.leases");
+        let io = |what: &Path| {
+            let what = what.display().to_string();
+            move |source| ServiceError::Io {
+                service: SERVICE,
+                what,
+                source,
+            }
+        };
+        let mut log_file = tokio::fs::File::create(&log).await.map_err(io(&log))?;
+
+        let mut ra = ipv6_ra;
+        if ipv6_ra {
+            if let Err(why) = ensure_ipv6_prefix(&cx.bridge).await {
+                // A slower boot is better than none, but it must be visible in the log.
+                tracing::warn!(%why, "running without IPv6 router advertisements");
+                let note = format!(
+                    "netboot-harness: IPv6 router advertisements are off: {why} \
+                     (iPXE will wait for IPv6 autoconfiguration)\n"
+                );
+                log_file
+                    .write_all(note.as_bytes())
+                    .await
+                    .map_err(io(&log))?;
+                ra = false;
+            }
+        }
+
+        let argv = args(s, &cx.bridge, &leases, ra);
+        let mut listing = program.display().to_string();
+        for a in &argv {
+            listing.push('\n');
+            listing.push_str(a);
+        }
+        listing.push('\n');
+        std::fs::write(&args_file, listing).map_err(io(&args_file))?;
+
+        let command = command_line(&program, &argv);
+        let mut cmd = service_command(&program, &argv);
+        // Nothing comes on stdout in the foreground; every message, fatal ones included, is on
+        // stderr with --log-facility=-.
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|source| ServiceError::Spawn {
-            service: "dhcp",
-            program: "dnsmasq (Debian package dnsmasq-base)".into(),
+            service: SERVICE,
+            command: command.clone(),
             source,
         })?;
-        let stderr = child.stderr.take();
-        let (ready_tx, mut ready_rx) = watch::channel(false);
-        let events = cx.events.clone();
-        let log = tokio::fs::File::create(&log_path)
-            .await
-            .map_err(|e| ServiceError::Other {
-                service: "dhcp",
-                message: format!("{}: {e}", log_path.display()),
-            })?;
-        tokio::spawn(pump(stderr, log, events, ready_tx));
-        let ready = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if *ready_rx.borrow() {
-                    return true;
-                }
-                if ready_rx.changed().await.is_err() {
-                    return false;
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !ready {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-            return Err(ServiceError::NotReady {
-                service: "dhcp",
-                message: format!(
-                    "dnsmasq did not report its DHCP range (log: {})",
-                    log_path.display()
-                ),
-                log_tail: log_tail(&log_path, 20),
+        tracing::debug!(%command, pid = ?child.id(), "dnsmasq spawned");
+
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let mut pump = tokio::spawn(pump(
+            child.stderr.take(),
+            log_file,
+            cx.events.clone(),
+            cx.bridge.clone(),
+            ready_tx,
+        ));
+
+        let not_ready = tokio::select! {
+            r = ready_rx => match r {
+                Ok(()) => None,
+                // The pump ended (EOF): dnsmasq is exiting; its status says how.
+                Err(_) => Some(None),
+            },
+            status = child.wait() => Some(status.ok()),
+            _ = tokio::time::sleep(READY_TIMEOUT) => Some(None),
+        };
+        if let Some(status) = not_ready {
+            let status = match status {
+                Some(st) => Some(st),
+                None => tokio::time::timeout(Duration::from_millis(500), child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok),
+            };
+            terminate(&mut child, STOP_GRACE).await;
+            // Let the pump write dnsmasq's last words before quoting them.
+            let _ = tokio::time::timeout(Duration::from_secs(1), &mut pump).await;
+            let log_name = log.display().to_string();
+            return Err(match status {
+                Some(st) => ServiceError::Exited {
+                    service: SERVICE,
+                    command,
+                    status: st.to_string(),
+                    log: log_name,
+                    log_tail: log_tail(&log, 15),
+                },
+                None => ServiceError::NotReady {
+                    service: SERVICE,
+                    command,
+                    what: format!(
+                        "no \"sockets bound exclusively to interface {}\" within {READY_TIMEOUT:?}",
+                        cx.bridge
+                    ),
+                    log: log_name,
+                    log_tail: log_tail(&log, 15),
+                },
             });
         }
-        tracing::info!(bridge = %cx.bridge, "dhcp up");
+        tracing::info!(bridge = %cx.bridge, ra, "dhcp up");
         Ok(Dhcp {
             child,
-            leases_private,
-            leases_artifact: cx.run_dir.join("dnsmasq.leases"),
+            pump,
+            args_file,
+            log,
+            leases,
         })
     }
 
-    pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
-        let _ = std::fs::copy(&self.leases_private, &self.leases_artifact);
+    pub async fn stop(self) {
+        let Dhcp {
+            mut child,
+            mut pump,
+            ..
+        } = self;
+        let status = terminate(&mut child, STOP_GRACE).await;
+        tracing::debug!(?status, "dnsmasq stopped");
+        // EOF on the pipe ends the pump; waiting for it keeps the log complete.
+        if tokio::time::timeout(Duration::from_secs(2), &mut pump)
+            .await
+            .is_err()
+        {
+            pump.abort();
+        }
+    }
+
+    pub fn artifacts(&self) -> Vec<PathBuf> {
+        vec![
+            self.args_file.clone(),
+            self.log.clone(),
+            self.leases.clone(),
+        ]
     }
 }
 
 async fn pump(
-    stderr: Option<tokio::process::ChildStderr>,
+    stderr: Option<ChildStderr>,
     mut log: tokio::fs::File,
     events: Arc<EventLog>,
-    ready: watch::Sender<bool>,
+    bridge: String,
+    ready: oneshot::Sender<()>,
 ) {
     let Some(stderr) = stderr else { return };
+    let mut ready = Some(ready);
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
         let stamped = format!("[{:9.3}] {line}\n", events.clock().now());
         let _ = log.write_all(stamped.as_bytes()).await;
+        // Flushed per line: a run that is killed keeps what dnsmasq said.
         let _ = log.flush().await;
-        if line.contains("DHCP, IP range") {
-            ready.send_replace(true);
+        if is_ready_line(&line, &bridge) {
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(());
+            }
         }
         if let Some(d) = parse_line(&line) {
             events.push(EventKind::Dhcp {
@@ -217,53 +380,154 @@ async fn pump(
 mod tests {
     use super::*;
 
+    fn scenario() -> Scenario {
+        crate::scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/debian-ibft-e1000.yaml"),
+        )
+        .expect("the default scenario loads")
+    }
+
+    /// Recorded from dnsmasq 2.90 serving a real iPXE (e1000 option ROM) in a throwaway
+    /// namespace, two boots in a row.
+    const RECORDED: &str = "\
+dnsmasq[11]: started, version 2.90 DNS disabled
+dnsmasq[11]: compile time options: IPv6 GNU-getopt DBus no-UBus i18n IDN2 DHCP DHCPv6 no-Lua TFTP conntrack ipset nftset auth cryptohash DNSSEC loop-detect inotify dumpfile
+dnsmasq-dhcp[11]: DHCP, IP range 10.77.0.128 -- 10.77.0.254, lease time 1h
+dnsmasq-dhcp[11]: router advertisement on nbr0
+dnsmasq-dhcp[11]: router advertisement on fd77:6e62:6800::, constructed for nbr0
+dnsmasq-dhcp[11]: IPv6 router advertisement enabled
+dnsmasq-dhcp[11]: DHCP, sockets bound exclusively to interface nbr0
+dnsmasq-dhcp[11]: RTR-ADVERT(nbr0) fd77:6e62:6800::
+dnsmasq-dhcp[11]: 2708813915 available DHCP range: 10.77.0.128 -- 10.77.0.254
+dnsmasq-dhcp[11]: 2708813915 vendor class: PXEClient:Arch:00000:UNDI:002001
+dnsmasq-dhcp[11]: 2708813915 user class: iPXE
+dnsmasq-dhcp[11]: RTR-SOLICIT(nbr0) 52:54:00:aa:00:01
+dnsmasq-dhcp[11]: RTR-ADVERT(nbr0) fd77:6e62:6800::
+dnsmasq-dhcp[11]: 2708813915 DHCPDISCOVER(nbr0) 52:54:00:aa:00:01 
+dnsmasq-dhcp[11]: 2708813915 tags: known, ipxe, nbr0
+dnsmasq-dhcp[11]: 2708813915 DHCPOFFER(nbr0) 10.77.0.163 52:54:00:aa:00:01 
+dnsmasq-dhcp[11]: 2708813915 requested options: 1:netmask, 3:router, 6:dns-server, 7:log-server, 
+dnsmasq-dhcp[11]: 2708813915 requested options: 128, 129, 130, 131, 132, 133, 134, 135, 175, 
+dnsmasq-dhcp[11]: 2708813915 next server: 10.77.0.1
+dnsmasq-dhcp[11]: 2708813915 sent size:  1 option: 53 message-type  2
+dnsmasq-dhcp[11]: 2708813915 sent size: 27 option: 67 bootfile-name  http://10.77.0.1/boot.ipxe
+dnsmasq-dhcp[11]: 2708813915 sent size:  6 option: 12 hostname  node01
+dnsmasq-dhcp[11]: 2708813915 DHCPREQUEST(nbr0) 10.77.0.163 52:54:00:aa:00:01 
+dnsmasq-dhcp[11]: 2708813915 tags: known, ipxe, nbr0
+dnsmasq-dhcp[11]: 2708813915 DHCPACK(nbr0) 10.77.0.163 52:54:00:aa:00:01 node01
+dnsmasq[11]: exiting on receipt of SIGTERM
+";
+
     #[test]
-    fn parses_dnsmasq_lines() {
-        let ack = parse_line(
-            "dnsmasq-dhcp: 2539614283 DHCPACK(nbr0) 10.77.0.200 52:54:00:aa:00:01 node01",
+    fn parses_recorded_dnsmasq_lines() {
+        let got: Vec<DhcpLine> = RECORDED.lines().filter_map(parse_line).collect();
+        let kinds: Vec<&str> = got.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["DHCPDISCOVER", "DHCPOFFER", "DHCPREQUEST", "DHCPACK"],
+            "{got:#?}"
+        );
+        for d in &got {
+            assert_eq!(d.mac, "52:54:00:aa:00:01");
+            assert_eq!(d.interface, "nbr0");
+            assert_eq!(d.detail, None);
+        }
+        assert_eq!(got[0].ip, None);
+        assert_eq!(got[1].ip, Some(Ipv4Addr::new(10, 77, 0, 163)));
+        assert_eq!(got[1].hostname, None, "the offer line ends in a bare space");
+        assert_eq!(got[3].hostname.as_deref(), Some("node01"));
+        assert_eq!(got[3].ip, Some(Ipv4Addr::new(10, 77, 0, 163)));
+    }
+
+    #[test]
+    fn reasons_are_not_hostnames() {
+        let nak = parse_line(
+            "dnsmasq-dhcp[7]: 42 DHCPNAK(nbr0) 10.77.0.9 52:54:00:AA:00:02 wrong network",
         )
         .unwrap();
-        assert_eq!(ack.message, "DHCPACK");
-        assert_eq!(ack.mac, "52:54:00:aa:00:01");
-        assert_eq!(ack.ip, Some("10.77.0.200".parse().unwrap()));
-        assert_eq!(ack.hostname.as_deref(), Some("node01"));
-        let disc =
-            parse_line("dnsmasq-dhcp: 2539614283 DHCPDISCOVER(nbr0) 52:54:00:AA:00:01").unwrap();
-        assert_eq!(disc.message, "DHCPDISCOVER");
-        assert_eq!(disc.mac, "52:54:00:aa:00:01");
-        assert_eq!(disc.ip, None);
-        let req = parse_line("dnsmasq-dhcp: 123 DHCPREQUEST(nbr0) 10.77.0.200 52:54:00:aa:00:01")
-            .unwrap();
-        assert_eq!(req.hostname, None);
-        assert!(parse_line("dnsmasq-dhcp: 123 tags: ipxe, known, nbr0").is_none());
-        assert!(parse_line(
-            "dnsmasq-dhcp: DHCP, IP range 10.77.0.128 -- 10.77.0.254, lease time 1h"
+        assert_eq!(nak.message, "DHCPNAK");
+        assert_eq!(nak.mac, "52:54:00:aa:00:02");
+        assert_eq!(nak.hostname, None);
+        assert_eq!(nak.detail.as_deref(), Some("wrong network"));
+        let full = parse_line(
+            "dnsmasq-dhcp[7]: 43 DHCPDISCOVER(nbr0) 52:54:00:aa:00:03 no address available",
         )
-        .is_none());
-        assert!(parse_line("dnsmasq-dhcp: 123 sent size:  4 option: 53 message-type  5").is_none());
+        .unwrap();
+        assert_eq!(full.hostname, None);
+        assert_eq!(full.detail.as_deref(), Some("no address available"));
+    }
+
+    #[test]
+    fn other_lines_are_not_dhcp_messages() {
+        for l in [
+            "dnsmasq-dhcp[11]: DHCP, IP range 10.77.0.128 -- 10.77.0.254, lease time 1h",
+            "dnsmasq-dhcp[11]: RTR-SOLICIT(nbr0) 52:54:00:aa:00:01",
+            "dnsmasq-dhcp[11]: 2708813915 tags: known, ipxe, nbr0",
+            "dnsmasq-dhcp[11]: 2708813915 sent size:  6 option: 12 hostname  node01",
+            "dnsmasq-dhcp[11]: DHCP, sockets bound exclusively to interface nbr0",
+            "",
+        ] {
+            assert_eq!(parse_line(l), None, "{l}");
+        }
+    }
+
+    #[test]
+    fn ready_line_names_the_bridge() {
+        let l = "dnsmasq-dhcp[11]: DHCP, sockets bound exclusively to interface nbr0";
+        assert!(is_ready_line(l, "nbr0"));
+        assert!(!is_ready_line(l, "nbr1"));
+        assert!(!is_ready_line(
+            "dnsmasq-dhcp[11]: DHCP, IP range 10.77.0.128 -- 10.77.0.254, lease time 1h",
+            "nbr0"
+        ));
+    }
+
+    #[test]
+    fn finds_a_global_ipv6_address() {
+        // Recorded /proc/net/if_inet6 lines: a ULA and a link-local on the bridge.
+        let t = "\
+fd776e62680000000000000000000001 05 40 00 80     nbr0
+fe80000000000000a8bbccfffedd0001 05 40 20 80     nbr0
+00000000000000000000000000000001 01 80 10 80       lo
+";
+        assert!(has_global_ipv6(t, "nbr0"));
+        assert!(!has_global_ipv6(t, "lo"));
+        let link_only = "fe80000000000000a8bbccfffedd0001 05 40 20 80     nbr0\n";
+        assert!(!has_global_ipv6(link_only, "nbr0"));
+        assert!(!has_global_ipv6("", "nbr0"));
     }
 
     #[test]
     fn args_bind_only_the_bridge_and_ignore_host_config() {
-        let s = crate::scenario::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../scenarios/debian-ibft-e1000.yaml"),
-        )
-        .unwrap();
-        let a = args(&s, "nbr0", "/run/x/leases", true).join(" ");
+        let s = scenario();
+        let a = args(&s, "nbr0", Path::new("/r/dnsmasq.leases"), true);
         for want in [
+            "--keep-in-foreground",
             "--conf-file=/dev/null",
+            "--pid-file=",
             "--port=0",
             "--interface=nbr0",
             "--bind-interfaces",
             "--except-interface=lo",
+            "--log-facility=-",
+            "--log-dhcp",
+            "--dhcp-leasefile=/r/dnsmasq.leases",
             "--dhcp-range=10.77.0.128,10.77.0.254,255.255.255.0,1h",
             "--dhcp-host=52:54:00:aa:00:01,node01",
+            "--dhcp-userclass=set:ipxe,iPXE",
             "--dhcp-boot=tag:ipxe,http://10.77.0.1/boot.ipxe",
             "--enable-ra",
+            "--dhcp-range=::,constructor:nbr0,ra-only",
         ] {
-            assert!(a.contains(want), "{want} missing: {a}");
+            assert!(a.iter().any(|x| x == want), "{want} missing: {a:?}");
         }
-        assert!(!args(&s, "nbr0", "/x", false).join(" ").contains("ra-only"));
+        // Nothing that would listen elsewhere or read other configuration.
+        assert!(!a.iter().any(|x| x.starts_with("--listen-address")
+            || x.starts_with("--conf-dir")
+            || x.starts_with("--addn-hosts")));
+        let no_ra = args(&s, "nbr0", Path::new("/x"), false);
+        assert!(!no_ra
+            .iter()
+            .any(|x| x == "--enable-ra" || x.contains("ra-only")));
     }
 }

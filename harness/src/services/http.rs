@@ -1,13 +1,16 @@
-//! Boot scripts over HTTP, served in-process. Every request is recorded.
+//! Boot scripts over HTTP, served in-process from the scenario's already rendered files. Every
+//! request is recorded, answered or not.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -16,60 +19,85 @@ use super::{ServiceContext, ServiceError};
 use crate::events::{EventKind, EventLog};
 use crate::scenario::Scenario;
 
+const SERVICE: &str = "http";
+
 struct AppState {
-    files: HashMap<String, Vec<u8>>,
+    /// URL path with its leading slash -> (body, content type).
+    files: HashMap<String, (Bytes, &'static str)>,
     events: Arc<EventLog>,
     log: Mutex<std::fs::File>,
 }
 
 pub struct Http {
+    /// Where it listens (the real port when an ephemeral one was asked for).
     pub addr: SocketAddr,
+    log: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
-impl Http {
-    pub async fn start(s: &Scenario, cx: &ServiceContext) -> Result<Http, ServiceError> {
-        Self::start_on(s, SocketAddr::from((cx.server_ip, 80)), cx).await
+/// Text that is safe to show as text; anything else goes out as bytes.
+pub fn content_type(body: &[u8]) -> &'static str {
+    match std::str::from_utf8(body) {
+        Ok(t)
+            if !t
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+        {
+            "text/plain; charset=utf-8"
+        }
+        _ => "application/octet-stream",
     }
+}
 
-    /// Binds `addr` (tests use an ephemeral loopback port).
-    pub async fn start_on(
+impl Http {
+    /// Listens on `listen` (the bridge address in a run) and returns once it accepts
+    /// connections.
+    pub async fn start(
         s: &Scenario,
-        addr: SocketAddr,
         cx: &ServiceContext,
+        listen: SocketAddr,
     ) -> Result<Http, ServiceError> {
         let log_path = cx.run_dir.join("http.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| ServiceError::Other {
-            service: "http",
-            message: format!("{}: {e}", log_path.display()),
+        let log = std::fs::File::create(&log_path).map_err(|source| ServiceError::Io {
+            service: SERVICE,
+            what: log_path.display().to_string(),
+            source,
         })?;
+        let files = s
+            .http
+            .files
+            .iter()
+            .map(|f| {
+                let body = Bytes::from(f.body.clone());
+                let ty = content_type(&body);
+                (
+                    format!("/{}", f.url_path.trim_start_matches('/')),
+                    (body, ty),
+                )
+            })
+            .collect();
         let state = Arc::new(AppState {
-            files: s
-                .http
-                .files
-                .iter()
-                .map(|f| (format!("/{}", f.url_path), f.body.clone()))
-                .collect(),
+            files,
             events: cx.events.clone(),
             log: Mutex::new(log),
         });
-        let listener =
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| ServiceError::NotReady {
-                    service: "http",
-                    message: format!("cannot listen on {addr}: {e}"),
-                    log_tail: String::new(),
-                })?;
-        let addr = listener.local_addr().map_err(|e| ServiceError::Other {
-            service: "http",
-            message: e.to_string(),
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServiceError::Io {
+                service: SERVICE,
+                what: format!("cannot listen on {listen}"),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServiceError::Io {
+            service: SERVICE,
+            what: "local address of the listener".into(),
+            source,
         })?;
         let app = axum::Router::new().fallback(serve).with_state(state);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let r = axum::serve(
+            let served = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
@@ -77,13 +105,14 @@ impl Http {
                 let _ = rx.await;
             })
             .await;
-            if let Err(e) = r {
+            if let Err(e) = served {
                 tracing::warn!("http server ended: {e}");
             }
         });
         tracing::info!(%addr, files = s.http.files.len(), "http up");
         Ok(Http {
             addr,
+            log: log_path,
             shutdown: Some(tx),
             task,
         })
@@ -93,13 +122,18 @@ impl Http {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        // iPXE may hold a keep-alive connection open; don't wait on it for long.
-        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task)
+        // Graceful shutdown waits for open connections, and iPXE may keep one alive after its
+        // last request; don't wait on it for long.
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
             .await
             .is_err()
         {
             self.task.abort();
         }
+    }
+
+    pub fn artifacts(&self) -> Vec<PathBuf> {
+        vec![self.log.clone()]
     }
 }
 
@@ -108,20 +142,20 @@ async fn serve(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request<Body>,
 ) -> Response {
-    let method = req.method().to_string();
+    let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let body = if method == "GET" || method == "HEAD" {
+    let found = if method == Method::GET || method == Method::HEAD {
         st.files.get(&path).cloned()
     } else {
         None
     };
-    let status = if body.is_some() {
+    let status = if found.is_some() {
         StatusCode::OK
     } else {
         StatusCode::NOT_FOUND
     };
     st.events.push(EventKind::HttpRequest {
-        method: method.clone(),
+        method: method.to_string(),
         path: path.clone(),
         status: status.as_u16(),
         peer: peer.ip(),
@@ -129,33 +163,31 @@ async fn serve(
     if let Ok(mut f) = st.log.lock() {
         let _ = writeln!(
             f,
-            "[{:9.3}] {peer} {method} {path} {}",
+            "[{:9.3}] {peer} {method} {} {}",
             st.events.clock().now(),
+            req.uri(),
             status.as_u16()
         );
     }
-    let content_type =
-        if path.ends_with(".ipxe") || path.ends_with(".txt") || path.ends_with(".cfg") {
-            "text/plain"
-        } else {
-            "application/octet-stream"
-        };
-    let mut resp = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type);
-    if body.is_none() {
-        resp = resp.header(header::CONTENT_TYPE, "text/plain");
-    }
-    let out = match body {
-        Some(b) if method == "HEAD" => {
-            resp = resp.header(header::CONTENT_LENGTH, b.len());
-            Body::empty()
-        }
-        Some(b) => Body::from(b),
-        None => Body::from(format!("{path} is not served by this scenario\n")),
+    let (body, ty) = match found {
+        Some(found) => found,
+        None => (
+            Bytes::from(format!("{path} is not served by this scenario\n")),
+            "text/plain; charset=utf-8",
+        ),
     };
-    resp.body(out)
-        .unwrap_or_else(|_| Response::new(Body::empty()))
+    let len = body.len();
+    let mut resp = Response::new(if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(body)
+    });
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ty));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
 }
 
 #[cfg(test)]
@@ -164,14 +196,27 @@ mod tests {
     use crate::events::RunClock;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    async fn get(addr: SocketAddr, path: &str) -> String {
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: lab\r\n\r\n").as_bytes())
             .await
             .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn text_or_bytes() {
+        assert_eq!(
+            content_type(b"#!ipxe\nsanboot x\n"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(content_type(b"\x7fELF\x02\x01"), "application/octet-stream");
+        assert_eq!(
+            content_type(&[0xff, 0xfe, 0x00]),
+            "application/octet-stream"
+        );
     }
 
     #[tokio::test]
@@ -185,32 +230,48 @@ mod tests {
         .unwrap();
         let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
         let cx = ServiceContext {
-            bridge: "lo".into(),
+            bridge: "unused".into(),
             server_ip: "127.0.0.1".parse().unwrap(),
             run_dir: dir.clone(),
             disk: dir.join("disk.img"),
             events: events.clone(),
         };
-        let h = Http::start_on(&scen, "127.0.0.1:0".parse().unwrap(), &cx)
+        let h = Http::start(&scen, &cx, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
-        let ok = get(h.addr, "/boot.ipxe").await;
-        assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+        assert_ne!(h.addr.port(), 0);
+
+        let ok = request(h.addr, "GET", "/boot.ipxe").await;
         assert!(
-            ok.contains("sanboot iscsi:10.77.0.1:::1:iqn.2026-11.lab:node01-root"),
+            ok.starts_with("HTTP/1.0 200") || ok.starts_with("HTTP/1.1 200"),
             "{ok}"
         );
-        let missing = get(h.addr, "/nope").await;
-        assert!(missing.starts_with("HTTP/1.0 404"), "{missing}");
-        let ev = events.snapshot();
-        assert_eq!(ev.len(), 2);
         assert!(
-            matches!(&ev[0].kind, EventKind::HttpRequest { path, status: 200, .. } if path == "/boot.ipxe")
+            ok.to_ascii_lowercase().contains("content-type: text/plain"),
+            "{ok}"
         );
+        assert!(
+            ok.contains("sanboot iscsi:10.77.0.1:::1:iqn.2026-11.lab:node01-root"),
+            "the body is the rendered script: {ok}"
+        );
+        let head = request(h.addr, "HEAD", "/boot.ipxe").await;
+        assert!(head.contains(" 200 "), "{head}");
+        assert!(!head.contains("sanboot"), "HEAD has no body: {head}");
+        let missing = request(h.addr, "GET", "/nope").await;
+        assert!(missing.contains(" 404 "), "{missing}");
+        let post = request(h.addr, "POST", "/boot.ipxe").await;
+        assert!(post.contains(" 404 "), "{post}");
+
+        let ev = events.snapshot();
+        assert_eq!(ev.len(), 4, "{ev:?}");
         assert!(matches!(
-            &ev[1].kind,
-            EventKind::HttpRequest { status: 404, .. }
+            &ev[0].kind,
+            EventKind::HttpRequest { method, path, status: 200, peer }
+                if method == "GET" && path == "/boot.ipxe" && peer.is_loopback()
         ));
+        assert!(
+            matches!(&ev[2].kind, EventKind::HttpRequest { path, status: 404, .. } if path == "/nope")
+        );
         h.stop().await;
         let log = std::fs::read_to_string(dir.join("http.log")).unwrap();
         assert!(

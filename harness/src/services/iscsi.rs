@@ -1,202 +1,788 @@
-//! iSCSI: tgtd exports the run's disk copy; the harness's proxy stands in front of it on the
-//! bridge address and records every login (see [`crate::iscsi_proxy`]).
+//! iSCSI: tgtd exports the run's disk copy as one target with one LUN.
 //!
-//! tgtd listens on loopback only, inside the lab namespace. Its control socket lives under
-//! /run, which the lab made a private tmpfs, so parallel runs never reach each other's tgtd.
+//! tgtd's portal is the bridge address (or, with the login proxy, the namespace's loopback).
+//! Its control socket is `/var/run/tgtd/socket.<port>`; every run picks its own control port, so
+//! parallel runs never reach each other's tgtd even without a private /run.
+//!
+//! Logins are read from tgtd itself: a poller asks `tgtadm --op show --mode target` every
+//! 200 ms and records each new I_T nexus connection. A login that lasts less than one poll can
+//! be missed; the login proxy ([`crate::iscsi_proxy`]) sees every attempt, failed ones too.
+//!
+//! Measured on tgt 1.0.85: tgtd ignores SIGTERM (with or without targets), and
+//! `--op delete --mode system` is refused ("invalid request", `--force` or not) while a target
+//! exists. Stopping therefore deletes the target with `--force` (which also drops sessions),
+//! then the system, and falls back to SIGKILL.
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
+use serde::Serialize;
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::{log_tail, ServiceContext, ServiceError};
+use super::{
+    command_line, find_binary, kill_and_reap, log_tail, service_command, terminate, ServiceContext,
+    ServiceError,
+};
+use crate::events::{EventKind, EventLog};
 use crate::iscsi_proxy::{IscsiProxy, LoginFaults};
 use crate::scenario::Scenario;
 
-/// tgtd's portal inside the namespace; the guests reach it through the proxy.
-const UPSTREAM: &str = "127.0.0.1:3260";
+const SERVICE: &str = "iscsi";
+pub const PORTAL_PORT: u16 = 3260;
+const TID: &str = "1";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+const TGTADM_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL_EVERY: Duration = Duration::from_millis(200);
+/// Where tgt 1.0.85 puts its control sockets (seen: `/var/run/tgtd/socket.<port>` and
+/// `socket.<port>.lock`).
+const SOCKET_DIR: &str = "/var/run/tgtd";
+const PORT_ATTEMPTS: usize = 8;
+/// tgtd 1.0.85 refuses `-C` above 32767 ("out of range", exit 34); 0 is the host default.
+const PORT_BASE: u16 = 1_000;
+const PORT_SPAN: u64 = 31_000;
 
 pub struct Iscsi {
     child: Child,
-    proxy: IscsiProxy,
-    adm_log: PathBuf,
+    tgtadm: Tgtadm,
+    poller: Option<Poller>,
+    proxy: Option<IscsiProxy>,
+    log: PathBuf,
+    logins: PathBuf,
 }
 
-impl Iscsi {
-    pub async fn start(s: &Scenario, cx: &ServiceContext) -> Result<Iscsi, ServiceError> {
-        let log_path = cx.run_dir.join("tgtd.log");
-        let adm_log = cx.run_dir.join("tgtadm.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| other(format!("{}: {e}", log_path.display())))?;
-        let log2 = log.try_clone().map_err(|e| other(e.to_string()))?;
-        let mut cmd = Command::new("tgtd");
-        cmd.arg("-f")
-            .arg("--iscsi")
-            .arg(format!("portal={UPSTREAM}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .kill_on_drop(true);
-        crate::process::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(|source| ServiceError::Spawn {
-            service: "iscsi",
-            program: "tgtd (Debian package tgt)".into(),
-            source,
-        })?;
+/// One connection of one I_T nexus (session), as `tgtadm --op show --mode target` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct TgtConnection {
+    pub tid: u32,
+    pub target: String,
+    /// tgtd's I_T nexus id: new for every session, a re-login included.
+    pub nexus: u64,
+    pub connection: u32,
+    pub initiator: String,
+    pub source_ip: Option<IpAddr>,
+}
 
-        // Ready when tgtadm gets an answer on the control socket.
-        let mut ready = false;
-        for _ in 0..100 {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(ServiceError::NotReady {
-                    service: "iscsi",
-                    message: format!("tgtd exited at once ({status})"),
-                    log_tail: log_tail(&log_path, 20),
-                });
+impl TgtConnection {
+    /// What makes a login new: a session re-established after a drop gets a new nexus id.
+    fn key(&self) -> (u32, u64, u32) {
+        (self.tid, self.nexus, self.connection)
+    }
+}
+
+/// Reads the connections out of `tgtadm --lld iscsi --op show --mode target` output.
+pub fn parse_show_target(text: &str) -> Vec<TgtConnection> {
+    let mut out: Vec<TgtConnection> = Vec::new();
+    let mut target: Option<(u32, String)> = None;
+    let mut in_nexus_section = false;
+    let mut nexus: Option<(u64, String)> = None;
+    for raw in text.lines() {
+        let line = raw.trim();
+        if let Some(rest) = raw.strip_prefix("Target ") {
+            // Only an unindented line opens a target.
+            target = rest
+                .split_once(": ")
+                .and_then(|(tid, name)| Some((tid.trim().parse().ok()?, name.trim().to_string())));
+            in_nexus_section = false;
+            nexus = None;
+        } else if line.ends_with("information:") {
+            in_nexus_section = line == "I_T nexus information:";
+            nexus = None;
+        } else if !in_nexus_section {
+            continue;
+        } else if let Some(id) = line.strip_prefix("I_T nexus:") {
+            nexus = id.trim().parse().ok().map(|id| (id, String::new()));
+        } else if let Some(rest) = line.strip_prefix("Initiator:") {
+            // `Initiator: <iqn> alias: <alias>`; IQNs have no spaces.
+            if let Some((_, who)) = nexus.as_mut() {
+                *who = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
             }
-            if tgtadm(
-                &adm_log,
-                &["--lld", "iscsi", "--op", "show", "--mode", "system"],
-            )
-            .await
-            .is_ok()
+        } else if let Some(cid) = line.strip_prefix("Connection:") {
+            if let (Some((tid, name)), Some((id, who)), Ok(cid)) =
+                (&target, &nexus, cid.trim().parse())
             {
-                ready = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut this = Iscsi {
-            child,
-            proxy: IscsiProxy::start(
-                SocketAddr::from((cx.server_ip, 3260)),
-                UPSTREAM.parse().map_err(|e| other(format!("{e}")))?,
-                LoginFaults::default(),
-                cx.events.clone(),
-                &cx.run_dir.join("iscsi-logins.jsonl"),
-            )
-            .await
-            .map_err(|e| other(format!("login proxy on {}:3260: {e}", cx.server_ip)))?,
-            adm_log: adm_log.clone(),
-        };
-        if !ready {
-            kill(&mut this.child).await;
-            return Err(ServiceError::NotReady {
-                service: "iscsi",
-                message: "tgtd did not answer tgtadm within 10s".into(),
-                log_tail: log_tail(&log_path, 20),
-            });
-        }
-        let lun = s.iscsi.lun.to_string();
-        let disk = cx.disk.display().to_string();
-        let steps: [&[&str]; 3] = [
-            &[
-                "--lld",
-                "iscsi",
-                "--op",
-                "new",
-                "--mode",
-                "target",
-                "--tid",
-                "1",
-                "-T",
-                s.iscsi.target.as_str(),
-            ],
-            &[
-                "--lld",
-                "iscsi",
-                "--op",
-                "new",
-                "--mode",
-                "logicalunit",
-                "--tid",
-                "1",
-                "--lun",
-                &lun,
-                "-b",
-                &disk,
-            ],
-            &[
-                "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-            ],
-        ];
-        for args in steps {
-            if let Err(message) = tgtadm(&adm_log, args).await {
-                this.stop().await;
-                return Err(ServiceError::NotReady {
-                    service: "iscsi",
-                    message,
-                    log_tail: log_tail(&log_path, 20),
+                out.push(TgtConnection {
+                    tid: *tid,
+                    target: name.clone(),
+                    nexus: *id,
+                    connection: cid,
+                    initiator: who.clone(),
+                    source_ip: None,
                 });
             }
+        } else if let Some(ip) = line.strip_prefix("IP Address:") {
+            if let Some(last) = out.last_mut() {
+                last.source_ip = ip.trim().parse().ok();
+            }
         }
-        tracing::info!(target = %s.iscsi.target, lun = s.iscsi.lun, "iscsi up");
-        Ok(this)
+    }
+    out
+}
+
+/// Whether the show output has `target` with `lun` backed by `disk`.
+pub fn has_lun(text: &str, target: &str, lun: u8, disk: &Path) -> bool {
+    let mut in_target = false;
+    let mut in_lun = false;
+    let want_lun = format!("LUN: {lun}");
+    let want_path = format!("Backing store path: {}", disk.display());
+    for raw in text.lines() {
+        let line = raw.trim();
+        if let Some(rest) = raw.strip_prefix("Target ") {
+            in_target = rest
+                .split_once(": ")
+                .is_some_and(|(_, name)| name.trim() == target);
+            in_lun = false;
+        } else if line.starts_with("LUN: ") {
+            in_lun = in_target && line == want_lun;
+        } else if in_lun && line == want_path {
+            return true;
+        }
+    }
+    false
+}
+
+/// A login record as written to `iscsi-logins.jsonl`.
+#[derive(Debug, Serialize)]
+struct LoginLine<'a> {
+    at: f64,
+    initiator: &'a str,
+    target: &'a str,
+    source_ip: Option<IpAddr>,
+    tid: u32,
+    nexus: u64,
+    connection: u32,
+}
+
+/// tgtadm bound to one tgtd; every configuration command is logged with its output.
+#[derive(Clone)]
+struct Tgtadm {
+    program: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Tgtadm {
+    fn argv(&self, args: &[&str]) -> Vec<String> {
+        let mut a = vec!["-C".to_string(), self.port.to_string()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        a
     }
 
-    /// tgtd ignores SIGTERM while it has targets: ask it to exit, then kill it, then reap it.
-    pub async fn stop(self) {
-        let Iscsi {
-            mut child,
-            proxy,
-            adm_log,
-        } = self;
-        proxy.stop();
-        let _ = tgtadm(&adm_log, &["--op", "delete", "--mode", "system", "--force"]).await;
-        if tokio::time::timeout(Duration::from_secs(3), child.wait())
-            .await
-            .is_err()
+    /// Runs without logging: the readiness probe and the login poller run many times.
+    async fn query(&self, args: &[&str]) -> Result<String, String> {
+        let argv = self.argv(args);
+        let mut cmd = service_command(&self.program, &argv);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let out = match tokio::time::timeout(TGTADM_TIMEOUT, cmd.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(format!("cannot run tgtadm: {e}")),
+            // kill_on_drop ends the tgtadm that did not answer.
+            Err(_) => return Err(format!("no answer within {TGTADM_TIMEOUT:?}")),
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            Err(format!("{} ({}){stdout}", stderr.trim(), out.status))
+        }
+    }
+
+    /// Runs and appends the command line and its result to tgtadm.log.
+    async fn run(&self, args: &[&str]) -> Result<String, ServiceError> {
+        let r = self.query(args).await;
+        let command = command_line(&self.program, &self.argv(args));
+        self.note(&command, &r);
+        r.map_err(|output| ServiceError::Tgtadm {
+            command,
+            output,
+            log: self.log.display().to_string(),
+        })
+    }
+
+    fn note(&self, command: &str, r: &Result<String, String>) {
+        let text = match r {
+            Ok(out) => format!("$ {command}\n{out}"),
+            Err(e) => format!("$ {command}\nFAILED: {e}\n"),
+        };
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
         {
-            kill(&mut child).await;
+            let _ = f.write_all(text.as_bytes());
         }
     }
 }
 
-async fn kill(child: &mut Child) {
-    let _ = child.start_kill();
-    let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+/// Control ports to try: `first` if given, then random ones. A run that finds its port taken
+/// by another tgtd moves on to the next.
+fn control_ports(first: Option<u16>) -> impl Iterator<Item = u16> {
+    // RandomState is seeded from the OS; good enough to spread parallel runs.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let start = h.finish() % PORT_SPAN;
+    let random = (0..PORT_ATTEMPTS as u64)
+        .map(move |i| PORT_BASE + ((start + i * 7_919) % PORT_SPAN) as u16);
+    first
+        .into_iter()
+        .chain(random.filter(move |p| Some(*p) != first))
+        .take(PORT_ATTEMPTS)
 }
 
-fn other(message: String) -> ServiceError {
-    ServiceError::Other {
-        service: "iscsi",
-        message,
-    }
+/// Who answers on the control socket: tgtd reports its pid through the socket's peer
+/// credentials, which tells our tgtd from another run's that holds the same port.
+pub(crate) async fn socket_owner(port: u16) -> Option<i32> {
+    let path = Path::new(SOCKET_DIR).join(format!("socket.{port}"));
+    let s = tokio::net::UnixStream::connect(&path).await.ok()?;
+    s.peer_cred().ok()?.pid()
 }
 
-/// Runs tgtadm, appends the command and its output to `log`; Err carries the output.
-async fn tgtadm(log: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("tgtadm")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("tgtadm (Debian package tgt): {e}"))?;
-    let text = format!(
-        "$ tgtadm {}\n{}{}exit: {}\n",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status
-    );
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+enum TgtdStart {
+    Ready(Child),
+    PortTaken,
+}
+
+async fn start_tgtd(
+    program: &Path,
+    tgtadm: &Tgtadm,
+    portal: SocketAddr,
+    log: &Path,
+) -> Result<TgtdStart, ServiceError> {
+    let args: Vec<String> = vec![
+        "-f".into(),
+        "-C".into(),
+        tgtadm.port.to_string(),
+        "--iscsi".into(),
+        format!("portal={portal}"),
+    ];
+    let command = command_line(program, &args);
+    let io = |source| ServiceError::Io {
+        service: SERVICE,
+        what: log.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
-        .await
-    {
-        let _ = f.write_all(text.as_bytes()).await;
+        .map_err(io)?;
+    writeln!(file, "netboot-harness: starting `{command}`").map_err(io)?;
+    let err_file = file.try_clone().map_err(io)?;
+    let mut cmd = service_command(program, &args);
+    cmd.stdout(Stdio::from(file)).stderr(Stdio::from(err_file));
+    let mut child = cmd.spawn().map_err(|source| ServiceError::Spawn {
+        service: SERVICE,
+        command: command.clone(),
+        source,
+    })?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = log_tail(log, 10);
+            if tail.contains(&format!(
+                "another tgtd is using {SOCKET_DIR}/socket.{}",
+                tgtadm.port
+            )) {
+                return Ok(TgtdStart::PortTaken);
+            }
+            return Err(ServiceError::Exited {
+                service: SERVICE,
+                command,
+                status: status.to_string(),
+                log: log.display().to_string(),
+                log_tail: tail,
+            });
+        }
+        if tgtadm
+            .query(&["--lld", "iscsi", "--op", "show", "--mode", "system"])
+            .await
+            .is_ok()
+        {
+            match socket_owner(tgtadm.port).await {
+                Some(owner) if Some(owner) == pid => return Ok(TgtdStart::Ready(child)),
+                // Another tgtd holds this port; ours is about to fail on its lock file.
+                Some(_) => {}
+                None => {
+                    tracing::warn!(
+                        "tgtd answers but {SOCKET_DIR}/socket.{} is not there; cannot check it is ours",
+                        tgtadm.port
+                    );
+                    return Ok(TgtdStart::Ready(child));
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            kill_and_reap(&mut child).await;
+            return Err(ServiceError::NotReady {
+                service: SERVICE,
+                command,
+                what: format!("tgtadm got no answer on the control port within {READY_TIMEOUT:?}"),
+                log: log.display().to_string(),
+                log_tail: log_tail(log, 10),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`tgtadm {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+}
+
+impl Iscsi {
+    /// `first_port`: the control port to try first (random when `None`).
+    pub async fn start(
+        s: &Scenario,
+        cx: &ServiceContext,
+        login_proxy: Option<LoginFaults>,
+        first_port: Option<u16>,
+    ) -> Result<Iscsi, ServiceError> {
+        let tgtd = find_binary(SERVICE, "tgtd", "tgt")?;
+        let program = find_binary(SERVICE, "tgtadm", "tgt")?;
+        let log = cx.run_dir.join("tgtd.log");
+        let adm_log = cx.run_dir.join("tgtadm.log");
+        let logins = cx.run_dir.join("iscsi-logins.jsonl");
+        for f in [&log, &adm_log] {
+            std::fs::write(f, b"").map_err(|source| ServiceError::Io {
+                service: SERVICE,
+                what: f.display().to_string(),
+                source,
+            })?;
+        }
+        // With the proxy in front, tgtd must not hold the bridge address's port itself; the
+        // namespace's own loopback is reachable from nowhere else.
+        let portal = match login_proxy {
+            Some(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, PORTAL_PORT)),
+            None => SocketAddr::from((cx.server_ip, PORTAL_PORT)),
+        };
+
+        let mut started = None;
+        for port in control_ports(first_port) {
+            let tgtadm = Tgtadm {
+                program: program.clone(),
+                port,
+                log: adm_log.clone(),
+            };
+            match start_tgtd(&tgtd, &tgtadm, portal, &log).await? {
+                TgtdStart::Ready(child) => {
+                    started = Some((child, tgtadm));
+                    break;
+                }
+                TgtdStart::PortTaken => {
+                    tracing::info!(port, "tgtd control port taken, trying another");
+                }
+            }
+        }
+        let Some((child, tgtadm)) = started else {
+            return Err(ServiceError::Setup {
+                service: SERVICE,
+                message: format!(
+                    "every control port tried ({PORT_ATTEMPTS}) is held by another tgtd; see {}",
+                    log.display()
+                ),
+            });
+        };
+        tracing::debug!(port = tgtadm.port, pid = ?child.id(), "tgtd answers");
+
+        let mut this = Iscsi {
+            child,
+            tgtadm,
+            poller: None,
+            proxy: None,
+            log,
+            logins,
+        };
+        if let Err(e) = this.configure(s, cx, login_proxy).await {
+            this.stop().await;
+            return Err(e);
+        }
+        tracing::info!(
+            target = %s.iscsi.target,
+            lun = s.iscsi.lun,
+            %portal,
+            control_port = this.tgtadm.port,
+            "iscsi up"
+        );
+        Ok(this)
+    }
+
+    async fn configure(
+        &mut self,
+        s: &Scenario,
+        cx: &ServiceContext,
+        login_proxy: Option<LoginFaults>,
+    ) -> Result<(), ServiceError> {
+        let adm = &self.tgtadm;
+        let lun = s.iscsi.lun.to_string();
+        let disk = cx.disk.display().to_string();
+        adm.run(&["--lld", "iscsi", "--op", "show", "--mode", "system"])
+            .await?;
+        adm.run(&[
+            "--lld",
+            "iscsi",
+            "--op",
+            "new",
+            "--mode",
+            "target",
+            "--tid",
+            TID,
+            "-T",
+            s.iscsi.target.as_str(),
+        ])
+        .await?;
+        adm.run(&[
+            "--lld",
+            "iscsi",
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            TID,
+            "--lun",
+            &lun,
+            "-b",
+            &disk,
+        ])
+        .await?;
+        adm.run(&[
+            "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", TID, "-I", "ALL",
+        ])
+        .await?;
+        let shown = adm
+            .run(&["--lld", "iscsi", "--op", "show", "--mode", "target"])
+            .await?;
+        if !has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, &cx.disk) {
+            return Err(ServiceError::Setup {
+                service: SERVICE,
+                message: format!(
+                    "tgtd does not list target {} with LUN {} backed by {} (see {})",
+                    s.iscsi.target,
+                    s.iscsi.lun,
+                    disk,
+                    adm.log.display()
+                ),
+            });
+        }
+
+        match login_proxy {
+            Some(faults) => {
+                let listen = SocketAddr::from((cx.server_ip, PORTAL_PORT));
+                let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, PORTAL_PORT));
+                let proxy =
+                    IscsiProxy::start(listen, upstream, faults, cx.events.clone(), &self.logins)
+                        .await
+                        .map_err(|source| ServiceError::Io {
+                            service: SERVICE,
+                            what: format!("login proxy on {listen}"),
+                            source,
+                        })?;
+                self.proxy = Some(proxy);
+            }
+            None => {
+                let sink =
+                    std::fs::File::create(&self.logins).map_err(|source| ServiceError::Io {
+                        service: SERVICE,
+                        what: self.logins.display().to_string(),
+                        source,
+                    })?;
+                self.poller = Some(Poller::start(self.tgtadm.clone(), cx.events.clone(), sink));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the target (dropping sessions) and the system, then makes sure tgtd is gone.
+    pub async fn stop(self) {
+        let Iscsi {
+            mut child,
+            tgtadm,
+            poller,
+            proxy,
+            ..
+        } = self;
+        if let Some(p) = poller {
+            p.stop().await;
+        }
+        if let Some(p) = proxy {
+            p.stop();
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            let _ = tgtadm
+                .run(&[
+                    "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", TID, "--force",
+                ])
+                .await;
+            let _ = tgtadm.run(&["--op", "delete", "--mode", "system"]).await;
+        }
+        // SIGTERM is for form's sake (tgtd 1.0.85 ignores it); the system delete above or the
+        // SIGKILL after the grace period is what ends it.
+        let status = terminate(&mut child, Duration::from_secs(3)).await;
+        tracing::debug!(?status, "tgtd stopped");
+    }
+
+    pub fn artifacts(&self) -> Vec<PathBuf> {
+        vec![
+            self.log.clone(),
+            self.tgtadm.log.clone(),
+            self.logins.clone(),
+        ]
+    }
+
+    pub fn control_port(&self) -> u16 {
+        self.tgtadm.port
+    }
+}
+
+/// Polls tgtd for sessions and records each new connection once.
+struct Poller {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Poller {
+    fn start(tgtadm: Tgtadm, events: Arc<EventLog>, mut sink: std::fs::File) -> Poller {
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut seen: BTreeSet<(u32, u64, u32)> = BTreeSet::new();
+            // Configuration already logged the empty session list.
+            let mut last_logged = "[]".to_string();
+            loop {
+                let stopping = tokio::select! {
+                    _ = stop_rx.changed() => true,
+                    _ = tokio::time::sleep(POLL_EVERY) => false,
+                };
+                // One last look when stopping catches a login made since the previous poll.
+                let args = ["--lld", "iscsi", "--op", "show", "--mode", "target"];
+                match tgtadm.query(&args).await {
+                    Ok(text) => {
+                        let conns = parse_show_target(&text);
+                        let now: BTreeSet<_> = conns
+                            .iter()
+                            .filter(|c| c.source_ip.is_some())
+                            .map(TgtConnection::key)
+                            .collect();
+                        for c in conns.iter().filter(|c| !seen.contains(&c.key())) {
+                            let Some(ip) = c.source_ip else { continue };
+                            record(&events, &mut sink, c, ip);
+                        }
+                        // Forgetting connections that are gone lets a reused id count again.
+                        seen = now;
+                        // The nexus list is evidence; log it whenever it changes, not every
+                        // 200 ms.
+                        let summary = format!("{conns:?}");
+                        if summary != last_logged {
+                            let command = command_line(&tgtadm.program, &tgtadm.argv(&args));
+                            tgtadm
+                                .note(&format!("{command}    # poll: sessions changed"), &Ok(text));
+                            last_logged = summary;
+                        }
+                    }
+                    Err(e) => tracing::debug!(%e, "login poll failed"),
+                }
+                if stopping {
+                    break;
+                }
+            }
+        });
+        Poller { stop, task }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(TGTADM_TIMEOUT + Duration::from_secs(1), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+fn record(events: &EventLog, sink: &mut std::fs::File, c: &TgtConnection, ip: IpAddr) {
+    tracing::info!(initiator = %c.initiator, target = %c.target, %ip, nexus = c.nexus, "iscsi login");
+    let line = LoginLine {
+        at: events.clock().now(),
+        initiator: &c.initiator,
+        target: &c.target,
+        source_ip: Some(ip),
+        tid: c.tid,
+        nexus: c.nexus,
+        connection: c.connection,
+    };
+    if let Ok(mut text) = serde_json::to_string(&line) {
+        text.push('\n');
+        // Flushed per record (File is unbuffered): a killed run keeps its logins.
+        let _ = sink.write_all(text.as_bytes());
+    }
+    events.push(EventKind::IscsiLogin {
+        initiator: c.initiator.clone(),
+        target: c.target.clone(),
+        source_ip: ip,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LUNS: &str = "    LUN information:
+        LUN: 0
+            Type: controller
+            SCSI ID: IET     00010000
+            SCSI SN: beaf10
+            Size: 0 MB, Block size: 1
+            Online: Yes
+            Removable media: No
+            Prevent removal: No
+            Readonly: No
+            SWP: No
+            Thin-provisioning: No
+            Backing store type: null
+            Backing store path: None
+            Backing store flags: 
+        LUN: 1
+            Type: disk
+            SCSI ID: IET     00010001
+            SCSI SN: beaf11
+            Size: 67 MB, Block size: 512
+            Online: Yes
+            Removable media: No
+            Prevent removal: No
+            Readonly: No
+            SWP: No
+            Thin-provisioning: No
+            Backing store type: rdwr
+            Backing store path: /tmp/nbh-exp/run2/disk.img
+            Backing store flags: 
+    Account information:
+    ACL information:
+        ALL
+";
+
+    /// Recorded from tgt 1.0.85 with two sessions from iPXE (e1000 option ROM, `sanboot`):
+    /// the first guest was killed without logging out, the second booted the same way.
+    fn recorded_two_sessions() -> String {
+        format!(
+            "Target 1: iqn.2026-11.lab:node01-root
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+        I_T nexus: 1
+            Initiator: iqn.2026-11.lab:node01 alias: none
+            Connection: 0
+                IP Address: 10.77.0.163
+        I_T nexus: 2
+            Initiator: iqn.2026-11.lab:node01 alias: none
+            Connection: 0
+                IP Address: 10.77.0.163
+{LUNS}"
+        )
+    }
+
+    /// Recorded right after configuration, before any login.
+    fn recorded_no_session() -> String {
+        format!(
+            "Target 1: iqn.2026-11.lab:node01-root
+    System information:
+        Driver: iscsi
+        State: ready
+    I_T nexus information:
+{LUNS}"
+        )
+    }
+
+    #[test]
+    fn parses_recorded_sessions() {
+        let c = parse_show_target(&recorded_two_sessions());
+        assert_eq!(c.len(), 2, "{c:#?}");
+        for (i, conn) in c.iter().enumerate() {
+            assert_eq!(conn.tid, 1);
+            assert_eq!(conn.target, "iqn.2026-11.lab:node01-root");
+            assert_eq!(conn.nexus, i as u64 + 1);
+            assert_eq!(conn.connection, 0);
+            assert_eq!(conn.initiator, "iqn.2026-11.lab:node01");
+            assert_eq!(conn.source_ip, Some("10.77.0.163".parse().unwrap()));
+        }
+        assert_ne!(c[0].key(), c[1].key(), "a re-login is a new record");
+    }
+
+    #[test]
+    fn no_session_means_no_connection() {
+        assert!(parse_show_target(&recorded_no_session()).is_empty());
+        assert!(parse_show_target("").is_empty());
+        // LUN numbers and other sections never count as sessions.
+        assert!(parse_show_target(LUNS).is_empty());
+    }
+
+    #[test]
+    fn sessions_are_attributed_to_their_target() {
+        let two = "Target 1: iqn.2026-11.lab:a
+    I_T nexus information:
+        I_T nexus: 4
+            Initiator: iqn.2026-11.lab:x alias: x
+            Connection: 0
+                IP Address: 10.77.0.130
+            Connection: 1
+                IP Address: 10.77.0.131
+    LUN information:
+Target 2: iqn.2026-11.lab:b
+    I_T nexus information:
+        I_T nexus: 5
+            Initiator: iqn.2026-11.lab:y alias: none
+            Connection: 0
+                IP Address: fd77:6e62:6800::99
+";
+        let c = parse_show_target(two);
+        assert_eq!(c.len(), 3, "{c:#?}");
+        assert_eq!((c[0].tid, c[0].nexus, c[0].connection), (1, 4, 0));
+        assert_eq!((c[1].tid, c[1].nexus, c[1].connection), (1, 4, 1));
+        assert_eq!(c[1].source_ip, Some("10.77.0.131".parse().unwrap()));
+        assert_eq!(c[2].target, "iqn.2026-11.lab:b");
+        assert_eq!(c[2].initiator, "iqn.2026-11.lab:y");
+        assert_eq!(c[2].source_ip, Some("fd77:6e62:6800::99".parse().unwrap()));
+    }
+
+    #[test]
+    fn finds_the_lun_and_its_backing_file() {
+        let t = recorded_no_session();
+        let disk = Path::new("/tmp/nbh-exp/run2/disk.img");
+        assert!(has_lun(&t, "iqn.2026-11.lab:node01-root", 1, disk));
+        assert!(!has_lun(&t, "iqn.2026-11.lab:node01-root", 2, disk));
+        assert!(!has_lun(&t, "iqn.2026-11.lab:other", 1, disk));
+        assert!(!has_lun(
+            &t,
+            "iqn.2026-11.lab:node01-root",
+            1,
+            Path::new("/x.img")
+        ));
+        // LUN 0 is tgtd's controller, with no backing file.
+        assert!(!has_lun(&t, "iqn.2026-11.lab:node01-root", 0, disk));
+    }
+
+    #[test]
+    fn control_ports_are_distinct_and_in_range() {
+        let ports: Vec<u16> = control_ports(None).collect();
+        assert_eq!(ports.len(), PORT_ATTEMPTS);
+        let set: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(set.len(), ports.len());
+        assert!(
+            ports.iter().all(|p| (1_000..=32_767).contains(p)),
+            "{ports:?}"
+        );
+        let chosen: Vec<u16> = control_ports(Some(4242)).collect();
+        assert_eq!(chosen[0], 4242);
+        assert_eq!(chosen.len(), PORT_ATTEMPTS);
+        assert_eq!(chosen.iter().filter(|p| **p == 4242).count(), 1);
     }
 }

@@ -1,49 +1,147 @@
 //! The lab's services, real and started per run: dnsmasq for DHCP, an in-process HTTP server for
-//! boot scripts, and tgtd for iSCSI behind a login-recording proxy. Each binds only to the lab
-//! bridge's address (tgtd to loopback, reached through the proxy), inside the run's namespace.
+//! boot scripts, and tgtd for iSCSI. Each binds only to the lab bridge or its address, inside the
+//! namespaces the lab made; nothing here creates a namespace or touches a host interface.
+//!
+//! Every child process is tied to the harness: killed when its handle is dropped, sent SIGKILL by
+//! the kernel when the thread that started it dies, and never given the harness's stdio (the
+//! harness runs under `cargo test`, whose output must stay readable).
 
 pub mod dhcp;
 pub mod http;
 pub mod iscsi;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tracing::Instrument;
 
 use crate::events::{EventKind, EventLog};
+use crate::iscsi_proxy::LoginFaults;
 use crate::scenario::Scenario;
 
+/// Where the services run and what they serve, as the lab set it up.
 pub struct ServiceContext {
+    /// The lab bridge, e.g. `nbr0`, inside the lab's network namespace.
     pub bridge: String,
+    /// The harness's address on the bridge (`scenario.subnet.server()`).
     pub server_ip: Ipv4Addr,
+    /// Artifacts go here.
     pub run_dir: PathBuf,
     /// The per-run copy of the disk image, exported as the LUN.
     pub disk: PathBuf,
     pub events: Arc<EventLog>,
 }
 
+/// Choices a scenario may change; [`Default`] is what a normal run wants.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Answer IPv6 router solicitations on the bridge (and give it a unique-local prefix if it
+    /// has none). Without router advertisements iPXE's automatic configuration waits about 13 s
+    /// for IPv6 after DHCPv4 is long done; `false` reproduces that slow default.
+    pub ipv6_ra: bool,
+    /// Put the login-recording proxy ([`crate::iscsi_proxy`]) on `<server_ip>:3260` with this
+    /// fault plan, and tgtd behind it on the namespace's loopback. The proxy then records every
+    /// login attempt, failed ones included, and the tgtadm poller is off so that each login is
+    /// recorded once. `None`: tgtd listens on `<server_ip>:3260` itself and logins are read from
+    /// tgtadm.
+    pub login_proxy: Option<LoginFaults>,
+    /// Where HTTP listens; `None` means `<server_ip>:80`. Tests use an ephemeral loopback port.
+    pub http_listen: Option<SocketAddr>,
+    /// tgtd's control port to try first (`tgtadm -C <port>`, 0..=32767); `None` picks one at
+    /// random. If another tgtd holds it the next candidate is used; see
+    /// [`Services::tgtd_control_port`] for the one in use.
+    pub tgtd_control_port: Option<u16>,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self {
+            ipv6_ra: true,
+            login_proxy: None,
+            http_listen: None,
+            tgtd_control_port: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ServiceError {
-    #[error("{service}: cannot start `{program}`: {source}")]
+    #[error("{service}: `{binary}` is not installed")]
+    #[diagnostic(
+        code(services::missing_binary),
+        help("install the Debian package {package}: apt-get install {package}")
+    )]
+    MissingBinary {
+        service: &'static str,
+        binary: &'static str,
+        package: &'static str,
+    },
+
+    #[error("{service}: cannot start `{command}`: {source}")]
+    #[diagnostic(code(services::spawn))]
     Spawn {
         service: &'static str,
-        program: String,
+        command: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{service} did not come up: {message}\n{log_tail}")]
-    NotReady {
+
+    #[error("{service}: `{command}` exited ({status}) before it was ready; last lines of {log}:\n{log_tail}")]
+    #[diagnostic(code(services::exited))]
+    Exited {
         service: &'static str,
-        message: String,
+        command: String,
+        status: String,
+        log: String,
         log_tail: String,
     },
+
+    #[error("{service}: `{command}` was not ready: {what}; last lines of {log}:\n{log_tail}")]
+    #[diagnostic(code(services::not_ready))]
+    NotReady {
+        service: &'static str,
+        command: String,
+        /// What we waited for, and how long.
+        what: String,
+        log: String,
+        log_tail: String,
+    },
+
+    #[error("iscsi: `{command}` failed: {output}")]
+    #[diagnostic(
+        code(services::tgtadm),
+        help(
+            "every tgtadm command and its output is in {log}; tgtd's own messages are in tgtd.log"
+        )
+    )]
+    Tgtadm {
+        command: String,
+        output: String,
+        log: String,
+    },
+
+    #[error("{service}: {what}: {source}")]
+    #[diagnostic(code(services::io))]
+    Io {
+        service: &'static str,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{service}: {message}")]
-    Other {
+    #[diagnostic(code(services::setup))]
+    Setup {
         service: &'static str,
         message: String,
     },
 }
 
+/// The three services of one run.
 pub struct Services {
     dhcp: dhcp::Dhcp,
     http: http::Http,
@@ -52,45 +150,109 @@ pub struct Services {
 }
 
 impl Services {
-    /// Starts every service and returns once each can answer.
+    /// Starts DHCP, HTTP and iSCSI for the scenario with the default options; returns once each
+    /// is ready to answer.
     pub async fn start(scenario: &Scenario, cx: ServiceContext) -> Result<Services, ServiceError> {
-        let span = tracing::info_span!("services");
-        let _g = span.enter();
-        let iscsi = iscsi::Iscsi::start(scenario, &cx).await?;
-        cx.events.push(service_event("iscsi", "started"));
-        let http = match http::Http::start(scenario, &cx).await {
+        Self::start_with(scenario, cx, ServiceOptions::default()).await
+    }
+
+    /// Starts every service; on any failure the ones already started are stopped again.
+    ///
+    /// DHCP comes last: once it answers, a guest learns the boot URL and the iSCSI portal and
+    /// will use them at once, so they must already be up.
+    pub async fn start_with(
+        scenario: &Scenario,
+        cx: ServiceContext,
+        opts: ServiceOptions,
+    ) -> Result<Services, ServiceError> {
+        let events = cx.events.clone();
+        let iscsi = iscsi::Iscsi::start(
+            scenario,
+            &cx,
+            opts.login_proxy.clone(),
+            opts.tgtd_control_port,
+        )
+        .instrument(tracing::info_span!("iscsi", target = %scenario.iscsi.target))
+        .await
+        .inspect_err(|e| events.push(service_event("iscsi", &failed(e))))?;
+        events.push(service_event("iscsi", "started"));
+
+        let listen = opts
+            .http_listen
+            .unwrap_or_else(|| SocketAddr::from((cx.server_ip, 80)));
+        let http = match http::Http::start(scenario, &cx, listen)
+            .instrument(tracing::info_span!("http", %listen))
+            .await
+        {
             Ok(h) => h,
             Err(e) => {
+                events.push(service_event("http", &failed(&e)));
                 iscsi.stop().await;
+                events.push(service_event("iscsi", "stopped"));
                 return Err(e);
             }
         };
-        cx.events.push(service_event("http", "started"));
-        let dhcp = match dhcp::Dhcp::start(scenario, &cx).await {
+        events.push(service_event("http", "started"));
+
+        let dhcp = match dhcp::Dhcp::start(scenario, &cx, opts.ipv6_ra)
+            .instrument(tracing::info_span!("dhcp", bridge = %cx.bridge))
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
+                events.push(service_event("dhcp", &failed(&e)));
                 http.stop().await;
+                events.push(service_event("http", "stopped"));
                 iscsi.stop().await;
+                events.push(service_event("iscsi", "stopped"));
                 return Err(e);
             }
         };
-        cx.events.push(service_event("dhcp", "started"));
+        events.push(service_event("dhcp", "started"));
         Ok(Services {
             dhcp,
             http,
             iscsi,
-            events: cx.events.clone(),
+            events,
         })
     }
 
-    /// Stops everything; tgtd is really gone when this returns.
-    pub async fn stop(self) {
-        self.dhcp.stop().await;
-        self.events.push(service_event("dhcp", "stopped"));
-        self.http.stop().await;
-        self.events.push(service_event("http", "stopped"));
-        self.iscsi.stop().await;
-        self.events.push(service_event("iscsi", "stopped"));
+    /// Stops everything, DHCP first so no guest gets a new lease pointing at a service that is
+    /// going away. tgtd is really gone when this returns. Returns the artifacts written.
+    pub async fn stop(self) -> Vec<PathBuf> {
+        let artifacts = self.artifacts();
+        let Services {
+            dhcp,
+            http,
+            iscsi,
+            events,
+        } = self;
+        dhcp.stop().instrument(tracing::info_span!("dhcp")).await;
+        events.push(service_event("dhcp", "stopped"));
+        http.stop().instrument(tracing::info_span!("http")).await;
+        events.push(service_event("http", "stopped"));
+        iscsi.stop().instrument(tracing::info_span!("iscsi")).await;
+        events.push(service_event("iscsi", "stopped"));
+        artifacts.into_iter().filter(|p| p.exists()).collect()
+    }
+
+    /// Artifact paths (logs, rendered configs, records) for the report. Some appear only once a
+    /// service has had something to write.
+    pub fn artifacts(&self) -> Vec<PathBuf> {
+        let mut out = self.dhcp.artifacts();
+        out.extend(self.http.artifacts());
+        out.extend(self.iscsi.artifacts());
+        out
+    }
+
+    /// The port tgtd's control socket uses (`tgtadm -C <port>`), for debugging by hand.
+    pub fn tgtd_control_port(&self) -> u16 {
+        self.iscsi.control_port()
+    }
+
+    /// Where HTTP actually listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.addr
     }
 }
 
@@ -101,9 +263,576 @@ fn service_event(service: &str, state: &str) -> EventKind {
     }
 }
 
-/// The last lines of a log file, for error messages.
+fn failed(e: &ServiceError) -> String {
+    // The whole error is in the verdict; the timeline only needs its first line.
+    let text = e.to_string();
+    format!("failed: {}", text.lines().next().unwrap_or_default())
+}
+
+/// The last `n` lines of a log file, for error messages.
 pub(crate) fn log_tail(p: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(p).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A command line as a person would type it, for logs and error messages.
+pub(crate) fn command_line(program: &Path, args: &[String]) -> String {
+    let mut out = program.display().to_string();
+    for a in args {
+        out.push(' ');
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+            out.push('\'');
+            out.push_str(&a.replace('\'', r"'\''"));
+            out.push('\'');
+        } else {
+            out.push_str(a);
+        }
+    }
+    out
+}
+
+/// Finds a service's binary, naming the Debian package when it is missing.
+pub(crate) fn find_binary(
+    service: &'static str,
+    binary: &'static str,
+    package: &'static str,
+) -> Result<PathBuf, ServiceError> {
+    crate::tools::find(binary).ok_or(ServiceError::MissingBinary {
+        service,
+        binary,
+        package,
+    })
+}
+
+/// A child's command with the settings every service process needs.
+pub(crate) fn service_command(program: &Path, args: &[String]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).kill_on_drop(true);
+    // No process_group(0): the children must stay in the lab's PID namespace and session so
+    // that they die with it. The parent-death signal covers a harness killed outright, which
+    // runs no Drop.
+    crate::process::die_with_parent(&mut cmd);
+    cmd
+}
+
+/// Asks a child to stop with SIGTERM, gives it `grace`, then SIGKILLs it; always reaps it.
+pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
+        return Some(status);
+    }
+    kill_and_reap(child).await
+}
+
+/// SIGKILL and reap. A process stuck in uninterruptible sleep ignores even SIGKILL for a while;
+/// bound the wait so a stop never hangs, and say so.
+pub(crate) async fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
+    let _ = child.start_kill();
+    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            tracing::error!(pid = ?child.id(), "child did not exit 5 s after SIGKILL");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_missing_binary_names_its_debian_package() {
+        let e = find_binary("dhcp", "nbh-no-such-binary", "nbh-some-package").unwrap_err();
+        assert!(matches!(e, ServiceError::MissingBinary { .. }));
+        assert!(e.to_string().contains("nbh-no-such-binary"), "{e}");
+        let help = miette::Diagnostic::help(&e).map(|h| h.to_string());
+        assert_eq!(
+            help.as_deref(),
+            Some("install the Debian package nbh-some-package: apt-get install nbh-some-package")
+        );
+    }
+
+    #[test]
+    fn command_lines_quote_what_needs_it() {
+        let c = command_line(
+            Path::new("/usr/sbin/dnsmasq"),
+            &["--pid-file=".into(), "a b".into(), "it's".into(), "".into()],
+        );
+        assert_eq!(c, r"/usr/sbin/dnsmasq --pid-file= 'a b' 'it'\''s' ''");
+    }
+
+    #[tokio::test]
+    async fn terminate_falls_back_to_sigkill_and_reaps() {
+        // Stands in for tgtd, which ignores SIGTERM.
+        let args: Vec<String> = vec!["-c".into(), "trap '' TERM; exec sleep 30".into()];
+        let mut child = service_command(Path::new("/bin/sh"), &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Give the shell time to install its trap, or SIGTERM would simply work.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = Instant::now();
+        let status = terminate(&mut child, Duration::from_millis(300)).await;
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(child.try_wait().unwrap().is_some(), "reaped");
+    }
+
+    const INNER_ENV: &str = "NBH_SERVICES_TEST_HOST_NETNS";
+    const BRIDGE: &str = "nbt0";
+
+    /// All three services for real, in a throwaway network + mount + PID namespace made by
+    /// `unshare`: the test binary runs itself again inside it. Skips (passes with a message)
+    /// when not root or when a tool is missing; nothing it starts can outlive the namespace.
+    #[test]
+    fn all_services_in_a_throwaway_namespace() {
+        match std::env::var(INNER_ENV) {
+            Ok(host) => inside_namespace(&host),
+            Err(_) => outside_namespace(),
+        }
+    }
+
+    fn outside_namespace() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: creating network namespaces needs root");
+            return;
+        }
+        for tool in ["unshare", "ip", "dnsmasq", "tgtd", "tgtadm"] {
+            if crate::tools::find(tool).is_none() {
+                eprintln!("skipped: `{tool}` is not installed");
+                return;
+            }
+        }
+        let ns_args = [
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+        ];
+        let probe = std::process::Command::new("unshare")
+            .args(ns_args)
+            .arg("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !probe.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: this machine does not allow new namespaces");
+            return;
+        }
+        let host = crate::lab::netns_inode().expect("own network namespace");
+        let exe = std::env::current_exe().unwrap();
+        let full = concat!(module_path!(), "::all_services_in_a_throwaway_namespace");
+        let name = full.split_once("::").map_or(full, |(_, rest)| rest);
+        let mut child = std::process::Command::new("unshare")
+            .args(ns_args)
+            .arg(&exe)
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(INNER_ENV, host.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                // Killing unshare ends the namespace and everything in it.
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Shown with --nocapture: timings and the real tgtadm output of the run.
+        eprintln!("{text}");
+        assert!(out.status.success(), "inside the namespace:\n{text}");
+        assert!(
+            text.contains("1 passed"),
+            "the inner test did not run:\n{text}"
+        );
+    }
+
+    fn ip(args: &[&str]) {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    }
+
+    fn inside_namespace(host: &str) {
+        // Refuse to build anything unless this is a namespace of our own with nothing but lo.
+        let ours = crate::lab::netns_inode().expect("own network namespace");
+        assert_ne!(host, ours.to_string(), "not in a private network namespace");
+        let links = std::process::Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&links.stdout).into_owned();
+        assert_eq!(links.lines().count(), 1, "expected only lo: {links}");
+        use nix::mount::{mount, MsFlags};
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .unwrap();
+        // tgtd's control socket and lock file land here, not in the host's /run.
+        mount(
+            Some("tmpfs"),
+            "/run",
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["link", "add", BRIDGE, "type", "bridge"]);
+        ip(&["addr", "add", "10.77.0.1/24", "dev", BRIDGE]);
+        ip(&["link", "set", BRIDGE, "up"]);
+
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let run_dir = std::env::temp_dir().join(format!("nbh-services-ns-{nanos}"));
+        std::fs::create_dir_all(&run_dir).unwrap();
+        eprintln!("run directory: {}", run_dir.display());
+        let disk = run_dir.join("disk.img");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(exercise(&run_dir, &disk));
+        assert_eq!(
+            processes_named(&["dnsmasq", "tgtd", "tgtadm"]),
+            Vec::<String>::new(),
+            "left running after stop"
+        );
+        std::fs::remove_dir_all(&run_dir).unwrap();
+    }
+
+    async fn exercise(run_dir: &Path, disk: &Path) {
+        use crate::events::RunClock;
+        let s = crate::scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/debian-ibft-e1000.yaml"),
+        )
+        .unwrap();
+        assert_eq!(s.subnet.server(), Ipv4Addr::new(10, 77, 0, 1));
+        let events = Arc::new(
+            EventLog::new(RunClock::start(), Some(&run_dir.join("events.jsonl"))).unwrap(),
+        );
+        let t = Instant::now();
+        let services = Services::start(
+            &s,
+            ServiceContext {
+                bridge: BRIDGE.into(),
+                server_ip: s.subnet.server(),
+                run_dir: run_dir.to_path_buf(),
+                disk: disk.to_path_buf(),
+                events: events.clone(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        eprintln!("services up in {:?}", t.elapsed());
+
+        // iSCSI: the target and LUN exist, backed by this run's disk.
+        let port = services.tgtd_control_port().to_string();
+        let shown = std::process::Command::new("tgtadm")
+            .args([
+                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
+            ])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        assert!(
+            iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
+            "{shown}"
+        );
+
+        // Two logins on two sessions: each is one record.
+        let a = login(&s, [0, 2, 0x3d, 0, 0, 1]).await;
+        wait_for_logins(&events, 1).await;
+        let b = login(&s, [0, 2, 0x3d, 0, 0, 2]).await;
+        wait_for_logins(&events, 2).await;
+        let shown = std::process::Command::new("tgtadm")
+            .args([
+                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
+            ])
+            .output()
+            .unwrap();
+        eprintln!(
+            "tgtadm show with two sessions:\n{}",
+            String::from_utf8_lossy(&shown.stdout)
+        );
+
+        // HTTP on the bridge address.
+        let reply = http_get(SocketAddr::from((s.subnet.server(), 80)), "/boot.ipxe").await;
+        assert!(
+            reply.contains(" 200 ") && reply.contains("sanboot"),
+            "{reply}"
+        );
+
+        // DHCP: bound to the bridge, RA on the prefix the service gave it; no guest, no lease.
+        let dlog = std::fs::read_to_string(run_dir.join("dnsmasq.log")).unwrap();
+        assert!(
+            dlog.contains(&format!("sockets bound exclusively to interface {BRIDGE}")),
+            "{dlog}"
+        );
+        assert!(
+            dlog.contains("router advertisement on fd77:6e62:6800::"),
+            "{dlog}"
+        );
+
+        let mut artifacts = services.artifacts();
+        let stopped = services.stop().await;
+        drop((a, b));
+        artifacts.sort();
+        let mut written = stopped.clone();
+        written.sort();
+        assert_eq!(artifacts, written, "every artifact exists after stop");
+        for name in [
+            "dnsmasq.args",
+            "dnsmasq.log",
+            "dnsmasq.leases",
+            "http.log",
+            "tgtd.log",
+            "tgtadm.log",
+            "iscsi-logins.jsonl",
+        ] {
+            assert!(stopped.contains(&run_dir.join(name)), "{name}: {stopped:?}");
+        }
+        let logins = std::fs::read_to_string(run_dir.join("iscsi-logins.jsonl")).unwrap();
+        assert_eq!(logins.lines().count(), 2, "{logins}");
+        let adm = std::fs::read_to_string(run_dir.join("tgtadm.log")).unwrap();
+        assert!(adm.contains("--op delete --mode system"), "{adm}");
+        let kinds: Vec<String> = events
+            .snapshot()
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap()["kind"].to_string())
+            .collect();
+        assert!(!kinds.iter().any(|k| k.contains("dhcp\"")), "{kinds:?}");
+
+        with_login_proxy(&s, run_dir, disk).await;
+        failed_start_stops_the_rest(&s, run_dir, disk).await;
+    }
+
+    fn context(s: &Scenario, bridge: &str, run_dir: &Path, disk: &Path) -> ServiceContext {
+        ServiceContext {
+            bridge: bridge.into(),
+            server_ip: s.subnet.server(),
+            run_dir: run_dir.to_path_buf(),
+            disk: disk.to_path_buf(),
+            events: Arc::new(EventLog::new(crate::events::RunClock::start(), None).unwrap()),
+        }
+    }
+
+    /// The proxy records the login; the poller is off, so it is recorded once. Another tgtd
+    /// (standing in for a parallel run) holds the control port tried first: this run must move
+    /// to another one and leave that tgtd alone.
+    async fn with_login_proxy(s: &Scenario, run_dir: &Path, disk: &Path) {
+        const TAKEN: u16 = 4242;
+        let decoy_args: Vec<String> = ["-f", "-C", "4242", "--iscsi", "portal=127.0.0.1:3261"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let tgtd = crate::tools::find("tgtd").unwrap();
+        let mut decoy = service_command(&tgtd, &decoy_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let decoy_pid = decoy.id().and_then(|p| i32::try_from(p).ok());
+        let t = Instant::now();
+        while iscsi::socket_owner(TAKEN).await.is_none() && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let cx = context(s, BRIDGE, run_dir, disk);
+        let events = cx.events.clone();
+        let opts = ServiceOptions {
+            login_proxy: Some(LoginFaults::default()),
+            tgtd_control_port: Some(TAKEN),
+            ..ServiceOptions::default()
+        };
+        let services = Services::start_with(s, cx, opts)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        assert_ne!(services.tgtd_control_port(), TAKEN);
+        let tlog = std::fs::read_to_string(run_dir.join("tgtd.log")).unwrap();
+        assert!(tlog.contains("another tgtd is using"), "{tlog}");
+        let theirs = std::process::Command::new("tgtadm")
+            .args([
+                "-C", "4242", "--lld", "iscsi", "--op", "show", "--mode", "target",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            theirs.status.success() && theirs.stdout.is_empty(),
+            "the other tgtd got a target: {theirs:?}"
+        );
+        assert!(
+            decoy.try_wait().unwrap().is_none(),
+            "the other tgtd was touched"
+        );
+        assert_eq!(iscsi::socket_owner(TAKEN).await, decoy_pid);
+        let c = login(s, [0, 2, 0x3d, 0, 0, 3]).await;
+        // Longer than several polls, so a poller would have recorded it too.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        wait_for_logins(&events, 1).await;
+        services.stop().await;
+        drop(c);
+        // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
+        kill_and_reap(&mut decoy).await;
+    }
+
+    /// A service that cannot start ends the start with its log quoted, and stops the ones
+    /// already running.
+    async fn failed_start_stops_the_rest(s: &Scenario, run_dir: &Path, disk: &Path) {
+        let cx = context(s, "nbt-missing", run_dir, disk);
+        let e = match Services::start(s, cx).await {
+            Ok(_) => panic!("dnsmasq started on a bridge that does not exist"),
+            Err(e) => e,
+        };
+        let text = e.to_string();
+        eprintln!("expected failure: {text}");
+        assert!(
+            matches!(
+                e,
+                ServiceError::Exited {
+                    service: "dhcp",
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(text.contains("--interface=nbt-missing"), "{text}");
+        assert!(text.contains("nbt-missing"), "{text}");
+        assert_eq!(
+            processes_named(&["dnsmasq", "tgtd", "tgtadm"]),
+            Vec::<String>::new(),
+            "left running after a failed start"
+        );
+    }
+
+    /// Logs in to the target like an initiator would, in one step from operational
+    /// negotiation to full feature phase; keeps the connection open.
+    async fn login(s: &Scenario, isid: [u8; 6]) -> tokio::net::TcpStream {
+        use crate::iscsi_pdu::{self, LoginPdu};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert("InitiatorName".into(), "iqn.2026-11.lab:servicetest".into());
+        keys.insert("TargetName".into(), s.iscsi.target.as_str().into());
+        keys.insert("SessionType".into(), "Normal".into());
+        keys.insert("HeaderDigest".into(), "None".into());
+        keys.insert("DataDigest".into(), "None".into());
+        let req = iscsi_pdu::build_login(&LoginPdu {
+            opcode: iscsi_pdu::OP_LOGIN_REQUEST,
+            transit: true,
+            current_stage: 1,
+            next_stage: 3,
+            isid,
+            tsih: 0,
+            itt: 1,
+            status_class: 0,
+            status_detail: 0,
+            keys,
+        });
+        let mut c = tokio::net::TcpStream::connect(SocketAddr::from((s.subnet.server(), 3260)))
+            .await
+            .unwrap();
+        c.write_all(&req).await.unwrap();
+        let mut buf = vec![0u8; iscsi_pdu::BHS_LEN];
+        c.read_exact(&mut buf).await.unwrap();
+        let len = iscsi_pdu::pdu_len(&buf).unwrap();
+        buf.resize(len, 0);
+        c.read_exact(&mut buf[iscsi_pdu::BHS_LEN..]).await.unwrap();
+        let resp = iscsi_pdu::parse_login(&buf).unwrap();
+        assert!(resp.completes_login(), "{resp:?}");
+        c
+    }
+
+    async fn wait_for_logins(events: &EventLog, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logins: Vec<_> = events
+                .snapshot()
+                .into_iter()
+                .filter(|e| matches!(e.kind, EventKind::IscsiLogin { .. }))
+                .collect();
+            if logins.len() >= n {
+                assert_eq!(logins.len(), n, "{logins:?}");
+                assert!(matches!(
+                    &logins[n - 1].kind,
+                    EventKind::IscsiLogin { initiator, target, source_ip }
+                        if initiator == "iqn.2026-11.lab:servicetest"
+                            && target == "iqn.2026-11.lab:node01-root"
+                            && *source_ip == std::net::IpAddr::from(Ipv4Addr::new(10, 77, 0, 1))
+                ));
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "login {n} not recorded: {logins:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Processes in this PID namespace (its own /proc) with one of these names.
+    fn processes_named(names: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if names.contains(&comm.trim()) {
+                out.push(format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    comm.trim()
+                ));
+            }
+        }
+        out
+    }
 }
