@@ -230,7 +230,8 @@ fn main() {
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let tests: [(&str, fn() -> Result<(), Failed>); 3] = [
+    type Check = fn() -> Result<(), Failed>;
+    let tests: [(&str, Check); 3] = [
         ("cleanup::normal_end", normal_end),
         ("cleanup::ctrl_c", ctrl_c),
         ("cleanup::sigkill", sigkill),

@@ -321,7 +321,7 @@ mod tests {
         .unwrap();
         let mut rx = console.subscribe();
         w.write_all(b"\x1b[0mhello\r\nwor").await.unwrap();
-        while console.len() < 1 {
+        while console.is_empty() {
             rx.changed().await.unwrap();
         }
         assert_eq!(console.lines_from(0)[0].text, "hello");

@@ -34,33 +34,34 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
 
-    #[error("{location}: {message}")]
-    #[diagnostic(code(scenario::invalid))]
-    Invalid {
-        /// `file:line:column`
-        location: String,
-        message: String,
-        #[source_code]
-        src: NamedSource<String>,
-        #[label("here")]
-        span: Option<SourceSpan>,
-        #[help]
-        help: Option<String>,
-    },
+    /// Boxed: the error carries the whole file for its snippet, and errors travel by value.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Invalid(Box<Invalid>),
+}
+
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{location}: {message}")]
+#[diagnostic(code(scenario::invalid))]
+pub struct Invalid {
+    /// `file:line:column`
+    pub location: String,
+    pub message: String,
+    #[source_code]
+    pub src: NamedSource<String>,
+    #[label("here")]
+    pub span: Option<SourceSpan>,
+    #[help]
+    pub help: Option<String>,
 }
 
 impl ScenarioError {
     /// The one-line form: `file:line:col: message`, plus the help if any.
     pub fn summary(&self) -> String {
         match self {
-            ScenarioError::Invalid {
-                location,
-                message,
-                help,
-                ..
-            } => match help {
-                Some(h) => format!("{location}: {message} ({h})"),
-                None => format!("{location}: {message}"),
+            ScenarioError::Invalid(b) => match &b.help {
+                Some(h) => format!("{}: {} ({h})", b.location, b.message),
+                None => format!("{}: {}", b.location, b.message),
             },
             other => other.to_string(),
         }
@@ -113,13 +114,13 @@ impl Cx<'_> {
             }
             None => (self.file.clone(), None),
         };
-        ScenarioError::Invalid {
+        ScenarioError::Invalid(Box::new(Invalid {
             location,
             message: message.into(),
             src: NamedSource::new(self.file.clone(), self.text.to_string()),
             span,
             help,
-        }
+        }))
     }
 
     fn parse_error(&self, e: &serde_saphyr::Error) -> ScenarioError {
