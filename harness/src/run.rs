@@ -27,10 +27,11 @@ use crate::events::{EventLog, RunClock};
 use crate::expect::{self, NodeIo};
 use crate::guest::{self, Accel, Guest, GuestConfig};
 use crate::image;
+use crate::iscsi_proxy::LoginFaults;
 use crate::lab;
 use crate::report::{self, Artifact, Summary};
 use crate::scenario::{self, ImageRef, Scenario};
-use crate::services::{ServiceContext, Services};
+use crate::services::{ServiceContext, ServiceOptions, Services};
 use crate::tools;
 
 #[derive(Debug, Clone)]
@@ -340,7 +341,13 @@ async fn lab_run(args: &LabArgs) -> Summary {
         base.message = format!("lab network: {e}");
         return base;
     }
-    let services = match Services::start(
+    // The login proxy stands in front of tgtd in every run: it records every login attempt,
+    // refused and rejected ones included, with the initiator's own address.
+    let options = ServiceOptions {
+        login_proxy: Some(LoginFaults::default()),
+        ..ServiceOptions::default()
+    };
+    let services = match Services::start_with(
         &scenario,
         ServiceContext {
             bridge: plan.bridge.clone(),
@@ -349,6 +356,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
             disk: args.disk.clone(),
             events: events.clone(),
         },
+        options,
     )
     .await
     {
