@@ -23,10 +23,13 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawDhcp", "services.dhcp"),
     ("RawDhcpHost", "services.dhcp.hosts[]"),
     ("RawHttp", "services.http"),
+    ("RawHttpFault", "services.http.faults[]"),
     ("RawIscsi", "services.iscsi"),
+    ("RawIscsiFaults", "services.iscsi.faults"),
     ("RawStep", "expect[]"),
     ("RawDhcpAck", "expect[].dhcp_ack"),
     ("RawIscsiLogin", "expect[].iscsi_login"),
+    ("RawHttpStatus", "expect[].http_status"),
     ("RawExpectedFailure", "expect_failure"),
 ];
 

@@ -214,6 +214,19 @@ pub fn describe(a: &Action) -> String {
             s
         }
         Action::HttpGet(p) => format!("an HTTP request for {p} answered with 2xx"),
+        Action::HttpStatus { path, status } => {
+            format!("an HTTP request for {path} answered with {status}")
+        }
+        Action::IscsiLoginRefused { initiator, target } => {
+            let mut s = "a refused or failed iSCSI login".to_string();
+            if let Some(i) = initiator {
+                s.push_str(&format!(" from {i}"));
+            }
+            if let Some(t) = target {
+                s.push_str(&format!(" to {t}"));
+            }
+            s
+        }
         Action::IscsiLogin {
             initiator,
             target,
@@ -415,6 +428,28 @@ fn event_matches(action: &Action, e: &Event) -> bool {
                     .as_ref()
                     .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
                 && from.is_none_or(|f| f == *source_ip)
+        }
+        (
+            Action::HttpStatus {
+                path: p,
+                status: want,
+            },
+            EventKind::HttpRequest { path, status, .. },
+        ) => path == p && status == want,
+        (
+            Action::IscsiLoginRefused { initiator, target },
+            EventKind::IscsiLoginFailed {
+                initiator: ei,
+                target: et,
+                ..
+            },
+        ) => {
+            initiator
+                .as_ref()
+                .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
+                && target
+                    .as_ref()
+                    .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
         }
         _ => false,
     }

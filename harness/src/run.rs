@@ -344,7 +344,11 @@ async fn lab_run(args: &LabArgs) -> Summary {
     // The login proxy stands in front of tgtd in every run: it records every login attempt,
     // refused and rejected ones included, with the initiator's own address.
     let options = ServiceOptions {
-        login_proxy: Some(LoginFaults::default()),
+        login_proxy: Some(LoginFaults {
+            refuse_first: scenario.iscsi.refuse_first,
+            drop_first: scenario.iscsi.drop_first,
+            ..LoginFaults::default()
+        }),
         ..ServiceOptions::default()
     };
     let services = match Services::start_with(

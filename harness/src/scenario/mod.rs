@@ -147,6 +147,16 @@ pub struct DhcpHost {
 #[derive(Debug, Clone)]
 pub struct Http {
     pub files: Vec<HttpFile>,
+    pub faults: Vec<HttpFault>,
+}
+
+/// The first `first` requests of `path` are answered with `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpFault {
+    /// With its leading slash.
+    pub path: String,
+    pub first: u32,
+    pub status: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +173,8 @@ pub struct Iscsi {
     pub target: Iqn,
     /// tgtd's LUN 0 is its controller, so the disk starts at 1.
     pub lun: u8,
+    pub refuse_first: u32,
+    pub drop_first: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -187,11 +199,18 @@ pub enum Action {
     },
     /// Wait for an HTTP request of this path (leading slash included) answered with 2xx.
     HttpGet(String),
+    /// Wait for an HTTP request of this path answered with exactly this status.
+    HttpStatus { path: String, status: u16 },
     /// Wait for an iSCSI login seen by the target.
     IscsiLogin {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
         from: Option<IpAddr>,
+    },
+    /// Wait for a login attempt that did not complete (refused, dropped or rejected).
+    IscsiLoginRefused {
+        initiator: Option<Iqn>,
+        target: Option<Iqn>,
     },
     /// Type a line on the node's serial console.
     Send(String),

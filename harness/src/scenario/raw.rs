@@ -155,6 +155,18 @@ pub struct RawDhcpHost {
 pub struct RawHttp {
     /// URL path -> file relative to the scenario's folder.
     pub files: BTreeMap<String, Spanned<String>>,
+    /// Answer the first requests of a path with an error, as a server still starting does.
+    #[serde(default)]
+    pub faults: Vec<Spanned<RawHttpFault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpFault {
+    pub path: String,
+    pub fail_first: u32,
+    #[serde(default)]
+    pub status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +175,20 @@ pub struct RawIscsi {
     pub target: Iqn,
     #[serde(default)]
     pub lun: Option<Spanned<u8>>,
+    /// What the login proxy does to the first logins.
+    #[serde(default)]
+    pub faults: Option<Spanned<RawIscsiFaults>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIscsiFaults {
+    /// Answer the first N logins with "target temporarily unavailable".
+    #[serde(default)]
+    pub refuse_first: u32,
+    /// Close the connection without an answer for the first N logins.
+    #[serde(default)]
+    pub drop_first: u32,
 }
 
 /// One expectation. Exactly one of the action keys must be present.
@@ -185,7 +211,11 @@ pub struct RawStep {
     #[serde(default)]
     pub http_get: Option<String>,
     #[serde(default)]
+    pub http_status: Option<RawHttpStatus>,
+    #[serde(default)]
     pub iscsi_login: Option<RawIscsiLogin>,
+    #[serde(default)]
+    pub iscsi_login_refused: Option<RawIscsiLogin>,
     #[serde(default)]
     pub send: Option<String>,
 }
@@ -208,6 +238,13 @@ pub struct RawIscsiLogin {
     pub target: Option<Iqn>,
     #[serde(default)]
     pub from: Option<IpAddr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpStatus {
+    pub path: String,
+    pub status: u16,
 }
 
 #[derive(Debug, Deserialize)]

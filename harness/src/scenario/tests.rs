@@ -268,3 +268,45 @@ fn public_subnet_is_refused() {
     assert!(e.contains("private"), "{e}");
     assert!(e.contains("test.yaml:2:"), "{e}");
 }
+
+#[test]
+fn http_fault_must_name_a_served_file() {
+    let e = err(&GOOD.replace(
+        "      boot.ipxe: boot/sanboot.ipxe\n",
+        "      boot.ipxe: boot/sanboot.ipxe\n    faults:\n      - { path: menu.ipxe, fail_first: 2 }\n",
+    ));
+    assert!(e.contains("not one of the HTTP files"), "{e}");
+    assert!(e.contains("`boot.ipxe`"), "{e}");
+}
+
+#[test]
+fn http_fault_defaults_to_503() {
+    let s = load_text(&GOOD.replace(
+        "      boot.ipxe: boot/sanboot.ipxe\n",
+        "      boot.ipxe: boot/sanboot.ipxe\n    faults:\n      - { path: boot.ipxe, fail_first: 2 }\n",
+    ))
+    .unwrap();
+    assert_eq!(
+        s.http.faults,
+        vec![HttpFault {
+            path: "/boot.ipxe".into(),
+            first: 2,
+            status: 503
+        }]
+    );
+}
+
+#[test]
+fn iscsi_faults_are_bounded() {
+    let e = err(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    faults: { refuse_first: 1000 }\n",
+    ));
+    assert!(e.contains("more than 100 faulty logins"), "{e}");
+    let s = load_text(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    faults: { refuse_first: 2, drop_first: 1 }\n",
+    ))
+    .unwrap();
+    assert_eq!((s.iscsi.refuse_first, s.iscsi.drop_first), (2, 1));
+}

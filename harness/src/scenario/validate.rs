@@ -11,7 +11,7 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::{RawImage, RawScenario, RawStep};
 use super::{
     default_fail_patterns, scenario_dir, Action, Dhcp, DhcpHost, ExpectedFailure, FailPattern,
-    Http, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Step,
+    Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Step,
 };
 
 /// Default wait for a step that does not say `within`.
@@ -19,6 +19,8 @@ pub const DEFAULT_WITHIN: Duration = Duration::from_secs(120);
 const MAX_NODES: usize = 8;
 const MAX_NICS: usize = 8;
 const MAX_HTTP_FILE: u64 = 16 * 1024 * 1024;
+/// Injected faults per service: enough for any retry loop worth testing.
+const MAX_FAULTS: u32 = 100;
 const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 256..=16384;
 const CPU_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
 /// PCI slots 0-2 hold the host bridge, ISA bridge and (absent) VGA on QEMU's `pc` machine.
@@ -225,9 +227,21 @@ impl Validator<'_> {
             Some(l) => l.value,
             None => 1,
         };
+        let faults = raw.services.iscsi.faults.as_ref();
+        if let Some(f) = faults {
+            if f.value.refuse_first + f.value.drop_first > MAX_FAULTS {
+                return Err(self.at(
+                    f,
+                    format!("more than {MAX_FAULTS} faulty logins: no boot waits that long"),
+                    None,
+                ));
+            }
+        }
         let iscsi = Iscsi {
             target: raw.services.iscsi.target.clone(),
             lun,
+            refuse_first: faults.map(|f| f.value.refuse_first).unwrap_or(0),
+            drop_first: faults.map(|f| f.value.drop_first).unwrap_or(0),
         };
         let steps = self.steps(&raw, &nodes)?;
         let expect_failure = match &raw.expect_failure {
@@ -649,7 +663,38 @@ impl Validator<'_> {
                 body,
             });
         }
-        Ok(Http { files })
+        let mut faults = Vec::new();
+        for f in &raw.services.http.faults {
+            let path = if f.value.path.starts_with('/') {
+                f.value.path.clone()
+            } else {
+                format!("/{}", f.value.path)
+            };
+            if !files.iter().any(|x| format!("/{}", x.url_path) == path) {
+                return Err(self.at(
+                    f,
+                    format!("fault for `{path}`, which is not one of the HTTP files"),
+                    Some(one_of(files.iter().map(|x| x.url_path.as_str()))),
+                ));
+            }
+            let status = f.value.status.unwrap_or(503);
+            if !(400..=599).contains(&status) {
+                return Err(self.at(
+                    f,
+                    format!("status {status} is not an error (400..=599)"),
+                    None,
+                ));
+            }
+            if f.value.fail_first == 0 || f.value.fail_first > MAX_FAULTS {
+                return Err(self.at(f, format!("fail_first must be 1..={MAX_FAULTS}"), None));
+            }
+            faults.push(HttpFault {
+                path,
+                first: f.value.fail_first,
+                status,
+            });
+        }
+        Ok(Http { files, faults })
     }
 
     fn steps(&self, raw: &RawScenario, nodes: &[Node]) -> Result<Vec<Step>, ScenarioError> {
@@ -699,15 +744,47 @@ impl Validator<'_> {
                     },
                 ));
             }
+            if let Some(h) = &step.http_status {
+                let path = if h.path.starts_with('/') {
+                    h.path.clone()
+                } else {
+                    format!("/{}", h.path)
+                };
+                actions.push((
+                    "http_status",
+                    Action::HttpStatus {
+                        path,
+                        status: h.status,
+                    },
+                ));
+            }
+            if let Some(l) = &step.iscsi_login_refused {
+                if l.from.is_some() {
+                    return Err(self.at(
+                        s,
+                        "`iscsi_login_refused` takes initiator and target only",
+                        None,
+                    ));
+                }
+                actions.push((
+                    "iscsi_login_refused",
+                    Action::IscsiLoginRefused {
+                        initiator: l.initiator.clone(),
+                        target: l.target.clone(),
+                    },
+                ));
+            }
             if let Some(t) = &step.send {
                 actions.push(("send", Action::Send(t.clone())));
             }
-            const KINDS: [&str; 6] = [
+            const KINDS: [&str; 8] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
                 "http_get",
+                "http_status",
                 "iscsi_login",
+                "iscsi_login_refused",
                 "send",
             ];
             if actions.len() != 1 {
@@ -770,7 +847,8 @@ fn default_step_name(kind: &str, a: &Action) -> String {
                 .unwrap_or_else(|| "any".into());
             format!("{kind} {who}")
         }
-        Action::IscsiLogin { initiator, .. } => {
+        Action::HttpStatus { path, status } => format!("{kind} {path} {status}"),
+        Action::IscsiLogin { initiator, .. } | Action::IscsiLoginRefused { initiator, .. } => {
             format!(
                 "{kind} {}",
                 initiator.as_ref().map(|i| i.as_str()).unwrap_or("any")

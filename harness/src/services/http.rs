@@ -26,6 +26,8 @@ struct AppState {
     files: HashMap<String, (Bytes, &'static str)>,
     events: Arc<EventLog>,
     log: Mutex<std::fs::File>,
+    /// Path -> (requests still to fail, status to answer with), from the scenario's fault plan.
+    faults: Mutex<HashMap<String, (u32, u16)>>,
 }
 
 pub struct Http {
@@ -77,10 +79,17 @@ impl Http {
                 )
             })
             .collect();
+        let faults = s
+            .http
+            .faults
+            .iter()
+            .map(|f| (f.path.clone(), (f.first, f.status)))
+            .collect();
         let state = Arc::new(AppState {
             files,
             events: cx.events.clone(),
             log: Mutex::new(log),
+            faults: Mutex::new(faults),
         });
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -149,10 +158,21 @@ async fn serve(
     } else {
         None
     };
-    let status = if found.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::NOT_FOUND
+    // An injected fault answers a path that exists with an error, like a server still starting.
+    let injected = found.as_ref().and_then(|_| {
+        let mut faults = st.faults.lock().unwrap_or_else(|p| p.into_inner());
+        let (left, status) = faults.get_mut(&path)?;
+        if *left == 0 {
+            return None;
+        }
+        *left -= 1;
+        StatusCode::from_u16(*status).ok()
+    });
+    let found = if injected.is_some() { None } else { found };
+    let status = match (injected, &found) {
+        (Some(s), _) => s,
+        (None, Some(_)) => StatusCode::OK,
+        (None, None) => StatusCode::NOT_FOUND,
     };
     st.events.push(EventKind::HttpRequest {
         method: method.to_string(),
@@ -163,14 +183,23 @@ async fn serve(
     if let Ok(mut f) = st.log.lock() {
         let _ = writeln!(
             f,
-            "[{:9.3}] {peer} {method} {} {}",
+            "[{:9.3}] {peer} {method} {} {}{}",
             st.events.clock().now(),
             req.uri(),
-            status.as_u16()
+            status.as_u16(),
+            if injected.is_some() {
+                " (injected fault)"
+            } else {
+                ""
+            }
         );
     }
     let (body, ty) = match found {
         Some(found) => found,
+        None if injected.is_some() => (
+            Bytes::from(format!("{path}: fault injected by the scenario\n")),
+            "text/plain; charset=utf-8",
+        ),
         None => (
             Bytes::from(format!("{path} is not served by this scenario\n")),
             "text/plain; charset=utf-8",
@@ -278,6 +307,68 @@ mod tests {
             log.contains("GET /boot.ipxe 200") && log.contains("GET /nope 404"),
             "{log}"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+    use crate::events::RunClock;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn status_of(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn injected_faults_answer_first_requests_then_serve() {
+        let dir = std::env::temp_dir().join(format!("nbh-http-fault-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scen = crate::scenario::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/http-late.yaml"),
+        )
+        .unwrap();
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+        let cx = ServiceContext {
+            bridge: "unused".into(),
+            server_ip: "127.0.0.1".parse().unwrap(),
+            run_dir: dir.clone(),
+            disk: dir.join("disk.img"),
+            events: events.clone(),
+        };
+        let h = Http::start(&scen, &cx, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        // The first stage is not faulted; the real script fails four times, then is served.
+        assert!(status_of(h.addr, "/boot.ipxe").await.contains(" 200"));
+        for _ in 0..4 {
+            let line = status_of(h.addr, "/menu.ipxe").await;
+            assert!(line.contains(" 503"), "{line}");
+        }
+        assert!(status_of(h.addr, "/menu.ipxe").await.contains(" 200"));
+        let statuses: Vec<u16> = events
+            .snapshot()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::HttpRequest { status, .. } => Some(*status),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(statuses, vec![200, 503, 503, 503, 503, 200]);
+        h.stop().await;
+        let log = std::fs::read_to_string(dir.join("http.log")).unwrap();
+        assert_eq!(log.matches("(injected fault)").count(), 4, "{log}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
