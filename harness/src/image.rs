@@ -396,10 +396,18 @@ fn tail(p: &Path, n: usize) -> String {
 
 /// A per-run working copy: sparse (holes stay holes) and a reflink where the filesystem can,
 /// so a run never rewrites the base image's unchanged blocks.
+/// A qcow2 image (a disk a user brings) is converted to raw instead: tgtd exports raw files.
 pub fn per_run_copy(base: &Path, dest: &Path) -> Result<(), ImageError> {
-    let out = Command::new("cp")
-        .arg("--sparse=always")
-        .arg("--reflink=auto")
+    let mut cmd = if is_qcow2(base) {
+        let mut c = Command::new("qemu-img");
+        c.args(["convert", "-q", "-f", "qcow2", "-O", "raw"]);
+        c
+    } else {
+        let mut c = Command::new("cp");
+        c.args(["--sparse=always", "--reflink=auto"]);
+        c
+    };
+    let out = cmd
         .arg(base)
         .arg(dest)
         .stdin(Stdio::null())
@@ -420,6 +428,15 @@ pub fn per_run_copy(base: &Path, dest: &Path) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o644)).map_err(io(dest))?;
     Ok(())
+}
+
+/// qcow2 files start with "QFI\xfb".
+fn is_qcow2(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"QFI\xfb"
 }
 
 #[cfg(test)]
@@ -512,6 +529,38 @@ mod tests {
         for r in all {
             assert!(!r.description.is_empty(), "{}", r.name);
         }
+    }
+
+    #[test]
+    fn qcow2_is_converted_to_raw() {
+        if crate::tools::find("qemu-img").is_none() {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "qemu-img (qemu-utils) is missing on a CI machine"
+            );
+            return;
+        }
+        let t = tree("qcow2");
+        let raw = t.0.join("src.raw");
+        std::fs::write(&raw, vec![0x5au8; 65536]).unwrap();
+        let q = t.0.join("src.qcow2");
+        let st = Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+            .arg(&raw)
+            .arg(&q)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert!(is_qcow2(&q) && !is_qcow2(&raw));
+        let before = std::fs::read(&q).unwrap();
+        let dest = t.0.join("run.img");
+        per_run_copy(&q, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![0x5au8; 65536]);
+        assert_eq!(
+            std::fs::read(&q).unwrap(),
+            before,
+            "the user's image was changed"
+        );
     }
 
     #[test]
