@@ -309,27 +309,6 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-#[cfg(test)]
-mod fault_tests {
-    use super::*;
-    use crate::events::RunClock;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    async fn status_of(addr: SocketAddr, path: &str) -> String {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: lab\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.unwrap();
-        String::from_utf8_lossy(&out)
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_string()
-    }
 
     #[tokio::test]
     async fn injected_faults_answer_first_requests_then_serve() {
@@ -351,12 +330,23 @@ mod fault_tests {
             .await
             .unwrap();
         // The first stage is not faulted; the real script fails four times, then is served.
-        assert!(status_of(h.addr, "/boot.ipxe").await.contains(" 200"));
+        assert!(request(h.addr, "GET", "/boot.ipxe")
+            .await
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains(" 200"));
         for _ in 0..4 {
-            let line = status_of(h.addr, "/menu.ipxe").await;
+            let reply = request(h.addr, "GET", "/menu.ipxe").await;
+            let line = reply.lines().next().unwrap_or("");
             assert!(line.contains(" 503"), "{line}");
         }
-        assert!(status_of(h.addr, "/menu.ipxe").await.contains(" 200"));
+        assert!(request(h.addr, "GET", "/menu.ipxe")
+            .await
+            .lines()
+            .next()
+            .unwrap_or("")
+            .contains(" 200"));
         let statuses: Vec<u16> = events
             .snapshot()
             .iter()
