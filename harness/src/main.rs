@@ -43,6 +43,18 @@ enum Cmd {
         #[arg(long)]
         runs_dir: Option<PathBuf>,
     },
+    /// Run one scenario N times and report each step's median and spread (writes bench-*.json).
+    Bench {
+        scenario: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value = "auto")]
+        accel: String,
+        #[arg(long, default_value_t = 1.0)]
+        timeout_scale: f64,
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
     /// Validate scenarios without starting anything.
     Check {
         #[arg(required = true)]
@@ -163,6 +175,38 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 all_ok &= r.ok();
             }
             Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Cmd::Bench {
+            scenario,
+            runs,
+            accel,
+            timeout_scale,
+            runs_dir,
+        } => {
+            if !(1..=100).contains(&runs) {
+                miette::bail!("--runs must be 1..=100, not {runs}");
+            }
+            let accel = match accel.as_str() {
+                "auto" => None,
+                a => Some(
+                    a.parse::<Accel>()
+                        .map_err(|e| miette::miette!("--accel: {e}"))?,
+                ),
+            };
+            scenario::load(&scenario)?;
+            let opts = run::RunOptions {
+                accel,
+                timeout_scale,
+                runs_dir: runs_dir.unwrap_or_else(paths::runs_dir),
+            };
+            let (report, json) = netboot_harness::bench::bench(&scenario, runs, &opts)?;
+            print!("{}", netboot_harness::bench::render(&report));
+            println!("  results: {}", json.display());
+            Ok(if report.passed == report.runs {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
