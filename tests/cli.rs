@@ -177,3 +177,27 @@ fn report_prints_each_run_and_draws_one_timeline_for_all() {
     assert!(text(&o).contains("summary.json"), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// An unchanged recipe is reused from the cache, and the harness says so. (A changed parameter
+/// gives another cache key: see image::tests::cache_key_is_stable_and_sensitive.)
+#[test]
+fn unchanged_recipe_is_reused_from_the_cache() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI must run as root"
+        );
+        eprintln!("not root: image builds need root; nothing checked");
+        return;
+    }
+    let first = harness(&["image", "prepare", "scenarios/sanboot-wrong-target.yaml"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let second = harness(&["image", "prepare", "scenarios/sanboot-wrong-target.yaml"]);
+    assert!(second.status.success(), "{}", text(&second));
+    let t = text(&second);
+    assert!(t.contains("image debian-initramfs-tools: reused "), "{t}");
+    assert!(!t.contains("building"), "{t}");
+    let path = |o: &Output| String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(path(&first), path(&second));
+}
