@@ -33,27 +33,16 @@ enum Cmd {
         /// Scenario files (scenarios/*.yaml).
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
-        /// tcg, kvm or auto (KVM only if a probe shows it can run firmware).
-        #[arg(long, default_value = "auto")]
-        accel: String,
-        /// Multiply every step's timeout, e.g. 2 on a slow or busy machine.
-        #[arg(long, default_value_t = 1.0)]
-        timeout_scale: f64,
-        /// Where run directories go (default: target/netboot-harness/runs).
-        #[arg(long)]
-        runs_dir: Option<PathBuf>,
+        #[command(flatten)]
+        boot: BootArgs,
     },
     /// Run one scenario N times and report each step's median and spread (writes bench-*.json).
     Bench {
         scenario: PathBuf,
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        #[arg(long, default_value = "auto")]
-        accel: String,
-        #[arg(long, default_value_t = 1.0)]
-        timeout_scale: f64,
-        #[arg(long)]
-        runs_dir: Option<PathBuf>,
+        #[command(flatten)]
+        boot: BootArgs,
     },
     /// Validate scenarios without starting anything.
     Check {
@@ -94,6 +83,43 @@ enum Cmd {
         #[arg(long)]
         host_netns: u64,
     },
+}
+
+/// How boots run, shared by `run` and `bench`.
+#[derive(clap::Args)]
+struct BootArgs {
+    /// tcg, kvm or auto (KVM only if a probe shows it can run firmware).
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// Multiply every step's timeout, e.g. 2 on a slow or busy machine.
+    #[arg(long, default_value_t = 1.0)]
+    timeout_scale: f64,
+    /// Where run directories go (default: target/netboot-harness/runs).
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+}
+
+impl BootArgs {
+    fn options(self) -> miette::Result<run::RunOptions> {
+        if !(self.timeout_scale > 0.0 && self.timeout_scale <= 20.0) {
+            miette::bail!(
+                "--timeout-scale must be in (0, 20], not {}",
+                self.timeout_scale
+            );
+        }
+        let accel = match self.accel.as_str() {
+            "auto" => None,
+            a => Some(
+                a.parse::<Accel>()
+                    .map_err(|e| miette::miette!("--accel: {e}"))?,
+            ),
+        };
+        Ok(run::RunOptions {
+            accel,
+            timeout_scale: self.timeout_scale,
+            runs_dir: self.runs_dir.unwrap_or_else(paths::runs_dir),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -143,32 +169,13 @@ fn init_tracing(verbose: u8) {
 
 fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
     match cmd {
-        Cmd::Run {
-            scenarios,
-            accel,
-            timeout_scale,
-            runs_dir,
-        } => {
-            if !(timeout_scale > 0.0 && timeout_scale <= 20.0) {
-                miette::bail!("--timeout-scale must be in (0, 20], not {timeout_scale}");
-            }
-            let accel = match accel.as_str() {
-                "auto" => None,
-                a => Some(
-                    a.parse::<Accel>()
-                        .map_err(|e| miette::miette!("--accel: {e}"))?,
-                ),
-            };
+        Cmd::Run { scenarios, boot } => {
+            let opts = boot.options()?;
             // Validate every scenario before running any: a typo in the third file should not
             // cost the first two boots.
             for s in &scenarios {
                 scenario::load(s)?;
             }
-            let opts = run::RunOptions {
-                accel,
-                timeout_scale,
-                runs_dir: runs_dir.unwrap_or_else(paths::runs_dir),
-            };
             let mut all_ok = true;
             for s in &scenarios {
                 let r = run::run_scenario(s, &opts)?;
@@ -183,26 +190,13 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
         Cmd::Bench {
             scenario,
             runs,
-            accel,
-            timeout_scale,
-            runs_dir,
+            boot,
         } => {
             if !(1..=100).contains(&runs) {
                 miette::bail!("--runs must be 1..=100, not {runs}");
             }
-            let accel = match accel.as_str() {
-                "auto" => None,
-                a => Some(
-                    a.parse::<Accel>()
-                        .map_err(|e| miette::miette!("--accel: {e}"))?,
-                ),
-            };
+            let opts = boot.options()?;
             scenario::load(&scenario)?;
-            let opts = run::RunOptions {
-                accel,
-                timeout_scale,
-                runs_dir: runs_dir.unwrap_or_else(paths::runs_dir),
-            };
             let (report, json) = netboot_harness::bench::bench(&scenario, runs, &opts)?;
             print!("{}", netboot_harness::bench::render(&report));
             println!("  results: {}", json.display());
