@@ -30,6 +30,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawDhcpAck", "expect[].dhcp_ack"),
     ("RawIscsiLogin", "expect[].iscsi_login"),
     ("RawHttpStatus", "expect[].http_status"),
+    ("RawRefused", "expect[].refused"),
     ("RawExpectedFailure", "expect_failure"),
 ];
 

@@ -66,6 +66,13 @@ pub enum EventKind {
         source_ip: IpAddr,
         result: String,
     },
+    /// A connection a service turned away because the fault plan has it down (not started
+    /// yet): the client saw a reset, as from a server that is not up.
+    Refused {
+        service: String,
+        peer: IpAddr,
+        reason: String,
+    },
     /// A service started, stopped or failed: kept so a timeline can show it.
     Service { service: String, state: String },
 }

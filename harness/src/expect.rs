@@ -244,6 +244,17 @@ pub fn describe(a: &Action) -> String {
             }
             s
         }
+        Action::Refused { service, from } => {
+            let mut s = format!(
+                "a connection the {} server turned away while down",
+                service.name()
+            );
+            if let Some(f) = from {
+                s.push_str(&format!(" from address {f}"));
+            }
+            s
+        }
+        Action::ServiceStarted(service) => format!("the {} server starting", service.name()),
         Action::Send(t) => format!("typing {t:?}"),
     }
 }
@@ -450,6 +461,15 @@ fn event_matches(action: &Action, e: &Event) -> bool {
                 && target
                     .as_ref()
                     .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
+        }
+        (
+            Action::Refused { service, from },
+            EventKind::Refused {
+                service: es, peer, ..
+            },
+        ) => es == service.name() && from.is_none_or(|f| f == *peer),
+        (Action::ServiceStarted(service), EventKind::Service { service: es, state }) => {
+            es == service.name() && state == "started"
         }
         _ => false,
     }

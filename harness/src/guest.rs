@@ -78,7 +78,13 @@ pub struct GuestConfig {
     pub taps: Vec<TapPlan>,
     pub accel: Accel,
     pub qmp_socket: PathBuf,
+    /// For `firmware: { embedded-script: ... }`: the rendered script, handed to `ipxe.lkrn`.
+    pub embedded_script: Option<PathBuf>,
 }
+
+/// Debian's iPXE as a Linux-kernel-format image (package ipxe): QEMU boots it directly and it
+/// runs its initrd as its first script, as a ROM with an embedded script would.
+pub const IPXE_LKRN: &str = "/usr/lib/ipxe/ipxe.lkrn";
 
 impl GuestConfig {
     /// The argument vector after the program name.
@@ -113,6 +119,12 @@ impl GuestConfig {
             "unix:{},server=on,wait=off",
             self.qmp_socket.display()
         ));
+        if let Some(script) = &self.embedded_script {
+            push("-kernel");
+            push(IPXE_LKRN);
+            push("-initrd");
+            push(&script.display().to_string());
+        }
         for (i, nic) in self.node.nics.iter().enumerate() {
             let tap = self
                 .taps
@@ -214,6 +226,7 @@ mod tests {
             name: "node01".into(),
             memory_mib: 1024,
             cpus: 1,
+            firmware: crate::scenario::Firmware::Rom,
             nics: vec![
                 Nic {
                     model: NicModel::Rtl8139,
@@ -260,6 +273,7 @@ mod tests {
             taps,
             accel: Accel::Tcg,
             qmp_socket: "/tmp/run/qmp.sock".into(),
+            embedded_script: None,
         };
         let s = joined(&cfg);
         assert!(s.contains("-machine pc,graphics=off"), "{s}");
@@ -277,8 +291,27 @@ mod tests {
             "-device e1000,netdev=net1,mac=52:54:00:aa:00:01,bus=pci.0,addr=0x4,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom,bootindex=1"
         ), "{s}");
         assert_eq!(s.matches("bootindex").count(), 1);
+        assert!(!s.contains("-kernel"), "{s}");
         assert!(
             s.contains("-qmp unix:/tmp/run/qmp.sock,server=on,wait=off"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn an_embedded_script_boots_ipxe_lkrn_with_the_script_as_initrd() {
+        let cfg = GuestConfig {
+            node: node(),
+            taps: vec![],
+            accel: Accel::Tcg,
+            qmp_socket: "/tmp/run/qmp.sock".into(),
+            embedded_script: Some("/tmp/run/ipxe-embedded-node01.ipxe".into()),
+        };
+        let s = joined(&cfg);
+        assert!(
+            s.contains(
+                "-kernel /usr/lib/ipxe/ipxe.lkrn -initrd /tmp/run/ipxe-embedded-node01.ipxe"
+            ),
             "{s}"
         );
     }

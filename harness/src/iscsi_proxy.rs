@@ -27,6 +27,9 @@ pub struct LoginFaults {
     pub drop_first: u32,
     /// Only these initiator addresses may log in (empty: all), like an address ACL on a SAN.
     pub allow_from: Vec<std::net::IpAddr>,
+    /// Reset (and record) every connection until this time on the run clock, in seconds: a
+    /// target that comes up late.
+    pub start_at: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -64,6 +67,9 @@ impl IscsiProxy {
         let faults = Arc::new(faults);
         let recs = records.clone();
         let task = tokio::spawn(async move {
+            if let Some(t) = faults.start_at {
+                crate::services::outage::hold_down(&listener, "iscsi", t, &events).await;
+            }
             loop {
                 let Ok((client, peer)) = listener.accept().await else {
                     continue;

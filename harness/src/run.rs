@@ -347,6 +347,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         login_proxy: Some(LoginFaults {
             refuse_first: scenario.iscsi.refuse_first,
             drop_first: scenario.iscsi.drop_first,
+            start_at: scenario.iscsi.start_after.map(|d| d.as_secs_f64()),
             ..LoginFaults::default()
         }),
         ..ServiceOptions::default()
@@ -376,11 +377,26 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
     for node in &scenario.nodes {
+        let embedded_script = match &node.firmware {
+            scenario::Firmware::Rom => None,
+            scenario::Firmware::EmbeddedScript { body, .. } => {
+                // Kept as an artifact: it is what the node's firmware ran.
+                let p = args
+                    .run_dir
+                    .join(format!("ipxe-embedded-{}.ipxe", node.name));
+                if let Err(e) = std::fs::write(&p, body) {
+                    start_error = Some(format!("writing {}: {e}", p.display()));
+                    break;
+                }
+                Some(p)
+            }
+        };
         let cfg = GuestConfig {
             node: node.clone(),
             taps: plan.taps_of(&node.name).cloned().collect(),
             accel: args.accel,
             qmp_socket: args.run_dir.join(format!("qmp-{}.sock", node.name)),
+            embedded_script,
         };
         let _ = std::fs::write(
             args.run_dir.join(format!("qemu-{}.args", node.name)),
@@ -497,6 +513,7 @@ fn describe_artifact(name: &str) -> &'static str {
         "tgtd.log" => "iSCSI target log",
         "tgtadm.log" => "iSCSI target configuration commands",
         "image-build.log" => "image build log",
+        n if n.starts_with("ipxe-embedded-") => "the iPXE script the node's firmware ran first",
         "summary.json" => "verdict, step times, artifacts",
         "timeline.svg" => "boot timeline picture",
         "harness.log" => "the harness's own log",

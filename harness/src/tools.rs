@@ -52,6 +52,7 @@ pub const BOOT_TOOLS: &[Tool] = &[
 pub const BOOT_FILES: &[(&str, &str)] = &[
     ("/usr/lib/ipxe/qemu/pxe-e1000.rom", "ipxe-qemu"),
     ("/usr/share/seabios/bios-256k.bin", "seabios"),
+    (crate::guest::IPXE_LKRN, "ipxe"),
 ];
 
 /// Everything an image build needs.

@@ -49,6 +49,21 @@ pub struct Node {
     pub memory_mib: u32,
     pub cpus: u8,
     pub nics: Vec<Nic>,
+    pub firmware: Firmware,
+}
+
+/// What runs first on a node: where its iPXE comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Firmware {
+    /// The boot NIC's iPXE option ROM (ipxe-qemu) does DHCP and chains the boot URL.
+    Rom,
+    /// Debian's `ipxe.lkrn` with the scenario's script as its first script, standing in for a
+    /// flashed ROM with an embedded script (usually a DHCP retry loop).
+    EmbeddedScript {
+        source: PathBuf,
+        /// The script with the harness's `{{variables}}` filled in.
+        body: Vec<u8>,
+    },
 }
 
 impl Node {
@@ -133,6 +148,8 @@ impl NicModel {
 #[derive(Debug, Clone)]
 pub struct Dhcp {
     pub hosts: Vec<DhcpHost>,
+    /// Fault plan: dnsmasq is not started until this long after the run began.
+    pub start_after: Option<Duration>,
     /// Boot-script URL handed to iPXE (already rendered).
     pub boot_url: String,
 }
@@ -148,6 +165,8 @@ pub struct DhcpHost {
 pub struct Http {
     pub files: Vec<HttpFile>,
     pub faults: Vec<HttpFault>,
+    /// Fault plan: connections are reset (and recorded) until this long after the run began.
+    pub start_after: Option<Duration>,
 }
 
 /// The first `first` requests of `path` are answered with `status`.
@@ -175,6 +194,8 @@ pub struct Iscsi {
     pub lun: u8,
     pub refuse_first: u32,
     pub drop_first: u32,
+    /// Fault plan: connections are reset (and recorded) until this long after the run began.
+    pub start_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -212,8 +233,34 @@ pub enum Action {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
     },
+    /// Wait for a connection a service turned away while its fault plan had it down.
+    Refused {
+        service: Service,
+        from: Option<IpAddr>,
+    },
+    /// Wait for the record that a service started (late ones start when their plan says).
+    ServiceStarted(Service),
     /// Type a line on the node's serial console.
     Send(String),
+}
+
+/// The lab's services, as steps and fault plans name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Dhcp,
+    Http,
+    Iscsi,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Dhcp => "dhcp",
+            Service::Http => "http",
+            Service::Iscsi => "iscsi",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -243,8 +290,10 @@ pub fn default_fail_patterns() -> Vec<FailPattern> {
             "Could not open SAN device",
             "iPXE could not log in to the iSCSI target or open the LUN",
         ),
+        // iPXE wraps its console at 80 columns, and after `Configuring (net0 MAC)` and its
+        // dots the word "succeeded" lands on the next line.
         (
-            "No configuration methods succeeded",
+            "No configuration methods",
             "iPXE got no address (DHCP failed)",
         ),
         ("Kernel panic", "the guest kernel panicked"),

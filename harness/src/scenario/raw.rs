@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::values::{Dur, Iqn, MacAddr, Subnet};
-use super::NicModel;
+use super::{NicModel, Service};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +108,16 @@ pub struct RawNode {
     #[serde(default)]
     pub cpus: Option<Spanned<u8>>,
     pub nics: Spanned<Vec<RawNic>>,
+    #[serde(default)]
+    pub firmware: Option<Spanned<RawFirmware>>,
+}
+
+/// `firmware: rom` or `firmware: { embedded-script: FILE }`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RawFirmware {
+    Rom,
+    EmbeddedScript(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +148,9 @@ pub struct RawDhcp {
     /// URL iPXE is told to chain; `{{server}}` is the harness's address.
     #[serde(default)]
     pub boot_url: Option<Spanned<String>>,
+    /// Fault plan: start dnsmasq this long after power-on.
+    #[serde(default)]
+    pub start_after: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +171,9 @@ pub struct RawHttp {
     /// Answer the first requests of a path with an error, as a server still starting does.
     #[serde(default)]
     pub faults: Vec<Spanned<RawHttpFault>>,
+    /// Fault plan: reset every connection until this long after power-on.
+    #[serde(default)]
+    pub start_after: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,6 +194,9 @@ pub struct RawIscsi {
     /// What the login proxy does to the first logins.
     #[serde(default)]
     pub faults: Option<Spanned<RawIscsiFaults>>,
+    /// Fault plan: reset every connection until this long after power-on.
+    #[serde(default)]
+    pub start_after: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -217,7 +236,19 @@ pub struct RawStep {
     #[serde(default)]
     pub iscsi_login_refused: Option<RawIscsiLogin>,
     #[serde(default)]
+    pub refused: Option<RawRefused>,
+    #[serde(default)]
+    pub service_started: Option<Service>,
+    #[serde(default)]
     pub send: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRefused {
+    pub service: Service,
+    #[serde(default)]
+    pub from: Option<IpAddr>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -2,16 +2,16 @@
 //! file:line:column and, where a name is unknown, the names that would have been valid.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde_saphyr::{Location, Spanned};
 
-use super::raw::{RawImage, RawScenario, RawStep};
+use super::raw::{RawFirmware, RawImage, RawScenario, RawStep};
 use super::{
     default_fail_patterns, scenario_dir, Action, Dhcp, DhcpHost, ExpectedFailure, FailPattern,
-    Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Step,
+    Firmware, Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Service, Step,
 };
 
 /// Default wait for a step that does not say `within`.
@@ -197,8 +197,6 @@ impl Validator<'_> {
             .network
             .subnet
             .unwrap_or_else(|| "10.77.0.0/24".parse().expect("default subnet is valid"));
-        let nodes = self.nodes(&raw)?;
-
         let mut vars = builtin_vars(&subnet, &raw);
         for (k, v) in &raw.vars {
             if vars.contains_key(k) {
@@ -214,6 +212,7 @@ impl Validator<'_> {
             vars.insert(k.clone(), v.clone());
         }
 
+        let nodes = self.nodes(&raw, &dir, &vars)?;
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
         let http = self.http(&raw, &dir, &vars)?;
         let lun = match &raw.services.iscsi.lun {
@@ -242,6 +241,7 @@ impl Validator<'_> {
             lun,
             refuse_first: faults.map(|f| f.value.refuse_first).unwrap_or(0),
             drop_first: faults.map(|f| f.value.drop_first).unwrap_or(0),
+            start_after: raw.services.iscsi.start_after.map(|d| d.0),
         };
         let steps = self.steps(&raw, &nodes)?;
         let expect_failure = match &raw.expect_failure {
@@ -358,7 +358,12 @@ impl Validator<'_> {
         }
     }
 
-    fn nodes(&self, raw: &RawScenario) -> Result<Vec<Node>, ScenarioError> {
+    fn nodes(
+        &self,
+        raw: &RawScenario,
+        dir: &Path,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Vec<Node>, ScenarioError> {
         if raw.nodes.is_empty() {
             return Err(self.cx.err(
                 None,
@@ -488,11 +493,40 @@ impl Validator<'_> {
                     boot: x.boot || nics_raw.len() == 1,
                 });
             }
+            let firmware = match &n.firmware {
+                None => Firmware::Rom,
+                Some(f) => match &f.value {
+                    RawFirmware::Rom => Firmware::Rom,
+                    RawFirmware::EmbeddedScript(file) => {
+                        let src = Spanned {
+                            value: file.clone(),
+                            referenced: f.referenced,
+                            defined: f.defined,
+                        };
+                        let (source, body) = self.template(
+                            &src,
+                            dir,
+                            &self.dir_canon(dir)?,
+                            vars,
+                            "embedded script",
+                        )?;
+                        if !body.starts_with(b"#!ipxe") {
+                            return Err(self.at(
+                                f,
+                                format!("{} does not start with `#!ipxe`", source.display()),
+                                Some("iPXE runs a script only with that first line".into()),
+                            ));
+                        }
+                        Firmware::EmbeddedScript { source, body }
+                    }
+                },
+            };
             out.push(Node {
                 name: name.clone(),
                 memory_mib,
                 cpus,
                 nics,
+                firmware,
             });
         }
         Ok(out)
@@ -579,7 +613,11 @@ impl Validator<'_> {
                 .map_err(|m| self.at(u, m, Some(one_of(vars.keys().map(String::as_str)))))?,
             None => format!("http://{}/boot.ipxe", subnet.server()),
         };
-        Ok(Dhcp { hosts, boot_url })
+        Ok(Dhcp {
+            hosts,
+            boot_url,
+            start_after: raw.services.dhcp.start_after.map(|d| d.0),
+        })
     }
 
     fn http(
@@ -589,13 +627,7 @@ impl Validator<'_> {
         vars: &BTreeMap<String, String>,
     ) -> Result<Http, ScenarioError> {
         let mut files = Vec::new();
-        let dir_canon = dir.canonicalize().map_err(|e| {
-            self.cx.err(
-                None,
-                format!("scenario folder {}: {e}", dir.display()),
-                None,
-            )
-        })?;
+        let dir_canon = self.dir_canon(dir)?;
         for (url, src) in &raw.services.http.files {
             let url_ok = !url.is_empty()
                 && url
@@ -611,52 +643,7 @@ impl Validator<'_> {
                     Some("use a relative path like `boot.ipxe` or `menus/node01.ipxe`".into()),
                 ));
             }
-            let rel = Path::new(&src.value);
-            if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(self.at(
-                    src,
-                    format!("`{}` leaves the scenario's folder", src.value),
-                    Some("HTTP files must live in or below the folder of the scenario file".into()),
-                ));
-            }
-            let full = dir.join(rel);
-            let canon = full
-                .canonicalize()
-                .map_err(|e| self.at(src, format!("HTTP file {}: {e}", full.display()), None))?;
-            if !canon.starts_with(&dir_canon) {
-                return Err(self.at(
-                    src,
-                    format!(
-                        "`{}` resolves outside the scenario's folder (through a link)",
-                        src.value
-                    ),
-                    None,
-                ));
-            }
-            let meta = std::fs::metadata(&canon)
-                .map_err(|e| self.at(src, format!("{}: {e}", full.display()), None))?;
-            if !meta.is_file() || meta.len() > MAX_HTTP_FILE {
-                return Err(self.at(
-                    src,
-                    format!("{} is not a regular file of at most 16 MiB", full.display()),
-                    None,
-                ));
-            }
-            let bytes = std::fs::read(&canon)
-                .map_err(|e| self.at(src, format!("{}: {e}", full.display()), None))?;
-            let body = match String::from_utf8(bytes) {
-                Ok(text) => render(&text, vars)
-                    .map_err(|m| {
-                        self.at(
-                            src,
-                            format!("{}: {m}", full.display()),
-                            Some(one_of(vars.keys().map(String::as_str))),
-                        )
-                    })?
-                    .into_bytes(),
-                // Binary files are served as they are.
-                Err(e) => e.into_bytes(),
-            };
+            let (full, body) = self.template(src, dir, &dir_canon, vars, "HTTP file")?;
             files.push(HttpFile {
                 url_path: url.clone(),
                 source: full,
@@ -694,7 +681,82 @@ impl Validator<'_> {
                 status,
             });
         }
-        Ok(Http { files, faults })
+        Ok(Http {
+            files,
+            faults,
+            start_after: raw.services.http.start_after.map(|d| d.0),
+        })
+    }
+
+    /// Reads a file the harness serves or hands to a guest: it must stay inside the scenario's
+    /// folder (links included), be a regular file of bounded size, and its `{{variables}}` must
+    /// all be known. Binary files are taken as they are.
+    fn template(
+        &self,
+        src: &Spanned<String>,
+        dir: &Path,
+        dir_canon: &Path,
+        vars: &BTreeMap<String, String>,
+        what: &str,
+    ) -> Result<(PathBuf, Vec<u8>), ScenarioError> {
+        let rel = Path::new(&src.value);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(self.at(
+                src,
+                format!("`{}` leaves the scenario's folder", src.value),
+                Some(format!(
+                    "{what}s must live in or below the folder of the scenario file"
+                )),
+            ));
+        }
+        let full = dir.join(rel);
+        let canon = full
+            .canonicalize()
+            .map_err(|e| self.at(src, format!("{what} {}: {e}", full.display()), None))?;
+        if !canon.starts_with(dir_canon) {
+            return Err(self.at(
+                src,
+                format!(
+                    "`{}` resolves outside the scenario's folder (through a link)",
+                    src.value
+                ),
+                None,
+            ));
+        }
+        let meta = std::fs::metadata(&canon)
+            .map_err(|e| self.at(src, format!("{}: {e}", full.display()), None))?;
+        if !meta.is_file() || meta.len() > MAX_HTTP_FILE {
+            return Err(self.at(
+                src,
+                format!("{} is not a regular file of at most 16 MiB", full.display()),
+                None,
+            ));
+        }
+        let bytes = std::fs::read(&canon)
+            .map_err(|e| self.at(src, format!("{}: {e}", full.display()), None))?;
+        let body = match String::from_utf8(bytes) {
+            Ok(text) => render(&text, vars)
+                .map_err(|m| {
+                    self.at(
+                        src,
+                        format!("{}: {m}", full.display()),
+                        Some(one_of(vars.keys().map(String::as_str))),
+                    )
+                })?
+                .into_bytes(),
+            Err(e) => e.into_bytes(),
+        };
+        Ok((full, body))
+    }
+
+    fn dir_canon(&self, dir: &Path) -> Result<PathBuf, ScenarioError> {
+        dir.canonicalize().map_err(|e| {
+            self.cx.err(
+                None,
+                format!("scenario folder {}: {e}", dir.display()),
+                None,
+            )
+        })
     }
 
     fn steps(&self, raw: &RawScenario, nodes: &[Node]) -> Result<Vec<Step>, ScenarioError> {
@@ -774,10 +836,29 @@ impl Validator<'_> {
                     },
                 ));
             }
+            if let Some(r) = &step.refused {
+                if r.service == Service::Dhcp {
+                    return Err(self.at(
+                        s,
+                        "`refused` applies to http and iscsi: a DHCP server that is down is simply not running",
+                        Some("assert a late DHCP server with `service_started: dhcp`".into()),
+                    ));
+                }
+                actions.push((
+                    "refused",
+                    Action::Refused {
+                        service: r.service,
+                        from: r.from,
+                    },
+                ));
+            }
+            if let Some(svc) = step.service_started {
+                actions.push(("service_started", Action::ServiceStarted(svc)));
+            }
             if let Some(t) = &step.send {
                 actions.push(("send", Action::Send(t.clone())));
             }
-            const KINDS: [&str; 8] = [
+            const KINDS: [&str; 10] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
@@ -785,6 +866,8 @@ impl Validator<'_> {
                 "http_status",
                 "iscsi_login",
                 "iscsi_login_refused",
+                "refused",
+                "service_started",
                 "send",
             ];
             if actions.len() != 1 {
@@ -848,6 +931,9 @@ fn default_step_name(kind: &str, a: &Action) -> String {
             format!("{kind} {who}")
         }
         Action::HttpStatus { path, status } => format!("{kind} {path} {status}"),
+        Action::Refused { service, .. } | Action::ServiceStarted(service) => {
+            format!("{kind} {}", service.name())
+        }
         Action::IscsiLogin { initiator, .. } | Action::IscsiLoginRefused { initiator, .. } => {
             format!(
                 "{kind} {}",

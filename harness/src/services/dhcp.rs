@@ -342,6 +342,14 @@ impl Dhcp {
     }
 }
 
+/// Where a DHCP server of this run keeps its files, started or not.
+pub fn artifact_paths(run_dir: &Path) -> Vec<PathBuf> {
+    ["dnsmasq.args", "dnsmasq.log", "dnsmasq.leases"]
+        .iter()
+        .map(|n| run_dir.join(n))
+        .collect()
+}
+
 async fn pump(
     stderr: Option<ChildStderr>,
     mut log: tokio::fs::File,

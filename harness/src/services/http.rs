@@ -105,7 +105,12 @@ impl Http {
         })?;
         let app = axum::Router::new().fallback(serve).with_state(state);
         let (tx, rx) = oneshot::channel::<()>();
+        let hold = s.http.start_after.map(|d| d.as_secs_f64());
+        let events = cx.events.clone();
         let task = tokio::spawn(async move {
+            if let Some(t) = hold {
+                super::outage::hold_down(&listener, SERVICE, t, &events).await;
+            }
             let served = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

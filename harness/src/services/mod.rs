@@ -9,6 +9,7 @@
 pub mod dhcp;
 pub mod http;
 pub mod iscsi;
+pub mod outage;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -141,9 +142,48 @@ pub enum ServiceError {
     },
 }
 
+/// DHCP as it stands: running, or waiting for its late start.
+enum DhcpSlot {
+    Running(dhcp::Dhcp),
+    Pending {
+        task: tokio::task::JoinHandle<Result<dhcp::Dhcp, ServiceError>>,
+        run_dir: PathBuf,
+    },
+}
+
+impl DhcpSlot {
+    async fn stop(self) {
+        match self {
+            DhcpSlot::Running(d) => d.stop().await,
+            DhcpSlot::Pending { task, .. } if task.is_finished() => {
+                if let Ok(Ok(d)) = task.await {
+                    d.stop().await;
+                }
+            }
+            // Aborting drops a half-started dnsmasq, whose handle kills it.
+            DhcpSlot::Pending { task, .. } => task.abort(),
+        }
+    }
+
+    fn artifacts(&self) -> Vec<PathBuf> {
+        match self {
+            DhcpSlot::Running(d) => d.artifacts(),
+            DhcpSlot::Pending { run_dir, .. } => dhcp::artifact_paths(run_dir),
+        }
+    }
+}
+
+/// The first state a service's record shows: up, or down until its plan starts it.
+fn initial_state(start_after: Option<Duration>) -> String {
+    match start_after {
+        Some(d) => outage::down_state(d.as_secs_f64()),
+        None => "started".into(),
+    }
+}
+
 /// The three services of one run.
 pub struct Services {
-    dhcp: dhcp::Dhcp,
+    dhcp: DhcpSlot,
     http: http::Http,
     iscsi: iscsi::Iscsi,
     events: Arc<EventLog>,
@@ -166,6 +206,7 @@ impl Services {
         opts: ServiceOptions,
     ) -> Result<Services, ServiceError> {
         let events = cx.events.clone();
+        let run_dir = cx.run_dir.clone();
         let iscsi = iscsi::Iscsi::start(
             scenario,
             &cx,
@@ -175,7 +216,10 @@ impl Services {
         .instrument(tracing::info_span!("iscsi", target = %scenario.iscsi.target))
         .await
         .inspect_err(|e| events.push(service_event("iscsi", &failed(e))))?;
-        events.push(service_event("iscsi", "started"));
+        events.push(service_event(
+            "iscsi",
+            &initial_state(scenario.iscsi.start_after),
+        ));
 
         let listen = opts
             .http_listen
@@ -192,13 +236,48 @@ impl Services {
                 return Err(e);
             }
         };
-        events.push(service_event("http", "started"));
+        events.push(service_event(
+            "http",
+            &initial_state(scenario.http.start_after),
+        ));
+
+        if let Some(after) = scenario.dhcp.start_after {
+            // dnsmasq is not running at all until its time: a DHCP server that is down.
+            events.push(service_event("dhcp", &initial_state(Some(after))));
+            let scenario = scenario.clone();
+            let late_events = events.clone();
+            let start_at = after.as_secs_f64();
+            let pending = tokio::spawn(
+                async move {
+                    let left = start_at - cx.events.clock().now();
+                    if left > 0.0 {
+                        tokio::time::sleep(Duration::from_secs_f64(left)).await;
+                    }
+                    let started = dhcp::Dhcp::start(&scenario, &cx, opts.ipv6_ra).await;
+                    match &started {
+                        Ok(_) => late_events.push(service_event("dhcp", "started")),
+                        Err(e) => late_events.push(service_event("dhcp", &failed(e))),
+                    }
+                    started
+                }
+                .instrument(tracing::info_span!("dhcp", late = true)),
+            );
+            return Ok(Services {
+                dhcp: DhcpSlot::Pending {
+                    task: pending,
+                    run_dir: run_dir.clone(),
+                },
+                http,
+                iscsi,
+                events,
+            });
+        }
 
         let dhcp = match dhcp::Dhcp::start(scenario, &cx, opts.ipv6_ra)
             .instrument(tracing::info_span!("dhcp", bridge = %cx.bridge))
             .await
         {
-            Ok(d) => d,
+            Ok(d) => DhcpSlot::Running(d),
             Err(e) => {
                 events.push(service_event("dhcp", &failed(&e)));
                 http.stop().await;
