@@ -136,12 +136,18 @@ impl GuestConfig {
             push(&format!(
                 "tap,id=net{i},ifname={tap},script=no,downscript=no"
             ));
+            // With an embedded script the firmware is ipxe.lkrn alone, as on a NIC flashed with
+            // a custom ROM: no stock option ROM may take over the boot when the script gives up.
+            let rom = if self.embedded_script.is_some() {
+                ""
+            } else {
+                nic.model.option_rom()
+            };
             let mut dev = format!(
-                "{},netdev=net{i},mac={},bus=pci.0,addr={:#x},romfile={}",
+                "{},netdev=net{i},mac={},bus=pci.0,addr={:#x},romfile={rom}",
                 nic.model.qemu_device(),
                 nic.mac,
                 nic.slot,
-                nic.model.option_rom()
             );
             if nic.boot {
                 dev.push_str(",bootindex=1");

@@ -144,7 +144,7 @@ pub enum ServiceError {
 
 /// DHCP as it stands: running, or waiting for its late start.
 enum DhcpSlot {
-    Running(dhcp::Dhcp),
+    Running(Box<dhcp::Dhcp>),
     Pending {
         task: tokio::task::JoinHandle<Result<dhcp::Dhcp, ServiceError>>,
         run_dir: PathBuf,
@@ -277,7 +277,7 @@ impl Services {
             .instrument(tracing::info_span!("dhcp", bridge = %cx.bridge))
             .await
         {
-            Ok(d) => DhcpSlot::Running(d),
+            Ok(d) => DhcpSlot::Running(Box::new(d)),
             Err(e) => {
                 events.push(service_event("dhcp", &failed(&e)));
                 http.stop().await;
