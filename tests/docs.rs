@@ -31,6 +31,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawIscsiLogin", "expect[].iscsi_login"),
     ("RawHttpStatus", "expect[].http_status"),
     ("RawRefused", "expect[].refused"),
+    ("RawAllLogins", "expect[].iscsi_logins_all"),
     ("RawExpectedFailure", "expect_failure"),
 ];
 

@@ -255,6 +255,24 @@ pub fn describe(a: &Action) -> String {
             s
         }
         Action::ServiceStarted(service) => format!("the {} server starting", service.name()),
+        Action::AllLogins {
+            initiator,
+            target,
+            from,
+            at_least,
+        } => {
+            let mut s = format!("at least {at_least} iSCSI logins, every one");
+            if let Some(i) = initiator {
+                s.push_str(&format!(" from {i}"));
+            }
+            if let Some(t) = target {
+                s.push_str(&format!(" to {t}"));
+            }
+            if let Some(f) = from {
+                s.push_str(&format!(" from address {f}"));
+            }
+            s
+        }
         Action::Send(t) => format!("typing {t:?}"),
     }
 }
@@ -315,6 +333,21 @@ async fn wait_step(
                         "the guest stopped (QEMU exited) while waiting for {}",
                         describe(&step.action)
                     ));
+                }
+            }
+            Action::AllLogins { at_least, .. } => {
+                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
+                    return Wait::Failed(reason);
+                }
+                match all_logins(&step.action, &events.snapshot(), *at_least) {
+                    Ok(Some(detail)) => {
+                        return Wait::Met {
+                            at: events.clock().now(),
+                            detail,
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(reason) => return Wait::Failed(reason),
                 }
             }
             action => {
@@ -398,6 +431,48 @@ fn check_fail_patterns(
         }
     }
     None
+}
+
+/// For `iscsi_logins_all`: `Err` names the first accepted login that does not match, `Ok(None)`
+/// means too few so far, `Ok(Some)` describes the logins that all matched.
+fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option<String>, String> {
+    let Action::AllLogins {
+        initiator,
+        target,
+        from,
+        ..
+    } = action
+    else {
+        return Ok(None);
+    };
+    let probe = Action::IscsiLogin {
+        initiator: initiator.clone(),
+        target: target.clone(),
+        from: *from,
+    };
+    let mut seen = Vec::new();
+    for e in events {
+        if let EventKind::IscsiLogin {
+            initiator: ei,
+            source_ip,
+            ..
+        } = &e.kind
+        {
+            if !event_matches(&probe, e) {
+                return Err(format!(
+                    "the iSCSI login at {:.1}s does not match: {}",
+                    e.at,
+                    serde_json::to_string(e).unwrap_or_default()
+                ));
+            }
+            seen.push(format!("{ei} from {source_ip} at {:.1}s", e.at));
+        }
+    }
+    if seen.len() >= at_least as usize {
+        Ok(Some(format!("{} logins: {}", seen.len(), seen.join("; "))))
+    } else {
+        Ok(None)
+    }
 }
 
 fn event_matches(action: &Action, e: &Event) -> bool {
@@ -716,6 +791,50 @@ mod tests {
         assert_eq!(out.steps[1].status, StepStatus::Failed);
         assert!(
             matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("an iSCSI login from iqn.2026-11.lab:node01")),
+            "{:?}",
+            out.verdict
+        );
+    }
+
+    #[tokio::test]
+    async fn all_logins_waits_for_enough_and_fails_on_a_stranger() {
+        let r = rig("all");
+        let all = || Action::AllLogins {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+            from: Some("10.77.0.41".parse().unwrap()),
+            at_least: 2,
+        };
+        let login = |ip: &str| EventKind::IscsiLogin {
+            initiator: "iqn.2026-11.lab:node01".into(),
+            target: "iqn.2026-11.lab:node01-root".into(),
+            source_ip: ip.parse().unwrap(),
+        };
+        r.events.push(login("10.77.0.41"));
+        // One login is too few: the step waits, then times out.
+        let s = scenario(vec![("all", all(), 300)]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Failed);
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("waited")),
+            "{:?}",
+            out.verdict
+        );
+        r.events.push(login("10.77.0.41"));
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+        assert!(
+            out.steps[0].detail.starts_with("2 logins"),
+            "{}",
+            out.steps[0].detail
+        );
+        // A login from another address fails the step at once, naming that login.
+        r.events.push(login("10.77.0.130"));
+        let s = scenario(vec![("all", all(), 5000)]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.steps[0].waited < 1.0, "{}", out.steps[0].waited);
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("10.77.0.130")),
             "{:?}",
             out.verdict
         );

@@ -233,6 +233,14 @@ pub enum Action {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
     },
+    /// Every accepted iSCSI login so far matches, and there are at least `at_least` of them:
+    /// fails at once on the first login that does not match.
+    AllLogins {
+        initiator: Option<Iqn>,
+        target: Option<Iqn>,
+        from: Option<IpAddr>,
+        at_least: u32,
+    },
     /// Wait for a connection a service turned away while its fault plan had it down.
     Refused {
         service: Service,

@@ -236,11 +236,25 @@ pub struct RawStep {
     #[serde(default)]
     pub iscsi_login_refused: Option<RawIscsiLogin>,
     #[serde(default)]
+    pub iscsi_logins_all: Option<RawAllLogins>,
+    #[serde(default)]
     pub refused: Option<RawRefused>,
     #[serde(default)]
     pub service_started: Option<Service>,
     #[serde(default)]
     pub send: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllLogins {
+    #[serde(default)]
+    pub initiator: Option<Iqn>,
+    #[serde(default)]
+    pub target: Option<Iqn>,
+    #[serde(default)]
+    pub from: Option<IpAddr>,
+    pub at_least: u32,
 }
 
 #[derive(Debug, Deserialize)]

@@ -836,6 +836,27 @@ impl Validator<'_> {
                     },
                 ));
             }
+            if let Some(a) = &step.iscsi_logins_all {
+                if a.at_least == 0 || a.at_least > MAX_FAULTS {
+                    return Err(self.at(s, format!("`at_least` must be 1..={MAX_FAULTS}"), None));
+                }
+                if a.initiator.is_none() && a.target.is_none() && a.from.is_none() {
+                    return Err(self.at(
+                        s,
+                        "`iscsi_logins_all` needs `initiator`, `target` or `from` to compare",
+                        None,
+                    ));
+                }
+                actions.push((
+                    "iscsi_logins_all",
+                    Action::AllLogins {
+                        initiator: a.initiator.clone(),
+                        target: a.target.clone(),
+                        from: a.from,
+                        at_least: a.at_least,
+                    },
+                ));
+            }
             if let Some(r) = &step.refused {
                 if r.service == Service::Dhcp {
                     return Err(self.at(
@@ -858,7 +879,7 @@ impl Validator<'_> {
             if let Some(t) = &step.send {
                 actions.push(("send", Action::Send(t.clone())));
             }
-            const KINDS: [&str; 10] = [
+            const KINDS: [&str; 11] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
@@ -866,6 +887,7 @@ impl Validator<'_> {
                 "http_status",
                 "iscsi_login",
                 "iscsi_login_refused",
+                "iscsi_logins_all",
                 "refused",
                 "service_started",
                 "send",
@@ -934,7 +956,9 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         Action::Refused { service, .. } | Action::ServiceStarted(service) => {
             format!("{kind} {}", service.name())
         }
-        Action::IscsiLogin { initiator, .. } | Action::IscsiLoginRefused { initiator, .. } => {
+        Action::IscsiLogin { initiator, .. }
+        | Action::IscsiLoginRefused { initiator, .. }
+        | Action::AllLogins { initiator, .. } => {
             format!(
                 "{kind} {}",
                 initiator.as_ref().map(|i| i.as_str()).unwrap_or("any")
