@@ -201,3 +201,106 @@ fn unchanged_recipe_is_reused_from_the_cache() {
     let path = |o: &Output| String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert_eq!(path(&first), path(&second));
 }
+
+fn harness_with_cache(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+        .args(args)
+        .current_dir(root())
+        .env("NETBOOT_HARNESS_CACHE", cache)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs")
+}
+
+/// `image prune` keeps the image the default recipe parameters give (which the default scenario
+/// uses too), removes an outdated one with its lock and build log, counts the bytes, never
+/// follows a symlink out of the cache, and `--dry-run` changes nothing.
+#[test]
+fn image_prune_keeps_wanted_images_and_removes_the_rest() {
+    use netboot_harness::image;
+    let dir = std::env::temp_dir().join(format!("nbh-cli-prune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.join("cache");
+    let images = root().join("images");
+    let recipe = image::load_recipe(&images, "debian-initramfs-tools").unwrap();
+    let params = recipe.resolve(&Default::default()).unwrap();
+    let key = image::cache_key(&recipe, &images, &params).unwrap();
+    let current = cache
+        .join("images")
+        .join(image::image_dir_name(&recipe.name, &key));
+    let stale = cache.join("images/debian-initramfs-tools-0123456789abcdef");
+    for d in [&current, &stale] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("disk.img"), vec![7u8; 1 << 20]).unwrap();
+    }
+    std::fs::write(
+        cache.join("images/.debian-initramfs-tools-0123456789abcdef.lock"),
+        b"",
+    )
+    .unwrap();
+    std::fs::write(
+        cache.join("build-debian-initramfs-tools-0123456789abcdef.log"),
+        b"old build",
+    )
+    .unwrap();
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious.img"), b"not the harness's").unwrap();
+    let link = cache.join("images/debian-initramfs-tools-fedcba9876543210");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+
+    let o = harness_with_cache(&cache, &["image", "prune", "--dry-run"]);
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("would remove  {}", stale.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("kept          {}", current.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains("default parameters of debian-initramfs-tools"),
+        "{t}"
+    );
+    assert!(t.contains("would free 1.0 MiB"), "{t}");
+    assert!(stale.exists(), "a dry run removed something");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the escaping link is reported: {t}"
+    );
+
+    let o = harness_with_cache(&cache, &["image", "prune"]);
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("removed       {}", stale.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("REFUSED       {}", link.display())),
+        "{t}"
+    );
+    assert!(t.contains("freed 1.0 MiB"), "{t}");
+    assert!(!stale.exists() && current.join("disk.img").exists(), "{t}");
+    assert!(!cache
+        .join("build-debian-initramfs-tools-0123456789abcdef.log")
+        .exists());
+    assert!(outside.join("precious.img").exists());
+    assert!(
+        link.symlink_metadata().is_ok(),
+        "the link itself is left too"
+    );
+
+    std::fs::remove_file(&link).unwrap();
+    let o = harness_with_cache(&cache, &["image", "prune", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!current.exists(), "{}", text(&o));
+    assert!(outside.join("precious.img").exists());
+
+    // An empty or missing cache is not an error.
+    let o = harness_with_cache(&dir.join("none"), &["image", "prune"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("freed 0 B"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -234,6 +234,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageErro
     Ok(())
 }
 
+/// The folder under `<cache>/images` that holds the image built with this key. `image prune`
+/// names what it keeps the same way, so the two cannot disagree.
+pub fn image_dir_name(recipe: &str, key: &str) -> String {
+    format!("{recipe}-{}", &key[..key.len().min(16)])
+}
+
 /// `$NETBOOT_HARNESS_CACHE`, else `$XDG_CACHE_HOME/netboot-harness`, else `~/.cache/netboot-harness`.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("NETBOOT_HARNESS_CACHE") {
@@ -276,7 +282,7 @@ pub fn ensure_built(
     let key = cache_key(recipe, images_dir, params)?;
     let dir = cache
         .join("images")
-        .join(format!("{}-{}", recipe.name, &key[..16]));
+        .join(image_dir_name(&recipe.name, &key));
     let disk = dir.join("disk.img");
     if disk.is_file() {
         return Ok(BuiltImage {
@@ -288,7 +294,7 @@ pub fn ensure_built(
     std::fs::create_dir_all(cache.join("images")).map_err(io(cache))?;
     let lock_path = cache
         .join("images")
-        .join(format!(".{}-{}.lock", recipe.name, &key[..16]));
+        .join(format!(".{}.lock", image_dir_name(&recipe.name, &key)));
     let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
     let _guard =
         nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {

@@ -16,6 +16,7 @@ pub mod iscsi_proxy;
 pub mod lab;
 pub mod paths;
 pub mod process;
+pub mod prune;
 pub mod report;
 pub mod run;
 pub mod scenario;

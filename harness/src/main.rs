@@ -138,6 +138,15 @@ enum ImageCmd {
     },
     /// List recipes and cached images.
     List,
+    /// Remove cached images no current recipe default or shipped scenario would build.
+    Prune {
+        /// Remove every cached image, wanted or not.
+        #[arg(long)]
+        all: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -323,6 +332,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        ImageCmd::Prune { all, dry_run } => prune_cmd(&images, all, dry_run),
         ImageCmd::List => {
             for r in image::list_recipes(&images)? {
                 println!("{:<28} {}", r.name, r.description);
@@ -333,6 +343,41 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Result<ExitCode> {
+    use netboot_harness::prune::{self, Action};
+    let cache = image::cache_dir();
+    // With --all nothing is kept, so an invalid scenario must not stand in the way.
+    let wanted = if all {
+        prune::Wanted::new()
+    } else {
+        prune::wanted(images, &paths::scenarios_dir())?
+    };
+    let out = prune::prune(&cache, &wanted, prune::PruneOptions { all, dry_run })?;
+    for e in &out.entries {
+        let size = prune::human_bytes(e.bytes);
+        let path = e.path.display();
+        match e.action {
+            Action::Removed => println!("removed       {path}  {size}"),
+            Action::WouldRemove => println!("would remove  {path}  {size}"),
+            Action::Kept => println!("kept          {path}  ({})", e.note),
+            Action::InUse => println!("in use        {path}  ({})", e.note),
+            Action::Refused => println!("REFUSED       {path}  ({})", e.note),
+        }
+    }
+    let freed = out.freed();
+    println!(
+        "{} {} ({freed} bytes) in {}",
+        if dry_run { "would free" } else { "freed" },
+        prune::human_bytes(freed),
+        cache.display()
+    );
+    Ok(if out.refused() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn doctor() -> miette::Result<ExitCode> {
