@@ -151,7 +151,7 @@ enum ImageCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    netboot_harness::logging::init(cli.verbose);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(report) => {
@@ -159,21 +159,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "netboot_harness=warn",
-        1 => "netboot_harness=debug",
-        _ => "netboot_harness=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETBOOT_HARNESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }
 
 fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {

@@ -85,6 +85,11 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     std::fs::create_dir_all(&run_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("creating run directory {}", run_dir.display()))?;
+    // From here on, everything this process logs about the run is in the run's harness.log.
+    let _log = crate::logging::log_run(&run_dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating {}/harness.log", run_dir.display()))?;
+    tracing::info!(scenario = %path.display(), run_dir = %run_dir.display(), %accel, %why, "run starts");
     let scratch = run_dir.join("scratch");
     std::fs::create_dir_all(&scratch).into_diagnostic()?;
 
@@ -264,6 +269,13 @@ pub fn lab_main(args: LabArgs) -> i32 {
     // Every process of the run inherits this: a check from outside can find any straggler by
     // its environment (see tests/cleanup.rs).
     std::env::set_var(RUN_ENV, &args.run_dir);
+    let _log = match crate::logging::log_run(&args.run_dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("netboot-harness: cannot open the run's harness.log: {e}");
+            None
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -372,6 +384,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         }
     };
 
+    let progress = crate::progress::BootProgress::start();
     let mut guests = Vec::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
@@ -393,6 +406,9 @@ async fn lab_run(args: &LabArgs) -> Summary {
         match Guest::start(&cfg, &args.run_dir.join(format!("qemu-{}.log", node.name))) {
             Ok(mut g) => {
                 base.qemu_started_at.insert(node.name.clone(), clock.now());
+                if let Some(p) = &progress {
+                    p.node_started(&node.name);
+                }
                 let Some(out) = g.stdout.take() else {
                     start_error = Some(format!("QEMU for {} has no stdout", node.name));
                     break;
@@ -427,14 +443,27 @@ async fn lab_run(args: &LabArgs) -> Summary {
         base.message = err;
         base
     } else {
-        let outcome =
-            expect::run_steps(&scenario, &nodes, &events, args.timeout_scale, cancel_rx).await;
+        let observer: &dyn expect::StepObserver = match &progress {
+            Some(p) => p,
+            None => &expect::NoObserver,
+        };
+        let outcome = expect::run_steps_observed(
+            &scenario,
+            &nodes,
+            &events,
+            args.timeout_scale,
+            cancel_rx,
+            observer,
+        )
+        .await;
         let judgement = expect::judge(&outcome, scenario.expect_failure.as_ref());
         let mut s = Summary::from_outcome(base, &outcome, &judgement);
         s.duration_s = clock.now();
         s
     };
 
+    // The spinners leave the screen before anything else is printed.
+    drop(progress);
     for g in guests {
         g.stop().await;
     }
