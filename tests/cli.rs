@@ -304,3 +304,47 @@ fn image_prune_keeps_wanted_images_and_removes_the_rest() {
     assert!(text(&o).contains("freed 0 B"), "{}", text(&o));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `--keep` and `--console` hold one run open for a person: with several scenarios, or
+/// `--console` without a terminal, they are refused before anything starts.
+#[test]
+fn keep_and_console_are_refused_where_they_cannot_work() {
+    let dir = std::env::temp_dir().join(format!("nbh-cli-hold-{}", std::process::id()));
+    let runs = dir.join("runs");
+    let two = [
+        "scenarios/debian-ibft-e1000.yaml",
+        "scenarios/sanboot-wrong-target.yaml",
+    ];
+    for flag in ["--keep", "--console"] {
+        let o = harness(&[
+            "run",
+            flag,
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            two[0],
+            two[1],
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!("{flag} holds a single run open")),
+            "{t}"
+        );
+        assert!(t.contains("not 2"), "{t}");
+    }
+    // The tests run with stdin from /dev/null: no terminal to type from.
+    let o = harness(&[
+        "run",
+        "--console=node01",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        two[0],
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--console needs a terminal on stdin"),
+        "{}",
+        text(&o)
+    );
+    assert!(!runs.exists(), "a run started before the refusal");
+}

@@ -35,6 +35,15 @@ enum Cmd {
         scenarios: Vec<PathBuf>,
         #[command(flatten)]
         boot: BootArgs,
+        /// After the last step (met or failed), keep the lab, services and guests up and say
+        /// how to enter them; Ctrl-C ends the run. One scenario only.
+        #[arg(long)]
+        keep: bool,
+        /// After the last step, put a guest's serial console on this terminal (the first node,
+        /// or --console=NODE); Ctrl-] detaches, Ctrl-C ends the run. One scenario only; needs a
+        /// terminal on stdin.
+        #[arg(long, value_name = "NODE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        console: Option<String>,
     },
     /// Run one scenario N times and report each step's median and spread (writes bench-*.json).
     Bench {
@@ -82,6 +91,10 @@ enum Cmd {
         timeout_scale: f64,
         #[arg(long)]
         host_netns: u64,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        console: Option<String>,
     },
 }
 
@@ -118,6 +131,8 @@ impl BootArgs {
             accel,
             timeout_scale: self.timeout_scale,
             runs_dir: self.runs_dir.unwrap_or_else(paths::runs_dir),
+            keep: false,
+            console: None,
         })
     }
 }
@@ -163,8 +178,16 @@ fn main() -> ExitCode {
 
 fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
     match cmd {
-        Cmd::Run { scenarios, boot } => {
-            let opts = boot.options()?;
+        Cmd::Run {
+            scenarios,
+            boot,
+            keep,
+            console,
+        } => {
+            let mut opts = boot.options()?;
+            check_hold_flags(scenarios.len(), keep, console.is_some())?;
+            opts.keep = keep;
+            opts.console = console;
             // Validate every scenario before running any: a typo in the third file should not
             // cost the first two boots.
             for s in &scenarios {
@@ -262,6 +285,8 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             accel,
             timeout_scale,
             host_netns,
+            keep,
+            console,
         } => {
             let accel = accel.parse::<Accel>().map_err(|e| miette::miette!("{e}"))?;
             let code = run::lab_main(run::LabArgs {
@@ -271,10 +296,32 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 accel,
                 timeout_scale,
                 host_netns,
+                keep,
+                console,
             });
             Ok(ExitCode::from(code as u8))
         }
     }
+}
+
+/// `--keep` and `--console` hold one run open for a person: refused where they cannot work,
+/// before anything starts.
+fn check_hold_flags(scenarios: usize, keep: bool, console: bool) -> miette::Result<()> {
+    use std::io::IsTerminal;
+    if (keep || console) && scenarios != 1 {
+        let flag = if keep { "--keep" } else { "--console" };
+        miette::bail!(
+            "{flag} holds a single run open; give one scenario, not {scenarios} \
+             (run the others separately)"
+        );
+    }
+    if console && !std::io::stdin().is_terminal() {
+        miette::bail!(
+            "--console needs a terminal on stdin to type to the guest; \
+             use --keep and `tail -f` the run's console-<node>.log instead"
+        );
+    }
+    Ok(())
 }
 
 fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
