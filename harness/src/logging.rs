@@ -39,7 +39,11 @@ pub fn init(verbose: u8) {
         .with_filter(stderr_filter);
     let file_filter = Targets::new()
         .with_target("netboot_harness", tracing::Level::DEBUG)
-        .and(filter_fn(|_| RUN_LOG_ON.load(Ordering::Relaxed)));
+        // Spans stay enabled: one opened before the run's log (the host's `scenario` span)
+        // must still name the events logged inside it.
+        .and(filter_fn(|m| {
+            !m.is_event() || RUN_LOG_ON.load(Ordering::Relaxed)
+        }));
     let file = tracing_subscriber::fmt::layer()
         .with_writer(RunLogWriter)
         .with_ansi(false)
@@ -111,10 +115,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nbh-logging-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         tracing::debug!("before the run");
+        let span = tracing::info_span!("lab", scenario = "demo");
         {
-            let _log = log_run(&dir).unwrap();
-            let span = tracing::info_span!("lab", scenario = "demo");
             let _g = span.enter();
+            let _log = log_run(&dir).unwrap();
             tracing::debug!(step = "sanboot", "met at debug level");
         }
         tracing::debug!("after the run");
