@@ -112,11 +112,47 @@ fn list_shows_scenarios_with_descriptions() {
 
 #[test]
 fn doctor_reports_each_tool_with_its_package() {
-    let o = harness(&["doctor"]);
+    let dir = std::env::temp_dir().join(format!("nbh-cli-doctor-{}", std::process::id()));
+    let runs = dir.join("runs");
+    let o = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+        .args(["doctor", "--runs-dir", runs.to_str().unwrap()])
+        .current_dir(root())
+        .env("NETBOOT_HARNESS_CACHE", dir.join("cache"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
     let t = text(&o);
-    assert!(t.contains("qemu-system-x86_64"), "{t}");
-    assert!(t.contains("tgtd"), "{t}");
-    assert!(t.contains("accel"), "{t}");
+    let line = |start: &str| {
+        t.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(start))
+            .unwrap_or_else(|| panic!("no line for {start}: {t}"))
+            .to_string()
+    };
+    assert!(
+        line("qemu-system-x86_64").contains("[Debian: qemu-system-x86]"),
+        "{t}"
+    );
+    assert!(line("tgtd").contains("[Debian: tgt]"), "{t}");
+    assert!(line("namespaces").contains("unshare --net"), "{t}");
+    assert!(
+        line("accel").contains("tcg") || line("accel").contains("kvm"),
+        "{t}"
+    );
+    // Space is measured where the folders would be, even before they exist.
+    assert!(
+        line("disk").contains(&format!("{}: ", dir.join("cache").display()))
+            && line("disk").contains(" free"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("{}: ", runs.display())), "{t}");
+    // Non-zero exactly when something required is missing or broken, with the fix.
+    let broken = t
+        .lines()
+        .any(|l| l.starts_with("MISSING") || l.starts_with("FAIL"));
+    assert_eq!(o.status.success(), !broken, "{t}");
+    if broken {
+        assert!(t.contains("fix"), "{t}");
+    }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         assert!(o.status.success(), "the CI host must have everything: {t}");
     }

@@ -8,6 +8,7 @@
 pub mod attach;
 pub mod bench;
 pub mod console;
+pub mod doctor;
 pub mod events;
 pub mod expect;
 pub mod guest;

@@ -65,8 +65,13 @@ enum Cmd {
         #[command(subcommand)]
         command: ImageCmd,
     },
-    /// Check the host: tools and their packages, accelerator.
-    Doctor,
+    /// Check the host: tools with their Debian packages, namespaces, accelerator, free disk;
+    /// exits non-zero, with the fix, when something required is missing.
+    Doctor {
+        /// The runs folder to check for space (default: target/netboot-harness/runs).
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
     /// Show the report of finished runs again; --svg draws their timelines on one time scale.
     Report {
         /// Run directories (target/netboot-harness/runs/<scenario>/<time>).
@@ -261,7 +266,16 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Image { command } => image_cmd(command),
-        Cmd::Doctor => doctor(),
+        Cmd::Doctor { runs_dir } => {
+            let runs = runs_dir.unwrap_or_else(paths::runs_dir);
+            let checks = netboot_harness::doctor::run(&image::cache_dir(), &runs);
+            print!("{}", netboot_harness::doctor::render(&checks));
+            Ok(if netboot_harness::doctor::ok(&checks) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Cmd::Report { run_dirs, svg } => {
             let mut runs = Vec::new();
             for dir in &run_dirs {
@@ -409,49 +423,5 @@ fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Resu
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
-}
-
-fn doctor() -> miette::Result<ExitCode> {
-    let mut ok = true;
-    for t in tools::BOOT_TOOLS.iter().chain(tools::IMAGE_TOOLS) {
-        match tools::find(t.binary) {
-            Some(p) => println!("ok       {:<20} {} ({})", t.binary, p.display(), t.purpose),
-            None => {
-                ok = false;
-                println!(
-                    "MISSING  {:<20} install Debian package {} ({})",
-                    t.binary, t.package, t.purpose
-                );
-            }
-        }
-    }
-    for (f, pkg) in tools::BOOT_FILES {
-        if std::path::Path::new(f).exists() {
-            println!("ok       {f}");
-        } else {
-            ok = false;
-            println!("MISSING  {f}: install Debian package {pkg}");
-        }
-    }
-    let (accel, why) = netboot_harness::guest::detect_accel();
-    println!("accel    {accel}: {why}");
-    let root = nix::unistd::Uid::effective().is_root();
-    println!(
-        "user     {}",
-        if root {
-            "root: namespaces, bridges and taps can be made"
-        } else {
-            "not root: run as root (rootless mode is not implemented yet)"
-        }
-    );
-    ok &= root;
-    if !ok {
-        println!("fix: run ci/setup as root, which installs every package above");
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     })
 }
