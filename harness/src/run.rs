@@ -110,7 +110,8 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
             disk,
             accel,
             timeout_scale: opts.timeout_scale,
-            host_netns: 0,
+            host_netns: lab::netns_inode()
+                .ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?,
             keep: opts.keep,
             console: console.clone(),
         };
@@ -176,12 +177,10 @@ fn resolve_image_logged(s: &Scenario, log: &Path) -> miette::Result<PathBuf> {
     }
 }
 
-/// Starts the lab side and waits for it. `lab.host_netns` is filled in here.
+/// Starts the lab side with these arguments and waits for it.
 fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summary>> {
     let (path, run_dir) = (lab.scenario.as_path(), lab.run_dir.as_path());
     let exe = std::env::current_exe().into_diagnostic()?;
-    let host_netns =
-        lab::netns_inode().ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?;
     let mut cmd = std::process::Command::new("unshare");
     cmd.args([
         "--net",
@@ -204,7 +203,7 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     .arg("--timeout-scale")
     .arg(lab.timeout_scale.to_string())
     .arg("--host-netns")
-    .arg(host_netns.to_string())
+    .arg(lab.host_netns.to_string())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
     if lab.keep {
