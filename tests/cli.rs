@@ -384,3 +384,31 @@ fn keep_and_console_are_refused_where_they_cannot_work() {
     );
     assert!(!runs.exists(), "a run started before the refusal");
 }
+
+/// On a terminal (`script` gives the command one), `--console=NODE` names a node of the
+/// scenario, checked before anything starts.
+#[test]
+fn console_names_a_node_of_the_scenario() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` (util-linux): nothing checked");
+        return;
+    }
+    let runs = std::env::temp_dir().join(format!("nbh-cli-console-{}", std::process::id()));
+    let cmd = format!(
+        "{} run --console=node09 --runs-dir {} scenarios/debian-ibft-e1000.yaml",
+        env!("CARGO_BIN_EXE_netboot-harness"),
+        runs.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("has no node `node09`"), "{t}");
+    assert!(t.contains("`node01`"), "{t}");
+    assert!(!runs.exists(), "a run started before the refusal");
+}
