@@ -112,11 +112,47 @@ fn list_shows_scenarios_with_descriptions() {
 
 #[test]
 fn doctor_reports_each_tool_with_its_package() {
-    let o = harness(&["doctor"]);
+    let dir = std::env::temp_dir().join(format!("nbh-cli-doctor-{}", std::process::id()));
+    let runs = dir.join("runs");
+    let o = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+        .args(["doctor", "--runs-dir", runs.to_str().unwrap()])
+        .current_dir(root())
+        .env("NETBOOT_HARNESS_CACHE", dir.join("cache"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
     let t = text(&o);
-    assert!(t.contains("qemu-system-x86_64"), "{t}");
-    assert!(t.contains("tgtd"), "{t}");
-    assert!(t.contains("accel"), "{t}");
+    let line = |start: &str| {
+        t.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(start))
+            .unwrap_or_else(|| panic!("no line for {start}: {t}"))
+            .to_string()
+    };
+    assert!(
+        line("qemu-system-x86_64").contains("[Debian: qemu-system-x86]"),
+        "{t}"
+    );
+    assert!(line("tgtd").contains("[Debian: tgt]"), "{t}");
+    assert!(line("namespaces").contains("unshare --net"), "{t}");
+    assert!(
+        line("accel").contains("tcg") || line("accel").contains("kvm"),
+        "{t}"
+    );
+    // Space is measured where the folders would be, even before they exist.
+    assert!(
+        line("disk").contains(&format!("{}: ", dir.join("cache").display()))
+            && line("disk").contains(" free"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("{}: ", runs.display())), "{t}");
+    // Non-zero exactly when something required is missing or broken, with the fix.
+    let broken = t
+        .lines()
+        .any(|l| l.starts_with("MISSING") || l.starts_with("FAIL"));
+    assert_eq!(o.status.success(), !broken, "{t}");
+    if broken {
+        assert!(t.contains("fix"), "{t}");
+    }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         assert!(o.status.success(), "the CI host must have everything: {t}");
     }
@@ -200,4 +236,179 @@ fn unchanged_recipe_is_reused_from_the_cache() {
     assert!(!t.contains("building"), "{t}");
     let path = |o: &Output| String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert_eq!(path(&first), path(&second));
+}
+
+fn harness_with_cache(cache: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+        .args(args)
+        .current_dir(root())
+        .env("NETBOOT_HARNESS_CACHE", cache)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs")
+}
+
+/// `image prune` keeps the image the default recipe parameters give (which the default scenario
+/// uses too), removes an outdated one with its lock and build log, counts the bytes, never
+/// follows a symlink out of the cache, and `--dry-run` changes nothing.
+#[test]
+fn image_prune_keeps_wanted_images_and_removes_the_rest() {
+    use netboot_harness::image;
+    let dir = std::env::temp_dir().join(format!("nbh-cli-prune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cache = dir.join("cache");
+    let images = root().join("images");
+    let recipe = image::load_recipe(&images, "debian-initramfs-tools").unwrap();
+    let params = recipe.resolve(&Default::default()).unwrap();
+    let key = image::cache_key(&recipe, &images, &params).unwrap();
+    let current = cache
+        .join("images")
+        .join(image::image_dir_name(&recipe.name, &key));
+    let stale = cache.join("images/debian-initramfs-tools-0123456789abcdef");
+    for d in [&current, &stale] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("disk.img"), vec![7u8; 1 << 20]).unwrap();
+    }
+    std::fs::write(
+        cache.join("images/.debian-initramfs-tools-0123456789abcdef.lock"),
+        b"",
+    )
+    .unwrap();
+    std::fs::write(
+        cache.join("build-debian-initramfs-tools-0123456789abcdef.log"),
+        b"old build",
+    )
+    .unwrap();
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("precious.img"), b"not the harness's").unwrap();
+    let link = cache.join("images/debian-initramfs-tools-fedcba9876543210");
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+
+    let o = harness_with_cache(&cache, &["image", "prune", "--dry-run"]);
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("would remove  {}", stale.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("kept          {}", current.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains("default parameters of debian-initramfs-tools"),
+        "{t}"
+    );
+    assert!(t.contains("would free 1.0 MiB"), "{t}");
+    assert!(stale.exists(), "a dry run removed something");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the escaping link is reported: {t}"
+    );
+
+    let o = harness_with_cache(&cache, &["image", "prune"]);
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("removed       {}", stale.display())),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("REFUSED       {}", link.display())),
+        "{t}"
+    );
+    assert!(t.contains("freed 1.0 MiB"), "{t}");
+    assert!(!stale.exists() && current.join("disk.img").exists(), "{t}");
+    assert!(!cache
+        .join("build-debian-initramfs-tools-0123456789abcdef.log")
+        .exists());
+    assert!(outside.join("precious.img").exists());
+    assert!(
+        link.symlink_metadata().is_ok(),
+        "the link itself is left too"
+    );
+
+    std::fs::remove_file(&link).unwrap();
+    let o = harness_with_cache(&cache, &["image", "prune", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!current.exists(), "{}", text(&o));
+    assert!(outside.join("precious.img").exists());
+
+    // An empty or missing cache is not an error.
+    let o = harness_with_cache(&dir.join("none"), &["image", "prune"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("freed 0 B"), "{}", text(&o));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--keep` and `--console` hold one run open for a person: with several scenarios, or
+/// `--console` without a terminal, they are refused before anything starts.
+#[test]
+fn keep_and_console_are_refused_where_they_cannot_work() {
+    let dir = std::env::temp_dir().join(format!("nbh-cli-hold-{}", std::process::id()));
+    let runs = dir.join("runs");
+    let two = [
+        "scenarios/debian-ibft-e1000.yaml",
+        "scenarios/sanboot-wrong-target.yaml",
+    ];
+    for flag in ["--keep", "--console"] {
+        let o = harness(&[
+            "run",
+            flag,
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            two[0],
+            two[1],
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!("{flag} holds a single run open")),
+            "{t}"
+        );
+        assert!(t.contains("not 2"), "{t}");
+    }
+    // The tests run with stdin from /dev/null: no terminal to type from.
+    let o = harness(&[
+        "run",
+        "--console=node01",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        two[0],
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--console needs a terminal on stdin"),
+        "{}",
+        text(&o)
+    );
+    assert!(!runs.exists(), "a run started before the refusal");
+}
+
+/// On a terminal (`script` gives the command one), `--console=NODE` names a node of the
+/// scenario, checked before anything starts.
+#[test]
+fn console_names_a_node_of_the_scenario() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no `script` (util-linux): nothing checked");
+        return;
+    }
+    let runs = std::env::temp_dir().join(format!("nbh-cli-console-{}", std::process::id()));
+    let cmd = format!(
+        "{} run --console=node09 --runs-dir {} scenarios/debian-ibft-e1000.yaml",
+        env!("CARGO_BIN_EXE_netboot-harness"),
+        runs.display()
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("has no node `node09`"), "{t}");
+    assert!(t.contains("`node01`"), "{t}");
+    assert!(!runs.exists(), "a run started before the refusal");
 }

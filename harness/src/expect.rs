@@ -83,13 +83,37 @@ enum Wait {
     Cancelled,
 }
 
+/// Told about each step as it ends, e.g. to show progress. Must not block.
+pub trait StepObserver: Send + Sync {
+    fn step_ended(&self, result: &StepResult);
+}
+
+/// Observes nothing.
+pub struct NoObserver;
+
+impl StepObserver for NoObserver {
+    fn step_ended(&self, _: &StepResult) {}
+}
+
 /// Runs every step; never panics on guest behaviour, always returns a verdict.
 pub async fn run_steps(
     scenario: &Scenario,
     nodes: &BTreeMap<String, NodeIo>,
     events: &EventLog,
     timeout_scale: f64,
+    cancel: watch::Receiver<bool>,
+) -> Outcome {
+    run_steps_observed(scenario, nodes, events, timeout_scale, cancel, &NoObserver).await
+}
+
+/// [`run_steps`], telling `observer` about each step that ends.
+pub async fn run_steps_observed(
+    scenario: &Scenario,
+    nodes: &BTreeMap<String, NodeIo>,
+    events: &EventLog,
+    timeout_scale: f64,
     mut cancel: watch::Receiver<bool>,
+    observer: &dyn StepObserver,
 ) -> Outcome {
     let clock = events.clock();
     let mut cursors: BTreeMap<String, usize> = nodes.keys().map(|n| (n.clone(), 0)).collect();
@@ -163,7 +187,7 @@ pub async fn run_steps(
                 (StepStatus::Failed, None, "interrupted".to_string())
             }
         };
-        results.push(StepResult {
+        let result = StepResult {
             name: step.name.clone(),
             node: step.node.clone(),
             status,
@@ -172,7 +196,9 @@ pub async fn run_steps(
             waited,
             within: within_s,
             detail,
-        });
+        };
+        observer.step_ended(&result);
+        results.push(result);
     }
 
     let console_tails = nodes

@@ -234,6 +234,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageErro
     Ok(())
 }
 
+/// The folder under `<cache>/images` that holds the image built with this key. `image prune`
+/// names what it keeps the same way, so the two cannot disagree.
+pub fn image_dir_name(recipe: &str, key: &str) -> String {
+    format!("{recipe}-{}", &key[..key.len().min(16)])
+}
+
 /// `$NETBOOT_HARNESS_CACHE`, else `$XDG_CACHE_HOME/netboot-harness`, else `~/.cache/netboot-harness`.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("NETBOOT_HARNESS_CACHE") {
@@ -276,7 +282,7 @@ pub fn ensure_built(
     let key = cache_key(recipe, images_dir, params)?;
     let dir = cache
         .join("images")
-        .join(format!("{}-{}", recipe.name, &key[..16]));
+        .join(image_dir_name(&recipe.name, &key));
     let disk = dir.join("disk.img");
     if disk.is_file() {
         return Ok(BuiltImage {
@@ -288,7 +294,7 @@ pub fn ensure_built(
     std::fs::create_dir_all(cache.join("images")).map_err(io(cache))?;
     let lock_path = cache
         .join("images")
-        .join(format!(".{}-{}.lock", recipe.name, &key[..16]));
+        .join(format!(".{}.lock", image_dir_name(&recipe.name, &key)));
     let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
     let _guard =
         nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
@@ -352,21 +358,50 @@ fn build_into(
         tail: format!("{e}: {}", e.help),
     })?;
     let log_file = std::fs::File::create(log).map_err(io(log))?;
-    let log_err = log_file.try_clone().map_err(io(log))?;
+    // One pipe for both streams keeps the log in the order the script wrote it, and lets the
+    // harness see the script's stage lines as they come.
+    let (pipe_r, pipe_w) = nix::unistd::pipe().map_err(|e| io(log)(e.into()))?;
+    let pipe_w2 = pipe_w.try_clone().map_err(io(log))?;
     let script = images_dir.join("lib/build-image");
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
         .arg(&recipe.dir)
         .arg(tmp.join("disk.img"))
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log_file))
-        .stderr(Stdio::from(log_err));
+        .stdout(Stdio::from(pipe_w))
+        .stderr(Stdio::from(pipe_w2));
     for (k, v) in params {
         cmd.env(format!("NBH_PARAM_{}", k.to_ascii_uppercase()), v);
     }
     eprintln!("image {}: building (log: {})", recipe.name, log.display());
+    let board = crate::progress::Board::start();
+    if let Some(b) = &board {
+        b.line("build", &format!("image {}", recipe.name), "starting");
+    }
     let t = Instant::now();
-    let status = cmd.status().map_err(io(&script))?;
+    let mut child = cmd.spawn().map_err(io(&script))?;
+    // Our copies of the write end must go, or the reader never sees the end of the output.
+    drop(cmd);
+    let (stage_tx, stage_rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || copy_build_output(pipe_r, log_file, stage_tx));
+    let status = loop {
+        while let Ok(stage) = stage_rx.try_recv() {
+            tracing::info!(recipe = %recipe.name, %stage, "image build stage");
+            if let Some(b) = &board {
+                b.set("build", &stage);
+            }
+        }
+        match child.try_wait().map_err(io(&script))? {
+            Some(st) => break st,
+            None => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    drop(board);
+    // A daemon the build left behind could hold the pipe open: do not wait on it for long.
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let secs = t.elapsed().as_secs_f64();
     if !status.success() || !tmp.join("disk.img").is_file() {
         return Err(ImageError::BuildFailed {
@@ -378,6 +413,29 @@ fn build_into(
     }
     eprintln!("image {}: built in {secs:.0}s", recipe.name);
     Ok((secs, ()))
+}
+
+/// Copies the build's output to its log, line by line, and reports stage lines.
+fn copy_build_output(
+    from: std::os::fd::OwnedFd,
+    mut log: std::fs::File,
+    stages: std::sync::mpsc::Sender<String>,
+) {
+    use std::io::{BufRead, Write};
+    let mut r = std::io::BufReader::new(std::fs::File::from(from));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let _ = log.write_all(&line);
+        let text = String::from_utf8_lossy(&line);
+        if let Some(stage) = crate::progress::build_stage(text.trim_end()) {
+            let _ = stages.send(stage.to_string());
+        }
+    }
 }
 
 fn set_read_only(p: &Path) -> Result<(), ImageError> {
@@ -561,6 +619,30 @@ mod tests {
             before,
             "the user's image was changed"
         );
+    }
+
+    #[test]
+    fn build_output_goes_to_the_log_and_stages_are_reported() {
+        use std::io::Write;
+        let t = tree("output");
+        let log = t.0.join("build.log");
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_file = std::fs::File::create(&log).unwrap();
+        let reader = std::thread::spawn(move || copy_build_output(r, log_file, tx));
+        let mut w = std::fs::File::from(w);
+        w.write_all(b"build-image: stage: configure\nnoise\nbuild-image: stage: disk\nno newline")
+            .unwrap();
+        drop(w);
+        reader.join().unwrap();
+        let stages: Vec<String> = rx.iter().collect();
+        assert_eq!(stages, vec!["configure", "disk"]);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.starts_with("build-image: stage: configure\nnoise\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("no newline"), "{text}");
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! bridge, taps) -> [`services`] (dhcp, http, iscsi) -> [`guest`] (qemu, serial) -> [`expect`]
 //! (steps over console + service events) -> [`report`] (verdict, timeline, artifacts).
 
+pub mod attach;
 pub mod bench;
 pub mod console;
+pub mod doctor;
 pub mod events;
 pub mod expect;
 pub mod guest;
@@ -14,8 +16,11 @@ pub mod image;
 pub mod iscsi_pdu;
 pub mod iscsi_proxy;
 pub mod lab;
+pub mod logging;
 pub mod paths;
 pub mod process;
+pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -35,6 +35,15 @@ enum Cmd {
         scenarios: Vec<PathBuf>,
         #[command(flatten)]
         boot: BootArgs,
+        /// After the last step (met or failed), keep the lab, services and guests up and say
+        /// how to enter them; Ctrl-C ends the run. One scenario only.
+        #[arg(long)]
+        keep: bool,
+        /// After the last step, put a guest's serial console on this terminal (the first node,
+        /// or --console=NODE); Ctrl-] detaches, Ctrl-C ends the run. One scenario only; needs a
+        /// terminal on stdin.
+        #[arg(long, value_name = "NODE", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+        console: Option<String>,
     },
     /// Run one scenario N times and report each step's median and spread (writes bench-*.json).
     Bench {
@@ -56,8 +65,13 @@ enum Cmd {
         #[command(subcommand)]
         command: ImageCmd,
     },
-    /// Check the host: tools and their packages, accelerator.
-    Doctor,
+    /// Check the host: tools with their Debian packages, namespaces, accelerator, free disk;
+    /// exits non-zero, with the fix, when something required is missing.
+    Doctor {
+        /// The runs folder to check for space (default: target/netboot-harness/runs).
+        #[arg(long)]
+        runs_dir: Option<PathBuf>,
+    },
     /// Show the report of finished runs again; --svg draws their timelines on one time scale.
     Report {
         /// Run directories (target/netboot-harness/runs/<scenario>/<time>).
@@ -82,6 +96,10 @@ enum Cmd {
         timeout_scale: f64,
         #[arg(long)]
         host_netns: u64,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        console: Option<String>,
     },
 }
 
@@ -118,6 +136,8 @@ impl BootArgs {
             accel,
             timeout_scale: self.timeout_scale,
             runs_dir: self.runs_dir.unwrap_or_else(paths::runs_dir),
+            keep: false,
+            console: None,
         })
     }
 }
@@ -138,11 +158,20 @@ enum ImageCmd {
     },
     /// List recipes and cached images.
     List,
+    /// Remove cached images no current recipe default or shipped scenario would build.
+    Prune {
+        /// Remove every cached image, wanted or not.
+        #[arg(long)]
+        all: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose);
+    netboot_harness::logging::init(cli.verbose);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(report) => {
@@ -152,25 +181,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8) {
-    let default = match verbose {
-        0 => "netboot_harness=warn",
-        1 => "netboot_harness=debug",
-        _ => "netboot_harness=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETBOOT_HARNESS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
 fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
     match cmd {
-        Cmd::Run { scenarios, boot } => {
-            let opts = boot.options()?;
+        Cmd::Run {
+            scenarios,
+            boot,
+            keep,
+            console,
+        } => {
+            let mut opts = boot.options()?;
+            check_hold_flags(scenarios.len(), keep, console.is_some())?;
+            opts.keep = keep;
+            opts.console = console;
             // Validate every scenario before running any: a typo in the third file should not
             // cost the first two boots.
             for s in &scenarios {
@@ -244,7 +266,16 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Image { command } => image_cmd(command),
-        Cmd::Doctor => doctor(),
+        Cmd::Doctor { runs_dir } => {
+            let runs = runs_dir.unwrap_or_else(paths::runs_dir);
+            let checks = netboot_harness::doctor::run(&image::cache_dir(), &runs);
+            print!("{}", netboot_harness::doctor::render(&checks));
+            Ok(if netboot_harness::doctor::ok(&checks) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Cmd::Report { run_dirs, svg } => {
             let mut runs = Vec::new();
             for dir in &run_dirs {
@@ -268,6 +299,8 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             accel,
             timeout_scale,
             host_netns,
+            keep,
+            console,
         } => {
             let accel = accel.parse::<Accel>().map_err(|e| miette::miette!("{e}"))?;
             let code = run::lab_main(run::LabArgs {
@@ -277,10 +310,32 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 accel,
                 timeout_scale,
                 host_netns,
+                keep,
+                console,
             });
             Ok(ExitCode::from(code as u8))
         }
     }
+}
+
+/// `--keep` and `--console` hold one run open for a person: refused where they cannot work,
+/// before anything starts.
+fn check_hold_flags(scenarios: usize, keep: bool, console: bool) -> miette::Result<()> {
+    use std::io::IsTerminal;
+    if (keep || console) && scenarios != 1 {
+        let flag = if keep { "--keep" } else { "--console" };
+        miette::bail!(
+            "{flag} holds a single run open; give one scenario, not {scenarios} \
+             (run the others separately)"
+        );
+    }
+    if console && !std::io::stdin().is_terminal() {
+        miette::bail!(
+            "--console needs a terminal on stdin to type to the guest; \
+             use --keep and `tail -f` the run's console-<node>.log instead"
+        );
+    }
+    Ok(())
 }
 
 fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
@@ -323,6 +378,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        ImageCmd::Prune { all, dry_run } => prune_cmd(&images, all, dry_run),
         ImageCmd::List => {
             for r in image::list_recipes(&images)? {
                 println!("{:<28} {}", r.name, r.description);
@@ -335,46 +391,37 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
     }
 }
 
-fn doctor() -> miette::Result<ExitCode> {
-    let mut ok = true;
-    for t in tools::BOOT_TOOLS.iter().chain(tools::IMAGE_TOOLS) {
-        match tools::find(t.binary) {
-            Some(p) => println!("ok       {:<20} {} ({})", t.binary, p.display(), t.purpose),
-            None => {
-                ok = false;
-                println!(
-                    "MISSING  {:<20} install Debian package {} ({})",
-                    t.binary, t.package, t.purpose
-                );
-            }
-        }
-    }
-    for (f, pkg) in tools::BOOT_FILES {
-        if std::path::Path::new(f).exists() {
-            println!("ok       {f}");
-        } else {
-            ok = false;
-            println!("MISSING  {f}: install Debian package {pkg}");
-        }
-    }
-    let (accel, why) = netboot_harness::guest::detect_accel();
-    println!("accel    {accel}: {why}");
-    let root = nix::unistd::Uid::effective().is_root();
-    println!(
-        "user     {}",
-        if root {
-            "root: namespaces, bridges and taps can be made"
-        } else {
-            "not root: run as root (rootless mode is not implemented yet)"
-        }
-    );
-    ok &= root;
-    if !ok {
-        println!("fix: run ci/setup as root, which installs every package above");
-    }
-    Ok(if ok {
-        ExitCode::SUCCESS
+fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Result<ExitCode> {
+    use netboot_harness::prune::{self, Action};
+    let cache = image::cache_dir();
+    // With --all nothing is kept, so an invalid scenario must not stand in the way.
+    let wanted = if all {
+        prune::Wanted::new()
     } else {
+        prune::wanted(images, &paths::scenarios_dir())?
+    };
+    let out = prune::prune(&cache, &wanted, prune::PruneOptions { all, dry_run })?;
+    for e in &out.entries {
+        let size = prune::human_bytes(e.bytes);
+        let path = e.path.display();
+        match e.action {
+            Action::Removed => println!("removed       {path}  {size}"),
+            Action::WouldRemove => println!("would remove  {path}  {size}"),
+            Action::Kept => println!("kept          {path}  ({})", e.note),
+            Action::InUse => println!("in use        {path}  ({})", e.note),
+            Action::Refused => println!("REFUSED       {path}  ({})", e.note),
+        }
+    }
+    let freed = out.freed();
+    println!(
+        "{} {} ({freed} bytes) in {}",
+        if dry_run { "would free" } else { "freed" },
+        prune::human_bytes(freed),
+        cache.display()
+    );
+    Ok(if out.refused() {
         ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }

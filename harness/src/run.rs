@@ -40,6 +40,10 @@ pub struct RunOptions {
     pub accel: Option<Accel>,
     pub timeout_scale: f64,
     pub runs_dir: PathBuf,
+    /// After the last step, keep the lab up until Ctrl-C.
+    pub keep: bool,
+    /// After the last step, attach this node's console to the terminal ("" = the first node).
+    pub console: Option<String>,
 }
 
 #[derive(Debug)]
@@ -68,6 +72,7 @@ extern "C" fn remember_signal(sig: libc::c_int) {
 /// build failure) and change nothing outside the cache and the run directory.
 pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult> {
     let scenario = scenario::load(path)?;
+    let console = console_node(&scenario, opts.console.as_deref())?;
     tools::check(tools::BOOT_TOOLS, tools::BOOT_FILES)?;
     let span = tracing::info_span!("scenario", name = %scenario.name);
     let _g = span.enter();
@@ -85,6 +90,11 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     std::fs::create_dir_all(&run_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("creating run directory {}", run_dir.display()))?;
+    // From here on, everything this process logs about the run is in the run's harness.log.
+    let _log = crate::logging::log_run(&run_dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("creating {}/harness.log", run_dir.display()))?;
+    tracing::info!(scenario = %path.display(), run_dir = %run_dir.display(), %accel, %why, "run starts");
     let scratch = run_dir.join("scratch");
     std::fs::create_dir_all(&scratch).into_diagnostic()?;
 
@@ -94,7 +104,18 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         let t = Instant::now();
         image::per_run_copy(&base, &disk)?;
         tracing::info!(base = %base.display(), secs = t.elapsed().as_secs_f64(), "per-run disk copy");
-        let summary = spawn_lab(&scenario, path, &run_dir, &disk, accel, opts.timeout_scale)?;
+        let lab = LabArgs {
+            scenario: path.to_path_buf(),
+            run_dir: run_dir.clone(),
+            disk,
+            accel,
+            timeout_scale: opts.timeout_scale,
+            host_netns: lab::netns_inode()
+                .ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?,
+            keep: opts.keep,
+            console: console.clone(),
+        };
+        let summary = spawn_lab(&scenario, &lab)?;
         Ok(RunResult {
             scenario: scenario.name.clone(),
             run_dir: run_dir.clone(),
@@ -104,6 +125,24 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     // The per-run disk is a working copy, not evidence: it goes whatever happened.
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// The node `--console` attaches to: the one named, or the first. Checked before anything
+/// starts.
+fn console_node(s: &Scenario, asked: Option<&str>) -> miette::Result<Option<String>> {
+    let Some(asked) = asked else { return Ok(None) };
+    if asked.is_empty() {
+        return Ok(s.nodes.first().map(|n| n.name.clone()));
+    }
+    if s.nodes.iter().any(|n| n.name == asked) {
+        return Ok(Some(asked.to_string()));
+    }
+    let valid: Vec<String> = s.nodes.iter().map(|n| format!("`{}`", n.name)).collect();
+    miette::bail!(
+        "--console={asked}: scenario {} has no node `{asked}`; valid: {}",
+        s.name,
+        valid.join(", ")
+    )
 }
 
 /// Builds or reuses the image a scenario names; `log` receives the build's output.
@@ -138,17 +177,10 @@ fn resolve_image_logged(s: &Scenario, log: &Path) -> miette::Result<PathBuf> {
     }
 }
 
-fn spawn_lab(
-    scenario: &Scenario,
-    path: &Path,
-    run_dir: &Path,
-    disk: &Path,
-    accel: Accel,
-    timeout_scale: f64,
-) -> miette::Result<Option<Summary>> {
+/// Starts the lab side with these arguments and waits for it.
+fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summary>> {
+    let (path, run_dir) = (lab.scenario.as_path(), lab.run_dir.as_path());
     let exe = std::env::current_exe().into_diagnostic()?;
-    let host_netns =
-        lab::netns_inode().ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?;
     let mut cmd = std::process::Command::new("unshare");
     cmd.args([
         "--net",
@@ -165,16 +197,31 @@ fn spawn_lab(
     .arg("--run-dir")
     .arg(run_dir)
     .arg("--disk")
-    .arg(disk)
+    .arg(&lab.disk)
     .arg("--accel")
-    .arg(accel.to_string())
+    .arg(lab.accel.to_string())
     .arg("--timeout-scale")
-    .arg(timeout_scale.to_string())
+    .arg(lab.timeout_scale.to_string())
     .arg("--host-netns")
-    .arg(host_netns.to_string())
-    .stdin(Stdio::null())
+    .arg(lab.host_netns.to_string())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
+    if lab.keep {
+        cmd.arg("--keep");
+    }
+    // Only a console session reads the terminal; otherwise the lab must not compete for it.
+    let _terminal = match &lab.console {
+        Some(node) => {
+            cmd.arg("--console").arg(node).stdin(Stdio::inherit());
+            // The lab changes the terminal's mode; if it is killed before it can undo that,
+            // the host puts it back.
+            crate::attach::TerminalMode::save(std::io::stdin()).ok()
+        }
+        None => {
+            cmd.stdin(Stdio::null());
+            None
+        }
+    };
     // SAFETY: prctl only, between fork and exec.
     unsafe {
         use std::os::unix::process::CommandExt;
@@ -190,6 +237,14 @@ fn spawn_lab(
         .spawn()
         .into_diagnostic()
         .wrap_err("starting the lab process with unshare (package util-linux)")?;
+    if lab.keep {
+        if let Some(pid) = crate::attach::lab_pid(child.id()) {
+            let _ = std::fs::write(
+                run_dir.join(crate::attach::LAB_PID_FILE),
+                format!("{pid}\n"),
+            );
+        }
+    }
     let stdout = child.stdout.take();
     // The lab prints its report on stdout; relaying it also tells us when the lab is gone
     // (EOF), even if `unshare` was killed first.
@@ -257,6 +312,8 @@ pub struct LabArgs {
     pub accel: Accel,
     pub timeout_scale: f64,
     pub host_netns: u64,
+    pub keep: bool,
+    pub console: Option<String>,
 }
 
 /// The lab side: runs inside the fresh namespaces; returns the process exit code.
@@ -264,6 +321,13 @@ pub fn lab_main(args: LabArgs) -> i32 {
     // Every process of the run inherits this: a check from outside can find any straggler by
     // its environment (see tests/cleanup.rs).
     std::env::set_var(RUN_ENV, &args.run_dir);
+    let _log = match crate::logging::log_run(&args.run_dir) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("netboot-harness: cannot open the run's harness.log: {e}");
+            None
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -293,6 +357,7 @@ pub fn lab_main(args: LabArgs) -> i32 {
         let _ = std::fs::remove_dir_all(scratch);
     }
     remove_sockets(&args.run_dir);
+    let _ = std::fs::remove_file(args.run_dir.join(crate::attach::LAB_PID_FILE));
     print!("{}", report::render_text(&summary, &args.run_dir));
     // Threads blocked on reads must not keep the lab (and so the namespaces) alive.
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -373,6 +438,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         }
     };
 
+    let progress = crate::progress::BootProgress::start();
     let mut guests = Vec::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
@@ -409,6 +475,9 @@ async fn lab_run(args: &LabArgs) -> Summary {
         match Guest::start(&cfg, &args.run_dir.join(format!("qemu-{}.log", node.name))) {
             Ok(mut g) => {
                 base.qemu_started_at.insert(node.name.clone(), clock.now());
+                if let Some(p) = &progress {
+                    p.node_started(&node.name);
+                }
                 let Some(out) = g.stdout.take() else {
                     start_error = Some(format!("QEMU for {} has no stdout", node.name));
                     break;
@@ -443,14 +512,31 @@ async fn lab_run(args: &LabArgs) -> Summary {
         base.message = err;
         base
     } else {
-        let outcome =
-            expect::run_steps(&scenario, &nodes, &events, args.timeout_scale, cancel_rx).await;
+        let observer: &dyn expect::StepObserver = match &progress {
+            Some(p) => p,
+            None => &expect::NoObserver,
+        };
+        let outcome = expect::run_steps_observed(
+            &scenario,
+            &nodes,
+            &events,
+            args.timeout_scale,
+            cancel_rx.clone(),
+            observer,
+        )
+        .await;
         let judgement = expect::judge(&outcome, scenario.expect_failure.as_ref());
         let mut s = Summary::from_outcome(base, &outcome, &judgement);
         s.duration_s = clock.now();
         s
     };
 
+    // The spinners leave the screen before anything else is printed.
+    drop(progress);
+    let steps_ran = !summary.steps.is_empty() && summary.verdict != "interrupted";
+    if steps_ran && (args.keep || args.console.is_some()) {
+        hold_after_steps(args, &plan, &nodes, &summary, cancel_rx).await;
+    }
     for g in guests {
         g.stop().await;
     }
@@ -458,6 +544,52 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut summary = summary;
     summary.artifacts = collect_artifacts(&args.run_dir);
     summary
+}
+
+/// `--console` and `--keep`: the steps are over, everything is still up.
+async fn hold_after_steps(
+    args: &LabArgs,
+    plan: &lab::LabPlan,
+    nodes: &BTreeMap<String, NodeIo>,
+    summary: &Summary,
+    cancel: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::attach::{self, Detached};
+    eprintln!(
+        "netboot-harness: steps over ({}): {}",
+        summary.verdict, summary.message
+    );
+    if let Some(node) = &args.console {
+        match nodes.get(node) {
+            Some(io) => {
+                eprintln!(
+                    "attached to {node}'s serial console: keys go to the guest; \
+                     Ctrl-] detaches, Ctrl-C ends the run"
+                );
+                let raw = args.run_dir.join(format!("console-{node}.log"));
+                match attach::console_session(&raw, &io.console, io.input.clone(), cancel.clone())
+                    .await
+                {
+                    Ok(Detached::Key) => eprintln!("\r\ndetached from {node}'s console"),
+                    Ok(Detached::GuestStopped) => eprintln!("\r\n{node}'s guest stopped"),
+                    Ok(Detached::Cancelled) => {}
+                    Err(e) => eprintln!("console of {node}: {e}"),
+                }
+            }
+            None => eprintln!("node {node} has no console to attach to"),
+        }
+    }
+    if args.keep && !*cancel.borrow() {
+        let kept = attach::KeptLab {
+            run_dir: &args.run_dir,
+            bridge: &plan.bridge,
+            server: format!("{} on {}", plan.server_ip, plan.subnet),
+            nodes: nodes.keys().cloned().collect(),
+        };
+        eprint!("{}", kept.instructions());
+        attach::cancelled(cancel).await;
+    }
+    tracing::info!("the lab is no longer held; cleaning up");
 }
 
 fn remove_sockets(run_dir: &Path) {

@@ -1,0 +1,271 @@
+//! `doctor`: can this host run the harness, and if not, what fixes it.
+//!
+//! Every check is what a run really needs, tried the way a run does it: the tools and files
+//! (each with its Debian package), private namespaces (the same `unshare` a run uses), the
+//! accelerator probe, and room on disk for images and run directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::tools;
+
+/// Less free space than this in the cache or the runs folder gets a warning: an image takes
+/// about 1.5 GiB and every run a sparse copy of it.
+pub const LOW_DISK: u64 = 5 * 1024 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Works, but slowly or not for long.
+    Warn,
+    /// Required and not there.
+    Missing,
+    /// Required and does not work.
+    Fail,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "WARN",
+            Status::Missing => "MISSING",
+            Status::Fail => "FAIL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub status: Status,
+    pub what: String,
+    pub detail: String,
+    /// The Debian package that provides it, for tools and files.
+    pub package: Option<&'static str>,
+    /// What to do about it, when it is not ok and no package fixes it.
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn new(status: Status, what: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            status,
+            what: what.into(),
+            detail: detail.into(),
+            package: None,
+            fix: None,
+        }
+    }
+}
+
+/// Every check, in the order they are shown.
+pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for t in tools::BOOT_TOOLS.iter().chain(tools::IMAGE_TOOLS) {
+        if !seen.insert(t.binary) {
+            continue;
+        }
+        let mut c = match tools::find(t.binary) {
+            Some(p) => Check::new(
+                Status::Ok,
+                t.binary,
+                format!("{} ({})", p.display(), t.purpose),
+            ),
+            None => Check::new(Status::Missing, t.binary, t.purpose),
+        };
+        c.package = Some(t.package);
+        out.push(c);
+    }
+    for (f, pkg) in tools::BOOT_FILES {
+        let mut c = if Path::new(f).exists() {
+            Check::new(Status::Ok, *f, "")
+        } else {
+            Check::new(Status::Missing, *f, "")
+        };
+        c.package = Some(pkg);
+        out.push(c);
+    }
+    out.push(namespaces());
+    let (accel, why) = crate::guest::detect_accel();
+    let mut a = Check::new(Status::Ok, "accel", format!("{accel}: {why}"));
+    if accel == crate::guest::Accel::Tcg {
+        a.detail
+            .push_str(" (boots run under emulation: slower, still complete)");
+    }
+    out.push(a);
+    out.push(disk("cache", cache));
+    out.push(disk("runs", runs));
+    out
+}
+
+/// Tries the namespaces a run's lab gets, with the command a run uses.
+fn namespaces() -> Check {
+    let args = [
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "true",
+    ];
+    let what = "namespaces";
+    let tried = format!("unshare {}", args.join(" "));
+    let out = Command::new("unshare")
+        .args(args)
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Check::new(Status::Ok, what, format!("`{tried}` works")),
+        Ok(o) => {
+            let mut c = Check::new(
+                Status::Fail,
+                what,
+                format!(
+                    "`{tried}` failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            );
+            c.fix = Some(namespace_fix());
+            c
+        }
+        Err(e) => {
+            let mut c = Check::new(Status::Fail, what, format!("cannot run unshare: {e}"));
+            c.package = Some("util-linux");
+            c
+        }
+    }
+}
+
+fn namespace_fix() -> String {
+    "run as root (the lab needs CAP_SYS_ADMIN and CAP_NET_ADMIN for its namespaces, bridge and \
+     taps); in a container, start it privileged"
+        .into()
+}
+
+/// Free space where `path` is, or would be: the nearest folder that exists.
+fn disk(label: &str, path: &Path) -> Check {
+    let what = format!("disk {label}");
+    let Some(existing) = path.ancestors().find(|p| p.is_dir()).map(PathBuf::from) else {
+        return Check::new(Status::Warn, what, format!("{}: no folder", path.display()));
+    };
+    match nix::sys::statvfs::statvfs(&existing) {
+        Ok(s) => disk_check(&what, path, s.blocks_available() * s.fragment_size()),
+        Err(e) => Check::new(
+            Status::Warn,
+            what,
+            format!("{}: cannot tell free space: {e}", path.display()),
+        ),
+    }
+}
+
+/// The verdict on `free` bytes at `path`.
+pub fn disk_check(what: &str, path: &Path, free: u64) -> Check {
+    let human = crate::prune::human_bytes(free);
+    if free < LOW_DISK {
+        let mut c = Check::new(
+            Status::Warn,
+            what,
+            format!("{}: {human} free, under 5 GiB", path.display()),
+        );
+        c.fix = Some(format!(
+            "free space for {} (`netboot-harness image prune` removes outdated images), or \
+             point NETBOOT_HARNESS_CACHE / --runs-dir at a roomier disk",
+            path.display()
+        ));
+        c
+    } else {
+        Check::new(
+            Status::Ok,
+            what,
+            format!("{}: {human} free", path.display()),
+        )
+    }
+}
+
+/// Nothing required is missing or broken.
+pub fn ok(checks: &[Check]) -> bool {
+    checks
+        .iter()
+        .all(|c| matches!(c.status, Status::Ok | Status::Warn))
+}
+
+/// The report: one line per check, then what to do about each problem.
+pub fn render(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        let pkg = c
+            .package
+            .map(|p| format!("[Debian: {p}] "))
+            .unwrap_or_default();
+        s.push_str(
+            format!("{:<8} {:<34} {pkg}{}\n", c.status.label(), c.what, c.detail).trim_end(),
+        );
+        s.push('\n');
+    }
+    let mut pkgs: Vec<&str> = checks
+        .iter()
+        .filter(|c| matches!(c.status, Status::Missing | Status::Fail) && c.fix.is_none())
+        .filter_map(|c| c.package)
+        .collect();
+    pkgs.sort();
+    pkgs.dedup();
+    if !pkgs.is_empty() {
+        s.push_str(&format!(
+            "fix: apt-get install {} (or run ci/setup, which installs everything the harness needs)\n",
+            pkgs.join(" ")
+        ));
+    }
+    for c in checks.iter().filter(|c| c.status != Status::Ok) {
+        if let Some(f) = &c.fix {
+            s.push_str(&format!("fix ({}): {f}\n", c.what));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn low_disk_warns_with_a_fix_and_does_not_fail() {
+        let c = disk_check("disk cache", Path::new("/var/cache/x"), 3 << 30);
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.contains("3.0 GiB free, under 5 GiB"),
+            "{}",
+            c.detail
+        );
+        assert!(c.fix.as_deref().unwrap_or("").contains("image prune"));
+        assert!(ok(&[c]));
+        let c = disk_check("disk cache", Path::new("/"), 50 << 30);
+        assert_eq!(c.status, Status::Ok);
+    }
+
+    #[test]
+    fn missing_tools_fail_and_name_the_packages_to_install() {
+        let mut a = Check::new(Status::Missing, "tgtd", "iSCSI target");
+        a.package = Some("tgt");
+        let mut b = Check::new(Status::Missing, "dnsmasq", "DHCP server");
+        b.package = Some("dnsmasq-base");
+        let mut n = Check::new(Status::Fail, "namespaces", "`unshare ...` failed");
+        n.fix = Some(namespace_fix());
+        let checks = [a, b, n];
+        assert!(!ok(&checks));
+        let r = render(&checks);
+        assert!(r.contains("MISSING  tgtd"), "{r}");
+        assert!(r.contains("[Debian: tgt] iSCSI target"), "{r}");
+        assert!(r.contains("fix: apt-get install dnsmasq-base tgt"), "{r}");
+        assert!(r.contains("fix (namespaces): run as root"), "{r}");
+    }
+
+    #[test]
+    fn disk_space_is_measured_where_the_folder_would_be() {
+        let c = disk(
+            "runs",
+            &std::env::temp_dir().join("nbh-doctor-not-there/a/b"),
+        );
+        assert!(c.detail.contains("free"), "{}", c.detail);
+    }
+}

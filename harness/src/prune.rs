@@ -1,0 +1,497 @@
+//! `image prune`: frees the image cache of images nothing asks for any more.
+//!
+//! An image is wanted when the current recipes build it with their default parameters or a
+//! scenario under `scenarios/` names it; the names come from [`image::cache_key`] and
+//! [`image::image_dir_name`], exactly as [`image::ensure_built`] makes them, so a recipe edit
+//! turns the old image into garbage and nothing else does. Only entries the harness itself
+//! makes are touched (image folders, their lock files, leftovers of killed builds and build
+//! logs); anything else in the cache is left alone, and a symlink that leads out of the cache is
+//! never followed nor removed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::image::{self, ImageError};
+use crate::scenario::{self, ImageRef};
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PruneError {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Image(#[from] ImageError),
+    #[error("scenario {path} is invalid, so the images it needs are unknown: {message}")]
+    #[diagnostic(help("fix the scenario (see `netboot-harness check`), or use `--all`"))]
+    Scenario { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} leads outside the cache ({target}); nothing was removed")]
+    #[diagnostic(help("point NETBOOT_HARNESS_CACHE at the real folder instead"))]
+    Escapes { path: String, target: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PruneError + '_ {
+    move |source| PruneError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Image folder name -> why it is kept (recipe defaults, scenario names).
+pub type Wanted = BTreeMap<String, Vec<String>>;
+
+/// The images the current recipes (default parameters) and the shipped scenarios ask for.
+pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneError> {
+    let mut out = Wanted::new();
+    for r in image::list_recipes(images_dir)? {
+        let params = r.resolve(&BTreeMap::new())?;
+        let key = image::cache_key(&r, images_dir, &params)?;
+        out.entry(image::image_dir_name(&r.name, &key))
+            .or_default()
+            .push(format!("default parameters of {}", r.name));
+    }
+    let files = crate::paths::scenario_files(scenarios_dir).map_err(io(scenarios_dir))?;
+    for f in files {
+        let s = scenario::load(&f).map_err(|e| PruneError::Scenario {
+            path: f.display().to_string(),
+            message: e.summary(),
+        })?;
+        if let ImageRef::Recipe { name, set } = &s.image {
+            let r = image::load_recipe(images_dir, name)?;
+            let params = r.resolve(set)?;
+            let key = image::cache_key(&r, images_dir, &params)?;
+            out.entry(image::image_dir_name(name, &key))
+                .or_default()
+                .push(format!("scenario {}", s.name));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Removed,
+    /// Dry run: would have been removed.
+    WouldRemove,
+    Kept,
+    /// A build holds it (lock taken, or its process is alive).
+    InUse,
+    /// A symlink leading out of the cache: never followed, never removed.
+    Refused,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub action: Action,
+    /// Bytes on disk (allocated blocks: images are sparse).
+    pub bytes: u64,
+    pub note: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub entries: Vec<Entry>,
+}
+
+impl Outcome {
+    /// Bytes freed, or that a dry run would free.
+    pub fn freed(&self) -> u64 {
+        self.entries
+            .iter()
+            .filter(|e| matches!(e.action, Action::Removed | Action::WouldRemove))
+            .map(|e| e.bytes)
+            .sum()
+    }
+
+    pub fn refused(&self) -> bool {
+        self.entries.iter().any(|e| e.action == Action::Refused)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PruneOptions {
+    /// Remove every image, wanted or not.
+    pub all: bool,
+    pub dry_run: bool,
+}
+
+/// What an entry of the cache is, by the names the harness gives them.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    /// `images/<recipe>-<key16>`
+    Image(String),
+    /// `images/.<recipe>-<key16>.lock`
+    Lock(String),
+    /// `images/.build-<key16>-<pid>`: a build's temporary folder.
+    Build(i32),
+    /// `build-<recipe>-<key16>.log` at the top of the cache.
+    Log(String),
+}
+
+fn is_image_name(n: &str) -> bool {
+    n.rsplit_once('-').is_some_and(|(recipe, key)| {
+        !recipe.is_empty()
+            && key.len() == 16
+            && key.bytes().all(|b| b.is_ascii_hexdigit())
+            && recipe
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    })
+}
+
+fn kind_in_images(name: &str) -> Option<Kind> {
+    if let Some(rest) = name.strip_prefix(".build-") {
+        let (key, pid) = rest.split_once('-')?;
+        if key.len() == 16 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return pid.parse().ok().map(Kind::Build);
+        }
+        return None;
+    }
+    if let Some(n) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".lock")) {
+        return is_image_name(n).then(|| Kind::Lock(n.to_string()));
+    }
+    is_image_name(name).then(|| Kind::Image(name.to_string()))
+}
+
+fn kind_at_top(name: &str) -> Option<Kind> {
+    let n = name.strip_prefix("build-")?.strip_suffix(".log")?;
+    is_image_name(n).then(|| Kind::Log(n.to_string()))
+}
+
+/// Removes (or lists, with `dry_run`) what is not wanted. Touches nothing outside `cache`.
+pub fn prune(cache: &Path, wanted: &Wanted, opts: PruneOptions) -> Result<Outcome, PruneError> {
+    let mut out = Outcome::default();
+    if !cache.exists() {
+        return Ok(out);
+    }
+    let root = cache.canonicalize().map_err(io(cache))?;
+    let images = cache.join("images");
+    if images.exists() {
+        let real = images.canonicalize().map_err(io(&images))?;
+        if !real.starts_with(&root) || real == root {
+            return Err(PruneError::Escapes {
+                path: images.display().to_string(),
+                target: real.display().to_string(),
+            });
+        }
+    }
+    let mut candidates: Vec<(PathBuf, Kind)> = Vec::new();
+    for (dir, classify) in [
+        (&images, kind_in_images as fn(&str) -> Option<Kind>),
+        (&cache.to_path_buf(), kind_at_top),
+    ] {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.map_err(io(dir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(k) = classify(&name) {
+                candidates.push((e.path(), k));
+            }
+        }
+    }
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
+
+    for (path, kind) in candidates {
+        let span = tracing::debug_span!("prune", path = %path.display());
+        let _g = span.enter();
+        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        if meta.file_type().is_symlink() {
+            let inside = path
+                .canonicalize()
+                .ok()
+                .filter(|t| t.starts_with(&root) && *t != root);
+            if inside.is_none() {
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                out.entries.push(Entry {
+                    path,
+                    action: Action::Refused,
+                    bytes: 0,
+                    note: format!("symlink to {target}, outside the cache: left alone"),
+                });
+                continue;
+            }
+        }
+        let (keep, note) = match &kind {
+            Kind::Image(n) | Kind::Lock(n) | Kind::Log(n) => match wanted.get(n) {
+                Some(why) if !opts.all => (true, why.join(", ")),
+                _ => (false, String::new()),
+            },
+            Kind::Build(_) => (false, "left over from a build that ended".into()),
+        };
+        // Only the link itself goes when an entry is a symlink: its size is not ours to count.
+        let bytes = if meta.file_type().is_symlink() {
+            0
+        } else {
+            disk_usage(&path)
+        };
+        if keep {
+            out.entries.push(Entry {
+                path,
+                action: Action::Kept,
+                bytes,
+                note,
+            });
+            continue;
+        }
+        let busy = match &kind {
+            Kind::Build(pid) => process_alive(*pid),
+            Kind::Lock(_) => !opts.dry_run && lock_is_held(&path),
+            _ => false,
+        };
+        if busy {
+            out.entries.push(Entry {
+                path,
+                action: Action::InUse,
+                bytes,
+                note: "a build is using it".into(),
+            });
+            continue;
+        }
+        let action = if opts.dry_run {
+            Action::WouldRemove
+        } else {
+            remove(&path, meta.is_dir() && !meta.file_type().is_symlink())?;
+            tracing::info!(bytes, "removed");
+            Action::Removed
+        };
+        out.entries.push(Entry {
+            path,
+            action,
+            bytes,
+            note,
+        });
+    }
+    Ok(out)
+}
+
+fn remove(path: &Path, is_dir: bool) -> Result<(), PruneError> {
+    // remove_dir_all does not follow symlinks inside the tree, so an image folder with a link
+    // in it cannot take anything outside along.
+    let r = if is_dir {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    r.map_err(io(path))
+}
+
+/// Allocated bytes of a file or tree, links not followed.
+fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = m.blocks() * 512;
+    if m.is_dir() {
+        if let Ok(rd) = std::fs::read_dir(path) {
+            total += rd.flatten().map(|e| disk_usage(&e.path())).sum::<u64>();
+        }
+    }
+    total
+}
+
+fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        // EPERM: it exists, it is just not ours.
+        Err(_) => true,
+    }
+}
+
+/// A build holds its lock for as long as it runs: a lock we cannot take is in use.
+fn lock_is_held(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+}
+
+/// `1.2 GiB`, `340.0 MiB`, `12 KiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Temp(PathBuf);
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp(name: &str) -> Temp {
+        let d = std::env::temp_dir().join(format!("nbh-prune-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("cache/images")).unwrap();
+        Temp(d)
+    }
+
+    #[test]
+    fn names_are_classified_by_the_harness_patterns() {
+        assert_eq!(
+            kind_in_images("debian-dracut-0123456789abcdef"),
+            Some(Kind::Image("debian-dracut-0123456789abcdef".into()))
+        );
+        assert_eq!(
+            kind_in_images(".debian-dracut-0123456789abcdef.lock"),
+            Some(Kind::Lock("debian-dracut-0123456789abcdef".into()))
+        );
+        assert_eq!(
+            kind_in_images(".build-0123456789abcdef-4242"),
+            Some(Kind::Build(4242))
+        );
+        assert_eq!(kind_in_images("notes.txt"), None);
+        assert_eq!(kind_in_images("debian-0123"), None);
+        assert_eq!(
+            kind_at_top("build-debian-dracut-0123456789abcdef.log"),
+            Some(Kind::Log("debian-dracut-0123456789abcdef".into()))
+        );
+        assert_eq!(kind_at_top("image-build.log"), None);
+    }
+
+    #[test]
+    fn keeps_wanted_removes_the_rest_and_counts_bytes() {
+        let t = temp("keep");
+        let cache = t.0.join("cache");
+        let keep = cache.join("images/alpha-00000000000000aa");
+        let old = cache.join("images/alpha-00000000000000bb");
+        for d in [&keep, &old] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("disk.img"), vec![1u8; 64 * 1024]).unwrap();
+        }
+        std::fs::write(cache.join("images/.alpha-00000000000000bb.lock"), b"").unwrap();
+        std::fs::write(cache.join("build-alpha-00000000000000bb.log"), b"log").unwrap();
+        std::fs::write(cache.join("images/README"), b"not ours").unwrap();
+        let wanted = Wanted::from([("alpha-00000000000000aa".into(), vec!["test".into()])]);
+
+        let dry = prune(
+            &cache,
+            &wanted,
+            PruneOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(old.exists(), "a dry run removed something");
+        assert!(dry.freed() >= 64 * 1024, "{}", dry.freed());
+
+        let done = prune(&cache, &wanted, PruneOptions::default()).unwrap();
+        assert_eq!(done.freed(), dry.freed());
+        assert!(keep.join("disk.img").exists());
+        assert!(!old.exists());
+        assert!(!cache.join("images/.alpha-00000000000000bb.lock").exists());
+        assert!(!cache.join("build-alpha-00000000000000bb.log").exists());
+        assert!(cache.join("images/README").exists());
+
+        prune(
+            &cache,
+            &wanted,
+            PruneOptions {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!keep.exists());
+    }
+
+    #[test]
+    fn symlinks_out_of_the_cache_are_refused_and_left() {
+        let t = temp("link");
+        let cache = t.0.join("cache");
+        let outside = t.0.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("precious"), b"keep me").unwrap();
+        let link = cache.join("images/evil-00000000000000cc");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let out = prune(
+            &cache,
+            &Wanted::new(),
+            PruneOptions {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(out.refused());
+        assert!(link.symlink_metadata().is_ok(), "the link was removed");
+        assert!(outside.join("precious").exists());
+    }
+
+    #[test]
+    fn an_images_folder_leading_outside_is_an_error() {
+        let t = temp("escape");
+        let cache = t.0.join("cache2");
+        std::fs::create_dir_all(&cache).unwrap();
+        std::os::unix::fs::symlink(t.0.join("cache/images"), cache.join("images")).unwrap();
+        let e = prune(&cache, &Wanted::new(), PruneOptions::default()).unwrap_err();
+        assert!(matches!(e, PruneError::Escapes { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_live_build_is_left_alone() {
+        let t = temp("live");
+        let cache = t.0.join("cache");
+        let live = cache.join(format!(
+            "images/.build-00000000000000dd-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&live).unwrap();
+        let out = prune(&cache, &Wanted::new(), PruneOptions::default()).unwrap();
+        assert!(live.exists());
+        assert_eq!(out.entries[0].action, Action::InUse);
+    }
+
+    #[test]
+    fn shipped_scenarios_and_recipes_give_wanted_images() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let w = wanted(&root.join("images"), &root.join("scenarios")).unwrap();
+        let why_of = |reason: &str| {
+            w.values()
+                .find(|why| why.iter().any(|r| r == reason))
+                .map(|why| why.join(", "))
+                .unwrap_or_default()
+        };
+        // The default scenario uses the recipe's defaults: one image serves both.
+        let default = why_of("default parameters of debian-initramfs-tools");
+        assert!(default.contains("scenario debian-ibft-e1000"), "{w:?}");
+        // A scenario with its own parameters keeps an image of its own.
+        assert!(!why_of("scenario initramfs-no-sd-mod").is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn bytes_read_well() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+    }
+}
