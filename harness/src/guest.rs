@@ -239,12 +239,14 @@ mod tests {
                     mac: "52:54:00:bb:00:01".parse().unwrap(),
                     slot: 3,
                     boot: false,
+                    segment: None,
                 },
                 Nic {
                     model: NicModel::E1000,
                     mac: "52:54:00:aa:00:01".parse().unwrap(),
                     slot: 4,
                     boot: true,
+                    segment: None,
                 },
             ],
         }
@@ -266,12 +268,14 @@ mod tests {
                 nic_index: 0,
                 name: "t0n0".into(),
                 mac: node().nics[0].mac,
+                bridge: "nbr0".into(),
             },
             TapPlan {
                 node: "node01".into(),
                 nic_index: 1,
                 name: "t0n1".into(),
                 mac: node().nics[1].mac,
+                bridge: "nbr0".into(),
             },
         ];
         let cfg = GuestConfig {

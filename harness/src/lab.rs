@@ -24,6 +24,18 @@ pub struct TapPlan {
     pub nic_index: usize,
     pub name: String,
     pub mac: MacAddr,
+    /// The bridge the tap is wired to: the boot network's or a segment's.
+    pub bridge: String,
+}
+
+/// A bridge for a segment besides the boot network.
+#[derive(Debug, Clone)]
+pub struct SegmentPlan {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Subnet,
+    pub server_ip: Ipv4Addr,
+    pub dhcp: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -32,6 +44,7 @@ pub struct LabPlan {
     pub subnet: Subnet,
     pub server_ip: Ipv4Addr,
     pub ipv6: bool,
+    pub segments: Vec<SegmentPlan>,
     pub taps: Vec<TapPlan>,
 }
 
@@ -41,18 +54,41 @@ impl LabPlan {
     }
 }
 
+/// The bridge of the scenario's `i`-th segment (the boot network's is [`BRIDGE`]).
+pub fn segment_bridge(i: usize) -> String {
+    format!("nbr{}", i + 1)
+}
+
 /// Names are short because Linux caps interface names at 15 bytes.
 pub fn plan(s: &Scenario) -> LabPlan {
+    let segments: Vec<SegmentPlan> = s
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, g)| SegmentPlan {
+            name: g.name.clone(),
+            bridge: segment_bridge(i),
+            subnet: g.subnet,
+            server_ip: g.subnet.server(),
+            dhcp: g.dhcp,
+        })
+        .collect();
     let taps = s
         .nodes
         .iter()
         .enumerate()
         .flat_map(|(ni, node)| {
+            let segments = &segments;
             node.nics.iter().enumerate().map(move |(i, nic)| TapPlan {
                 node: node.name.clone(),
                 nic_index: i,
                 name: format!("t{ni}n{i}"),
                 mac: nic.mac,
+                bridge: nic
+                    .segment
+                    .and_then(|g| segments.get(g))
+                    .map(|g| g.bridge.clone())
+                    .unwrap_or_else(|| BRIDGE.to_string()),
             })
         })
         .collect();
@@ -61,8 +97,24 @@ pub fn plan(s: &Scenario) -> LabPlan {
         subnet: s.subnet,
         server_ip: s.subnet.server(),
         ipv6: true,
+        segments,
         taps,
     }
+}
+
+fn add_bridge(name: &str, cidr: &str) -> Result<(), LabError> {
+    ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "bridge",
+        "forward_delay",
+        "0",
+        "stp_state",
+        "0",
+    ])?;
+    ip(&["addr", "add", cidr, "dev", name])
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -89,19 +141,8 @@ pub fn setup(plan: &LabPlan, host_netns: Option<u64>) -> Result<Lab, LabError> {
     private_mounts()?;
     ensure_only_loopback()?;
     ip(&["link", "set", "lo", "up"])?;
-    ip(&[
-        "link",
-        "add",
-        &plan.bridge,
-        "type",
-        "bridge",
-        "forward_delay",
-        "0",
-        "stp_state",
-        "0",
-    ])?;
     let cidr = format!("{}/{}", plan.server_ip, plan.subnet.prefix);
-    ip(&["addr", "add", &cidr, "dev", &plan.bridge])?;
+    add_bridge(&plan.bridge, &cidr)?;
     if plan.ipv6 {
         ip(&[
             "-6",
@@ -114,9 +155,15 @@ pub fn setup(plan: &LabPlan, host_netns: Option<u64>) -> Result<Lab, LabError> {
         ])?;
     }
     ip(&["link", "set", &plan.bridge, "up"])?;
+    // Segments are separate bridges with no route between them: a NIC there reaches only the
+    // harness's address on that segment (and its DHCP, if the scenario asks).
+    for g in &plan.segments {
+        add_bridge(&g.bridge, &format!("{}/{}", g.server_ip, g.subnet.prefix))?;
+        ip(&["link", "set", &g.bridge, "up"])?;
+    }
     for t in &plan.taps {
         ip(&["tuntap", "add", "dev", &t.name, "mode", "tap"])?;
-        ip(&["link", "set", &t.name, "master", &plan.bridge])?;
+        ip(&["link", "set", &t.name, "master", &t.bridge])?;
         ip(&["link", "set", &t.name, "up"])?;
     }
     tracing::info!(bridge = %plan.bridge, %cidr, taps = plan.taps.len(), "lab network up");
@@ -231,6 +278,7 @@ mod tests {
                 subnet: "10.77.0.0/24".parse().unwrap(),
                 server_ip: "10.77.0.1".parse().unwrap(),
                 ipv6: false,
+                segments: vec![],
                 taps: vec![],
             },
             ours,

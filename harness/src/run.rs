@@ -413,7 +413,12 @@ async fn lab_run(args: &LabArgs) -> Summary {
             refuse_first: scenario.iscsi.refuse_first,
             drop_first: scenario.iscsi.drop_first,
             start_at: scenario.iscsi.start_after.map(|d| d.as_secs_f64()),
-            ..LoginFaults::default()
+            allow_from: scenario
+                .iscsi
+                .allow_addresses
+                .iter()
+                .map(|a| std::net::IpAddr::V4(*a))
+                .collect(),
         }),
         ..ServiceOptions::default()
     };

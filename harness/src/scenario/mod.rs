@@ -22,6 +22,8 @@ pub struct Scenario {
     pub path: PathBuf,
     pub image: ImageRef,
     pub subnet: Subnet,
+    /// Isolated networks besides the boot network, in the order the scenario lists them.
+    pub segments: Vec<Segment>,
     pub nodes: Vec<Node>,
     pub dhcp: Dhcp,
     pub http: Http,
@@ -80,6 +82,17 @@ pub struct Nic {
     /// PCI slot on bus 0; decides enumeration order in the guest.
     pub slot: u8,
     pub boot: bool,
+    /// Index into [`Scenario::segments`]; `None` is the boot network.
+    pub segment: Option<usize>,
+}
+
+/// A network besides the boot network: its own bridge in the lab, with the harness at its first
+/// address and, if asked, the lab's DHCP server answering there too (no boot URL).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    pub name: String,
+    pub subnet: Subnet,
+    pub dhcp: bool,
 }
 
 /// NIC models QEMU emulates that have an iPXE option ROM in Debian's ipxe-qemu.
@@ -196,6 +209,11 @@ pub struct Iscsi {
     pub drop_first: u32,
     /// Fault plan: connections are reset (and recorded) until this long after the run began.
     pub start_after: Option<Duration>,
+    /// Initiator names tgtd accepts (its own IQN ACL); empty: any.
+    pub allow_initiators: Vec<Iqn>,
+    /// Initiator addresses the login proxy accepts (tgtd sees only the proxy's address, so the
+    /// address ACL is the proxy's); empty: any.
+    pub allow_addresses: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone)]

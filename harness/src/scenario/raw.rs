@@ -97,6 +97,19 @@ impl<'de> Deserialize<'de> for RawImage {
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub subnet: Option<Subnet>,
+    /// Extra isolated networks, each its own bridge, for NICs that are not on the boot network.
+    #[serde(default)]
+    pub segments: Vec<Spanned<RawSegment>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSegment {
+    pub name: String,
+    pub subnet: Subnet,
+    /// Whether the lab's DHCP server also answers on this segment.
+    #[serde(default)]
+    pub dhcp: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +142,9 @@ pub struct RawNic {
     pub slot: Option<Spanned<u8>>,
     #[serde(default)]
     pub boot: bool,
+    /// The segment this NIC is wired to; the boot network when absent.
+    #[serde(default)]
+    pub segment: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +213,18 @@ pub struct RawIscsi {
     /// Fault plan: reset every connection until this long after power-on.
     #[serde(default)]
     pub start_after: Option<Dur>,
+    /// Who may log in, as on a real SAN.
+    #[serde(default)]
+    pub acl: Option<Spanned<RawAcl>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcl {
+    #[serde(default)]
+    pub initiators: Vec<Iqn>,
+    #[serde(default)]
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Deserialize, Default)]

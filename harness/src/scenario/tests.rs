@@ -310,3 +310,62 @@ fn iscsi_faults_are_bounded() {
     .unwrap();
     assert_eq!((s.iscsi.refuse_first, s.iscsi.drop_first), (2, 1));
 }
+
+const TWO_NICS: &str = r#"name: t
+image: debian-initramfs-tools
+network:
+  segments:
+    - { name: backend, subnet: 10.78.0.0/24, dhcp: true }
+nodes:
+  - name: node01
+    nics:
+      - { model: e1000, mac: "52:54:00:aa:00:01", boot: true }
+      - { model: rtl8139, mac: "52:54:00:bb:00:01", segment: backend }
+services:
+  http:
+    files:
+      boot.ipxe: boot/sanboot.ipxe
+  iscsi:
+    target: iqn.2026-11.lab:node01-root
+expect:
+  - console: "Booting from SAN device"
+"#;
+
+#[test]
+fn a_nic_can_sit_on_its_own_segment() {
+    let s = load_text(TWO_NICS).unwrap();
+    assert_eq!(s.segments.len(), 1);
+    assert_eq!(s.segments[0].name, "backend");
+    assert!(s.segments[0].dhcp);
+    assert_eq!(s.nodes[0].nics[0].segment, None);
+    assert_eq!(s.nodes[0].nics[1].segment, Some(0));
+    // `segment: boot` is the boot network, said out loud.
+    let s = load_text(&TWO_NICS.replace("segment: backend", "segment: boot")).unwrap();
+    assert_eq!(s.nodes[0].nics[1].segment, None);
+}
+
+#[test]
+fn segments_are_checked() {
+    let e = err(&TWO_NICS.replace("segment: backend", "segment: storage"));
+    assert!(e.contains("test.yaml:10:62"), "{e}");
+    assert!(e.contains("unknown segment `storage`"), "{e}");
+    assert!(e.contains("`backend`") && e.contains("`boot`"), "{e}");
+
+    let e = err(&TWO_NICS.replace("10.78.0.0/24", "10.77.0.0/16"));
+    assert!(e.contains("overlaps `boot` (10.77.0.0/24)"), "{e}");
+
+    let e = err(&TWO_NICS.replace("name: backend", "name: boot"));
+    assert!(e.contains("segment name `boot` is taken"), "{e}");
+
+    let e = err(&TWO_NICS.replace("boot: true }", "boot: true, segment: backend }"));
+    assert!(e.contains("it must be on the boot network"), "{e}");
+
+    let e = err(&TWO_NICS.replace(
+        "services:\n",
+        "services:\n  dhcp:\n    hosts:\n      - { mac: \"52:54:00:bb:00:01\", ip: 10.77.0.9 }\n",
+    ));
+    assert!(
+        e.contains("static addresses are for the boot network"),
+        "{e}"
+    );
+}

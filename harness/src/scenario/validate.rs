@@ -11,13 +11,17 @@ use serde_saphyr::{Location, Spanned};
 use super::raw::{RawFirmware, RawImage, RawScenario, RawStep};
 use super::{
     default_fail_patterns, scenario_dir, Action, Dhcp, DhcpHost, ExpectedFailure, FailPattern,
-    Firmware, Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Service, Step,
+    Firmware, Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Segment, Service,
+    Step,
 };
 
 /// Default wait for a step that does not say `within`.
 pub const DEFAULT_WITHIN: Duration = Duration::from_secs(120);
 const MAX_NODES: usize = 8;
 const MAX_NICS: usize = 8;
+const MAX_SEGMENTS: usize = 4;
+/// The name NICs use for the boot network in `segment:`.
+pub const BOOT_SEGMENT: &str = "boot";
 const MAX_HTTP_FILE: u64 = 16 * 1024 * 1024;
 /// Injected faults per service: enough for any retry loop worth testing.
 const MAX_FAULTS: u32 = 100;
@@ -212,7 +216,8 @@ impl Validator<'_> {
             vars.insert(k.clone(), v.clone());
         }
 
-        let nodes = self.nodes(&raw, &dir, &vars)?;
+        let segments = self.segments(&raw, &subnet)?;
+        let nodes = self.nodes(&raw, &dir, &vars, &segments)?;
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
         let http = self.http(&raw, &dir, &vars)?;
         let lun = match &raw.services.iscsi.lun {
@@ -242,7 +247,35 @@ impl Validator<'_> {
             refuse_first: faults.map(|f| f.value.refuse_first).unwrap_or(0),
             drop_first: faults.map(|f| f.value.drop_first).unwrap_or(0),
             start_after: raw.services.iscsi.start_after.map(|d| d.0),
+            allow_initiators: Vec::new(),
+            allow_addresses: Vec::new(),
         };
+        let mut iscsi = iscsi;
+        if let Some(acl) = &raw.services.iscsi.acl {
+            if acl.value.initiators.is_empty() && acl.value.addresses.is_empty() {
+                return Err(self.at(
+                    acl,
+                    "an empty `acl` would let nobody log in",
+                    Some(
+                        "list `initiators`, `addresses` or both; leave `acl` out to allow all"
+                            .into(),
+                    ),
+                ));
+            }
+            if let Some(a) =
+                acl.value.addresses.iter().find(|a| {
+                    !subnet.contains(**a) && !segments.iter().any(|g| g.subnet.contains(**a))
+                })
+            {
+                return Err(self.at(
+                    acl,
+                    format!("ACL address {a} is on no network of the lab"),
+                    Some(format!("the boot network is {subnet}")),
+                ));
+            }
+            iscsi.allow_initiators = acl.value.initiators.clone();
+            iscsi.allow_addresses = acl.value.addresses.clone();
+        }
         let steps = self.steps(&raw, &nodes)?;
         let expect_failure = match &raw.expect_failure {
             None => None,
@@ -294,6 +327,7 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             image,
             subnet,
+            segments,
             nodes,
             dhcp,
             http,
@@ -363,6 +397,7 @@ impl Validator<'_> {
         raw: &RawScenario,
         dir: &Path,
         vars: &BTreeMap<String, String>,
+        segments: &[Segment],
     ) -> Result<Vec<Node>, ScenarioError> {
         if raw.nodes.is_empty() {
             return Err(self.cx.err(
@@ -486,11 +521,38 @@ impl Validator<'_> {
                         None,
                     ));
                 }
+                let boot = x.boot || nics_raw.len() == 1;
+                let segment = match &x.segment {
+                    None => None,
+                    Some(sg) if sg.value == BOOT_SEGMENT => None,
+                    Some(sg) => match segments.iter().position(|g| g.name == sg.value) {
+                        Some(i) if boot => return Err(self.at(
+                            sg,
+                            format!(
+                                "the boot NIC is on segment `{}`; it must be on the boot network",
+                                segments[i].name
+                            ),
+                            Some("the boot network is where DHCP hands out the boot URL".into()),
+                        )),
+                        Some(i) => Some(i),
+                        None => {
+                            return Err(self.at(
+                                sg,
+                                format!("unknown segment `{}`", sg.value),
+                                Some(one_of(
+                                    std::iter::once(BOOT_SEGMENT)
+                                        .chain(segments.iter().map(|g| g.name.as_str())),
+                                )),
+                            ))
+                        }
+                    },
+                };
                 nics.push(Nic {
                     model: x.model,
                     mac: x.mac.value,
                     slot,
-                    boot: x.boot || nics_raw.len() == 1,
+                    boot,
+                    segment,
                 });
             }
             let firmware = match &n.firmware {
@@ -583,6 +645,22 @@ impl Validator<'_> {
                         None,
                     ));
                 }
+            }
+            let on_segment = nodes
+                .iter()
+                .flat_map(|n| n.nics.iter())
+                .any(|x| x.mac == h.mac.value && x.segment.is_some());
+            if let (Some(ip), true) = (&h.ip, on_segment) {
+                return Err(self.at(
+                    ip,
+                    format!(
+                        "{} is on a segment: static addresses are for the boot network",
+                        h.mac.value
+                    ),
+                    Some(
+                        "leave out `ip`; the segment's DHCP gives an address from its pool".into(),
+                    ),
+                ));
             }
             if let Some(ip) = &h.ip {
                 let (lo, _) = subnet.pool();
@@ -747,6 +825,63 @@ impl Validator<'_> {
             Err(e) => e.into_bytes(),
         };
         Ok((full, body))
+    }
+
+    fn segments(
+        &self,
+        raw: &RawScenario,
+        subnet: &super::Subnet,
+    ) -> Result<Vec<Segment>, ScenarioError> {
+        let mut out: Vec<Segment> = Vec::new();
+        if raw.network.segments.len() > MAX_SEGMENTS {
+            return Err(self.at(
+                &raw.network.segments[MAX_SEGMENTS],
+                format!("more than {MAX_SEGMENTS} segments"),
+                None,
+            ));
+        }
+        for sg in &raw.network.segments {
+            let name = &sg.value.name;
+            let ok = !name.is_empty()
+                && name.len() <= 16
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(self.at(
+                    sg,
+                    format!("segment name `{name}` is not valid"),
+                    Some("use 1-16 letters, digits, '-' and '_'".into()),
+                ));
+            }
+            if name == BOOT_SEGMENT || out.iter().any(|g| &g.name == name) {
+                return Err(self.at(
+                    sg,
+                    format!("segment name `{name}` is taken"),
+                    Some(format!("`{BOOT_SEGMENT}` names the boot network")),
+                ));
+            }
+            let net = sg.value.subnet;
+            if let Some(other) = std::iter::once((BOOT_SEGMENT, subnet))
+                .chain(out.iter().map(|g| (g.name.as_str(), &g.subnet)))
+                .find(|(_, s)| s.overlaps(&net))
+            {
+                return Err(self.at(
+                    sg,
+                    format!(
+                        "segment `{name}` ({net}) overlaps `{}` ({})",
+                        other.0, other.1
+                    ),
+                    Some("each segment needs its own subnet".into()),
+                ));
+            }
+            out.push(Segment {
+                name: name.clone(),
+                subnet: net,
+                dhcp: sg.value.dhcp,
+            });
+        }
+        Ok(out)
     }
 
     fn dir_canon(&self, dir: &Path) -> Result<PathBuf, ScenarioError> {

@@ -139,6 +139,12 @@ impl Subnet {
         let mask = u32::MAX << (32 - self.prefix);
         u32::from(ip) & mask == u32::from(self.network)
     }
+    /// Whether the two share any address.
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        let wider = self.prefix.min(other.prefix);
+        let mask = u32::MAX << (32 - wider);
+        u32::from(self.network) & mask == u32::from(other.network) & mask
+    }
     /// The harness's own address on the segment (first host).
     pub fn server(&self) -> Ipv4Addr {
         self.host(1)

@@ -59,8 +59,16 @@ pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<
         "--log-dhcp".into(),
         "--dhcp-authoritative".into(),
         format!("--dhcp-leasefile={}", leasefile.display()),
-        format!("--dhcp-range={lo},{hi},{mask},1h"),
+        format!("--dhcp-range=set:boot,{lo},{hi},{mask},1h"),
     ];
+    // The boot network's range is tagged so only it hands out the boot URL; segments with DHCP
+    // get their own range on their own bridge.
+    for (i, g) in s.segments.iter().enumerate().filter(|(_, g)| g.dhcp) {
+        let (lo, hi) = g.subnet.pool();
+        let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(g.subnet.prefix)));
+        a.push(format!("--interface={}", crate::lab::segment_bridge(i)));
+        a.push(format!("--dhcp-range=set:seg{},{lo},{hi},{mask},1h", i + 1));
+    }
     for h in &s.dhcp.hosts {
         let mut spec = h.mac.to_string();
         if let Some(ip) = h.ip {
@@ -74,7 +82,7 @@ pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<
     // iPXE says who it is with user class "iPXE"; only it gets the boot-script URL, so a PXE
     // stack that is not iPXE is not handed a URL it cannot fetch.
     a.push("--dhcp-userclass=set:ipxe,iPXE".into());
-    a.push(format!("--dhcp-boot=tag:ipxe,{}", s.dhcp.boot_url));
+    a.push(format!("--dhcp-boot=tag:ipxe,tag:boot,{}", s.dhcp.boot_url));
     if ipv6_ra {
         // Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration after
         // DHCPv4 has long finished. ra-only: no DHCPv6 server.
@@ -520,10 +528,10 @@ fe80000000000000a8bbccfffedd0001 05 40 20 80     nbr0
             "--log-facility=-",
             "--log-dhcp",
             "--dhcp-leasefile=/r/dnsmasq.leases",
-            "--dhcp-range=10.77.0.128,10.77.0.254,255.255.255.0,1h",
+            "--dhcp-range=set:boot,10.77.0.128,10.77.0.254,255.255.255.0,1h",
             "--dhcp-host=52:54:00:aa:00:01,node01",
             "--dhcp-userclass=set:ipxe,iPXE",
-            "--dhcp-boot=tag:ipxe,http://10.77.0.1/boot.ipxe",
+            "--dhcp-boot=tag:ipxe,tag:boot,http://10.77.0.1/boot.ipxe",
             "--enable-ra",
             "--dhcp-range=::,constructor:nbr0,ra-only",
         ] {

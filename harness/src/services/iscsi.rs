@@ -454,10 +454,29 @@ impl Iscsi {
             &disk,
         ])
         .await?;
-        adm.run(&[
-            "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", TID, "-I", "ALL",
-        ])
-        .await?;
+        if s.iscsi.allow_initiators.is_empty() {
+            adm.run(&[
+                "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", TID, "-I", "ALL",
+            ])
+            .await?;
+        } else {
+            // tgtd's own initiator-name ACL: no address rule, so only these names get in.
+            for iqn in &s.iscsi.allow_initiators {
+                adm.run(&[
+                    "--lld",
+                    "iscsi",
+                    "--op",
+                    "bind",
+                    "--mode",
+                    "target",
+                    "--tid",
+                    TID,
+                    "-Q",
+                    iqn.as_str(),
+                ])
+                .await?;
+            }
+        }
         let shown = adm
             .run(&["--lld", "iscsi", "--op", "show", "--mode", "target"])
             .await?;
