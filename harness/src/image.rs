@@ -373,6 +373,23 @@ fn build_into(
     for (k, v) in params {
         cmd.env(format!("NBH_PARAM_{}", k.to_ascii_uppercase()), v);
     }
+    // Its own process group, so the script can stop everything it started (mmdebstrap, chroot
+    // commands) as one; and SIGTERM when the harness dies, so a killed or interrupted harness
+    // never leaves a build running or its tree and mounts behind.
+    cmd.env("NBH_HARNESS_PID", std::process::id().to_string());
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches only the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     eprintln!("image {}: building (log: {})", recipe.name, log.display());
     let board = crate::progress::Board::start();
     if let Some(b) = &board {
