@@ -182,13 +182,15 @@ pub struct Http {
     pub start_after: Option<Duration>,
 }
 
-/// The first `first` requests of `path` are answered with `status`.
+/// The first `first` requests of `path` are answered late (`delay`), with an error (`status`),
+/// or both; at least one of the two is set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpFault {
     /// With its leading slash.
     pub path: String,
     pub first: u32,
-    pub status: u16,
+    pub status: Option<u16>,
+    pub delay: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]

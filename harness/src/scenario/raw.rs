@@ -199,6 +199,9 @@ pub struct RawHttpFault {
     pub fail_first: u32,
     #[serde(default)]
     pub status: Option<u16>,
+    /// Answer only after this long, as an overloaded server does.
+    #[serde(default)]
+    pub delay: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

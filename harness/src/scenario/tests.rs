@@ -291,8 +291,20 @@ fn http_fault_defaults_to_503() {
         vec![HttpFault {
             path: "/boot.ipxe".into(),
             first: 2,
-            status: 503
+            status: Some(503),
+            delay: None,
         }]
+    );
+    // A delay alone serves the file, late.
+    let s = load_text(&GOOD.replace(
+        "      boot.ipxe: boot/sanboot.ipxe\n",
+        "      boot.ipxe: boot/sanboot.ipxe\n    faults:\n      - { path: boot.ipxe, fail_first: 1, delay: 5s }\n",
+    ))
+    .unwrap();
+    assert_eq!(s.http.faults[0].status, None);
+    assert_eq!(
+        s.http.faults[0].delay,
+        Some(std::time::Duration::from_secs(5))
     );
 }
 

@@ -20,6 +20,7 @@ pub const DEFAULT_WITHIN: Duration = Duration::from_secs(120);
 const MAX_NODES: usize = 8;
 const MAX_NICS: usize = 8;
 const MAX_SEGMENTS: usize = 4;
+const MAX_HTTP_DELAY: Duration = Duration::from_secs(300);
 /// The name NICs use for the boot network in `segment:`.
 pub const BOOT_SEGMENT: &str = "boot";
 const MAX_HTTP_FILE: u64 = 16 * 1024 * 1024;
@@ -526,14 +527,18 @@ impl Validator<'_> {
                     None => None,
                     Some(sg) if sg.value == BOOT_SEGMENT => None,
                     Some(sg) => match segments.iter().position(|g| g.name == sg.value) {
-                        Some(i) if boot => return Err(self.at(
-                            sg,
-                            format!(
+                        Some(i) if boot => {
+                            return Err(self.at(
+                                sg,
+                                format!(
                                 "the boot NIC is on segment `{}`; it must be on the boot network",
                                 segments[i].name
                             ),
-                            Some("the boot network is where DHCP hands out the boot URL".into()),
-                        )),
+                                Some(
+                                    "the boot network is where DHCP hands out the boot URL".into(),
+                                ),
+                            ))
+                        }
                         Some(i) => Some(i),
                         None => {
                             return Err(self.at(
@@ -742,8 +747,13 @@ impl Validator<'_> {
                     Some(one_of(files.iter().map(|x| x.url_path.as_str()))),
                 ));
             }
-            let status = f.value.status.unwrap_or(503);
-            if !(400..=599).contains(&status) {
+            // Without a delay, a fault is an error status; 503 unless the scenario says.
+            let status = match (f.value.status, f.value.delay) {
+                (Some(s), _) => Some(s),
+                (None, None) => Some(503),
+                (None, Some(_)) => None,
+            };
+            if let Some(status) = status.filter(|s| !(400..=599).contains(s)) {
                 return Err(self.at(
                     f,
                     format!("status {status} is not an error (400..=599)"),
@@ -753,10 +763,18 @@ impl Validator<'_> {
             if f.value.fail_first == 0 || f.value.fail_first > MAX_FAULTS {
                 return Err(self.at(f, format!("fail_first must be 1..={MAX_FAULTS}"), None));
             }
+            if f.value.delay.is_some_and(|d| d.0 > MAX_HTTP_DELAY) {
+                return Err(self.at(
+                    f,
+                    format!("delay longer than {MAX_HTTP_DELAY:?}: iPXE would give up first"),
+                    None,
+                ));
+            }
             faults.push(HttpFault {
                 path,
                 first: f.value.fail_first,
                 status,
+                delay: f.value.delay.map(|d| d.0),
             });
         }
         Ok(Http {

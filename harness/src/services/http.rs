@@ -27,7 +27,8 @@ struct AppState {
     events: Arc<EventLog>,
     log: Mutex<std::fs::File>,
     /// Path -> (requests still to fail, status to answer with), from the scenario's fault plan.
-    faults: Mutex<HashMap<String, (u32, u16)>>,
+    /// Per path: requests still to fault, and how.
+    faults: Mutex<HashMap<String, (u32, Option<u16>, Option<Duration>)>>,
 }
 
 pub struct Http {
@@ -83,7 +84,7 @@ impl Http {
             .http
             .faults
             .iter()
-            .map(|f| (f.path.clone(), (f.first, f.status)))
+            .map(|f| (f.path.clone(), (f.first, f.status, f.delay)))
             .collect();
         let state = Arc::new(AppState {
             files,
@@ -163,16 +164,24 @@ async fn serve(
     } else {
         None
     };
-    // An injected fault answers a path that exists with an error, like a server still starting.
-    let injected = found.as_ref().and_then(|_| {
+    // An injected fault answers a path that exists late, with an error, or both, like a server
+    // still starting or overloaded.
+    let fault = found.as_ref().and_then(|_| {
         let mut faults = st.faults.lock().unwrap_or_else(|p| p.into_inner());
-        let (left, status) = faults.get_mut(&path)?;
+        let (left, status, delay) = faults.get_mut(&path)?;
         if *left == 0 {
             return None;
         }
         *left -= 1;
-        StatusCode::from_u16(*status).ok()
+        Some((*status, *delay))
     });
+    let delay = fault.and_then(|(_, d)| d);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    let injected = fault
+        .and_then(|(s, _)| s)
+        .and_then(|s| StatusCode::from_u16(s).ok());
     let found = if injected.is_some() { None } else { found };
     let status = match (injected, &found) {
         (Some(s), _) => s,
@@ -192,10 +201,11 @@ async fn serve(
             st.events.clock().now(),
             req.uri(),
             status.as_u16(),
-            if injected.is_some() {
-                " (injected fault)"
-            } else {
-                ""
+            match (injected.is_some(), delay) {
+                (true, Some(d)) => format!(" (injected fault, answered after {d:?})"),
+                (true, None) => " (injected fault)".to_string(),
+                (false, Some(d)) => format!(" (injected delay of {d:?})"),
+                (false, None) => String::new(),
             }
         );
     }
