@@ -21,6 +21,9 @@ use crate::scenario::Scenario;
 
 const SERVICE: &str = "http";
 
+/// Requests still to fault, the status to answer with, and how long to wait first.
+type PendingFault = (u32, Option<u16>, Option<Duration>);
+
 struct AppState {
     /// URL path with its leading slash -> (body, content type).
     files: HashMap<String, (Bytes, &'static str)>,
@@ -28,7 +31,7 @@ struct AppState {
     log: Mutex<std::fs::File>,
     /// Path -> (requests still to fail, status to answer with), from the scenario's fault plan.
     /// Per path: requests still to fault, and how.
-    faults: Mutex<HashMap<String, (u32, Option<u16>, Option<Duration>)>>,
+    faults: Mutex<HashMap<String, PendingFault>>,
 }
 
 pub struct Http {
