@@ -401,8 +401,8 @@ impl Validator<'_> {
         let mut vars = builtin_vars(&subnet, &raw);
         for (k, v) in &raw.vars {
             if vars.contains_key(k) {
-                return Err(self.cx.err(
-                    None,
+                return Err(self.at(
+                    v,
                     format!(
                         "`vars.{}` would replace the harness's own variable",
                         shown(k)
@@ -413,7 +413,7 @@ impl Validator<'_> {
                     )),
                 ));
             }
-            vars.insert(k.clone(), v.clone());
+            vars.insert(k.clone(), v.value.clone());
         }
 
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
@@ -483,15 +483,15 @@ impl Validator<'_> {
             Vec::new()
         };
         for t in &raw.fail_on {
-            if t.trim().is_empty() {
-                return Err(self.cx.err(
-                    None,
+            if t.value.trim().is_empty() {
+                return Err(self.at(
+                    t,
                     "`fail_on` has an empty text, which would match every line",
                     None,
                 ));
             }
             fail_on.push(FailPattern {
-                text: t.clone(),
+                text: t.value.clone(),
                 meaning: "the scenario lists this text under fail_on".into(),
             });
         }
@@ -621,16 +621,16 @@ impl Validator<'_> {
     }
 
     fn nodes(&self, raw: &RawScenario) -> Result<Vec<Node>, ScenarioError> {
-        if raw.nodes.is_empty() {
-            return Err(self.cx.err(
-                None,
+        if raw.nodes.value.is_empty() {
+            return Err(self.at(
+                &raw.nodes,
                 "`nodes` is empty: a scenario boots at least one node",
                 None,
             ));
         }
-        if raw.nodes.len() > MAX_NODES {
+        if raw.nodes.value.len() > MAX_NODES {
             return Err(self.at(
-                &raw.nodes[MAX_NODES].name,
+                &raw.nodes.value[MAX_NODES].name,
                 format!("more than {MAX_NODES} nodes"),
                 Some("each node is a QEMU process; split the scenario".into()),
             ));
@@ -638,7 +638,7 @@ impl Validator<'_> {
         let mut names = BTreeSet::new();
         let mut macs = HashMap::new();
         let mut out = Vec::new();
-        for n in &raw.nodes {
+        for n in &raw.nodes.value {
             let name = &n.name.value;
             let ok = !name.is_empty()
                 && name.len() <= 32
@@ -979,15 +979,15 @@ impl Validator<'_> {
     }
 
     fn steps(&self, raw: &RawScenario, nodes: &[Node]) -> Result<Vec<Step>, ScenarioError> {
-        if raw.expect.is_empty() {
-            return Err(self.cx.err(
-                None,
+        if raw.expect.value.is_empty() {
+            return Err(self.at(
+                &raw.expect,
                 "`expect` is empty: a scenario must assert something",
                 None,
             ));
         }
         let mut out = Vec::new();
-        for s in &raw.expect {
+        for s in &raw.expect.value {
             let step: &RawStep = &s.value;
             let mut actions = Vec::new();
             if let Some(t) = &step.console {
