@@ -37,13 +37,10 @@ const SLOT_RANGE: std::ops::RangeInclusive<u8> = 3..=31;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum ScenarioError {
-    #[error("{path}: cannot read: {source}")]
+    /// The reason is in the message, not a source: the report would print it twice.
+    #[error("{path}: cannot read: {error}")]
     #[diagnostic(code(scenario::read))]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
 
     #[error("{path}: not a regular file ({kind})")]
     #[diagnostic(code(scenario::read), help("a scenario is a YAML file"))]
@@ -112,9 +109,9 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 /// The file's bytes, if it is a regular file of at most [`MAX_SCENARIO_BYTES`].
 fn read_limited(path: &Path) -> Result<Vec<u8>, ScenarioError> {
     let shown_path = || path.display().to_string();
-    let read_err = |source| ScenarioError::Read {
+    let read_err = |error| ScenarioError::Read {
         path: shown_path(),
-        source,
+        error,
     };
     // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever. The
     // type is checked on the open file, so it cannot change between the check and the read.
@@ -221,7 +218,7 @@ impl Cx<'_> {
         message: impl Into<String>,
         help: Option<String>,
     ) -> ScenarioError {
-        let (location, span) = match loc.filter(|l| *l != Location::UNKNOWN) {
+        match loc.filter(|l| *l != Location::UNKNOWN) {
             Some(l) => {
                 let offset = l
                     .span()
@@ -229,20 +226,15 @@ impl Cx<'_> {
                     .map(|o| o as usize)
                     .unwrap_or_else(|| offset_of(self.text, l.line(), l.column()));
                 let len = l.span().byte_len().unwrap_or(1).max(1) as usize;
-                (
+                self.invalid(
                     format!("{}:{}:{}", self.file, l.line(), l.column()),
-                    Some(SourceSpan::from((offset, len))),
+                    Some((offset, len)),
+                    message.into(),
+                    help,
                 )
             }
-            None => (self.file.clone(), None),
-        };
-        ScenarioError::Invalid(Box::new(Invalid {
-            location,
-            message: message.into(),
-            src: NamedSource::new(self.file.clone(), self.text.to_string()),
-            span,
-            help,
-        }))
+            None => self.invalid(self.file.clone(), None, message.into(), help),
+        }
     }
 
     /// An error at a byte offset of the text (which must be a char boundary).
@@ -255,11 +247,34 @@ impl Cx<'_> {
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        self.invalid(
+            format!("{}:{line}:{column}", self.file),
+            Some((offset, 1)),
+            message.into(),
+            help,
+        )
+    }
+
+    fn invalid(
+        &self,
+        location: String,
+        span: Option<(usize, usize)>,
+        message: String,
+        help: Option<String>,
+    ) -> ScenarioError {
+        // A snippet of a line thousands of characters long (a huge value, a minified file)
+        // buries the message; the location alone says where to look.
+        let span = span
+            .filter(|(offset, _)| line_len_at(self.text, *offset) <= SNIPPET_MAX_LINE)
+            .map(|(offset, len)| {
+                let offset = offset.min(self.text.len());
+                SourceSpan::from((offset, len.min(self.text.len() - offset)))
+            });
         ScenarioError::Invalid(Box::new(Invalid {
-            location: format!("{}:{line}:{column}", self.file),
-            message: message.into(),
+            location,
+            message,
             src: NamedSource::new(self.file.clone(), self.text.to_string()),
-            span: Some(SourceSpan::from((offset, 1))),
+            span,
             help,
         }))
     }
@@ -348,6 +363,23 @@ fn strip_location_suffix(m: &str) -> String {
 fn strip_location_prefix(m: &str) -> String {
     let re = regex::Regex::new(r"^line \d+ column \d+: ").expect("valid regex");
     re.replace(m, "").into_owned()
+}
+
+/// Longest line an error shows as a snippet.
+const SNIPPET_MAX_LINE: usize = 200;
+
+/// Length in bytes of the line holding byte `offset`.
+fn line_len_at(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    let start = text.as_bytes()[..offset]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = text.as_bytes()[offset..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(text.len(), |i| offset + i);
+    end - start
 }
 
 fn offset_of(text: &str, line: u64, column: u64) -> usize {
