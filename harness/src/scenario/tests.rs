@@ -450,3 +450,15 @@ fn scenario_files_that_are_not_small_regular_text_files_are_refused_unread() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn boot_url_may_not_carry_commas_or_blanks() {
+    for url in [
+        "http://{{server}}/a,b",
+        "http://{{server}}/a b",
+        "http://{{server}}/a\\nb",
+    ] {
+        let e = err(&GOOD.replace("  dhcp:\n", &format!("  dhcp:\n    boot_url: \"{url}\"\n")));
+        assert!(e.contains("which dnsmasq cannot pass on"), "{e}");
+    }
+}

@@ -873,8 +873,27 @@ impl Validator<'_> {
             });
         }
         let boot_url = match &raw.services.dhcp.boot_url {
-            Some(u) => render(&u.value, vars)
-                .map_err(|m| self.at(u, m, Some(one_of(vars.keys().map(String::as_str)))))?,
+            Some(u) => {
+                let url = render(&u.value, vars)
+                    .map_err(|m| self.at(u, m, Some(one_of(vars.keys().map(String::as_str)))))?;
+                // dnsmasq takes the URL as a field of `--dhcp-boot=tag,file,server,...`: a
+                // comma would start another field, and a blank or control character is no URL.
+                if let Some(c) = url
+                    .chars()
+                    .find(|c| *c == ',' || c.is_whitespace() || c.is_control())
+                {
+                    return Err(self.at(
+                        u,
+                        format!(
+                            "boot URL `{}` has {}, which dnsmasq cannot pass on",
+                            shown(&url),
+                            shown(&format!("{c:?}"))
+                        ),
+                        Some("percent-encode it (`%2C`, `%20`)".into()),
+                    ));
+                }
+                url
+            }
             None => format!("http://{}/boot.ipxe", subnet.server()),
         };
         Ok(Dhcp { hosts, boot_url })
