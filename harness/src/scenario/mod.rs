@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use validate::{load, load_str, ScenarioError};
+pub use validate::{load, load_str, ScenarioError, MAX_SCENARIO_BYTES};
 pub use values::{Dur, Iqn, MacAddr, Subnet};
 
 /// A scenario ready to run: every reference resolved, every file found.

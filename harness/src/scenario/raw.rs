@@ -21,15 +21,15 @@ pub struct RawScenario {
     pub image: Spanned<RawImage>,
     #[serde(default)]
     pub network: RawNetwork,
-    pub nodes: Vec<RawNode>,
+    pub nodes: Spanned<Vec<RawNode>>,
     pub services: RawServices,
     /// Extra `{{variables}}` for HTTP files.
     #[serde(default)]
-    pub vars: BTreeMap<String, String>,
-    pub expect: Vec<Spanned<RawStep>>,
+    pub vars: BTreeMap<String, Spanned<String>>,
+    pub expect: Spanned<Vec<Spanned<RawStep>>>,
     /// Extra console texts that mean failure.
     #[serde(default)]
-    pub fail_on: Vec<String>,
+    pub fail_on: Vec<Spanned<String>>,
     /// Set to false to drop the built-in failure texts (kernel panic, SAN boot failed, ...).
     #[serde(default = "yes")]
     pub default_fail_on: bool,

@@ -381,3 +381,155 @@ fn segments_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn iscsi_fault_counts_that_overflow_when_added_are_refused() {
+    let e = err(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    faults: { refuse_first: 4000000000, drop_first: 4000000000 }\n",
+    ));
+    assert!(e.contains("more than 100 faulty logins"), "{e}");
+}
+
+#[test]
+fn image_file_must_stay_in_the_scenario_folder() {
+    for path in ["/etc/passwd", "../../etc/passwd"] {
+        let e = err(&GOOD.replace(
+            "image: debian-initramfs-tools",
+            &format!("image: {{ file: {path} }}"),
+        ));
+        assert!(e.contains("leaves the scenario's folder"), "{e}");
+        assert!(e.contains("test.yaml:2:8"), "{e}");
+    }
+}
+
+#[test]
+fn unknown_recipe_and_parameter_are_refused_with_the_valid_ones() {
+    let e = err(&GOOD.replace("image: debian-initramfs-tools", "image: no-such-recipe"));
+    assert!(
+        e.contains("test.yaml:2:8: unknown image recipe `no-such-recipe`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`debian-dracut`, `debian-initramfs-tools`"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "image: debian-initramfs-tools",
+        "image: { recipe: debian-initramfs-tools, set: { colour: blue } }",
+    ));
+    assert!(e.contains("has no parameter `colour`"), "{e}");
+    assert!(e.contains("`kernel_args`"), "{e}");
+}
+
+#[test]
+fn yaml_tags_and_alias_floods_are_refused() {
+    let e = err(&GOOD.replace("name: t\n", "name: t\ndescription: !include /etc/passwd\n"));
+    assert!(e.contains("test.yaml:2:"), "{e}");
+    assert!(e.contains("!include"), "{e}");
+    let flood: String = (0..2000).map(|_| "  - *x\n").collect();
+    let e = err(&GOOD.replace(
+        "expect:\n",
+        &format!("fail_on:\n  - &x boom\n{flood}expect:\n"),
+    ));
+    assert!(e.contains("too many anchors or aliases"), "{e}");
+}
+
+#[test]
+fn nul_bytes_and_empty_files_are_refused() {
+    let e = err(&GOOD.replace("node01-root", "node01\0-root"));
+    assert!(e.contains("test.yaml:15:35: a NUL byte"), "{e}");
+    for empty in ["", "\n\n", "# just a comment\n", "---\n"] {
+        let e = err(empty);
+        assert!(e.contains("holds no scenario"), "{e}");
+    }
+}
+
+#[test]
+fn echoed_values_are_escaped_and_cut() {
+    let e = err(&GOOD.replace("- name: node01", "- name: \"node\\e01\""));
+    assert!(e.contains("node\\u{1b}01"), "{e}");
+    let e = err(&GOOD.replace("- name: node01", &format!("- name: {}", "n".repeat(5000))));
+    assert!(e.contains("(5000 characters)") && e.len() < 300, "{e}");
+}
+
+/// A scratch folder of its own for a test, removed first if an earlier run left it.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nbh-scenario-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn http_files_may_not_add_up_past_the_limit() {
+    let dir = scratch("http-total");
+    // Sparse: 15 MiB on paper, nothing on disk.
+    let f = std::fs::File::create(dir.join("big.bin")).unwrap();
+    f.set_len(15 * 1024 * 1024).unwrap();
+    std::fs::create_dir_all(dir.join("boot")).unwrap();
+    std::fs::copy(
+        scenarios_dir().join("boot/sanboot.ipxe"),
+        dir.join("boot/sanboot.ipxe"),
+    )
+    .unwrap();
+    let many: String = (0..5)
+        .map(|i| format!("      big{i}.bin: big.bin\n"))
+        .collect();
+    let text = GOOD.replace(
+        "      boot.ipxe: boot/sanboot.ipxe\n",
+        &format!("      boot.ipxe: boot/sanboot.ipxe\n{many}"),
+    );
+    let e = load_str(&dir.join("t.yaml"), &text).unwrap_err().summary();
+    assert!(
+        e.contains("the HTTP files add up to more than 64 MiB"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn scenario_files_that_are_not_small_regular_text_files_are_refused_unread() {
+    let dir = scratch("not-a-file");
+    let fifo = dir.join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Without a writer, a blocking open would hang here.
+    let e = load(&fifo).unwrap_err().summary();
+    assert!(
+        e.contains("not a regular file (a device, FIFO or socket)"),
+        "{e}"
+    );
+    let e = load(Path::new("/dev/zero")).unwrap_err().summary();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = load(&dir).unwrap_err().summary();
+    assert!(e.contains("not a regular file (a folder)"), "{e}");
+
+    let big = dir.join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(MAX_SCENARIO_BYTES + 1)
+        .unwrap();
+    let e = load(&big).unwrap_err().summary();
+    assert!(e.contains("too big for a scenario"), "{e}");
+
+    let latin1 = dir.join("latin1.yaml");
+    std::fs::write(&latin1, b"name: caf\xe9\n").unwrap();
+    let e = load(&latin1).unwrap_err().summary();
+    assert!(
+        e.contains("latin1.yaml:1:10: byte 0xe9 is not UTF-8 text"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn boot_url_may_not_carry_commas_or_blanks() {
+    for url in [
+        "http://{{server}}/a,b",
+        "http://{{server}}/a b",
+        "http://{{server}}/a\\nb",
+    ] {
+        let e = err(&GOOD.replace("  dhcp:\n", &format!("  dhcp:\n    boot_url: \"{url}\"\n")));
+        assert!(e.contains("which dnsmasq cannot pass on"), "{e}");
+    }
+}

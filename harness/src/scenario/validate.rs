@@ -2,6 +2,8 @@
 //! file:line:column and, where a name is unknown, the names that would have been valid.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde_saphyr::{Location, Spanned};
 
 use super::raw::{RawFirmware, RawImage, RawScenario, RawStep};
+use super::values::shown;
 use super::{
     default_fail_patterns, scenario_dir, Action, Dhcp, DhcpHost, ExpectedFailure, FailPattern,
     Firmware, Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Segment, Service,
@@ -24,6 +27,12 @@ const MAX_HTTP_DELAY: Duration = Duration::from_secs(300);
 /// The name NICs use for the boot network in `segment:`.
 pub const BOOT_SEGMENT: &str = "boot";
 const MAX_HTTP_FILE: u64 = 16 * 1024 * 1024;
+/// All HTTP files together: the server holds them in memory for the whole run, and a list of
+/// many names for one big file must not multiply it.
+const MAX_HTTP_TOTAL: u64 = 64 * 1024 * 1024;
+/// A scenario is a page or two of hand-written YAML; anything bigger is a mistake (or a device
+/// like /dev/zero) and is not read into memory.
+pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
 /// Injected faults per service: enough for any retry loop worth testing.
 const MAX_FAULTS: u32 = 100;
 const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 256..=16384;
@@ -33,13 +42,18 @@ const SLOT_RANGE: std::ops::RangeInclusive<u8> = 3..=31;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum ScenarioError {
-    #[error("{path}: cannot read: {source}")]
+    /// The reason is in the message, not a source: the report would print it twice.
+    #[error("{path}: cannot read: {error}")]
     #[diagnostic(code(scenario::read))]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
+
+    #[error("{path}: not a regular file ({kind})")]
+    #[diagnostic(code(scenario::read), help("a scenario is a YAML file"))]
+    NotAFile { path: String, kind: String },
+
+    #[error("{path}: {size} bytes is too big for a scenario (at most {MAX_SCENARIO_BYTES})")]
+    #[diagnostic(code(scenario::read))]
+    TooBig { path: String, size: u64 },
 
     /// Boxed: the error carries the whole file for its snippet, and errors travel by value.
     #[error(transparent)]
@@ -77,11 +91,70 @@ impl ScenarioError {
 
 /// Reads, parses and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_str(path, &text)
+    let bytes = read_limited(path)?;
+    match String::from_utf8(bytes) {
+        Ok(text) => load_str(path, &text),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bad = e.as_bytes()[at];
+            let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            let cx = Cx {
+                file: path.display().to_string(),
+                text: &text,
+            };
+            Err(cx.err_at(
+                at,
+                format!("byte {bad:#04x} is not UTF-8 text"),
+                Some("a scenario is a UTF-8 YAML file".into()),
+            ))
+        }
+    }
+}
+
+/// The file's bytes, if it is a regular file of at most [`MAX_SCENARIO_BYTES`].
+fn read_limited(path: &Path) -> Result<Vec<u8>, ScenarioError> {
+    let shown_path = || path.display().to_string();
+    let read_err = |error| ScenarioError::Read {
+        path: shown_path(),
+        error,
+    };
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever. The
+    // type is checked on the open file, so it cannot change between the check and the read.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a folder"
+        } else {
+            "a device, FIFO or socket"
+        };
+        return Err(ScenarioError::NotAFile {
+            path: shown_path(),
+            kind: kind.into(),
+        });
+    }
+    if meta.len() > MAX_SCENARIO_BYTES {
+        return Err(ScenarioError::TooBig {
+            path: shown_path(),
+            size: meta.len(),
+        });
+    }
+    let mut bytes = Vec::new();
+    // The file may grow after the size check: read one byte past the limit to notice.
+    file.take(MAX_SCENARIO_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_SCENARIO_BYTES {
+        return Err(ScenarioError::TooBig {
+            path: shown_path(),
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Parses and validates scenario text; `path` names it in errors and anchors relative paths.
@@ -90,8 +163,52 @@ pub fn load_str(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         file: path.display().to_string(),
         text,
     };
-    let raw: RawScenario = serde_saphyr::from_str(text).map_err(|e| cx.parse_error(&e))?;
+    if let Some(at) = text.find('\0') {
+        return Err(cx.err_at(at, "a NUL byte: a scenario is a text file", None));
+    }
+    let blank = text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    });
+    if blank {
+        return Err(cx.err(
+            None,
+            "the file holds no scenario: it is empty or only comments",
+            Some(
+                "a scenario is a mapping with at least name, image, nodes, services and expect"
+                    .into(),
+            ),
+        ));
+    }
+    let raw: RawScenario = serde_saphyr::from_str_with_options(text, yaml_options())
+        .map_err(|e| cx.parse_error(&e))?;
     Validator { cx: &cx, path }.run(raw)
+}
+
+/// Tags are refused: the format has no use for them. The limits are far above any real
+/// scenario (a few hundred lines, nesting six deep, no aliases in the shipped ones) and far
+/// below what costs time or memory: a billion-laughs alias bomb or a thousand nested brackets
+/// ends in an error, not in a stalled run.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        // A tag like `!include /etc/passwd` would otherwise be dropped silently: the text
+        // would be used as it is, and the writer would think the file was read.
+        reject_unsupported_tags: true,
+        budget: serde_saphyr::budget! {
+            max_events: 200_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 24,
+            max_documents: 1,
+            max_nodes: 100_000,
+            max_total_scalar_bytes: MAX_SCENARIO_BYTES as usize,
+            max_merge_keys: 100,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 10_000,
+            max_replay_stack_depth: 16,
+        },
+    }
 }
 
 struct Cx<'a> {
@@ -106,7 +223,7 @@ impl Cx<'_> {
         message: impl Into<String>,
         help: Option<String>,
     ) -> ScenarioError {
-        let (location, span) = match loc.filter(|l| *l != Location::UNKNOWN) {
+        match loc.filter(|l| *l != Location::UNKNOWN) {
             Some(l) => {
                 let offset = l
                     .span()
@@ -114,16 +231,53 @@ impl Cx<'_> {
                     .map(|o| o as usize)
                     .unwrap_or_else(|| offset_of(self.text, l.line(), l.column()));
                 let len = l.span().byte_len().unwrap_or(1).max(1) as usize;
-                (
+                self.invalid(
                     format!("{}:{}:{}", self.file, l.line(), l.column()),
-                    Some(SourceSpan::from((offset, len))),
+                    Some((offset, len)),
+                    message.into(),
+                    help,
                 )
             }
-            None => (self.file.clone(), None),
-        };
+            None => self.invalid(self.file.clone(), None, message.into(), help),
+        }
+    }
+
+    /// An error at a byte offset of the text (which must be a char boundary).
+    fn err_at(
+        &self,
+        offset: usize,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> ScenarioError {
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+        self.invalid(
+            format!("{}:{line}:{column}", self.file),
+            Some((offset, 1)),
+            message.into(),
+            help,
+        )
+    }
+
+    fn invalid(
+        &self,
+        location: String,
+        span: Option<(usize, usize)>,
+        message: String,
+        help: Option<String>,
+    ) -> ScenarioError {
+        // A snippet of a line thousands of characters long (a huge value, a minified file)
+        // buries the message; the location alone says where to look.
+        let span = span
+            .filter(|(offset, _)| line_len_at(self.text, *offset) <= SNIPPET_MAX_LINE)
+            .map(|(offset, len)| {
+                let offset = offset.min(self.text.len());
+                SourceSpan::from((offset, len.min(self.text.len() - offset)))
+            });
         ScenarioError::Invalid(Box::new(Invalid {
             location,
-            message: message.into(),
+            message,
             src: NamedSource::new(self.file.clone(), self.text.to_string()),
             span,
             help,
@@ -131,6 +285,9 @@ impl Cx<'_> {
     }
 
     fn parse_error(&self, e: &serde_saphyr::Error) -> ScenarioError {
+        if let Some(message) = own_parse_message(e) {
+            return self.err(e.location(), message, None);
+        }
         // The library's message carries its own snippet; we want the bare reason on one line.
         let rendered = e.to_string();
         let message = rendered
@@ -143,6 +300,60 @@ impl Cx<'_> {
         let message = strip_location_prefix(&strip_location_suffix(&message));
         self.err(e.location(), message, None)
     }
+}
+
+/// Our words for the parser's errors whose own text speaks to a programmer (it names library
+/// options and functions) rather than to someone writing a scenario.
+fn own_parse_message(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::budget::BudgetBreach;
+    use serde_saphyr::Error as E;
+    let too_much =
+        |what: &str| format!("{what}: more than any scenario needs, so the file is refused unread");
+    Some(match e {
+        E::AliasError { error, .. } | E::WithSnippet { error, .. } => {
+            return own_parse_message(error)
+        }
+        E::DuplicateMappingKey { key: Some(k), .. } => {
+            format!("the key `{}` is given twice in this mapping", shown(k))
+        }
+        E::DuplicateMappingKey { key: None, .. } => "a key is given twice in this mapping".into(),
+        E::InvalidScalar { ty, .. } => match *ty {
+            "u8" => "expected a whole number from 0 to 255".into(),
+            "u16" => "expected a whole number from 0 to 65535".into(),
+            "u32" => "expected a whole number from 0 to 4294967295".into(),
+            "boolean" => "expected true or false".into(),
+            _ => return None,
+        },
+        E::Unexpected { expected, .. } => match *expected {
+            "sequence start" => "expected a list here".into(),
+            "mapping start" => "expected a mapping (`key: value`) here".into(),
+            "string scalar" => "expected a text here".into(),
+            _ => return None,
+        },
+        E::MultipleDocuments { .. } => {
+            "a second YAML document (after `---`): a scenario file holds exactly one".into()
+        }
+        E::Budget { breach, .. } => match breach {
+            BudgetBreach::Depth { .. } => too_much("nested too deeply"),
+            BudgetBreach::Aliases { .. } | BudgetBreach::Anchors { .. } => {
+                too_much("too many anchors or aliases (`&name`, `*name`)")
+            }
+            BudgetBreach::ScalarBytes { .. } => {
+                too_much("more than 1 MiB of text in values (an alias counts each time it is used)")
+            }
+            BudgetBreach::Documents { .. } => {
+                "a second YAML document (after `---`): a scenario file holds exactly one".into()
+            }
+            _ => too_much("too many YAML values"),
+        },
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => {
+            too_much("aliases (`*name`) that expand to too many values")
+        }
+        _ => return None,
+    })
 }
 
 /// serde-saphyr appends ` at line L, column C` to some messages; we print the location first.
@@ -159,6 +370,23 @@ fn strip_location_prefix(m: &str) -> String {
     re.replace(m, "").into_owned()
 }
 
+/// Longest line an error shows as a snippet.
+const SNIPPET_MAX_LINE: usize = 200;
+
+/// Length in bytes of the line holding byte `offset`.
+fn line_len_at(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    let start = text.as_bytes()[..offset]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = text.as_bytes()[offset..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(text.len(), |i| offset + i);
+    end - start
+}
+
 fn offset_of(text: &str, line: u64, column: u64) -> usize {
     let mut offset = 0;
     for (i, l) in text.split_inclusive('\n').enumerate() {
@@ -171,7 +399,10 @@ fn offset_of(text: &str, line: u64, column: u64) -> usize {
 }
 
 fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let names: Vec<String> = names.into_iter().map(|n| format!("`{n}`")).collect();
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|n| format!("`{}`", shown(n)))
+        .collect();
     if names.is_empty() {
         "there are none".to_string()
     } else {
@@ -205,16 +436,19 @@ impl Validator<'_> {
         let mut vars = builtin_vars(&subnet, &raw);
         for (k, v) in &raw.vars {
             if vars.contains_key(k) {
-                return Err(self.cx.err(
-                    None,
-                    format!("`vars.{k}` would replace the harness's own variable"),
+                return Err(self.at(
+                    v,
+                    format!(
+                        "`vars.{}` would replace the harness's own variable",
+                        shown(k)
+                    ),
                     Some(format!(
                         "harness variables: {}",
                         one_of(vars.keys().map(String::as_str))
                     )),
                 ));
             }
-            vars.insert(k.clone(), v.clone());
+            vars.insert(k.clone(), v.value.clone());
         }
 
         let segments = self.segments(&raw, &subnet)?;
@@ -234,7 +468,10 @@ impl Validator<'_> {
         };
         let faults = raw.services.iscsi.faults.as_ref();
         if let Some(f) = faults {
-            if f.value.refuse_first + f.value.drop_first > MAX_FAULTS {
+            // Each alone can be near u32::MAX: add without wrapping.
+            if u64::from(f.value.refuse_first) + u64::from(f.value.drop_first)
+                > u64::from(MAX_FAULTS)
+            {
                 return Err(self.at(
                     f,
                     format!("more than {MAX_FAULTS} faulty logins: no boot waits that long"),
@@ -284,7 +521,10 @@ impl Validator<'_> {
                 let matching = steps.iter().filter(|s| s.name == ef.value.step).count();
                 if matching != 1 {
                     let msg = if matching == 0 {
-                        format!("`expect_failure.step` names no step: `{}`", ef.value.step)
+                        format!(
+                            "`expect_failure.step` names no step: `{}`",
+                            shown(&ef.value.step)
+                        )
                     } else {
                         format!(
                             "`{}` names {matching} steps; give them distinct `name`s",
@@ -309,15 +549,15 @@ impl Validator<'_> {
             Vec::new()
         };
         for t in &raw.fail_on {
-            if t.trim().is_empty() {
-                return Err(self.cx.err(
-                    None,
+            if t.value.trim().is_empty() {
+                return Err(self.at(
+                    t,
                     "`fail_on` has an empty text, which would match every line",
                     None,
                 ));
             }
             fail_on.push(FailPattern {
-                text: t.clone(),
+                text: t.value.clone(),
                 meaning: "the scenario lists this text under fail_on".into(),
             });
         }
@@ -348,7 +588,10 @@ impl Validator<'_> {
         if !ok {
             return Err(self.at(
                 n,
-                format!("scenario name `{}` is not usable as a folder name", n.value),
+                format!(
+                    "scenario name `{}` is not usable as a folder name",
+                    shown(&n.value)
+                ),
                 Some("use 1-64 letters, digits, '-' or '_'".into()),
             ));
         }
@@ -363,15 +606,33 @@ impl Validator<'_> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
-                    return Err(self.at(img, format!("`{name}` is not a recipe name"), None));
+                    return Err(self.at(
+                        img,
+                        format!("`{}` is not a recipe name", shown(name)),
+                        None,
+                    ));
                 }
+                self.recipe_exists(img, name, set)?;
                 Ok(ImageRef::Recipe {
                     name: name.clone(),
                     set: set.clone(),
                 })
             }
             RawImage::File(f) => {
-                let p = dir.join(f);
+                let rel = Path::new(f);
+                if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir))
+                {
+                    // The file becomes a disk the guest reads and the run's console records:
+                    // a scenario must not be able to hand it any file of the host.
+                    return Err(self.at(
+                        img,
+                        format!("image file `{}` leaves the scenario's folder", shown(f)),
+                        Some(
+                            "put the disk image in or below the folder of the scenario file".into(),
+                        ),
+                    ));
+                }
+                let p = dir.join(rel);
                 let meta = std::fs::symlink_metadata(&p)
                     .map_err(|e| self.at(img, format!("image file {}: {e}", p.display()), None))?;
                 if meta.file_type().is_symlink() {
@@ -393,6 +654,39 @@ impl Validator<'_> {
         }
     }
 
+    /// A recipe the images folder does not have, or a parameter it does not take, would
+    /// otherwise only show when `run` builds the image: after the run directory was made.
+    fn recipe_exists(
+        &self,
+        img: &Spanned<RawImage>,
+        name: &str,
+        set: &BTreeMap<String, String>,
+    ) -> Result<(), ScenarioError> {
+        use crate::image::ImageError;
+        let images = crate::paths::images_dir();
+        let checked = crate::image::load_recipe(&images, name).and_then(|r| r.resolve(set));
+        match checked {
+            Ok(_) => Ok(()),
+            Err(ImageError::UnknownRecipe { name, valid }) => Err(self.at(
+                img,
+                format!("unknown image recipe `{name}`"),
+                Some(format!(
+                    "valid: {valid}; recipes are the folders of images/ that hold a recipe.yaml"
+                )),
+            )),
+            Err(ImageError::UnknownParam {
+                recipe,
+                param,
+                valid,
+            }) => Err(self.at(
+                img,
+                format!("recipe `{recipe}` has no parameter `{}`", shown(&param)),
+                Some(format!("valid: {valid}")),
+            )),
+            Err(other) => Err(self.at(img, format!("image recipe `{name}`: {other}"), None)),
+        }
+    }
+
     fn nodes(
         &self,
         raw: &RawScenario,
@@ -400,16 +694,16 @@ impl Validator<'_> {
         vars: &BTreeMap<String, String>,
         segments: &[Segment],
     ) -> Result<Vec<Node>, ScenarioError> {
-        if raw.nodes.is_empty() {
-            return Err(self.cx.err(
-                None,
+        if raw.nodes.value.is_empty() {
+            return Err(self.at(
+                &raw.nodes,
                 "`nodes` is empty: a scenario boots at least one node",
                 None,
             ));
         }
-        if raw.nodes.len() > MAX_NODES {
+        if raw.nodes.value.len() > MAX_NODES {
             return Err(self.at(
-                &raw.nodes[MAX_NODES].name,
+                &raw.nodes.value[MAX_NODES].name,
                 format!("more than {MAX_NODES} nodes"),
                 Some("each node is a QEMU process; split the scenario".into()),
             ));
@@ -417,7 +711,7 @@ impl Validator<'_> {
         let mut names = BTreeSet::new();
         let mut macs = HashMap::new();
         let mut out = Vec::new();
-        for n in &raw.nodes {
+        for n in &raw.nodes.value {
             let name = &n.name.value;
             let ok = !name.is_empty()
                 && name.len() <= 32
@@ -426,12 +720,16 @@ impl Validator<'_> {
             if !ok {
                 return Err(self.at(
                     &n.name,
-                    format!("node name `{name}` is not a valid host name"),
+                    format!("node name `{}` is not a valid host name", shown(name)),
                     Some("use 1-32 letters, digits and '-'".into()),
                 ));
             }
             if !names.insert(name.clone()) {
-                return Err(self.at(&n.name, format!("node `{name}` is defined twice"), None));
+                return Err(self.at(
+                    &n.name,
+                    format!("node `{}` is defined twice", shown(name)),
+                    None,
+                ));
             }
             let memory_mib = match &n.memory_mib {
                 Some(m) if !MEMORY_RANGE.contains(&m.value) => {
@@ -646,7 +944,7 @@ impl Validator<'_> {
                 if !ok {
                     return Err(self.at(
                         hn,
-                        format!("`{}` is not a valid host name", hn.value),
+                        format!("`{}` is not a valid host name", shown(&hn.value)),
                         None,
                     ));
                 }
@@ -692,8 +990,27 @@ impl Validator<'_> {
             });
         }
         let boot_url = match &raw.services.dhcp.boot_url {
-            Some(u) => render(&u.value, vars)
-                .map_err(|m| self.at(u, m, Some(one_of(vars.keys().map(String::as_str)))))?,
+            Some(u) => {
+                let url = render(&u.value, vars)
+                    .map_err(|m| self.at(u, m, Some(one_of(vars.keys().map(String::as_str)))))?;
+                // dnsmasq takes the URL as a field of `--dhcp-boot=tag,file,server,...`: a
+                // comma would start another field, and a blank or control character is no URL.
+                if let Some(c) = url
+                    .chars()
+                    .find(|c| *c == ',' || c.is_whitespace() || c.is_control())
+                {
+                    return Err(self.at(
+                        u,
+                        format!(
+                            "boot URL `{}` has {}, which dnsmasq cannot pass on",
+                            shown(&url),
+                            shown(&format!("{c:?}"))
+                        ),
+                        Some("percent-encode it (`%2C`, `%20`)".into()),
+                    ));
+                }
+                url
+            }
             None => format!("http://{}/boot.ipxe", subnet.server()),
         };
         Ok(Dhcp {
@@ -710,6 +1027,7 @@ impl Validator<'_> {
         vars: &BTreeMap<String, String>,
     ) -> Result<Http, ScenarioError> {
         let mut files = Vec::new();
+        let mut total: u64 = 0;
         let dir_canon = self.dir_canon(dir)?;
         for (url, src) in &raw.services.http.files {
             let url_ok = !url.is_empty()
@@ -722,11 +1040,22 @@ impl Validator<'_> {
             if !url_ok {
                 return Err(self.at(
                     src,
-                    format!("`{url}` is not a usable URL path"),
+                    format!("`{}` is not a usable URL path", shown(url)),
                     Some("use a relative path like `boot.ipxe` or `menus/node01.ipxe`".into()),
                 ));
             }
             let (full, body) = self.template(src, dir, &dir_canon, vars, "HTTP file")?;
+            total += body.len() as u64;
+            if total > MAX_HTTP_TOTAL {
+                return Err(self.at(
+                    src,
+                    format!(
+                        "the HTTP files add up to more than {} MiB",
+                        MAX_HTTP_TOTAL / 1024 / 1024
+                    ),
+                    Some("the server keeps every file in memory for the whole run".into()),
+                ));
+            }
             files.push(HttpFile {
                 url_path: url.clone(),
                 source: full,
@@ -743,7 +1072,10 @@ impl Validator<'_> {
             if !files.iter().any(|x| format!("/{}", x.url_path) == path) {
                 return Err(self.at(
                     f,
-                    format!("fault for `{path}`, which is not one of the HTTP files"),
+                    format!(
+                        "fault for `{}`, which is not one of the HTTP files",
+                        shown(&path)
+                    ),
                     Some(one_of(files.iter().map(|x| x.url_path.as_str()))),
                 ));
             }
@@ -799,7 +1131,7 @@ impl Validator<'_> {
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(self.at(
                 src,
-                format!("`{}` leaves the scenario's folder", src.value),
+                format!("`{}` leaves the scenario's folder", shown(&src.value)),
                 Some(format!(
                     "{what}s must live in or below the folder of the scenario file"
                 )),
@@ -814,7 +1146,7 @@ impl Validator<'_> {
                 src,
                 format!(
                     "`{}` resolves outside the scenario's folder (through a link)",
-                    src.value
+                    shown(&src.value)
                 ),
                 None,
             ));
@@ -913,15 +1245,15 @@ impl Validator<'_> {
     }
 
     fn steps(&self, raw: &RawScenario, nodes: &[Node]) -> Result<Vec<Step>, ScenarioError> {
-        if raw.expect.is_empty() {
-            return Err(self.cx.err(
-                None,
+        if raw.expect.value.is_empty() {
+            return Err(self.at(
+                &raw.expect,
                 "`expect` is empty: a scenario must assert something",
                 None,
             ));
         }
         let mut out = Vec::new();
-        for s in &raw.expect {
+        for s in &raw.expect.value {
             let step: &RawStep = &s.value;
             let mut actions = Vec::new();
             if let Some(t) = &step.console {
@@ -1066,7 +1398,7 @@ impl Validator<'_> {
                 Some(n) => {
                     return Err(self.at(
                         s,
-                        format!("step names unknown node `{n}`"),
+                        format!("step names unknown node `{}`", shown(n)),
                         Some(one_of(nodes.iter().map(|x| x.name.as_str()))),
                     ))
                 }
@@ -1158,7 +1490,7 @@ pub fn render(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Str
         let name = after[..end].trim();
         let value = vars
             .get(name)
-            .ok_or_else(|| format!("unknown variable `{{{{{name}}}}}`"))?;
+            .ok_or_else(|| format!("unknown variable `{{{{{}}}}}`", shown(name)))?;
         out.push_str(value);
         rest = &after[end + 2..];
     }

@@ -15,11 +15,33 @@ macro_rules! deserialize_from_str {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = String::deserialize(d)?;
                 s.parse().map_err(|e: String| {
-                    de::Error::custom(format!("invalid {} `{}`: {}", $what, s, e))
+                    de::Error::custom(format!("invalid {} `{}`: {}", $what, shown(&s), e))
                 })
             }
         }
     };
+}
+
+/// Longest piece of a user's text an error message repeats.
+const SHOWN_MAX: usize = 64;
+
+/// A user's text as an error message repeats it: control characters escaped (a NUL or an
+/// escape sequence must not reach the terminal as it is) and long texts cut, so that a
+/// 5000-character name still gives a message that fits on a screen.
+pub fn shown(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == SHOWN_MAX {
+            out.push_str(&format!("... ({} characters)", s.chars().count()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A unicast Ethernet address.
@@ -290,6 +312,15 @@ mod tests {
             .contains("private"));
         assert!("10.0.0.0/8".parse::<Subnet>().is_err());
         assert!("10.77.0.0".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn shown_escapes_and_cuts() {
+        assert_eq!(shown("node01"), "node01");
+        assert_eq!(shown("a\0b\x1b[31m"), "a\\u{0}b\\u{1b}[31m");
+        let long = shown(&"x".repeat(5000));
+        assert!(long.ends_with("... (5000 characters)"), "{long}");
+        assert!(long.len() < 100, "{long}");
     }
 
     #[test]
