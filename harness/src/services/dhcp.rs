@@ -148,10 +148,44 @@ pub fn parse_line(line: &str) -> Option<DhcpLine> {
     })
 }
 
-/// dnsmasq 2.90 prints this once its DHCP socket is bound to the bridge: the moment it can
-/// answer.
-pub fn is_ready_line(line: &str, bridge: &str) -> bool {
-    line.contains("sockets bound exclusively to interface") && line.trim_end().ends_with(bridge)
+/// The startup line after which dnsmasq answers: it logs its startup only once its sockets
+/// are bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyLine {
+    /// With one interface: `DHCP, sockets bound exclusively to interface <bridge>`.
+    Exclusive(String),
+    /// With several (segments with DHCP) that line is not printed; the boot network's range
+    /// line, `DHCP, IP range <lo> -- <hi>`, is.
+    BootRange(Ipv4Addr),
+}
+
+impl ReadyLine {
+    pub fn for_scenario(s: &Scenario, bridge: &str) -> ReadyLine {
+        if s.segments.iter().any(|g| g.dhcp) {
+            ReadyLine::BootRange(s.subnet.pool().0)
+        } else {
+            ReadyLine::Exclusive(bridge.to_string())
+        }
+    }
+
+    pub fn matches(&self, line: &str) -> bool {
+        match self {
+            ReadyLine::Exclusive(bridge) => {
+                line.contains("sockets bound exclusively to interface")
+                    && line.trim_end().ends_with(bridge.as_str())
+            }
+            ReadyLine::BootRange(lo) => line.contains(&format!("DHCP, IP range {lo} -- ")),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadyLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadyLine::Exclusive(b) => write!(f, "\"sockets bound exclusively to interface {b}\""),
+            ReadyLine::BootRange(lo) => write!(f, "\"DHCP, IP range {lo} -- ...\""),
+        }
+    }
 }
 
 /// Whether `/proc/net/if_inet6` text lists a global-scope (unique-local counts) address on
@@ -269,7 +303,7 @@ impl Dhcp {
             child.stderr.take(),
             log_file,
             cx.events.clone(),
-            cx.bridge.clone(),
+            ReadyLine::for_scenario(s, &cx.bridge),
             ready_tx,
         ));
 
@@ -306,8 +340,8 @@ impl Dhcp {
                     service: SERVICE,
                     command,
                     what: format!(
-                        "no \"sockets bound exclusively to interface {}\" within {READY_TIMEOUT:?}",
-                        cx.bridge
+                        "no {} within {READY_TIMEOUT:?}",
+                        ReadyLine::for_scenario(s, &cx.bridge)
                     ),
                     log: log_name,
                     log_tail: log_tail(&log, 15),
@@ -362,7 +396,7 @@ async fn pump(
     stderr: Option<ChildStderr>,
     mut log: tokio::fs::File,
     events: Arc<EventLog>,
-    bridge: String,
+    ready_line: ReadyLine,
     ready: oneshot::Sender<()>,
 ) {
     let Some(stderr) = stderr else { return };
@@ -376,7 +410,7 @@ async fn pump(
         let _ = log.write_all(stamped.as_bytes()).await;
         // Flushed per line: a run that is killed keeps what dnsmasq said.
         let _ = log.flush().await;
-        if is_ready_line(&line, &bridge) {
+        if ready_line.matches(&line) {
             if let Some(tx) = ready.take() {
                 let _ = tx.send(());
             }
@@ -490,12 +524,16 @@ dnsmasq[11]: exiting on receipt of SIGTERM
     #[test]
     fn ready_line_names_the_bridge() {
         let l = "dnsmasq-dhcp[11]: DHCP, sockets bound exclusively to interface nbr0";
-        assert!(is_ready_line(l, "nbr0"));
-        assert!(!is_ready_line(l, "nbr1"));
-        assert!(!is_ready_line(
-            "dnsmasq-dhcp[11]: DHCP, IP range 10.77.0.128 -- 10.77.0.254, lease time 1h",
-            "nbr0"
-        ));
+        let range = "dnsmasq-dhcp[11]: DHCP, IP range 10.77.0.128 -- 10.77.0.254, lease time 1h";
+        let one = ReadyLine::Exclusive("nbr0".into());
+        assert!(one.matches(l));
+        assert!(!ReadyLine::Exclusive("nbr1".into()).matches(l));
+        assert!(!one.matches(range));
+        // Recorded from dnsmasq 2.90 on two bridges: no "exclusively" line, one range each.
+        let two = ReadyLine::BootRange(Ipv4Addr::new(10, 77, 0, 128));
+        assert!(two.matches(range));
+        assert!(!two
+            .matches("dnsmasq-dhcp[43]: DHCP, IP range 10.78.0.128 -- 10.78.0.254, lease time 1h"));
     }
 
     #[test]
