@@ -18,6 +18,8 @@ flavour_configure() {
   else
     echo "DEVICE=${NBH_PARAM_DEVICE:-}" >> "$root/etc/initramfs-tools/initramfs.conf"
   fi
+  install -D -m 0755 "$guest_lib/initramfs-tools-evidence" \
+    "$root/etc/initramfs-tools/scripts/init-bottom/netboot-harness"
   # MODULES=netboot leaves out sd_mod: the login succeeds and then no disk appears.
   for m in ${NBH_PARAM_MODULES:-}; do echo "$m" >> "$root/etc/initramfs-tools/modules"; done
 }
