@@ -57,6 +57,9 @@ pub enum EventKind {
         initiator: String,
         target: String,
         source_ip: IpAddr,
+        /// The initiator's MAC, from the lab's neighbour table, when it was known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source_mac: Option<String>,
     },
     /// A login that did not complete: refused or dropped by the fault plan, rejected by the
     /// target, or malformed.

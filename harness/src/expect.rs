@@ -257,8 +257,12 @@ pub fn describe(a: &Action) -> String {
             initiator,
             target,
             from,
+            mac,
         } => {
             let mut s = "an iSCSI login".to_string();
+            if let Some(m) = mac {
+                s.push_str(&format!(" from MAC {m}"));
+            }
             if let Some(i) = initiator {
                 s.push_str(&format!(" from {i}"));
             }
@@ -285,9 +289,13 @@ pub fn describe(a: &Action) -> String {
             initiator,
             target,
             from,
+            mac,
             at_least,
         } => {
             let mut s = format!("at least {at_least} iSCSI logins, every one");
+            if let Some(m) = mac {
+                s.push_str(&format!(" from MAC {m}"));
+            }
             if let Some(i) = initiator {
                 s.push_str(&format!(" from {i}"));
             }
@@ -466,6 +474,7 @@ fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option
         initiator,
         target,
         from,
+        mac,
         ..
     } = action
     else {
@@ -475,6 +484,7 @@ fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option
         initiator: initiator.clone(),
         target: target.clone(),
         from: *from,
+        mac: *mac,
     };
     let mut seen = Vec::new();
     for e in events {
@@ -526,11 +536,13 @@ fn event_matches(action: &Action, e: &Event) -> bool {
                 initiator,
                 target,
                 from,
+                mac,
             },
             EventKind::IscsiLogin {
                 initiator: ei,
                 target: et,
                 source_ip,
+                source_mac,
             },
         ) => {
             initiator
@@ -540,6 +552,11 @@ fn event_matches(action: &Action, e: &Event) -> bool {
                     .as_ref()
                     .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
                 && from.is_none_or(|f| f == *source_ip)
+                && mac.is_none_or(|m| {
+                    source_mac
+                        .as_deref()
+                        .is_some_and(|sm| sm.eq_ignore_ascii_case(&m.to_string()))
+                })
         }
         (
             Action::HttpStatus {
@@ -805,12 +822,14 @@ mod tests {
             initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
             target: None,
             from: None,
+            mac: None,
         };
         let s = scenario(vec![("l1", login(), 500), ("l2", login(), 300)]);
         r.events.push(EventKind::IscsiLogin {
             initiator: "IQN.2026-11.lab:node01".into(),
             target: "iqn.2026-11.lab:node01-root".into(),
             source_ip: "10.77.0.128".parse().unwrap(),
+            source_mac: None,
         });
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert_eq!(out.steps[0].status, StepStatus::Met);
@@ -829,12 +848,14 @@ mod tests {
             initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
             target: None,
             from: Some("10.77.0.41".parse().unwrap()),
+            mac: None,
             at_least: 2,
         };
         let login = |ip: &str| EventKind::IscsiLogin {
             initiator: "iqn.2026-11.lab:node01".into(),
             target: "iqn.2026-11.lab:node01-root".into(),
             source_ip: ip.parse().unwrap(),
+            source_mac: Some("52:54:00:aa:00:41".into()),
         };
         r.events.push(login("10.77.0.41"));
         // One login is too few: the step waits, then times out.

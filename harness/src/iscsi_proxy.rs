@@ -173,6 +173,7 @@ impl ConnCx {
                 initiator: rec.initiator.clone(),
                 target: rec.target.clone(),
                 source_ip: self.peer.ip(),
+                source_mac: rec.source_mac.clone(),
             });
         } else {
             self.events.push(EventKind::IscsiLoginFailed {

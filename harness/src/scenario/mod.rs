@@ -247,6 +247,8 @@ pub enum Action {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
         from: Option<IpAddr>,
+        /// The NIC it came from, by MAC.
+        mac: Option<MacAddr>,
     },
     /// Wait for a login attempt that did not complete (refused, dropped or rejected).
     IscsiLoginRefused {
@@ -259,6 +261,7 @@ pub enum Action {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
         from: Option<IpAddr>,
+        mac: Option<MacAddr>,
         at_least: u32,
     },
     /// Wait for a connection a service turned away while its fault plan had it down.

@@ -285,6 +285,8 @@ pub struct RawAllLogins {
     pub target: Option<Iqn>,
     #[serde(default)]
     pub from: Option<IpAddr>,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
     pub at_least: u32,
 }
 
@@ -314,6 +316,8 @@ pub struct RawIscsiLogin {
     pub target: Option<Iqn>,
     #[serde(default)]
     pub from: Option<IpAddr>,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1288,6 +1288,7 @@ impl Validator<'_> {
                         initiator: l.initiator.clone(),
                         target: l.target.clone(),
                         from: l.from,
+                        mac: l.mac,
                     },
                 ));
             }
@@ -1306,7 +1307,7 @@ impl Validator<'_> {
                 ));
             }
             if let Some(l) = &step.iscsi_login_refused {
-                if l.from.is_some() {
+                if l.from.is_some() || l.mac.is_some() {
                     return Err(self.at(
                         s,
                         "`iscsi_login_refused` takes initiator and target only",
@@ -1325,10 +1326,14 @@ impl Validator<'_> {
                 if a.at_least == 0 || a.at_least > MAX_FAULTS {
                     return Err(self.at(s, format!("`at_least` must be 1..={MAX_FAULTS}"), None));
                 }
-                if a.initiator.is_none() && a.target.is_none() && a.from.is_none() {
+                if a.initiator.is_none()
+                    && a.target.is_none()
+                    && a.from.is_none()
+                    && a.mac.is_none()
+                {
                     return Err(self.at(
                         s,
-                        "`iscsi_logins_all` needs `initiator`, `target` or `from` to compare",
+                        "`iscsi_logins_all` needs `initiator`, `target`, `from` or `mac` to compare",
                         None,
                     ));
                 }
@@ -1338,6 +1343,7 @@ impl Validator<'_> {
                         initiator: a.initiator.clone(),
                         target: a.target.clone(),
                         from: a.from,
+                        mac: a.mac,
                         at_least: a.at_least,
                     },
                 ));

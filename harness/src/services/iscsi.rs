@@ -647,6 +647,8 @@ fn record(events: &EventLog, sink: &mut std::fs::File, c: &TgtConnection, ip: Ip
         initiator: c.initiator.clone(),
         target: c.target.clone(),
         source_ip: ip,
+        // tgtadm shows the address only; the login proxy's records carry the MAC.
+        source_mac: None,
     });
 }
 

@@ -873,7 +873,7 @@ mod tests {
                 assert_eq!(logins.len(), n, "{logins:?}");
                 assert!(matches!(
                     &logins[n - 1].kind,
-                    EventKind::IscsiLogin { initiator, target, source_ip }
+                    EventKind::IscsiLogin { initiator, target, source_ip, .. }
                         if initiator == "iqn.2026-11.lab:servicetest"
                             && target == "iqn.2026-11.lab:node01-root"
                             && *source_ip == std::net::IpAddr::from(Ipv4Addr::new(10, 77, 0, 1))
