@@ -631,6 +631,7 @@ mod tests {
             qemu_started_at: BTreeMap::from([("node01".to_string(), 0.1)]),
             artifacts: Vec::new(),
             console_tail: BTreeMap::new(),
+            faults: Vec::new(),
         }
     }
 
