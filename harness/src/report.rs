@@ -107,6 +107,19 @@ impl FaultKind {
     pub fn is_outage(self) -> bool {
         self == FaultKind::Outage
     }
+
+    /// The name `summary.json` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Outage => "outage",
+            FaultKind::Reset => "reset",
+            FaultKind::LoginRefused => "login_refused",
+            FaultKind::LoginDropped => "login_dropped",
+            FaultKind::HttpError => "http_error",
+            FaultKind::HttpDelay => "http_delay",
+            FaultKind::Other => "other",
+        }
+    }
 }
 
 /// The injected faults in a run's records. `node_of_mac` names the node a NIC belongs to; DHCP
