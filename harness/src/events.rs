@@ -52,6 +52,11 @@ pub enum EventKind {
         path: String,
         status: u16,
         peer: IpAddr,
+        /// What the scenario's fault plan did to this answer (`injected fault`, `injected
+        /// delay of 2s`, ...), so the summary can tell an injected error from a real one.
+        /// Left out of the JSON when the answer was the server's own, as in older records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fault: Option<String>,
     },
     IscsiLogin {
         initiator: String,
@@ -185,11 +190,16 @@ mod tests {
             path: "/boot.ipxe".into(),
             status: 200,
             peer: "10.0.0.2".parse().unwrap(),
+            fault: None,
         });
         let text = std::fs::read_to_string(&path).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(v["kind"], "http_request");
         assert_eq!(v["path"], "/boot.ipxe");
+        assert!(
+            v.get("fault").is_none(),
+            "no fault key on a plain answer: {v}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

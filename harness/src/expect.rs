@@ -906,6 +906,7 @@ mod tests {
             path: "/boot.ipxe".into(),
             status: 404,
             peer: "10.77.0.128".parse().unwrap(),
+            fault: None,
         });
         r.events.push(EventKind::Dhcp {
             message: "DHCPOFFER".into(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{Event, EventKind};
 use crate::expect::{Judgement, Outcome, StepStatus, Verdict};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct Summary {
     /// Artifact files, relative to the run directory, with what each holds.
     pub artifacts: Vec<Artifact>,
     pub console_tail: BTreeMap<String, Vec<String>>,
+    /// What the scenario's fault plans did to the run, in time order. Summaries written before
+    /// faults were listed read as a run without any.
+    #[serde(default)]
+    pub faults: Vec<InjectedFault>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +63,179 @@ pub struct Artifact {
     pub what: String,
 }
 
+/// One thing a fault plan did, as the services recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InjectedFault {
+    /// Seconds from the lab's start; for an outage, when the service was recorded down.
+    pub at: f64,
+    /// For an outage, when the service came up; `None` when it had not by the end of the run.
+    /// Always `None` for the other kinds, which happen at one moment.
+    #[serde(default)]
+    pub until: Option<f64>,
+    /// `dhcp`, `http` or `iscsi`.
+    pub service: String,
+    pub kind: FaultKind,
+    /// The node whose address the fault hit, when a DHCP lease ties the address to one; an
+    /// outage hits every node and names none.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// One line for a person: what happened, to whom.
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// A service kept down by `start_after`, from its `down until` record to `started`.
+    Outage,
+    /// A connection reset because its service was still down.
+    Reset,
+    /// An iSCSI login refused by the fault plan or the address list.
+    LoginRefused,
+    /// An iSCSI login dropped by the fault plan: the connection closed without an answer.
+    LoginDropped,
+    /// An HTTP request answered with the fault plan's error status.
+    HttpError,
+    /// An HTTP request answered late by the fault plan, but answered.
+    HttpDelay,
+    /// A kind a newer harness wrote: still listed and drawn as a single fault.
+    #[serde(other)]
+    Other,
+}
+
+impl FaultKind {
+    pub fn is_outage(self) -> bool {
+        self == FaultKind::Outage
+    }
+
+    /// The name `summary.json` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Outage => "outage",
+            FaultKind::Reset => "reset",
+            FaultKind::LoginRefused => "login_refused",
+            FaultKind::LoginDropped => "login_dropped",
+            FaultKind::HttpError => "http_error",
+            FaultKind::HttpDelay => "http_delay",
+            FaultKind::Other => "other",
+        }
+    }
+}
+
+/// The injected faults in a run's records. `node_of_mac` names the node a NIC belongs to; DHCP
+/// leases seen up to each fault tie the fault's source address to that node.
+pub fn injected_faults(
+    events: &[Event],
+    node_of_mac: &dyn Fn(&str) -> Option<String>,
+) -> Vec<InjectedFault> {
+    let mut out: Vec<InjectedFault> = Vec::new();
+    let mut node_of_ip: BTreeMap<std::net::IpAddr, String> = BTreeMap::new();
+    // Index into `out` of each service's outage still waiting for its `started` record.
+    let mut open: BTreeMap<String, usize> = BTreeMap::new();
+    for ev in events {
+        let single = |service: &str, kind, ip: &std::net::IpAddr, what: String| InjectedFault {
+            at: ev.at,
+            until: None,
+            service: service.to_string(),
+            kind,
+            node: node_of_ip.get(ip).cloned(),
+            what,
+        };
+        match &ev.kind {
+            EventKind::Dhcp {
+                mac, ip: Some(ip), ..
+            } => {
+                if let Some(node) = node_of_mac(mac) {
+                    node_of_ip.insert(std::net::IpAddr::V4(*ip), node);
+                }
+            }
+            EventKind::Service { service, state } => {
+                if let Some(i) = open.remove(service) {
+                    let outage = &mut out[i];
+                    if state == "started" {
+                        outage.until = Some(ev.at);
+                        let _ = write!(outage.what, ", started at {:.1} s", ev.at);
+                    } else {
+                        let _ = write!(outage.what, ", then {state} at {:.1} s", ev.at);
+                    }
+                }
+                if state.starts_with("down until") {
+                    open.insert(service.clone(), out.len());
+                    out.push(InjectedFault {
+                        at: ev.at,
+                        until: None,
+                        service: service.clone(),
+                        kind: FaultKind::Outage,
+                        node: None,
+                        what: format!("{service} {state}"),
+                    });
+                }
+            }
+            EventKind::Refused {
+                service,
+                peer,
+                reason,
+            } => out.push(single(
+                service,
+                FaultKind::Reset,
+                peer,
+                format!("{service} reset a connection from {peer}: {reason}"),
+            )),
+            EventKind::IscsiLoginFailed {
+                initiator,
+                source_ip,
+                result,
+                ..
+            } => {
+                // Rejections by the target and malformed logins are the guest's or the
+                // target's doing, not the plan's.
+                let kind = if result.starts_with("refused:") {
+                    FaultKind::LoginRefused
+                } else if result.starts_with("dropped:") {
+                    FaultKind::LoginDropped
+                } else {
+                    continue;
+                };
+                let who = if initiator.is_empty() {
+                    "unnamed initiator"
+                } else {
+                    initiator
+                };
+                out.push(single(
+                    "iscsi",
+                    kind,
+                    source_ip,
+                    format!("iSCSI login of {who} from {source_ip} {result}"),
+                ));
+            }
+            EventKind::HttpRequest {
+                method,
+                path,
+                status,
+                peer,
+                fault: Some(fault),
+            } => {
+                let kind = if (200..400).contains(status) {
+                    FaultKind::HttpDelay
+                } else {
+                    FaultKind::HttpError
+                };
+                out.push(single(
+                    "http",
+                    kind,
+                    peer,
+                    format!("{method} {path} from {peer} answered {status} ({fault})"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    for i in open.into_values() {
+        out[i].what.push_str(", still down when the run ended");
+    }
+    out
+}
+
 impl Summary {
     /// A summary for a run that never reached its steps (lab or services failed to start).
     pub fn error(scenario: &str, file: &Path, message: String) -> Summary {
@@ -76,6 +254,7 @@ impl Summary {
             qemu_started_at: BTreeMap::new(),
             artifacts: Vec::new(),
             console_tail: BTreeMap::new(),
+            faults: Vec::new(),
         }
     }
 
@@ -226,6 +405,156 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(at: f64, kind: EventKind) -> Event {
+        Event { at, kind }
+    }
+
+    fn service(name: &str, state: &str) -> EventKind {
+        EventKind::Service {
+            service: name.into(),
+            state: state.into(),
+        }
+    }
+
+    fn node01(mac: &str) -> Option<String> {
+        (mac == "52:54:00:aa:00:24").then(|| "node01".to_string())
+    }
+
+    #[test]
+    fn outages_run_from_down_to_started_and_single_faults_name_their_node() {
+        let peer: std::net::IpAddr = "10.77.0.198".parse().unwrap();
+        let events = vec![
+            ev(0.08, service("iscsi", "started")),
+            ev(0.09, service("http", "down until 40s (start_after)")),
+            ev(0.09, service("dhcp", "down until 25s (start_after)")),
+            ev(25.02, service("dhcp", "started")),
+            ev(
+                31.18,
+                EventKind::Dhcp {
+                    message: "DHCPACK".into(),
+                    mac: "52:54:00:aa:00:24".into(),
+                    ip: Some("10.77.0.198".parse().unwrap()),
+                    hostname: Some("node01".into()),
+                },
+            ),
+            ev(
+                31.25,
+                EventKind::Refused {
+                    service: "http".into(),
+                    peer,
+                    reason: "down until 40s (fault plan start_after)".into(),
+                },
+            ),
+            ev(40.0, service("http", "started")),
+            ev(
+                40.6,
+                EventKind::HttpRequest {
+                    method: "GET".into(),
+                    path: "/menu.ipxe".into(),
+                    status: 503,
+                    peer,
+                    fault: Some("injected fault".into()),
+                },
+            ),
+            // A real 404 is the scenario's own business, not an injected fault.
+            ev(
+                40.7,
+                EventKind::HttpRequest {
+                    method: "GET".into(),
+                    path: "/nope".into(),
+                    status: 404,
+                    peer,
+                    fault: None,
+                },
+            ),
+            ev(
+                41.0,
+                EventKind::IscsiLoginFailed {
+                    initiator: "iqn.2026-11.lab:node01".into(),
+                    target: "iqn.2026-11.lab:node01-root".into(),
+                    source_ip: peer,
+                    result: "refused: fault plan refuses the first 2 logins".into(),
+                },
+            ),
+            ev(
+                41.5,
+                EventKind::IscsiLoginFailed {
+                    initiator: "iqn.2026-11.lab:node01".into(),
+                    target: "iqn.2026-11.lab:wrong".into(),
+                    source_ip: "10.77.0.9".parse().unwrap(),
+                    result: "rejected by target (class 2 detail 3)".into(),
+                },
+            ),
+            ev(
+                42.0,
+                EventKind::IscsiLoginFailed {
+                    initiator: String::new(),
+                    target: String::new(),
+                    source_ip: "10.77.0.9".parse().unwrap(),
+                    result: "dropped: fault plan drops the first 1 logins".into(),
+                },
+            ),
+            ev(80.0, service("http", "stopped")),
+        ];
+        let faults = injected_faults(&events, &node01);
+        let kinds: Vec<(FaultKind, &str)> = faults
+            .iter()
+            .map(|f| (f.kind, f.service.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (FaultKind::Outage, "http"),
+                (FaultKind::Outage, "dhcp"),
+                (FaultKind::Reset, "http"),
+                (FaultKind::HttpError, "http"),
+                (FaultKind::LoginRefused, "iscsi"),
+                (FaultKind::LoginDropped, "iscsi"),
+            ]
+        );
+        assert_eq!((faults[0].at, faults[0].until), (0.09, Some(40.0)));
+        assert_eq!(faults[1].until, Some(25.02));
+        assert_eq!(
+            faults[1].what,
+            "dhcp down until 25s (start_after), started at 25.0 s"
+        );
+        assert_eq!(faults[0].node, None, "an outage hits every node");
+        assert_eq!(faults[2].node.as_deref(), Some("node01"));
+        assert!(faults[3].what.contains("GET /menu.ipxe"), "{:?}", faults[3]);
+        assert!(faults[3].what.contains("503 (injected fault)"));
+        assert_eq!(faults[5].node, None, "an address no lease names");
+        assert!(faults[5].what.contains("unnamed initiator"));
+        assert!(faults.iter().all(|f| f.what.lines().count() == 1));
+    }
+
+    #[test]
+    fn an_outage_that_never_ends_stays_open() {
+        let events = vec![
+            ev(0.1, service("iscsi", "down until 55s (start_after)")),
+            ev(30.0, service("iscsi", "stopped")),
+        ];
+        let faults = injected_faults(&events, &|_| None);
+        assert_eq!(faults.len(), 1);
+        assert_eq!(faults[0].until, None);
+        assert!(
+            faults[0].what.ends_with("then stopped at 30.0 s"),
+            "{}",
+            faults[0].what
+        );
+        let late = injected_faults(&events[..1], &|_| None);
+        assert!(late[0].what.ends_with("still down when the run ended"));
+    }
+
+    #[test]
+    fn summaries_without_faults_still_read_and_unknown_kinds_survive() {
+        let old = include_str!("../tests-data/summary-passed.json");
+        let s: Summary = serde_json::from_str(old).unwrap();
+        assert!(s.faults.is_empty());
+        let newer = r#"{"at": 1.0, "service": "dhcp", "kind": "lease_stolen", "what": "x"}"#;
+        let f: InjectedFault = serde_json::from_str(newer).unwrap();
+        assert_eq!((f.kind, f.until, f.node), (FaultKind::Other, None, None));
+    }
 
     #[test]
     fn error_summary_round_trips_and_renders() {

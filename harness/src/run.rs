@@ -547,6 +547,15 @@ async fn lab_run(args: &LabArgs) -> Summary {
     }
     services.stop().await;
     let mut summary = summary;
+    // After the services stopped, so an outage that never ended is seen to the end.
+    let node_of_mac = |mac: &str| {
+        scenario
+            .nodes
+            .iter()
+            .find(|n| n.nics.iter().any(|nic| nic.mac.to_string() == mac))
+            .map(|n| n.name.clone())
+    };
+    summary.faults = report::injected_faults(&events.snapshot(), &node_of_mac);
     summary.artifacts = collect_artifacts(&args.run_dir);
     summary
 }

@@ -8,11 +8,16 @@
 //! name decides the phase through [`PHASE_KEYWORDS`]. Consecutive steps of one phase make one
 //! bar; a step no keyword matches is drawn as its own bar, "other". Times are seconds from the
 //! lab's start, like the text report's `at` column.
+//!
+//! Injected faults come from the summary's `faults`: a service the fault plan kept down is a
+//! hatched band over every node row for the time it was down, one lane per late service, and a
+//! single fault (a reset connection, a refused or dropped login, an HTTP error the plan
+//! answered) is a small triangle under its node's bar.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::report::{StepSummary, Summary};
+use crate::report::{InjectedFault, StepSummary, Summary};
 
 /// A boot phase as drawn: name, fill colour and the colour of a label written on that fill.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +113,9 @@ pub const PHASE_KEYWORDS: &[(&str, &str)] = &[
 ];
 
 const FAILED_FILL: &str = "#d62728";
+/// Hatching, edges and markers of injected faults: darker than any phase, and not the failed red.
+const FAULT_INK: &str = "#7a0c0c";
+const HATCH_ID: &str = "nbh-outage-hatch";
 const OK_INK: &str = "#1b7a2e";
 const FONT: &str = "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', Arial, sans-serif";
 
@@ -116,7 +124,11 @@ const WIDTH: f64 = 1200.0;
 const PLOT_X0: f64 = 120.0;
 const PLOT_X1: f64 = WIDTH - 30.0;
 const BAR_H: f64 = 20.0;
-const ROW_H: f64 = 32.0;
+/// Room under each bar for the fault markers.
+const ROW_H: f64 = 34.0;
+/// How far an outage band and a tick reach above and below the bar.
+const BAND_PAD: f64 = 3.0;
+const MARKER_H: f64 = 7.0;
 const RUN_HEAD_H: f64 = 22.0;
 const MESSAGE_H: f64 = 16.0;
 const RUN_GAP: f64 = 14.0;
@@ -298,6 +310,11 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
                 .flatten()
                 .flat_map(|r| r.segments.iter().map(|g| g.end)),
         )
+        .chain(
+            runs.iter()
+                .flat_map(|(_, s)| &s.faults)
+                .flat_map(|f| [Some(f.at), f.until].into_iter().flatten()),
+        )
         .filter(|t| t.is_finite())
         .fold(1.0_f64, f64::max);
     let step = tick_step(t_max);
@@ -318,7 +335,8 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
     let runs_h: f64 = runs.iter().enumerate().map(run_h).sum();
     let bottom_axis_y = runs_top + runs_h + 4.0;
     let legend_y = bottom_axis_y + 30.0;
-    let legend_rows = legend_layout()
+    let with_faults = runs.iter().any(|(_, s)| !s.faults.is_empty());
+    let legend_rows = legend_layout(with_faults)
         .last()
         .map(|(_, _, _, r)| r + 1)
         .unwrap_or(1);
@@ -335,6 +353,12 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
         o,
         r##"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#ffffff"/>"##
     );
+    if with_faults {
+        let _ = writeln!(
+            o,
+            r#"<defs><pattern id="{HATCH_ID}" patternUnits="userSpaceOnUse" width="6" height="6" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="{FAULT_INK}" stroke-width="2" stroke-opacity="0.6"/></pattern></defs>"#
+        );
+    }
     let title = match runs {
         [(_, s)] => format!(
             "Boot timeline: {} {} in {:.1} s",
@@ -351,7 +375,12 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
     );
     let _ = writeln!(
         o,
-        r##"<text x="12" y="42" font-size="11" fill="#555555">seconds since the lab started; one bar per boot phase, a tick where each step was met (hover a bar or tick for details)</text>"##
+        r##"<text x="12" y="42" font-size="11" fill="#555555">seconds since the lab started; one bar per boot phase, a tick where each step was met{} (hover for details)</text>"##,
+        if with_faults {
+            ", hatched while a service was kept down, a triangle at each injected fault"
+        } else {
+            ""
+        }
     );
 
     // Time axis: labels above and below, grid lines through every run.
@@ -387,14 +416,15 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
         let accel = if s.accel.is_empty() { "?" } else { &s.accel };
         let _ = writeln!(
             o,
-            r#"<text x="12" y="{:.1}"><tspan font-weight="bold">{}</tspan>  {}  <tspan font-weight="bold" fill="{verdict_ink}">{}</tspan> in {:.1} s ({}, started {})</text>"#,
+            r#"<text x="12" y="{:.1}"><tspan font-weight="bold">{}</tspan>  {}  <tspan font-weight="bold" fill="{verdict_ink}">{}</tspan> in {:.1} s ({}, started {}){}</text>"#,
             y + 15.0,
             esc(label),
             esc(&s.scenario),
             esc(&verdict_words(s)),
             s.duration_s,
             esc(accel),
-            esc(&s.started_at)
+            esc(&s.started_at),
+            esc(&fault_count_words(&s.faults))
         );
         y += RUN_HEAD_H;
         if s.verdict != "passed" {
@@ -414,8 +444,9 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
             );
             y += ROW_H;
         }
+        let faults = RunFaults::of(s, rows);
         for row in rows {
-            render_row(&mut o, row, y, &x);
+            render_row(&mut o, row, y, &x, &faults);
             y += ROW_H;
         }
         y += RUN_GAP;
@@ -424,12 +455,30 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
 
     // Legend.
     let _ = writeln!(o, r#"<g class="legend" font-size="11">"#);
-    for (name, fill, lx, line) in legend_layout() {
+    for (name, swatch, lx, line) in legend_layout(with_faults) {
         let ly = legend_y + 22.0 * line as f64;
+        match swatch {
+            Swatch::Fill(fill) => {
+                let _ = write!(
+                    o,
+                    r##"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{fill}" stroke="#555555" stroke-width="0.5"/>"##,
+                    ly - 10.0
+                );
+            }
+            Swatch::Hatch => {
+                let _ = write!(
+                    o,
+                    r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="url(#{HATCH_ID})" stroke="{FAULT_INK}" stroke-width="1"/>"#,
+                    ly - 10.0
+                );
+            }
+            Swatch::Marker => {
+                let _ = write!(o, "{}", marker_shape(lx + 6.0, ly - 9.0));
+            }
+        }
         let _ = writeln!(
             o,
-            r##"<rect x="{lx:.1}" y="{:.1}" width="12" height="12" fill="{fill}" stroke="#555555" stroke-width="0.5"/><text x="{:.1}" y="{:.1}">{}</text>"##,
-            ly - 10.0,
+            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
             lx + 16.0,
             ly,
             esc(name)
@@ -444,13 +493,30 @@ fn legend_item_w(name: &str) -> f64 {
     16.0 + name.chars().count() as f64 * CHAR_W + 18.0
 }
 
-/// (name, fill, x, line) of each legend entry: every phase and the failed colour, wrapped to
-/// the width.
-fn legend_layout() -> Vec<(&'static str, &'static str, f64, usize)> {
+/// What a legend entry shows before its name.
+#[derive(Debug, Clone, Copy)]
+enum Swatch {
+    Fill(&'static str),
+    Hatch,
+    Marker,
+}
+
+/// Legend names of the fault entries, shown only when a run has faults.
+const LEGEND_OUTAGE: &str = "service kept down (start_after)";
+const LEGEND_FAULT: &str = "injected fault";
+
+/// (name, swatch, x, line) of each legend entry: every phase, the failed colour and, when a
+/// run has any, the two fault marks, wrapped to the width.
+fn legend_layout(with_faults: bool) -> Vec<(&'static str, Swatch, f64, usize)> {
+    let fault_items = [
+        (LEGEND_OUTAGE, Swatch::Hatch),
+        (LEGEND_FAULT, Swatch::Marker),
+    ];
     let items = PHASES
         .iter()
-        .map(|p| (p.name, p.fill))
-        .chain([("failed step", FAILED_FILL)]);
+        .map(|p| (p.name, Swatch::Fill(p.fill)))
+        .chain([("failed step", Swatch::Fill(FAILED_FILL))])
+        .chain(fault_items.into_iter().filter(|_| with_faults));
     let mut out = Vec::new();
     let (mut at, mut line) = (12.0, 0usize);
     for (name, fill) in items {
@@ -465,7 +531,139 @@ fn legend_layout() -> Vec<(&'static str, &'static str, f64, usize)> {
     out
 }
 
-fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
+/// A run's faults as drawn: outages with their lane and end, single faults apart.
+struct RunFaults<'a> {
+    /// (fault, lane, end): an outage still open at the end of the run is drawn to that end.
+    outages: Vec<(&'a InjectedFault, usize, f64)>,
+    lanes: usize,
+    singles: Vec<&'a InjectedFault>,
+    /// The run's node rows, to tell a fault on another row from one on no row.
+    nodes: Vec<&'a str>,
+}
+
+impl<'a> RunFaults<'a> {
+    fn of(s: &'a Summary, rows: &'a [Row<'a>]) -> Self {
+        // One lane per service, so overlapping outages (DHCP, HTTP and iSCSI after a power
+        // cut) stay apart instead of darkening one band; lanes in the order a boot needs the
+        // services, so the usual late starts read as a staircase.
+        let (outage_faults, singles): (Vec<&InjectedFault>, Vec<&InjectedFault>) =
+            s.faults.iter().partition(|f| f.kind.is_outage());
+        let boot_order = |sv: &str| {
+            ["dhcp", "http", "iscsi"]
+                .iter()
+                .position(|b| *b == sv)
+                .unwrap_or(usize::MAX)
+        };
+        let mut services: Vec<&str> = outage_faults.iter().map(|f| f.service.as_str()).collect();
+        services.sort_by_key(|sv| (boot_order(sv), *sv));
+        services.dedup();
+        let outages = outage_faults
+            .into_iter()
+            .map(|f| {
+                let lane = services.iter().position(|sv| *sv == f.service).unwrap_or(0);
+                (f, lane, f.until.unwrap_or(s.duration_s).max(f.at))
+            })
+            .collect();
+        RunFaults {
+            outages,
+            lanes: services.len().max(1),
+            singles,
+            nodes: rows.iter().map(|r| r.node.as_str()).collect(),
+        }
+    }
+}
+
+fn fault_count_words(faults: &[InjectedFault]) -> String {
+    let outages = faults.iter().filter(|f| f.kind.is_outage()).count();
+    let singles = faults.len() - outages;
+    let plural = |n: usize, one: &str, many: &str| match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    };
+    match (outages, singles) {
+        (0, 0) => String::new(),
+        (0, n) => format!("; {}", plural(n, "injected fault", "injected faults")),
+        (o, 0) => format!("; {}", plural(o, "service outage", "service outages")),
+        (o, n) => format!(
+            "; {} and {}",
+            plural(o, "service outage", "service outages"),
+            plural(n, "injected fault", "injected faults")
+        ),
+    }
+}
+
+/// A small triangle pointing up at time `cx`, its tip at `tip_y`.
+fn marker_shape(cx: f64, tip_y: f64) -> String {
+    let half = MARKER_H * 0.6;
+    format!(
+        r##"<polygon points="{cx:.1},{tip_y:.1} {:.1},{:.1} {:.1},{:.1}" fill="{FAULT_INK}" stroke="#ffffff" stroke-width="0.8"/>"##,
+        cx - half,
+        tip_y + MARKER_H,
+        cx + half,
+        tip_y + MARKER_H
+    )
+}
+
+fn render_outages(o: &mut String, faults: &RunFaults, y: f64, x: &dyn Fn(f64) -> f64) {
+    let top = y - BAND_PAD;
+    let lane_h = (BAR_H + 2.0 * BAND_PAD) / faults.lanes as f64;
+    for (f, lane, end) in &faults.outages {
+        let x0 = x(f.at);
+        let w = (x(*end) - x0).max(1.0);
+        let ly = top + lane_h * *lane as f64;
+        let tip = format!(
+            "{} down from {:.1} s to {}\n{}",
+            f.service,
+            f.at,
+            match f.until {
+                Some(t) => format!("{t:.1} s ({:.1} s)", t - f.at),
+                None => "the end of the run".to_string(),
+            },
+            f.what
+        );
+        // A white wash first: the bars under the band stay visible but read as "meanwhile".
+        let _ = writeln!(
+            o,
+            r##"<g class="outage" data-service="{}"><rect x="{x0:.1}" y="{ly:.1}" width="{w:.1}" height="{lane_h:.1}" fill="#ffffff" fill-opacity="0.25"/><rect x="{x0:.1}" y="{ly:.1}" width="{w:.1}" height="{lane_h:.1}" fill="url(#{HATCH_ID})" stroke="{FAULT_INK}" stroke-width="0.8"/><title>{}</title></g>"##,
+            esc(&f.service),
+            esc(&tip)
+        );
+        let label = format!("{} down", f.service);
+        let font = (lane_h - 0.5).clamp(9.0, 11.0);
+        let inside = label.chars().count() as f64 * CHAR_W * font / 11.0 + 6.0 <= w;
+        let (lx, anchor) = if inside {
+            (x0 + w - 3.0, "end")
+        } else {
+            (x0 + w + 3.0, "start")
+        };
+        let _ = writeln!(
+            o,
+            r##"<text x="{lx:.1}" y="{:.1}" font-size="{font:.0}" font-weight="bold" text-anchor="{anchor}" fill="{FAULT_INK}" stroke="#ffffff" stroke-width="2.5" paint-order="stroke" pointer-events="none">{}</text>"##,
+            ly + lane_h / 2.0 + font * 0.35,
+            esc(&label)
+        );
+    }
+}
+
+fn render_markers(o: &mut String, row: &Row, faults: &RunFaults, y: f64, x: &dyn Fn(f64) -> f64) {
+    // A fault no lease ties to a node of this run is shown on every row.
+    let here = |f: &&&InjectedFault| match &f.node {
+        Some(n) => n == &row.node || !faults.nodes.contains(&n.as_str()),
+        None => true,
+    };
+    for f in faults.singles.iter().filter(here) {
+        let _ = writeln!(
+            o,
+            r#"<g class="fault" data-kind="{}" data-service="{}">{}<title>{}</title></g>"#,
+            f.kind.as_str(),
+            esc(&f.service),
+            marker_shape(x(f.at), y + BAR_H + BAND_PAD + 1.0),
+            esc(&format!("{:.3} s: {}", f.at, f.what))
+        );
+    }
+}
+
+fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64, faults: &RunFaults) {
     let _ = writeln!(o, r#"<g class="row" data-node="{}">"#, esc(&row.node));
     let _ = writeln!(
         o,
@@ -474,6 +672,8 @@ fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
         y + BAR_H / 2.0 + 4.0,
         esc(&row.node)
     );
+    // Labels go on after any outage band, so a band dims a bar but not its name.
+    let mut labels = String::new();
     for g in &row.segments {
         let x0 = x(g.start);
         // A phase of a few milliseconds still gets a visible sliver.
@@ -513,7 +713,7 @@ fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
         };
         if fits(&label, w) {
             let _ = writeln!(
-                o,
+                labels,
                 r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="{ink}" pointer-events="none">{}</text>"#,
                 x0 + w / 2.0,
                 y + BAR_H / 2.0 + 4.0,
@@ -522,7 +722,7 @@ fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
         } else if g.failure.is_some() {
             // The failure must be readable at a glance even when its bar is a sliver.
             let _ = writeln!(
-                o,
+                labels,
                 r#"<text x="{:.1}" y="{:.1}" font-size="11" font-weight="bold" fill="{FAILED_FILL}">{}</text>"#,
                 x0 + w + 4.0,
                 y + BAR_H / 2.0 + 4.0,
@@ -530,6 +730,8 @@ fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
             );
         }
     }
+    render_outages(o, faults, y, x);
+    o.push_str(&labels);
     for t in &row.ticks {
         let xt = x(t.at);
         let st = t.step;
@@ -548,6 +750,7 @@ fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64) {
             esc(&format!("{}: {when}\n{}", st.name, clip(&st.detail, 300)))
         );
     }
+    render_markers(o, row, faults, y, x);
     let _ = writeln!(o, "</g>");
 }
 
@@ -575,10 +778,13 @@ pub fn write_for_run(run_dir: &Path) -> std::io::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::FailedStep;
+    use crate::report::{FailedStep, FaultKind};
     use std::collections::BTreeMap;
 
     const PASSED: &str = include_str!("../tests-data/summary-passed.json");
+    /// A real power-outage run: DHCP, HTTP and iSCSI kept down for 25, 40 and 55 s, ten
+    /// connections reset meanwhile.
+    const OUTAGE: &str = include_str!("../tests-data/summary-power-outage.json");
 
     fn step(name: &str, status: &str, started: f64, met: Option<f64>, waited: f64) -> StepSummary {
         StepSummary {
@@ -631,6 +837,7 @@ mod tests {
             qemu_started_at: BTreeMap::from([("node01".to_string(), 0.1)]),
             artifacts: Vec::new(),
             console_tail: BTreeMap::new(),
+            faults: Vec::new(),
         }
     }
 
@@ -855,6 +1062,183 @@ mod tests {
         assert!(svg.contains("no steps ran"));
         assert!(svg.contains("tgtd did not start"));
         assert!(svg.contains("ERROR"));
+    }
+
+    /// The opening tags of one class, e.g. every `<g class="fault" ...>`.
+    fn opening_tags<'s>(svg: &'s str, class: &str) -> Vec<&'s str> {
+        let key = format!("<g class=\"{class}\"");
+        svg.match_indices(&key)
+            .map(|(i, _)| &svg[i..i + svg[i..].find('>').unwrap_or(0) + 1])
+            .collect()
+    }
+
+    /// (x, y, width, height) of the hatched rect of each outage band.
+    fn bands(svg: &str) -> Vec<(String, f64, f64, f64, f64)> {
+        svg.lines()
+            .filter(|l| l.starts_with("<g class=\"outage\""))
+            .map(|l| {
+                let hatch = &l[l.find(&format!("fill=\"url(#{HATCH_ID})\"")).unwrap()..];
+                let rect = &l[..l.len() - hatch.len()];
+                let rect = &rect[rect.rfind("<rect").unwrap()..];
+                let num = |n| attr(rect, n).unwrap().parse::<f64>().unwrap();
+                (
+                    attr(l, "data-service").unwrap(),
+                    num("x"),
+                    num("y"),
+                    num("width"),
+                    num("height"),
+                )
+            })
+            .collect()
+    }
+
+    fn x_of(t: f64, t_end: f64) -> f64 {
+        PLOT_X0 + t / t_end * (PLOT_X1 - PLOT_X0)
+    }
+
+    #[test]
+    fn outages_are_hatched_bands_and_single_faults_are_markers() {
+        let s: Summary = serde_json::from_str(OUTAGE).unwrap();
+        assert_eq!(s.faults.len(), 13);
+        let svg = render_svg(&[("20261125T085415Z-24564".into(), s)]);
+        assert_well_formed(&svg);
+        assert_monotonic(&svg);
+        assert!(
+            !svg.contains("<script") && !svg.contains("onmouse"),
+            "plain SVG"
+        );
+        assert!(svg.contains(&format!("<pattern id=\"{HATCH_ID}\"")));
+
+        // One lane per service, in boot order, each from its `down` record to `started`.
+        let b = bands(&svg);
+        let services: Vec<&str> = b.iter().map(|(sv, ..)| sv.as_str()).collect();
+        assert_eq!(services, ["iscsi", "http", "dhcp"], "in the records' order");
+        let lane_of = |sv: &str| b.iter().find(|(s, ..)| s == sv).unwrap().clone();
+        let (dhcp, http, iscsi) = (lane_of("dhcp"), lane_of("http"), lane_of("iscsi"));
+        assert!(dhcp.2 < http.2 && http.2 < iscsi.2, "staircase: {b:?}");
+        for (_, _, _, _, h) in &b {
+            assert!(
+                (h * 3.0 - (BAR_H + 2.0 * BAND_PAD)).abs() < 0.2,
+                "three lanes: {b:?}"
+            );
+        }
+        // 82.1 s of run: the scale runs to 90 s.
+        for ((_, x, _, w, _), (start, end)) in
+            [dhcp, http, iscsi]
+                .iter()
+                .zip([(0.087, 25.024), (0.087, 40.002), (0.086, 55.001)])
+        {
+            assert!((x - x_of(start, 90.0)).abs() < 0.2, "{x} for {start}");
+            assert!((x + w - x_of(end, 90.0)).abs() < 0.2, "{} for {end}", x + w);
+        }
+        assert!(svg.contains("&gt;dhcp down&lt;") || svg.contains(">dhcp down<"));
+        assert!(svg.contains("<title>http down from 0.1 s to 40.0 s (39.9 s)"));
+
+        // Ten resets, each a marker with its own tooltip, under the bar and not a step tick.
+        let markers = opening_tags(&svg, "fault");
+        assert_eq!(markers.len(), 10, "{markers:?}");
+        assert!(markers.iter().all(|m| m.contains("data-kind=\"reset\"")));
+        assert_eq!(
+            svg.matches("<title>31.249 s: http reset a connection from 10.77.0.198")
+                .count(),
+            1
+        );
+        assert_eq!(
+            svg.matches("<polygon").count(),
+            10 + 1,
+            "ten markers and the legend's"
+        );
+
+        assert!(svg.contains("3 service outages and 10 injected faults"));
+        assert!(svg.contains(&format!(">{LEGEND_OUTAGE}<")));
+        assert!(svg.contains(&format!(">{LEGEND_FAULT}<")));
+    }
+
+    fn two_node_summary(faults: Vec<InjectedFault>) -> Summary {
+        let mut s = failed_summary();
+        let mut other = step("firmware", "met", 0.2, Some(0.5), 0.3);
+        other.node = "node02".into();
+        s.steps.push(other);
+        s.qemu_started_at.insert("node02".into(), 0.2);
+        s.faults = faults;
+        s
+    }
+
+    fn single(at: f64, node: Option<&str>, kind: FaultKind) -> InjectedFault {
+        InjectedFault {
+            at,
+            until: None,
+            service: "iscsi".into(),
+            kind,
+            node: node.map(str::to_string),
+            what: format!("fault at {at} <with> & markup"),
+        }
+    }
+
+    #[test]
+    fn a_fault_is_marked_on_its_node_and_an_open_outage_runs_to_the_end() {
+        let s = two_node_summary(vec![
+            InjectedFault {
+                at: 0.1,
+                until: None,
+                service: "http".into(),
+                kind: FaultKind::Outage,
+                node: None,
+                what: "http down until 90s (start_after), still down when the run ended".into(),
+            },
+            single(3.0, Some("node02"), FaultKind::LoginRefused),
+            single(4.0, None, FaultKind::LoginDropped),
+            single(5.0, Some("node09"), FaultKind::Other),
+        ]);
+        let svg = render_svg(&[("run".into(), s)]);
+        assert_well_formed(&svg);
+        assert!(svg.contains("fault at 3 &lt;with&gt; &amp; markup"));
+        let rows: Vec<&str> = svg.split("<g class=\"row\"").skip(1).collect();
+        assert_eq!(rows.len(), 2);
+        let kinds = |row: &str| -> Vec<String> {
+            opening_tags(row, "fault")
+                .iter()
+                .map(|t| attr(t, "data-kind").unwrap())
+                .collect()
+        };
+        // node01 does not get node02's refusal; an unknown or missing node goes on every row.
+        assert_eq!(kinds(rows[0]), ["login_dropped", "other"]);
+        assert_eq!(kinds(rows[1]), ["login_refused", "login_dropped", "other"]);
+        // The outage covers both rows, to the end of the 66.1 s run, as one full-height lane.
+        let b = bands(&svg);
+        assert_eq!(b.len(), 2);
+        for (_, x, _, w, h) in &b {
+            assert!((x + w - x_of(66.1, 70.0)).abs() < 0.2, "{b:?}");
+            assert!((h - (BAR_H + 2.0 * BAND_PAD)).abs() < 0.01);
+        }
+        assert!(svg.contains("to the end of the run"));
+    }
+
+    #[test]
+    fn a_summary_without_faults_draws_none_and_keeps_the_legend_short() {
+        let old: Summary = serde_json::from_str(PASSED).unwrap();
+        assert!(old.faults.is_empty(), "written before faults were listed");
+        let svg = render_svg(&[("old".into(), old.clone())]);
+        assert_well_formed(&svg);
+        for absent in [
+            "<pattern",
+            "class=\"outage\"",
+            "class=\"fault\"",
+            LEGEND_OUTAGE,
+            LEGEND_FAULT,
+            "injected",
+        ] {
+            assert!(!svg.contains(absent), "{absent}");
+        }
+        // Next to a run with faults it keeps no marks, while the legend explains the other's.
+        let outage: Summary = serde_json::from_str(OUTAGE).unwrap();
+        let both = render_svg(&[("old".into(), old), ("outage".into(), outage)]);
+        assert_well_formed(&both);
+        assert_monotonic(&both);
+        let runs: Vec<&str> = both.split("<g class=\"run\"").skip(1).collect();
+        assert!(!runs[0].contains("class=\"fault\"") && !runs[0].contains("class=\"outage\""));
+        assert_eq!(opening_tags(runs[1], "fault").len(), 10);
+        assert!(both.contains(LEGEND_OUTAGE));
     }
 
     #[test]

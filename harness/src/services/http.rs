@@ -191,11 +191,18 @@ async fn serve(
         (None, Some(_)) => StatusCode::OK,
         (None, None) => StatusCode::NOT_FOUND,
     };
+    let fault_note = match (injected.is_some(), delay) {
+        (true, Some(d)) => Some(format!("injected fault, answered after {d:?}")),
+        (true, None) => Some("injected fault".to_string()),
+        (false, Some(d)) => Some(format!("injected delay of {d:?}")),
+        (false, None) => None,
+    };
     st.events.push(EventKind::HttpRequest {
         method: method.to_string(),
         path: path.clone(),
         status: status.as_u16(),
         peer: peer.ip(),
+        fault: fault_note.clone(),
     });
     if let Ok(mut f) = st.log.lock() {
         let _ = writeln!(
@@ -204,12 +211,7 @@ async fn serve(
             st.events.clock().now(),
             req.uri(),
             status.as_u16(),
-            match (injected.is_some(), delay) {
-                (true, Some(d)) => format!(" (injected fault, answered after {d:?})"),
-                (true, None) => " (injected fault)".to_string(),
-                (false, Some(d)) => format!(" (injected delay of {d:?})"),
-                (false, None) => String::new(),
-            }
+            fault_note.map(|n| format!(" ({n})")).unwrap_or_default()
         );
     }
     let (body, ty) = match found {
@@ -313,7 +315,7 @@ mod tests {
         assert_eq!(ev.len(), 4, "{ev:?}");
         assert!(matches!(
             &ev[0].kind,
-            EventKind::HttpRequest { method, path, status: 200, peer }
+            EventKind::HttpRequest { method, path, status: 200, peer, fault: None }
                 if method == "GET" && path == "/boot.ipxe" && peer.is_loopback()
         ));
         assert!(
@@ -374,6 +376,15 @@ mod tests {
             })
             .collect();
         assert_eq!(statuses, vec![200, 503, 503, 503, 503, 200]);
+        let flagged: Vec<bool> = events
+            .snapshot()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::HttpRequest { fault, .. } => Some(fault.is_some()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(flagged, vec![false, true, true, true, true, false]);
         h.stop().await;
         let log = std::fs::read_to_string(dir.join("http.log")).unwrap();
         assert_eq!(log.matches("(injected fault)").count(), 4, "{log}");
