@@ -260,18 +260,7 @@ pub fn describe(a: &Action) -> String {
             mac,
         } => {
             let mut s = "an iSCSI login".to_string();
-            if let Some(m) = mac {
-                s.push_str(&format!(" from MAC {m}"));
-            }
-            if let Some(i) = initiator {
-                s.push_str(&format!(" from {i}"));
-            }
-            if let Some(t) = target {
-                s.push_str(&format!(" to {t}"));
-            }
-            if let Some(f) = from {
-                s.push_str(&format!(" from address {f}"));
-            }
+            describe_login(&mut s, initiator, target, from, mac);
             s
         }
         Action::Refused { service, from } => {
@@ -293,21 +282,32 @@ pub fn describe(a: &Action) -> String {
             at_least,
         } => {
             let mut s = format!("at least {at_least} iSCSI logins, every one");
-            if let Some(m) = mac {
-                s.push_str(&format!(" from MAC {m}"));
-            }
-            if let Some(i) = initiator {
-                s.push_str(&format!(" from {i}"));
-            }
-            if let Some(t) = target {
-                s.push_str(&format!(" to {t}"));
-            }
-            if let Some(f) = from {
-                s.push_str(&format!(" from address {f}"));
-            }
+            describe_login(&mut s, initiator, target, from, mac);
             s
         }
         Action::Send(t) => format!("typing {t:?}"),
+    }
+}
+
+/// The parts of a login a step asks for, in words.
+fn describe_login(
+    s: &mut String,
+    initiator: &Option<crate::scenario::Iqn>,
+    target: &Option<crate::scenario::Iqn>,
+    from: &Option<std::net::IpAddr>,
+    mac: &Option<crate::scenario::MacAddr>,
+) {
+    if let Some(m) = mac {
+        s.push_str(&format!(" from MAC {m}"));
+    }
+    if let Some(i) = initiator {
+        s.push_str(&format!(" from {i}"));
+    }
+    if let Some(t) = target {
+        s.push_str(&format!(" to {t}"));
+    }
+    if let Some(f) = from {
+        s.push_str(&format!(" from address {f}"));
     }
 }
 
