@@ -53,6 +53,59 @@ pub struct BenchReport {
     /// Wall time outside the lab's own clock: image check, disk copy, namespaces, teardown.
     pub overhead: Option<Stat>,
     pub run_dirs: Vec<PathBuf>,
+    /// The same boot without the harness's console handling and step engine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare: Option<BareComparison>,
+}
+
+/// Time from QEMU start to one console text: harness-driven runs against bare ones (same lab,
+/// services and QEMU command line, raw serial bytes scanned for the text).
+#[derive(Debug, Clone, Serialize)]
+pub struct BareComparison {
+    pub step: String,
+    pub text: String,
+    pub harness: Stat,
+    pub bare: Stat,
+    /// harness median / bare median: 1.05 means the harness-driven boot took 5 % longer.
+    pub ratio: f64,
+    pub bare_runs: usize,
+    pub bare_passed: usize,
+    pub bare_run_dirs: Vec<PathBuf>,
+}
+
+/// Folds bare runs (their one step's time since QEMU start) against the harness-driven
+/// median for the same text.
+pub fn compare_bare(
+    step: &str,
+    text: &str,
+    harness: &BenchReport,
+    bare: &[(Summary, PathBuf)],
+) -> Option<BareComparison> {
+    let h = harness
+        .reached_at
+        .iter()
+        .find(|(n, _)| n == step)?
+        .1
+        .clone();
+    let times: Vec<f64> = bare
+        .iter()
+        .filter(|(s, _)| s.ok)
+        .filter_map(|(s, _)| {
+            let st = s.steps.first()?;
+            Some(st.met_at? - st.started_at)
+        })
+        .collect();
+    let b = Stat::of(&times)?;
+    Some(BareComparison {
+        step: step.to_string(),
+        text: text.to_string(),
+        ratio: h.median / b.median.max(f64::EPSILON),
+        harness: h,
+        bare: b,
+        bare_runs: bare.len(),
+        bare_passed: times.len(),
+        bare_run_dirs: bare.iter().map(|(_, d)| d.clone()).collect(),
+    })
 }
 
 /// Folds the summaries of passed runs into per-step statistics.
@@ -94,6 +147,7 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
         wall: Stat::of(&wall),
         overhead: Stat::of(&overhead),
         run_dirs: runs.iter().map(|(_, _, d)| d.clone()).collect(),
+        bare: None,
     }
 }
 
@@ -131,24 +185,76 @@ pub fn render(b: &BenchReport) -> String {
             100.0 * h.median / w.median.max(f64::EPSILON)
         );
     }
+    if let Some(c) = &b.bare {
+        let _ = writeln!(
+            o,
+            "  bare QEMU ({} of {} runs reached it): `{}` at median {:.1}s ({:.1}..{:.1}); driven by the harness {:.1}s: ratio {:.3} ({:+.1}%)",
+            c.bare_passed,
+            c.bare_runs,
+            c.text,
+            c.bare.median,
+            c.bare.min,
+            c.bare.max,
+            c.harness.median,
+            c.ratio,
+            100.0 * (c.ratio - 1.0)
+        );
+    }
     o
 }
 
-/// Runs the scenario `n` times; writes `bench-<stamp>.json` next to the run directories.
-pub fn bench(path: &Path, n: usize, opts: &RunOptions) -> miette::Result<(BenchReport, PathBuf)> {
+/// The step `bench` times bare QEMU against by default: the kernel's root-mount line.
+pub const COMPARE_STEP: &str = "root mounted from the iSCSI disk";
+
+/// Runs the scenario `n` times, then, when the scenario has a console step named `compare`,
+/// `n` bare runs that only wait for that step's text; writes `bench-<stamp>.json` next to the
+/// run directories.
+pub fn bench(
+    path: &Path,
+    n: usize,
+    opts: &RunOptions,
+    compare: &str,
+) -> miette::Result<(BenchReport, PathBuf)> {
+    let scenario = crate::scenario::load(path)?;
     let mut runs = Vec::new();
-    let mut name = String::new();
+    let name = scenario.name.clone();
     for i in 0..n {
         eprintln!("bench: run {} of {n}", i + 1);
         let t = Instant::now();
         let r = run::run_scenario(path, opts)?;
         let wall = t.elapsed().as_secs_f64();
-        name = r.scenario.clone();
         if let Some(s) = r.summary {
             runs.push((s, wall, r.run_dir));
         }
     }
-    let report = summarize(&name, &runs);
+    let mut report = summarize(&name, &runs);
+    let text = scenario.steps.iter().find_map(|s| match &s.action {
+        crate::scenario::Action::Console(t) if s.name == compare => Some(t.clone()),
+        _ => None,
+    });
+    match text {
+        None => eprintln!(
+            "bench: no console step named {compare:?} in {}: no bare comparison",
+            path.display()
+        ),
+        Some(text) => {
+            let bare_opts = RunOptions {
+                bare_until: Some(text.clone()),
+                keep: false,
+                console: None,
+                ..opts.clone()
+            };
+            let mut bare = Vec::new();
+            for i in 0..n {
+                eprintln!("bench: bare QEMU run {} of {n}", i + 1);
+                let r = run::run_scenario(path, &bare_opts)?;
+                if let Some(s) = r.summary {
+                    bare.push((s, r.run_dir));
+                }
+            }
+            report.bare = compare_bare(compare, &text, &report, &bare);
+        }
+    }
     let out = opts
         .runs_dir
         .join(&name)
@@ -201,5 +307,34 @@ mod tests {
         let text = render(&b);
         assert!(text.contains("2 of 2 runs passed"), "{text}");
         assert!(text.contains("root mounted from the iSCSI disk"), "{text}");
+
+        // Two bare runs that reached the text 10 % sooner than the harness-driven median.
+        let h = root.median;
+        let bare_run = |at: f64| {
+            let mut s = s.clone();
+            s.ok = true;
+            s.steps.truncate(1);
+            s.steps[0].started_at = 1.0;
+            s.steps[0].met_at = Some(1.0 + at);
+            (s, PathBuf::from("bare"))
+        };
+        let bare = vec![bare_run(h / 1.1), bare_run(h / 1.1)];
+        let c = compare_bare(
+            "root mounted from the iSCSI disk",
+            "EXT4-fs (sda1): mounted filesystem",
+            &b,
+            &bare,
+        )
+        .unwrap();
+        assert!((c.ratio - 1.1).abs() < 1e-9, "{c:?}");
+        assert_eq!((c.bare_runs, c.bare_passed), (2, 2));
+        let mut b = b;
+        b.bare = Some(c);
+        assert!(
+            render(&b).contains("ratio 1.100 (+10.0%)"),
+            "{}",
+            render(&b)
+        );
+        assert!(compare_bare("no such step", "x", &b, &bare).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! (steps over console + service events) -> [`report`] (verdict, timeline, artifacts).
 
 pub mod attach;
+pub mod bare;
 pub mod bench;
 pub mod console;
 pub mod doctor;

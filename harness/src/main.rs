@@ -50,6 +50,10 @@ enum Cmd {
         scenario: PathBuf,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// The console step whose time bare QEMU runs (same lab and command line, no step
+        /// engine) are compared against.
+        #[arg(long, default_value = netboot_harness::bench::COMPARE_STEP)]
+        compare_step: String,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -100,6 +104,8 @@ enum Cmd {
         keep: bool,
         #[arg(long)]
         console: Option<String>,
+        #[arg(long)]
+        bare_until: Option<String>,
     },
 }
 
@@ -138,6 +144,7 @@ impl BootArgs {
             runs_dir: self.runs_dir.unwrap_or_else(paths::runs_dir),
             keep: false,
             console: None,
+            bare_until: None,
         })
     }
 }
@@ -212,6 +219,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
         Cmd::Bench {
             scenario,
             runs,
+            compare_step,
             boot,
         } => {
             if !(1..=100).contains(&runs) {
@@ -219,7 +227,8 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             }
             let opts = boot.options()?;
             scenario::load(&scenario)?;
-            let (report, json) = netboot_harness::bench::bench(&scenario, runs, &opts)?;
+            let (report, json) =
+                netboot_harness::bench::bench(&scenario, runs, &opts, &compare_step)?;
             print!("{}", netboot_harness::bench::render(&report));
             println!("  results: {}", json.display());
             Ok(if report.passed == report.runs {
@@ -301,6 +310,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             host_netns,
             keep,
             console,
+            bare_until,
         } => {
             let accel = accel.parse::<Accel>().map_err(|e| miette::miette!("{e}"))?;
             let code = run::lab_main(run::LabArgs {
@@ -312,6 +322,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 host_netns,
                 keep,
                 console,
+                bare_until,
             });
             Ok(ExitCode::from(code as u8))
         }

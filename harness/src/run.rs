@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub keep: bool,
     /// After the last step, attach this node's console to the terminal ("" = the first node).
     pub console: Option<String>,
+    /// `bench`'s bare comparison: no steps, only the time until the first node's raw serial
+    /// output shows this text.
+    pub bare_until: Option<String>,
 }
 
 #[derive(Debug)]
@@ -114,6 +117,7 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
                 .ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?,
             keep: opts.keep,
             console: console.clone(),
+            bare_until: opts.bare_until.clone(),
         };
         let summary = spawn_lab(&scenario, &lab)?;
         Ok(RunResult {
@@ -208,6 +212,9 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     .stderr(Stdio::inherit());
     if lab.keep {
         cmd.arg("--keep");
+    }
+    if let Some(text) = &lab.bare_until {
+        cmd.arg("--bare-until").arg(text);
     }
     // Only a console session reads the terminal; otherwise the lab must not compete for it.
     let _terminal = match &lab.console {
@@ -314,6 +321,7 @@ pub struct LabArgs {
     pub host_netns: u64,
     pub keep: bool,
     pub console: Option<String>,
+    pub bare_until: Option<String>,
 }
 
 /// The lab side: runs inside the fresh namespaces; returns the process exit code.
@@ -447,6 +455,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut guests = Vec::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
+    let mut bare: Option<tokio::task::JoinHandle<std::io::Result<Option<f64>>>> = None;
     for node in &scenario.nodes {
         let embedded_script = match &node.firmware {
             scenario::Firmware::Rom => None,
@@ -487,6 +496,17 @@ async fn lab_run(args: &LabArgs) -> Summary {
                     start_error = Some(format!("QEMU for {} has no stdout", node.name));
                     break;
                 };
+                if let Some(text) = &args.bare_until {
+                    let raw = args.run_dir.join(format!("console-{}.log", node.name));
+                    let text = text.clone().into_bytes();
+                    let limit = Duration::from_secs_f64(600.0 * args.timeout_scale);
+                    bare = Some(tokio::spawn(async move {
+                        crate::bare::time_to_text(out, &raw, &text, clock, limit).await
+                    }));
+                    guests.push(g);
+                    // The comparison boots one node, as the harness-driven runs it is set against.
+                    break;
+                }
                 match crate::console::Console::spawn(
                     out,
                     &args.run_dir.join(format!("console-{}.log", node.name)),
@@ -516,6 +536,8 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let summary = if let Some(err) = start_error {
         base.message = err;
         base
+    } else if let (Some(task), Some(text)) = (bare.take(), &args.bare_until) {
+        bare_summary(base, text, task.await, clock.now())
     } else {
         let observer: &dyn expect::StepObserver = match &progress {
             Some(p) => p,
@@ -558,6 +580,43 @@ async fn lab_run(args: &LabArgs) -> Summary {
     summary.faults = report::injected_faults(&events.snapshot(), &node_of_mac);
     summary.artifacts = collect_artifacts(&args.run_dir);
     summary
+}
+
+/// The summary of a bare comparison run: one step, the text's first appearance.
+fn bare_summary(
+    mut base: Summary,
+    text: &str,
+    found: Result<std::io::Result<Option<f64>>, tokio::task::JoinError>,
+    now: f64,
+) -> Summary {
+    let name = format!("bare: {text}");
+    let (met_at, message) = match found {
+        Ok(Ok(Some(at))) => (Some(at), "the text appeared".to_string()),
+        Ok(Ok(None)) => (None, format!("{text:?} did not appear")),
+        Ok(Err(e)) => (None, format!("reading the serial console: {e}")),
+        Err(e) => (None, format!("the console reader failed: {e}")),
+    };
+    let started = base.qemu_started_at.values().cloned().fold(0.0, f64::max);
+    base.steps = vec![report::StepSummary {
+        name,
+        node: base
+            .qemu_started_at
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default(),
+        status: if met_at.is_some() { "met" } else { "failed" }.into(),
+        started_at: started,
+        met_at,
+        waited_s: met_at.unwrap_or(now) - started,
+        within_s: 0.0,
+        detail: message.clone(),
+    }];
+    base.ok = met_at.is_some();
+    base.verdict = if base.ok { "passed" } else { "failed" }.into();
+    base.message = message;
+    base.duration_s = now;
+    base
 }
 
 /// `--console` and `--keep`: the steps are over, everything is still up.
