@@ -52,6 +52,10 @@ pub struct BenchReport {
     pub wall: Option<Stat>,
     /// Wall time outside the lab's own clock: image check, disk copy, namespaces, teardown.
     pub overhead: Option<Stat>,
+    /// From the start of `run` to QEMU's start: the host side's set-up plus the lab's (network,
+    /// services) up to the first QEMU process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_qemu_start: Option<Stat>,
     pub run_dirs: Vec<PathBuf>,
     /// The same boot without the harness's console handling and step engine.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,6 +152,7 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
         overhead: Stat::of(&overhead),
         run_dirs: runs.iter().map(|(_, _, d)| d.clone()).collect(),
         bare: None,
+        to_qemu_start: None,
     }
 }
 
@@ -185,6 +190,13 @@ pub fn render(b: &BenchReport) -> String {
             100.0 * h.median / w.median.max(f64::EPSILON)
         );
     }
+    if let Some(q) = &b.to_qemu_start {
+        let _ = writeln!(
+            o,
+            "  from `run` to QEMU start: median {:.2}s ({:.2}..{:.2})",
+            q.median, q.min, q.max
+        );
+    }
     if let Some(c) = &b.bare {
         let _ = writeln!(
             o,
@@ -217,6 +229,7 @@ pub fn bench(
 ) -> miette::Result<(BenchReport, PathBuf)> {
     let scenario = crate::scenario::load(path)?;
     let mut runs = Vec::new();
+    let mut to_qemu = Vec::new();
     let name = scenario.name.clone();
     for i in 0..n {
         eprintln!("bench: run {} of {n}", i + 1);
@@ -224,10 +237,21 @@ pub fn bench(
         let r = run::run_scenario(path, opts)?;
         let wall = t.elapsed().as_secs_f64();
         if let Some(s) = r.summary {
+            // The lab's clock starts as the lab process starts, a few milliseconds after the
+            // host side hands over: the sum is a slight underestimate.
+            let first = s
+                .qemu_started_at
+                .values()
+                .cloned()
+                .fold(f64::INFINITY, f64::min);
+            if first.is_finite() {
+                to_qemu.push(r.host_setup_s + first);
+            }
             runs.push((s, wall, r.run_dir));
         }
     }
     let mut report = summarize(&name, &runs);
+    report.to_qemu_start = Stat::of(&to_qemu);
     let text = scenario.steps.iter().find_map(|s| match &s.action {
         crate::scenario::Action::Console(t) if s.name == compare => Some(t.clone()),
         _ => None,

@@ -54,6 +54,9 @@ pub struct RunResult {
     pub scenario: String,
     pub run_dir: PathBuf,
     pub summary: Option<Summary>,
+    /// Seconds from the start of `run` to the lab process being started: validation, tool
+    /// checks, image check or build, and the per-run disk copy.
+    pub host_setup_s: f64,
 }
 
 impl RunResult {
@@ -74,6 +77,7 @@ extern "C" fn remember_signal(sig: libc::c_int) {
 /// The host side. Errors here happen before anything started (bad scenario, missing tools, image
 /// build failure) and change nothing outside the cache and the run directory.
 pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult> {
+    let t0 = Instant::now();
     let scenario = scenario::load(path)?;
     let console = console_node(&scenario, opts.console.as_deref())?;
     tools::check(tools::BOOT_TOOLS, tools::BOOT_FILES)?;
@@ -119,11 +123,13 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
             console: console.clone(),
             bare_until: opts.bare_until.clone(),
         };
+        let host_setup_s = t0.elapsed().as_secs_f64();
         let summary = spawn_lab(&scenario, &lab)?;
         Ok(RunResult {
             scenario: scenario.name.clone(),
             run_dir: run_dir.clone(),
             summary,
+            host_setup_s,
         })
     })();
     // The per-run disk is a working copy, not evidence: it goes whatever happened.
