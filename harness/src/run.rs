@@ -434,6 +434,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
                 .map(|a| std::net::IpAddr::V4(*a))
                 .collect(),
         }),
+        ipv6_ra: scenario.router_advertisements,
         ..ServiceOptions::default()
     };
     let services = match Services::start_with(

@@ -22,6 +22,9 @@ pub struct Scenario {
     pub path: PathBuf,
     pub image: ImageRef,
     pub subnet: Subnet,
+    /// Answer IPv6 router solicitations on the boot network. Off reproduces the slow default
+    /// of a network without IPv6: iPXE waits about 13 s for router advertisements.
+    pub router_advertisements: bool,
     /// Isolated networks besides the boot network, in the order the scenario lists them.
     pub segments: Vec<Segment>,
     pub nodes: Vec<Node>,

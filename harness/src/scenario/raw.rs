@@ -97,6 +97,9 @@ impl<'de> Deserialize<'de> for RawImage {
 #[serde(deny_unknown_fields)]
 pub struct RawNetwork {
     pub subnet: Option<Subnet>,
+    /// IPv6 router advertisements on the boot network (default on: iPXE then does not wait).
+    #[serde(default)]
+    pub router_advertisements: Option<bool>,
     /// Extra isolated networks, each its own bridge, for NICs that are not on the boot network.
     #[serde(default)]
     pub segments: Vec<Spanned<RawSegment>>,

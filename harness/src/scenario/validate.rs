@@ -568,6 +568,7 @@ impl Validator<'_> {
             path: self.path.to_path_buf(),
             image,
             subnet,
+            router_advertisements: raw.network.router_advertisements.unwrap_or(true),
             segments,
             nodes,
             dhcp,
