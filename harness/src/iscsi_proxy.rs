@@ -40,7 +40,7 @@ pub struct LoginRecord {
     pub session_type: String,
     pub source: SocketAddr,
     /// `accepted`, `rejected by target (class C detail D)`, `refused: ...`, `dropped: ...`,
-    /// `malformed: ...` or `closed during login`.
+    /// `malformed: ...`, `closed during login` or `target unreachable: ...`.
     pub result: String,
 }
 
@@ -225,7 +225,15 @@ impl ConnCx {
             return Ok(());
         }
 
-        let mut server = TcpStream::connect(self.upstream).await?;
+        // tgtd may be down (a restart step): the initiator sees its connection closed, and the
+        // records say why.
+        let mut server = match TcpStream::connect(self.upstream).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.record(Some(&first), format!("target unreachable: {e}"));
+                return Ok(());
+            }
+        };
         server.write_all(&first_bytes).await?;
         // Relay the rest of the login phase PDU by PDU until the target completes or ends it.
         loop {
