@@ -931,8 +931,56 @@ mod tests {
         // Longer than several polls, so a poller would have recorded it too.
         tokio::time::sleep(Duration::from_millis(700)).await;
         wait_for_logins(&events, 1).await;
+
+        // A restart replaces tgtd behind the proxy: the open session ends, a new login is a new
+        // record, and the target is back with its LUN on the same disk and control port.
+        let t = Instant::now();
+        let detail = services
+            .restart(Service::Iscsi)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        eprintln!("restart: {detail} ({:?})", t.elapsed());
+        let mut c = c;
+        let mut buf = [0u8; 64];
+        use tokio::io::AsyncReadExt;
+        let ended = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+        assert!(
+            matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+            "the session survived the restart: {ended:?}"
+        );
+        let d = login(s, [0, 2, 0x3d, 0, 0, 4]).await;
+        wait_for_logins(&events, 2).await;
+        let port = services.tgtd_control_port().to_string();
+        let shown = std::process::Command::new("tgtadm")
+            .args([
+                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
+            ])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        assert!(
+            iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
+            "{shown}"
+        );
+        let states: Vec<String> = events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Service { service, state } if service == "iscsi" => Some(state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "started",
+                "stopped (restart step)",
+                "restarted (restart step)"
+            ],
+            "{states:?}"
+        );
         services.stop().await;
-        drop(c);
+        drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
         kill_and_reap(&mut decoy).await;
     }
