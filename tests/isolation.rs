@@ -538,7 +538,10 @@ fn reads_proc_net_addresses() -> Result<(), Failed> {
 }
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // One trial at a time: `two_runs_at_once` is already two VMs, and `cargo test` runs a
+    // binary's trials side by side (nextest runs each in its own process and group).
+    args.test_threads = Some(1);
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
