@@ -979,6 +979,29 @@ mod tests {
             ],
             "{states:?}"
         );
+
+        // HTTP and DHCP restart in place, appending to the logs they had.
+        let count = |file: &str, text: &str| {
+            std::fs::read_to_string(run_dir.join(file))
+                .unwrap()
+                .matches(text)
+                .count()
+        };
+        let addr = services.http_addr();
+        assert!(http_get(addr, "/boot.ipxe").await.contains(" 200 "));
+        let requests = count("http.log", "/boot.ipxe");
+        services
+            .restart(Service::Http)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        assert!(http_get(addr, "/boot.ipxe").await.contains(" 200 "));
+        assert_eq!(count("http.log", "/boot.ipxe"), requests + 1);
+        let bound = count("dnsmasq.log", "sockets bound exclusively");
+        services
+            .restart(Service::Dhcp)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        assert_eq!(count("dnsmasq.log", "sockets bound exclusively"), bound + 1);
         services.stop().await;
         drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
