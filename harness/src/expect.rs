@@ -130,8 +130,10 @@ impl LabControl for NoControl {
 /// stopped answering.
 const ROOT_LOSS_TEXTS: &[&str] = &[
     "rejecting I/O to offline device",
+    "device offline error",
     "Buffer I/O error",
     "I/O error, dev sd",
+    "ping timeout of",
     "detected conn error",
     "session recovery timed out",
     "EXT4-fs error",
