@@ -318,6 +318,7 @@ fn check_host(run: &Path, before: &HostView, own_ns: &str) -> Result<usize, Fail
     let host = host_sockets();
     let mut problems = Vec::new();
     let mut with_env = 0;
+    let mut sockets = 0;
     for (pid, cmd) in &procs {
         let ns = netns_of(&pid.to_string()).unwrap_or_default();
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
@@ -333,6 +334,7 @@ fn check_host(run: &Path, before: &HostView, own_ns: &str) -> Result<usize, Fail
             }
         }
         let inodes = socket_inodes(*pid);
+        sockets += inodes.len();
         for s in host.iter().filter(|s| inodes.contains(&s.inode)) {
             problems.push(format!("{pid} ({cmd}) holds a host socket: {s:?}"));
         }
@@ -355,6 +357,14 @@ fn check_host(run: &Path, before: &HostView, own_ns: &str) -> Result<usize, Fail
             problems.push(format!("scenario address on a host interface: {a}"));
         }
     }
+    // Shown with --nocapture: what the look covered.
+    eprintln!(
+        "{}: {} processes of the run ({with_env} inside the lab), {sockets} sockets, \
+         {} host sockets compared",
+        run.display(),
+        procs.len(),
+        host.len()
+    );
     if !problems.is_empty() {
         return Err(err(problems.join("\n")));
     }
