@@ -472,6 +472,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_target_that_is_down_is_recorded_and_the_client_let_go() {
+        // A port that was just free: nothing listens there, as while tgtd restarts.
+        let down = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+        let file =
+            std::env::temp_dir().join(format!("nbh-proxy-down-{}.jsonl", std::process::id()));
+        let p = IscsiProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            down,
+            LoginFaults::default(),
+            events.clone(),
+            &file,
+        )
+        .await
+        .unwrap();
+        let mut c = TcpStream::connect(p.listen).await.unwrap();
+        c.write_all(&login_request("iqn.2026-11.lab:node01"))
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest).await;
+        let recs = p.records();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert!(recs[0].result.starts_with("target unreachable"), "{recs:?}");
+        assert!(matches!(
+            events.snapshot()[0].kind,
+            EventKind::IscsiLoginFailed { .. }
+        ));
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
     async fn address_acl_refuses_other_sources() {
         let faults = LoginFaults {
             allow_from: vec!["10.77.0.99".parse().unwrap()],
