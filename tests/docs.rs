@@ -34,6 +34,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawHttpStatus", "expect[].http_status"),
     ("RawRefused", "expect[].refused"),
     ("RawAllLogins", "expect[].iscsi_logins_all"),
+    ("RawLunBytes", "expect[].lun_bytes"),
     ("RawExpectedFailure", "expect_failure"),
 ];
 

@@ -6,12 +6,16 @@
 //! separate witnesses and their clocks are not compared.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::console::Console;
+use crate::console::{Console, ConsoleLine};
 use crate::events::{Event, EventKind, EventLog};
-use crate::scenario::{Action, ExpectedFailure, FailPattern, Scenario, Step};
+use crate::scenario::{Action, ExpectedFailure, FailPattern, Scenario, Service, Step};
 
 pub struct NodeIo {
     pub console: Console,
@@ -95,6 +99,51 @@ impl StepObserver for NoObserver {
     fn step_ended(&self, _: &StepResult) {}
 }
 
+/// What steps may do to the lab besides reading consoles and records.
+pub trait LabControl: Send + Sync {
+    /// Stops a service and starts it again; `Ok` describes what happened.
+    fn restart(
+        &self,
+        service: Service,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
+    /// The per-run disk copy the iSCSI target exports.
+    fn lun_file(&self) -> Option<PathBuf>;
+}
+
+/// A lab without controls: restart and LUN steps fail, saying so.
+pub struct NoControl;
+
+impl LabControl for NoControl {
+    fn restart(
+        &self,
+        service: Service,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let name = service.name();
+        Box::pin(async move { Err(format!("this run cannot restart {name}")) })
+    }
+    fn lun_file(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Console texts that tell why a guest lost its root disk, for the verdict of a shell that
+/// stopped answering.
+const ROOT_LOSS_TEXTS: &[&str] = &[
+    "rejecting I/O to offline device",
+    "device offline error",
+    "Buffer I/O error",
+    "I/O error, dev sd",
+    "ping timeout of",
+    "detected conn error",
+    "session recovery timed out",
+    "EXT4-fs error",
+    "Remounting filesystem read-only",
+    "blocked for more than",
+];
+
+/// How often a `lun_bytes` step reads the disk copy again.
+const LUN_POLL: Duration = Duration::from_millis(250);
+
 /// Runs every step; never panics on guest behaviour, always returns a verdict.
 pub async fn run_steps(
     scenario: &Scenario,
@@ -112,8 +161,30 @@ pub async fn run_steps_observed(
     nodes: &BTreeMap<String, NodeIo>,
     events: &EventLog,
     timeout_scale: f64,
+    cancel: watch::Receiver<bool>,
+    observer: &dyn StepObserver,
+) -> Outcome {
+    run_steps_controlled(
+        scenario,
+        nodes,
+        events,
+        timeout_scale,
+        cancel,
+        observer,
+        &NoControl,
+    )
+    .await
+}
+
+/// [`run_steps_observed`] with a lab that restart and LUN steps can act on.
+pub async fn run_steps_controlled(
+    scenario: &Scenario,
+    nodes: &BTreeMap<String, NodeIo>,
+    events: &EventLog,
+    timeout_scale: f64,
     mut cancel: watch::Receiver<bool>,
     observer: &dyn StepObserver,
+    control: &dyn LabControl,
 ) -> Outcome {
     let clock = events.clock();
     let mut cursors: BTreeMap<String, usize> = nodes.keys().map(|n| (n.clone(), 0)).collect();
@@ -121,7 +192,7 @@ pub async fn run_steps_observed(
     let mut results = Vec::new();
     let mut verdict = Verdict::Passed;
 
-    for step in &scenario.steps {
+    for (index, step) in scenario.steps.iter().enumerate() {
         if !verdict.passed() {
             results.push(StepResult {
                 name: step.name.clone(),
@@ -146,10 +217,32 @@ pub async fn run_steps_observed(
             )),
             Some(io) => {
                 let fail_from: BTreeMap<String, usize> = cursors.clone();
-                tokio::select! {
-                    w = wait_step(step, io, nodes, &fail_from, &scenario.fail_on, &mut cursors, events, &mut consumed) => w,
+                let cx = StepCx {
+                    index,
+                    nodes,
+                    fail_from: &fail_from,
+                    fail_on: &scenario.fail_on,
+                    events,
+                    control,
+                };
+                let w = tokio::select! {
+                    w = wait_step(step, io, &cx, &mut cursors, &mut consumed) => w,
                     _ = tokio::time::sleep(within) => Wait::TimedOut,
                     _ = cancelled(&mut cancel) => Wait::Cancelled,
+                };
+                match (w, &step.action) {
+                    // A shell that does not finish its command is the finding itself: say so,
+                    // with what the console shows about the root disk since it was typed.
+                    (Wait::TimedOut, Action::Shell(cmd)) => {
+                        let since = fail_from.get(&step.node).copied().unwrap_or(0);
+                        Wait::Failed(shell_silent(
+                            cmd,
+                            started,
+                            within.as_secs_f64(),
+                            &io.console.lines_from(since),
+                        ))
+                    }
+                    (w, _) => w,
                 }
             }
         };
@@ -286,6 +379,12 @@ pub fn describe(a: &Action) -> String {
             s
         }
         Action::Send(t) => format!("typing {t:?}"),
+        Action::Restart(service) => format!("the {} server to restart", service.name()),
+        Action::Shell(cmd) => format!("the shell to finish {cmd:?}"),
+        Action::LunBytes { offset, text } => {
+            format!("the LUN to hold {text:?} at byte {offset}")
+        }
+        Action::QemuExit => "QEMU to exit".to_string(),
     }
 }
 
@@ -311,29 +410,123 @@ fn describe_login(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The verdict for a shell command that never finished.
+fn shell_silent(cmd: &str, typed_at: f64, within: f64, since: &[ConsoleLine]) -> String {
+    let why = root_loss(since).unwrap_or_else(|| "; nothing on the console since says why".into());
+    format!(
+        "the guest's shell stopped answering: {cmd:?} (typed at {typed_at:.1}s) did not finish within {within:.0}s{why}"
+    )
+}
+
+/// The verdict for a shell command that failed: its status, its last words and what the kernel
+/// said about the root disk meanwhile.
+fn shell_failed(cmd: &str, status: &str, before: &[ConsoleLine]) -> String {
+    // The echo of the typed line carries the status tag with `$?`; the output does not.
+    let said = before
+        .iter()
+        .rev()
+        .find(|l| !l.text.contains("$?") && !l.text.trim().is_empty())
+        .map(|l| format!("; its last line: {:?}", l.text.trim()))
+        .unwrap_or_default();
+    let why = root_loss(before).unwrap_or_default();
+    format!("{cmd:?} finished with status {status}{said}{why}")
+}
+
+/// The console lines among `lines` that say the root disk is in trouble, summed up.
+fn root_loss(lines: &[ConsoleLine]) -> Option<String> {
+    let evidence: Vec<&ConsoleLine> = lines
+        .iter()
+        .filter(|l| ROOT_LOSS_TEXTS.iter().any(|t| l.text.contains(t)))
+        .collect();
+    let first = evidence.first()?;
+    Some(format!(
+        "; the console shows why, {} line(s) about the root disk since, first at {:.1}s: {:?}",
+        evidence.len(),
+        first.at,
+        first.text.trim()
+    ))
+}
+
+/// The line a `shell` step types: the command, then its exit status on a line of its own.
+/// The echo of the typed line shows `$?`, never digits, so only the output can match.
+fn shell_line(index: usize, cmd: &str) -> (String, regex::Regex) {
+    let tag = format!("netboot-harness: step {} exit", index + 1);
+    let typed = format!("{cmd}; echo \"{tag} $?\"");
+    let re = regex::Regex::new(&format!(r"{} (\d+)\s*$", regex::escape(&tag)))
+        .expect("escaped text is a valid regex");
+    (typed, re)
+}
+
+/// What a step needs to know about the run besides its own node.
+struct StepCx<'a> {
+    index: usize,
+    nodes: &'a BTreeMap<String, NodeIo>,
+    fail_from: &'a BTreeMap<String, usize>,
+    fail_on: &'a [FailPattern],
+    events: &'a EventLog,
+    control: &'a dyn LabControl,
+}
+
+/// Types a line on the node's console, ended as a terminal's Enter ends it.
+async fn type_line(io: &NodeIo, text: &str) -> Result<(), String> {
+    // A serial console's line discipline ends input lines at CR.
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.push(b'\r');
+    io.input
+        .send(bytes)
+        .await
+        .map_err(|_| "the guest's console input is closed (QEMU exited)".to_string())
+}
+
 async fn wait_step(
     step: &Step,
     io: &NodeIo,
-    nodes: &BTreeMap<String, NodeIo>,
-    fail_from: &BTreeMap<String, usize>,
-    fail_on: &[FailPattern],
+    cx: &StepCx<'_>,
     cursors: &mut BTreeMap<String, usize>,
-    events: &EventLog,
     consumed: &mut BTreeSet<usize>,
 ) -> Wait {
-    if let Action::Send(text) = &step.action {
-        // A serial console's line discipline ends input lines at CR, as a terminal's Enter does.
-        let mut bytes = text.clone().into_bytes();
-        bytes.push(b'\r');
-        return match io.input.send(bytes).await {
-            Ok(()) => Wait::Met {
-                at: events.clock().now(),
-                detail: format!("typed {text:?}"),
-            },
-            Err(_) => Wait::Failed("the guest's console input is closed (QEMU exited)".into()),
-        };
-    }
+    let StepCx {
+        nodes,
+        fail_from,
+        fail_on,
+        events,
+        ..
+    } = *cx;
+    let shell_re = match &step.action {
+        Action::Send(text) => {
+            return match type_line(io, text).await {
+                Ok(()) => Wait::Met {
+                    at: events.clock().now(),
+                    detail: format!("typed {text:?}"),
+                },
+                Err(e) => Wait::Failed(e),
+            };
+        }
+        Action::Restart(service) => {
+            return match cx.control.restart(*service).await {
+                Ok(detail) => Wait::Met {
+                    at: events.clock().now(),
+                    detail,
+                },
+                Err(e) => Wait::Failed(format!("restarting {}: {e}", service.name())),
+            };
+        }
+        Action::Shell(cmd) => {
+            let (typed, re) = shell_line(cx.index, cmd);
+            if let Err(e) = type_line(io, &typed).await {
+                return Wait::Failed(e);
+            }
+            Some(re)
+        }
+        _ => None,
+    };
+    let lun_file = match &step.action {
+        Action::LunBytes { .. } => match cx.control.lun_file() {
+            Some(p) => Some(p),
+            None => return Wait::Failed("this run has no LUN file to read".into()),
+        },
+        _ => None,
+    };
     let mut console_rxs: Vec<watch::Receiver<u64>> =
         nodes.values().map(|n| n.console.subscribe()).collect();
     let mut events_rx = events.subscribe();
@@ -367,6 +560,71 @@ async fn wait_step(
                         "the guest stopped (QEMU exited) while waiting for {}",
                         describe(&step.action)
                     ));
+                }
+            }
+            Action::Shell(cmd) => {
+                let cursor = cursors.get(&step.node).copied().unwrap_or(0);
+                let lines = io.console.lines_from(cursor);
+                let hit = lines.iter().enumerate().find_map(|(i, l)| {
+                    let status = shell_re.as_ref()?.captures(&l.text)?.get(1)?.as_str();
+                    Some((i, status.to_string()))
+                });
+                let limit = hit.as_ref().map(|(i, _)| (step.node.as_str(), cursor + i));
+                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit)
+                {
+                    return Wait::Failed(reason);
+                }
+                if let Some((i, status)) = hit {
+                    cursors.insert(step.node.clone(), cursor + i + 1);
+                    return if status == "0" {
+                        Wait::Met {
+                            at: lines[i].at,
+                            detail: format!("{cmd:?} finished with status 0"),
+                        }
+                    } else {
+                        Wait::Failed(shell_failed(cmd, &status, &lines[..i]))
+                    };
+                }
+                if io.console.closed() {
+                    return Wait::Failed(format!(
+                        "the guest stopped (QEMU exited) while its shell ran {cmd:?}"
+                    ));
+                }
+            }
+            Action::QemuExit => {
+                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
+                    return Wait::Failed(reason);
+                }
+                if io.console.closed() {
+                    return Wait::Met {
+                        at: events.clock().now(),
+                        detail: "QEMU exited: its console closed".into(),
+                    };
+                }
+            }
+            Action::LunBytes { offset, text } => {
+                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
+                    return Wait::Failed(reason);
+                }
+                if let Some(path) = &lun_file {
+                    match read_at(path, *offset, text.len()) {
+                        Ok(got) if got == text.as_bytes() => {
+                            return Wait::Met {
+                                at: events.clock().now(),
+                                detail: format!(
+                                    "{} holds {text:?} at byte {offset}",
+                                    path.display()
+                                ),
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            return Wait::Failed(format!(
+                                "reading {} at byte {offset}: {e}",
+                                path.display()
+                            ))
+                        }
+                    }
                 }
             }
             Action::AllLogins { at_least, .. } => {
@@ -406,6 +664,13 @@ async fn wait_step(
             let futs = console_rxs.iter_mut().map(|rx| Box::pin(rx.changed()));
             let _ = futures_select_any(futs).await;
         };
+        // The disk copy tells nobody when it changes: look again after a while.
+        let lun_tick = async {
+            match lun_file {
+                Some(_) => tokio::time::sleep(LUN_POLL).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = console_changed => {}
             r = events_rx.changed() => {
@@ -413,8 +678,25 @@ async fn wait_step(
                     std::future::pending::<()>().await;
                 }
             }
+            _ = lun_tick => {}
         }
     }
+}
+
+/// `len` bytes of `path` from `offset`; fewer when the file ends first.
+fn read_at(path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        match f.read_at(&mut buf[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
 
 /// Resolves when any of the futures resolves.
@@ -937,6 +1219,174 @@ mod tests {
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert!(out.verdict.passed());
         assert_eq!(r.typed.recv().await.unwrap(), b"systemctl reboot\r");
+    }
+
+    /// Plays the guest's shell: echoes what is typed and answers with `reply`.
+    fn shell_guest(r: &mut Rig, reply: &'static str) -> tokio::task::JoinHandle<String> {
+        let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+        let (_, dummy) = mpsc::channel(1);
+        let mut typed = std::mem::replace(&mut r.typed, dummy);
+        tokio::spawn(async move {
+            let line = typed.recv().await.unwrap();
+            let text = String::from_utf8(line).unwrap();
+            let echo = format!("root@netboot-guest:~# {}\r\n", text.trim_end());
+            w.write_all(echo.as_bytes()).await.unwrap();
+            w.write_all(reply.as_bytes()).await.unwrap();
+            // The guest stays up: keep the console open until the test is done.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            text
+        })
+    }
+
+    #[tokio::test]
+    async fn shell_waits_for_the_status_of_its_command() {
+        let mut r = rig("shell-ok");
+        let s = scenario(vec![("probe", Action::Shell("sync".into()), 2000)]);
+        let guest = shell_guest(&mut r, "netboot-harness: step 1 exit 0\r\n");
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.verdict.passed(), "{:?}", out.verdict);
+        assert_eq!(out.steps[0].detail, "\"sync\" finished with status 0");
+        guest.abort();
+    }
+
+    #[tokio::test]
+    async fn the_typed_line_alone_does_not_meet_a_shell_step() {
+        let (typed, re) = shell_line(0, "sync");
+        assert_eq!(typed, "sync; echo \"netboot-harness: step 1 exit $?\"");
+        assert!(!re.is_match(&format!("root@netboot-guest:~# {typed}")));
+        assert!(re.is_match("netboot-harness: step 1 exit 0"));
+        assert!(!re.is_match("netboot-harness: step 11 exit 0"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_shell_command_names_its_status_and_the_root_disk() {
+        let mut r = rig("shell-fail");
+        let s = scenario(vec![(
+            "probe",
+            Action::Shell("dd if=/etc/os-release".into()),
+            2000,
+        )]);
+        let guest = shell_guest(
+            &mut r,
+            "[   80.1] Buffer I/O error on dev sda1, logical block 9, async page read\r\n\
+             dd: error reading '/etc/os-release': Input/output error\r\n\
+             netboot-harness: step 1 exit 1\r\n",
+        );
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        match &out.verdict {
+            Verdict::Failed { reason, waited, .. } => {
+                assert!(reason.contains("finished with status 1"), "{reason}");
+                assert!(reason.contains("Input/output error"), "{reason}");
+                assert!(reason.contains("Buffer I/O error on dev sda1"), "{reason}");
+                assert!(*waited < 1.5, "{waited}");
+            }
+            v => panic!("{v:?}"),
+        }
+        guest.abort();
+    }
+
+    #[tokio::test]
+    async fn a_silent_shell_is_a_verdict_with_its_cause() {
+        let mut r = rig("shell-silent");
+        let s = scenario(vec![("probe", Action::Shell("sync".into()), 400)]);
+        let guest = shell_guest(
+            &mut r,
+            "[   90.2]  connection1:0: detected conn error (1022)\r\n",
+        );
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        match &out.verdict {
+            Verdict::Failed { reason, .. } => {
+                assert!(
+                    reason.starts_with("the guest's shell stopped answering: \"sync\""),
+                    "{reason}"
+                );
+                assert!(reason.contains("detected conn error (1022)"), "{reason}");
+            }
+            v => panic!("{v:?}"),
+        }
+        guest.abort();
+    }
+
+    struct FakeLab {
+        disk: std::path::PathBuf,
+        restarted: std::sync::Mutex<Vec<Service>>,
+    }
+
+    impl LabControl for FakeLab {
+        fn restart(
+            &self,
+            service: Service,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+            Box::pin(async move {
+                self.restarted.lock().unwrap().push(service);
+                Ok("restarted".into())
+            })
+        }
+        fn lun_file(&self) -> Option<PathBuf> {
+            Some(self.disk.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn restart_and_lun_bytes_act_on_the_lab() {
+        let r = rig("lab");
+        let disk = r.dir.join("disk.img");
+        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+        let lab = FakeLab {
+            disk: disk.clone(),
+            restarted: Default::default(),
+        };
+        let s = scenario(vec![
+            ("restart", Action::Restart(Service::Iscsi), 1000),
+            (
+                "marker",
+                Action::LunBytes {
+                    offset: 1000,
+                    text: "written".into(),
+                },
+                3000,
+            ),
+        ]);
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+            f.write_at(b"written", 1000).unwrap();
+        });
+        let out =
+            run_steps_controlled(&s, &r.nodes, &r.events, 1.0, no_cancel(), &NoObserver, &lab)
+                .await;
+        writer.await.unwrap();
+        assert!(out.verdict.passed(), "{:?}", out.verdict);
+        assert_eq!(*lab.restarted.lock().unwrap(), vec![Service::Iscsi]);
+        assert!(out.steps[1].waited >= 0.2, "{}", out.steps[1].waited);
+
+        // Without a lab to act on, both say so instead of waiting.
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { step, reason, .. }
+                if step == "restart" && reason.contains("cannot restart iscsi")),
+            "{:?}",
+            out.verdict
+        );
+    }
+
+    #[tokio::test]
+    async fn qemu_exit_is_met_when_the_console_closes() {
+        let mut r = rig("exit");
+        let s = scenario(vec![
+            ("down", Action::Console("reboot: Power down".into()), 2000),
+            ("gone", Action::QemuExit, 2000),
+        ]);
+        let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+        tokio::spawn(async move {
+            w.write_all(b"reboot: Power down\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(w);
+        });
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.verdict.passed(), "{:?}", out.verdict);
+        assert!(out.steps[1].detail.contains("QEMU exited"));
     }
 
     #[tokio::test]

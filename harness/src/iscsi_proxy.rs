@@ -44,7 +44,7 @@ pub struct LoginRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_mac: Option<String>,
     /// `accepted`, `rejected by target (class C detail D)`, `refused: ...`, `dropped: ...`,
-    /// `malformed: ...` or `closed during login`.
+    /// `malformed: ...`, `closed during login` or `target unreachable: ...`.
     pub result: String,
 }
 
@@ -246,7 +246,15 @@ impl ConnCx {
             return Ok(());
         }
 
-        let mut server = TcpStream::connect(self.upstream).await?;
+        // tgtd may be down (a restart step): the initiator sees its connection closed, and the
+        // records say why.
+        let mut server = match TcpStream::connect(self.upstream).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.record(Some(&first), format!("target unreachable: {e}"));
+                return Ok(());
+            }
+        };
         server.write_all(&first_bytes).await?;
         // Relay the rest of the login phase PDU by PDU until the target completes or ends it.
         loop {
@@ -497,6 +505,43 @@ IP address       HW type     Flags       HW address            Mask     Device
             .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
             .count();
         assert_eq!(failed, 2);
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
+    async fn a_target_that_is_down_is_recorded_and_the_client_let_go() {
+        // A port that was just free: nothing listens there, as while tgtd restarts.
+        let down = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+        let file =
+            std::env::temp_dir().join(format!("nbh-proxy-down-{}.jsonl", std::process::id()));
+        let p = IscsiProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            down,
+            LoginFaults::default(),
+            events.clone(),
+            &file,
+        )
+        .await
+        .unwrap();
+        let mut c = TcpStream::connect(p.listen).await.unwrap();
+        c.write_all(&login_request("iqn.2026-11.lab:node01"))
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest).await;
+        let recs = p.records();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        assert!(recs[0].result.starts_with("target unreachable"), "{recs:?}");
+        assert!(matches!(
+            events.snapshot()[0].kind,
+            EventKind::IscsiLoginFailed { .. }
+        ));
         p.stop();
         let _ = std::fs::remove_file(file);
     }

@@ -550,13 +550,14 @@ async fn lab_run(args: &LabArgs) -> Summary {
             Some(p) => p,
             None => &expect::NoObserver,
         };
-        let outcome = expect::run_steps_observed(
+        let outcome = expect::run_steps_controlled(
             &scenario,
             &nodes,
             &events,
             args.timeout_scale,
             cancel_rx.clone(),
             observer,
+            &services,
         )
         .await;
         let judgement = expect::judge(&outcome, scenario.expect_failure.as_ref());

@@ -276,6 +276,14 @@ pub enum Action {
     ServiceStarted(Service),
     /// Type a line on the node's serial console.
     Send(String),
+    /// Stop a service and start it again (recorded as service events).
+    Restart(Service),
+    /// Type a command on the node's root shell and wait for it to finish with status 0.
+    Shell(String),
+    /// The per-run disk copy holds `text` at byte `offset`.
+    LunBytes { offset: u64, text: String },
+    /// The node's QEMU exited.
+    QemuExit,
 }
 
 /// The lab's services, as steps and fault plans name them.

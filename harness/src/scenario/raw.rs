@@ -277,6 +277,25 @@ pub struct RawStep {
     pub service_started: Option<Service>,
     #[serde(default)]
     pub send: Option<String>,
+    /// Stop a service and start it again, at this point of the run.
+    #[serde(default)]
+    pub restart: Option<Service>,
+    /// Type a command on the root shell and wait for it to finish with status 0.
+    #[serde(default)]
+    pub shell: Option<String>,
+    /// Wait until the per-run disk copy (the LUN's backing file) holds this text at an offset.
+    #[serde(default)]
+    pub lun_bytes: Option<RawLunBytes>,
+    /// Wait for the node's QEMU to exit (the guest powered off).
+    #[serde(default)]
+    pub qemu_exit: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLunBytes {
+    pub offset: u64,
+    pub text: String,
 }
 
 #[derive(Debug, Deserialize)]

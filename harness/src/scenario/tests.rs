@@ -533,3 +533,47 @@ fn boot_url_may_not_carry_commas_or_blanks() {
         assert!(e.contains("which dnsmasq cannot pass on"), "{e}");
     }
 }
+
+#[test]
+fn guest_side_steps_parse_and_name_themselves() {
+    let text = GOOD.replace(
+        "    within: 90s\n",
+        "    within: 90s\n  - restart: iscsi\n  - shell: \"sync\"\n  - lun_bytes: { offset: 512000, text: \"mark\" }\n  - qemu_exit: true\n",
+    );
+    let s = load_text(&text).unwrap();
+    let names: Vec<&str> = s.steps[1..].iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "restart iscsi",
+            "shell \"sync\"",
+            "lun_bytes at 512000",
+            "qemu_exit"
+        ]
+    );
+    assert!(matches!(s.steps[1].action, Action::Restart(Service::Iscsi)));
+    assert!(
+        matches!(&s.steps[3].action, Action::LunBytes { offset: 512000, text } if text == "mark")
+    );
+}
+
+#[test]
+fn guest_side_steps_refuse_what_asserts_nothing() {
+    let with = |step: &str| {
+        GOOD.replace(
+            "    within: 90s\n",
+            &format!("    within: 90s\n  - {step}\n"),
+        )
+    };
+    let e = err(&with("qemu_exit: false"));
+    assert!(e.contains("`qemu_exit: false` asserts nothing"), "{e}");
+    let e = err(&with("shell: \"  \""));
+    assert!(
+        e.contains("`shell` takes one non-empty command line"),
+        "{e}"
+    );
+    let e = err(&with("lun_bytes: { offset: 0, text: \"\" }"));
+    assert!(e.contains("`lun_bytes.text` must be 1..=512 bytes"), "{e}");
+    let e = err(&with("restart: ftp"));
+    assert!(e.contains("unknown variant `ftp`"), "{e}");
+}

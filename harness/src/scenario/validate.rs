@@ -35,6 +35,8 @@ const MAX_HTTP_TOTAL: u64 = 64 * 1024 * 1024;
 pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
 /// Injected faults per service: enough for any retry loop worth testing.
 const MAX_FAULTS: u32 = 100;
+/// A marker on the LUN is a short text, read back in one go.
+const MAX_LUN_TEXT: usize = 512;
 const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 256..=16384;
 const CPU_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
 /// PCI slots 0-2 hold the host bridge, ISA bridge and (absent) VGA on QEMU's `pc` machine.
@@ -1371,7 +1373,47 @@ impl Validator<'_> {
             if let Some(t) = &step.send {
                 actions.push(("send", Action::Send(t.clone())));
             }
-            const KINDS: [&str; 11] = [
+            if let Some(svc) = step.restart {
+                actions.push(("restart", Action::Restart(svc)));
+            }
+            if let Some(c) = &step.shell {
+                if c.trim().is_empty() || c.contains(['\n', '\r']) {
+                    return Err(self.at(
+                        s,
+                        "`shell` takes one non-empty command line",
+                        Some("join several commands with `&&` or `;`".into()),
+                    ));
+                }
+                actions.push(("shell", Action::Shell(c.clone())));
+            }
+            if let Some(b) = &step.lun_bytes {
+                if b.text.is_empty() || b.text.len() > MAX_LUN_TEXT {
+                    return Err(self.at(
+                        s,
+                        format!("`lun_bytes.text` must be 1..={MAX_LUN_TEXT} bytes"),
+                        None,
+                    ));
+                }
+                actions.push((
+                    "lun_bytes",
+                    Action::LunBytes {
+                        offset: b.offset,
+                        text: b.text.clone(),
+                    },
+                ));
+            }
+            match step.qemu_exit {
+                Some(true) => actions.push(("qemu_exit", Action::QemuExit)),
+                Some(false) => {
+                    return Err(self.at(
+                        s,
+                        "`qemu_exit: false` asserts nothing",
+                        Some("write `qemu_exit: true`, or drop the step".into()),
+                    ))
+                }
+                None => {}
+            }
+            const KINDS: [&str; 15] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
@@ -1383,6 +1425,10 @@ impl Validator<'_> {
                 "refused",
                 "service_started",
                 "send",
+                "restart",
+                "shell",
+                "lun_bytes",
+                "qemu_exit",
             ];
             if actions.len() != 1 {
                 let found: Vec<_> = actions.iter().map(|(k, _)| *k).collect();
@@ -1435,7 +1481,12 @@ impl Validator<'_> {
 
 fn default_step_name(kind: &str, a: &Action) -> String {
     match a {
-        Action::Console(t) | Action::Send(t) | Action::HttpGet(t) => format!("{kind} {t:?}"),
+        Action::Console(t) | Action::Send(t) | Action::HttpGet(t) | Action::Shell(t) => {
+            format!("{kind} {t:?}")
+        }
+        Action::Restart(service) => format!("{kind} {}", service.name()),
+        Action::LunBytes { offset, .. } => format!("{kind} at {offset}"),
+        Action::QemuExit => kind.to_string(),
         Action::ConsoleRegex(r) => format!("{kind} /{}/", r.as_str()),
         Action::DhcpAck { mac, hostname } => {
             let who = mac

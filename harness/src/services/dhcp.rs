@@ -258,7 +258,13 @@ impl Dhcp {
                 source,
             }
         };
-        let mut log_file = tokio::fs::File::create(&log).await.map_err(io(&log))?;
+        // Appended to: a restarted dnsmasq keeps the messages of the one before.
+        let mut log_file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .await
+            .map_err(io(&log))?;
 
         let mut ra = ipv6_ra;
         if ipv6_ra {

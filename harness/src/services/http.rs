@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,11 @@ pub fn content_type(body: &[u8]) -> &'static str {
     }
 }
 
+/// Where the HTTP server of a run logs its requests.
+pub fn log_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("http.log")
+}
+
 impl Http {
     /// Listens on `listen` (the bridge address in a run) and returns once it accepts
     /// connections.
@@ -64,12 +69,17 @@ impl Http {
         cx: &ServiceContext,
         listen: SocketAddr,
     ) -> Result<Http, ServiceError> {
-        let log_path = cx.run_dir.join("http.log");
-        let log = std::fs::File::create(&log_path).map_err(|source| ServiceError::Io {
-            service: SERVICE,
-            what: log_path.display().to_string(),
-            source,
-        })?;
+        let log_path = log_path(&cx.run_dir);
+        // Appended to: a restarted server keeps the requests of the one before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| ServiceError::Io {
+                service: SERVICE,
+                what: log_path.display().to_string(),
+                source,
+            })?;
         let files = s
             .http
             .files

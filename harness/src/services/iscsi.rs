@@ -52,6 +52,8 @@ const PORT_SPAN: u64 = 31_000;
 pub struct Iscsi {
     child: Child,
     tgtadm: Tgtadm,
+    /// Where tgtd listens: kept so that a restart puts it back in the same place.
+    portal: SocketAddr,
     poller: Option<Poller>,
     proxy: Option<IscsiProxy>,
     log: PathBuf,
@@ -396,6 +398,7 @@ impl Iscsi {
         let mut this = Iscsi {
             child,
             tgtadm,
+            portal,
             poller: None,
             proxy: None,
             log,
@@ -420,6 +423,16 @@ impl Iscsi {
         s: &Scenario,
         cx: &ServiceContext,
         login_proxy: Option<LoginFaults>,
+    ) -> Result<(), ServiceError> {
+        self.configure_target(s, cx).await?;
+        self.start_recorder(cx, login_proxy).await
+    }
+
+    /// The target, its LUN on the run's disk copy, and the ACL; checked with `show`.
+    async fn configure_target(
+        &self,
+        s: &Scenario,
+        cx: &ServiceContext,
     ) -> Result<(), ServiceError> {
         let adm = &self.tgtadm;
         let lun = s.iscsi.lun.to_string();
@@ -492,7 +505,15 @@ impl Iscsi {
                 ),
             });
         }
+        Ok(())
+    }
 
+    /// What records the logins: the proxy in front of tgtd, or the tgtadm poller.
+    async fn start_recorder(
+        &mut self,
+        cx: &ServiceContext,
+        login_proxy: Option<LoginFaults>,
+    ) -> Result<(), ServiceError> {
         match login_proxy {
             Some(faults) => {
                 let listen = SocketAddr::from((cx.server_ip, PORTAL_PORT));
@@ -520,6 +541,44 @@ impl Iscsi {
         Ok(())
     }
 
+    /// Stops tgtd and starts a new one on the same portal and control port with the same target
+    /// and LUN. The login proxy (or poller) stays: the guests' connections drop with the old
+    /// tgtd, and their logins to the new one are recorded like any other.
+    pub async fn restart(
+        &mut self,
+        s: &Scenario,
+        cx: &ServiceContext,
+        events: &EventLog,
+    ) -> Result<(), ServiceError> {
+        let t = std::time::Instant::now();
+        stop_tgtd(&mut self.child, &self.tgtadm).await;
+        tracing::info!(
+            secs = t.elapsed().as_secs_f64(),
+            "tgtd stopped for a restart"
+        );
+        events.push(EventKind::Service {
+            service: SERVICE.into(),
+            state: "stopped (restart step)".into(),
+        });
+        let tgtd = find_binary(SERVICE, "tgtd", "tgt")?;
+        match start_tgtd(&tgtd, &self.tgtadm, self.portal, &self.log).await? {
+            TgtdStart::Ready(child) => self.child = child,
+            TgtdStart::PortTaken => {
+                return Err(ServiceError::Setup {
+                    service: SERVICE,
+                    message: format!(
+                        "control port {} was taken by another tgtd during the restart; see {}",
+                        self.tgtadm.port,
+                        self.log.display()
+                    ),
+                })
+            }
+        }
+        self.configure_target(s, cx).await?;
+        tracing::info!(secs = t.elapsed().as_secs_f64(), "tgtd restarted");
+        Ok(())
+    }
+
     /// Deletes the target (dropping sessions) and the system, then makes sure tgtd is gone.
     pub async fn stop(self) {
         let Iscsi {
@@ -535,18 +594,7 @@ impl Iscsi {
         if let Some(p) = proxy {
             p.stop();
         }
-        if matches!(child.try_wait(), Ok(None)) {
-            let _ = tgtadm
-                .run(&[
-                    "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", TID, "--force",
-                ])
-                .await;
-            let _ = tgtadm.run(&["--op", "delete", "--mode", "system"]).await;
-        }
-        // SIGTERM is for form's sake (tgtd 1.0.85 ignores it); the system delete above or the
-        // SIGKILL after the grace period is what ends it.
-        let status = terminate(&mut child, Duration::from_secs(3)).await;
-        tracing::debug!(?status, "tgtd stopped");
+        stop_tgtd(&mut child, &tgtadm).await;
     }
 
     pub fn artifacts(&self) -> Vec<PathBuf> {
@@ -560,6 +608,30 @@ impl Iscsi {
     pub fn control_port(&self) -> u16 {
         self.tgtadm.port
     }
+}
+
+/// Where the iSCSI service of a run keeps its files.
+pub fn artifact_paths(run_dir: &Path) -> Vec<PathBuf> {
+    ["tgtd.log", "tgtadm.log", "iscsi-logins.jsonl"]
+        .iter()
+        .map(|n| run_dir.join(n))
+        .collect()
+}
+
+/// Deletes the target (dropping its sessions) and the system, then makes sure tgtd is gone.
+async fn stop_tgtd(child: &mut Child, tgtadm: &Tgtadm) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = tgtadm
+            .run(&[
+                "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", TID, "--force",
+            ])
+            .await;
+        let _ = tgtadm.run(&["--op", "delete", "--mode", "system"]).await;
+    }
+    // SIGTERM is for form's sake (tgtd 1.0.85 ignores it); the system delete above or the
+    // SIGKILL after the grace period is what ends it.
+    let status = terminate(child, Duration::from_secs(3)).await;
+    tracing::debug!(?status, "tgtd stopped");
 }
 
 /// Polls tgtd for sessions and records each new connection once.

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use crate::events::{EventKind, EventLog};
 use crate::iscsi_proxy::LoginFaults;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, Service};
 
 /// Where the services run and what they serve, as the lab set it up.
+#[derive(Clone)]
 pub struct ServiceContext {
     /// The lab bridge, e.g. `nbr0`, inside the lab's network namespace.
     pub bridge: String,
@@ -164,13 +166,6 @@ impl DhcpSlot {
             DhcpSlot::Pending { task, .. } => task.abort(),
         }
     }
-
-    fn artifacts(&self) -> Vec<PathBuf> {
-        match self {
-            DhcpSlot::Running(d) => d.artifacts(),
-            DhcpSlot::Pending { run_dir, .. } => dhcp::artifact_paths(run_dir),
-        }
-    }
 }
 
 /// The first state a service's record shows: up, or down until its plan starts it.
@@ -181,12 +176,23 @@ fn initial_state(start_after: Option<Duration>) -> String {
     }
 }
 
-/// The three services of one run.
+/// The three services of one run. Each sits behind a lock so that a `restart` step can stop
+/// and start it while the run goes on.
 pub struct Services {
-    dhcp: DhcpSlot,
-    http: http::Http,
-    iscsi: iscsi::Iscsi,
+    dhcp: Mutex<Option<DhcpSlot>>,
+    http: Mutex<Option<http::Http>>,
+    iscsi: Mutex<iscsi::Iscsi>,
     events: Arc<EventLog>,
+    /// What starting a service again needs: the same scenario, places and options.
+    again: Again,
+    http_addr: SocketAddr,
+    control_port: u16,
+}
+
+struct Again {
+    scenario: Scenario,
+    cx: ServiceContext,
+    ipv6_ra: bool,
 }
 
 impl Services {
@@ -244,6 +250,11 @@ impl Services {
         if let Some(after) = scenario.dhcp.start_after {
             // dnsmasq is not running at all until its time: a DHCP server that is down.
             events.push(service_event("dhcp", &initial_state(Some(after))));
+            let again = Again {
+                scenario: scenario.clone(),
+                cx: cx.clone(),
+                ipv6_ra: opts.ipv6_ra,
+            };
             let scenario = scenario.clone();
             let late_events = events.clone();
             let start_at = after.as_secs_f64();
@@ -262,15 +273,16 @@ impl Services {
                 }
                 .instrument(tracing::info_span!("dhcp", late = true)),
             );
-            return Ok(Services {
-                dhcp: DhcpSlot::Pending {
+            return Ok(Services::assemble(
+                DhcpSlot::Pending {
                     task: pending,
                     run_dir: run_dir.clone(),
                 },
                 http,
                 iscsi,
                 events,
-            });
+                again,
+            ));
         }
 
         let dhcp = match dhcp::Dhcp::start(scenario, &cx, opts.ipv6_ra)
@@ -288,12 +300,104 @@ impl Services {
             }
         };
         events.push(service_event("dhcp", "started"));
-        Ok(Services {
-            dhcp,
-            http,
-            iscsi,
+        let again = Again {
+            scenario: scenario.clone(),
+            cx,
+            ipv6_ra: opts.ipv6_ra,
+        };
+        Ok(Services::assemble(dhcp, http, iscsi, events, again))
+    }
+
+    fn assemble(
+        dhcp: DhcpSlot,
+        http: http::Http,
+        iscsi: iscsi::Iscsi,
+        events: Arc<EventLog>,
+        again: Again,
+    ) -> Services {
+        Services {
+            http_addr: http.addr,
+            control_port: iscsi.control_port(),
+            dhcp: Mutex::new(Some(dhcp)),
+            http: Mutex::new(Some(http)),
+            iscsi: Mutex::new(iscsi),
             events,
-        })
+            again,
+        }
+    }
+
+    /// Stops one service and starts it again as it was, recording both as service events.
+    /// iSCSI restarts tgtd (target, LUN and all) behind the login proxy, which stays up: the
+    /// guests' connections drop and their logins after the restart are new records.
+    pub async fn restart(&self, service: Service) -> Result<String, ServiceError> {
+        let name = service.name();
+        let t = std::time::Instant::now();
+        let Again {
+            scenario,
+            cx,
+            ipv6_ra,
+        } = &self.again;
+        let started = match service {
+            Service::Iscsi => {
+                let mut iscsi = self.iscsi.lock().await;
+                iscsi
+                    .restart(scenario, cx, &self.events)
+                    .instrument(tracing::info_span!("iscsi", restart = true))
+                    .await
+                    .map(|()| "tgtd restarted behind the login proxy".to_string())
+            }
+            Service::Http => {
+                let mut slot = self.http.lock().await;
+                if let Some(old) = slot.take() {
+                    old.stop().await;
+                }
+                self.events
+                    .push(service_event(name, "stopped (restart step)"));
+                http::Http::start(scenario, cx, self.http_addr)
+                    .instrument(tracing::info_span!("http", restart = true))
+                    .await
+                    .map(|h| {
+                        *slot = Some(h);
+                        format!("HTTP server restarted on {}", self.http_addr)
+                    })
+            }
+            Service::Dhcp => {
+                let mut slot = self.dhcp.lock().await;
+                match slot.take() {
+                    Some(DhcpSlot::Pending { task, run_dir }) if !task.is_finished() => {
+                        *slot = Some(DhcpSlot::Pending { task, run_dir });
+                        return Err(ServiceError::Setup {
+                            service: SERVICE_DHCP,
+                            message:
+                                "dnsmasq has not started yet (start_after): nothing to restart"
+                                    .into(),
+                        });
+                    }
+                    Some(old) => old.stop().await,
+                    None => {}
+                }
+                self.events
+                    .push(service_event(name, "stopped (restart step)"));
+                dhcp::Dhcp::start(scenario, cx, *ipv6_ra)
+                    .instrument(tracing::info_span!("dhcp", restart = true))
+                    .await
+                    .map(|d| {
+                        *slot = Some(DhcpSlot::Running(Box::new(d)));
+                        "dnsmasq restarted with its leases".to_string()
+                    })
+            }
+        };
+        match started {
+            Ok(what) => {
+                self.events
+                    .push(service_event(name, "restarted (restart step)"));
+                Ok(format!("{what} in {:.1}s", t.elapsed().as_secs_f64()))
+            }
+            Err(e) => {
+                self.events.push(service_event(name, &failed(&e)));
+                Err(e)
+            }
+        }
     }
 
     /// Stops everything, DHCP first so no guest gets a new lease pointing at a service that is
@@ -305,12 +409,21 @@ impl Services {
             http,
             iscsi,
             events,
+            ..
         } = self;
-        dhcp.stop().instrument(tracing::info_span!("dhcp")).await;
+        if let Some(dhcp) = dhcp.into_inner() {
+            dhcp.stop().instrument(tracing::info_span!("dhcp")).await;
+        }
         events.push(service_event("dhcp", "stopped"));
-        http.stop().instrument(tracing::info_span!("http")).await;
+        if let Some(http) = http.into_inner() {
+            http.stop().instrument(tracing::info_span!("http")).await;
+        }
         events.push(service_event("http", "stopped"));
-        iscsi.stop().instrument(tracing::info_span!("iscsi")).await;
+        iscsi
+            .into_inner()
+            .stop()
+            .instrument(tracing::info_span!("iscsi"))
+            .await;
         events.push(service_event("iscsi", "stopped"));
         artifacts.into_iter().filter(|p| p.exists()).collect()
     }
@@ -318,20 +431,49 @@ impl Services {
     /// Artifact paths (logs, rendered configs, records) for the report. Some appear only once a
     /// service has had something to write.
     pub fn artifacts(&self) -> Vec<PathBuf> {
-        let mut out = self.dhcp.artifacts();
-        out.extend(self.http.artifacts());
-        out.extend(self.iscsi.artifacts());
+        // Every service keeps its files in the run directory under fixed names, so the list
+        // does not depend on whether a restart holds a lock right now.
+        let run_dir = &self.again.cx.run_dir;
+        let mut out = dhcp::artifact_paths(run_dir);
+        out.push(http::log_path(run_dir));
+        out.extend(iscsi::artifact_paths(run_dir));
         out
     }
 
-    /// The port tgtd's control socket uses (`tgtadm -C <port>`), for debugging by hand.
+    /// The port tgtd's control socket uses (`tgtadm -C <port>`), for debugging by hand. A
+    /// restart keeps it.
     pub fn tgtd_control_port(&self) -> u16 {
-        self.iscsi.control_port()
+        self.control_port
     }
 
     /// Where HTTP actually listens.
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.addr
+        self.http_addr
+    }
+
+    /// The per-run disk copy the target exports.
+    pub fn lun_file(&self) -> &Path {
+        &self.again.cx.disk
+    }
+}
+
+const SERVICE_DHCP: &str = "dhcp";
+
+impl crate::expect::LabControl for Services {
+    fn restart(
+        &self,
+        service: Service,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            Services::restart(self, service)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn lun_file(&self) -> Option<PathBuf> {
+        Some(self.again.cx.disk.clone())
     }
 }
 
@@ -789,8 +931,79 @@ mod tests {
         // Longer than several polls, so a poller would have recorded it too.
         tokio::time::sleep(Duration::from_millis(700)).await;
         wait_for_logins(&events, 1).await;
+
+        // A restart replaces tgtd behind the proxy: the open session ends, a new login is a new
+        // record, and the target is back with its LUN on the same disk and control port.
+        let t = Instant::now();
+        let detail = services
+            .restart(Service::Iscsi)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        eprintln!("restart: {detail} ({:?})", t.elapsed());
+        let mut c = c;
+        let mut buf = [0u8; 64];
+        use tokio::io::AsyncReadExt;
+        let ended = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await;
+        assert!(
+            matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+            "the session survived the restart: {ended:?}"
+        );
+        let d = login(s, [0, 2, 0x3d, 0, 0, 4]).await;
+        wait_for_logins(&events, 2).await;
+        let port = services.tgtd_control_port().to_string();
+        let shown = std::process::Command::new("tgtadm")
+            .args([
+                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
+            ])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        assert!(
+            iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
+            "{shown}"
+        );
+        let states: Vec<String> = events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Service { service, state } if service == "iscsi" => Some(state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "started",
+                "stopped (restart step)",
+                "restarted (restart step)"
+            ],
+            "{states:?}"
+        );
+
+        // HTTP and DHCP restart in place, appending to the logs they had.
+        let count = |file: &str, text: &str| {
+            std::fs::read_to_string(run_dir.join(file))
+                .unwrap()
+                .matches(text)
+                .count()
+        };
+        let addr = services.http_addr();
+        assert!(http_get(addr, "/boot.ipxe").await.contains(" 200 "));
+        let requests = count("http.log", "/boot.ipxe");
+        services
+            .restart(Service::Http)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        assert!(http_get(addr, "/boot.ipxe").await.contains(" 200 "));
+        assert_eq!(count("http.log", "/boot.ipxe"), requests + 1);
+        let bound = count("dnsmasq.log", "sockets bound exclusively");
+        services
+            .restart(Service::Dhcp)
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        assert_eq!(count("dnsmasq.log", "sockets bound exclusively"), bound + 1);
         services.stop().await;
-        drop(c);
+        drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
         kill_and_reap(&mut decoy).await;
     }
