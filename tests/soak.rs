@@ -455,6 +455,10 @@ fn soak() -> Result<(), Failed> {
         "soak: {count} runs, run directories under {}",
         soak.runs.display()
     );
+    println!(
+        "  {:>3}  {:<17} {:<10} {:<12} {:<30} {:>7}",
+        "run", "ending", "exit", "verdict", "failed step", "took"
+    );
 
     let mut rows = Vec::new();
     let mut interrupts = 0;
