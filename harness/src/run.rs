@@ -5,7 +5,9 @@
 //! `unshare --net --mount --pid --fork --kill-child=SIGTERM`: a process in fresh network, mount
 //! and PID namespaces. Everything the lab starts (dnsmasq, tgtd, QEMU) lives in those
 //! namespaces, so when the lab process ends the kernel kills what is left and removes the
-//! bridge and taps: no run can leak into the host or into another run.
+//! bridge and taps: no run can leak into the host or into another run. Without root, a user
+//! namespace (`--user --map-root-user`) comes first and owns the others (see
+//! [`crate::rootless`]).
 //!
 //! Endings: on Ctrl-C the whole foreground process group gets SIGINT and the lab stops its
 //! steps, collects artifacts and writes the summary. If only the host process is signalled
@@ -182,30 +184,25 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     let (path, run_dir) = (lab.scenario.as_path(), lab.run_dir.as_path());
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args([
-        "--net",
-        "--mount",
-        "--pid",
-        "--fork",
-        "--kill-child=SIGTERM",
-        "--mount-proc",
-    ])
-    .arg(&exe)
-    .arg("__lab")
-    .arg("--scenario")
-    .arg(path)
-    .arg("--run-dir")
-    .arg(run_dir)
-    .arg("--disk")
-    .arg(&lab.disk)
-    .arg("--accel")
-    .arg(lab.accel.to_string())
-    .arg("--timeout-scale")
-    .arg(lab.timeout_scale.to_string())
-    .arg("--host-netns")
-    .arg(lab.host_netns.to_string())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    // Without root, a user namespace owns the others (see crate::rootless).
+    cmd.args(crate::rootless::lab_namespaces(crate::rootless::is_root()))
+        .args(["--kill-child=SIGTERM", "--mount-proc"])
+        .arg(&exe)
+        .arg("__lab")
+        .arg("--scenario")
+        .arg(path)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--disk")
+        .arg(&lab.disk)
+        .arg("--accel")
+        .arg(lab.accel.to_string())
+        .arg("--timeout-scale")
+        .arg(lab.timeout_scale.to_string())
+        .arg("--host-netns")
+        .arg(lab.host_netns.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     if lab.keep {
         cmd.arg("--keep");
     }
