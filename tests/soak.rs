@@ -3,14 +3,16 @@
 //! `NETBOOT_HARNESS_SOAK_RUNS` runs (default 4) cycle through: a passing boot (the default
 //! scenario cut short at the root mount), SIGTERM to `netboot-harness` mid-boot (as a CI runner
 //! stops a job), an expected failure (`sanboot-wrong-target`), SIGKILL mid-boot, a step that
-//! times out, and Ctrl-C (SIGINT to the whole process group) mid-boot. The interrupts land at
-//! different points of the boot from one round to the next.
+//! times out, Ctrl-C (SIGINT to the whole process group) mid-boot, and SIGTERM during the
+//! per-run disk copy, before the lab exists. The mid-boot interrupts land at different points
+//! of the boot from one round to the next.
 //!
 //! After each run and again at the end: no process of any run remains (found by
 //! `NETBOOT_HARNESS_RUN`, see `support/leftovers.rs`), no interface, named namespace, loop
 //! device or mount was added on the host, no temporary file is left (image build trees, the
 //! per-run `scratch` copy, sockets, half-written summaries), and every run directory holds a
-//! `summary.json` whose verdict matches how the run ended, and the raw console log.
+//! `summary.json` whose verdict matches how the run ended, and (once a guest ran) the raw
+//! console log.
 //!
 //! Ignored by default (a few minutes at the default count):
 //! `NETBOOT_HARNESS_SOAK_RUNS=50 cargo test --test soak -- --ignored`
@@ -42,6 +44,8 @@ enum Kind {
     ExpectedFailure,
     StepTimeout,
     Interrupt(Sig),
+    /// SIGTERM while the per-run disk copy is being made, before the lab exists.
+    EarlyTerm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,14 +60,15 @@ enum Sig {
 
 /// The order runs take: the first four (what `ci/test` runs) already cover a pass, an expected
 /// failure, and an interrupt the harness can see (SIGTERM) and one it cannot (SIGKILL).
-/// tests/cleanup.rs covers Ctrl-C on its own, so it comes last.
-const CYCLE: [Kind; 6] = [
+/// tests/cleanup.rs covers Ctrl-C on its own, so it comes late.
+const CYCLE: [Kind; 7] = [
     Kind::Pass,
     Kind::Interrupt(Sig::Term),
     Kind::ExpectedFailure,
     Kind::Interrupt(Sig::Kill),
     Kind::StepTimeout,
     Kind::Interrupt(Sig::Int),
+    Kind::EarlyTerm,
 ];
 
 /// Seconds after the first console bytes at which the n-th interrupt lands: firmware and DHCP,
@@ -79,6 +84,7 @@ impl Kind {
             Kind::Interrupt(Sig::Int) => "SIGINT (group)",
             Kind::Interrupt(Sig::Term) => "SIGTERM",
             Kind::Interrupt(Sig::Kill) => "SIGKILL",
+            Kind::EarlyTerm => "SIGTERM (copy)",
         }
     }
 }
@@ -131,7 +137,7 @@ impl Scenarios {
             Kind::ExpectedFailure => &self.wrong_target,
             Kind::StepTimeout => &self.step_timeout,
             // The whole boot, so every interrupt point is still mid-boot.
-            Kind::Interrupt(_) => &self.full,
+            Kind::Interrupt(_) | Kind::EarlyTerm => &self.full,
         }
     }
 }
@@ -246,6 +252,19 @@ impl Soak {
                 .into_iter()
                 .find(|d| !before.contains(d))
         };
+        if kind == Kind::EarlyTerm {
+            // The copy takes a fraction of a second: look often. Landing just after it is
+            // fine too; the run must then end interrupted all the same.
+            let t = Instant::now();
+            while !new_run().is_some_and(|r| r.join("scratch/disk.img").exists())
+                && t.elapsed() < Duration::from_secs(300)
+                && child.try_wait().ok().flatten().is_none()
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // SAFETY: plain kill(2) on the process this test started.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
         if let Kind::Interrupt(sig) = kind {
             let mut run = None;
             let started = wait_for(
@@ -317,7 +336,9 @@ fn check_run_dir(run: &Path, kind: Kind, status: ExitStatus, row: &mut Row) -> V
         None => problems.push(format!("no readable summary.json in {}", run.display())),
     }
     let console = run.join("console-node01.log");
-    if !std::fs::metadata(&console).is_ok_and(|m| m.is_file() && m.len() > 0) {
+    // Stopped during the disk copy, a run never had a guest to log.
+    let needs_console = kind != Kind::EarlyTerm;
+    if needs_console && !std::fs::metadata(&console).is_ok_and(|m| m.is_file() && m.len() > 0) {
         problems.push(format!("no raw console log {}", console.display()));
     }
     problems.extend(temp_files_in(run));
@@ -375,6 +396,16 @@ fn verdict_problems(kind: Kind, status: ExitStatus, s: &serde_json::Value) -> Ve
                 format!("failed at {failed_step:?}, not `{NEVER_STEP}`"),
             );
             want(status.code() == Some(1), "a failed run must exit 1".into());
+        }
+        Kind::EarlyTerm => {
+            want(
+                verdict == "interrupted",
+                format!("verdict {verdict}, not interrupted"),
+            );
+            want(
+                status.code() == Some(1),
+                format!("{} after SIGTERM", describe(status)),
+            );
         }
         Kind::Interrupt(sig) => {
             want(
