@@ -167,6 +167,8 @@ struct Row {
     failed_step: String,
     secs: f64,
     problems: Vec<String>,
+    /// What `netboot-harness` printed, shown when something is wrong.
+    output: PathBuf,
 }
 
 struct Soak {
@@ -193,6 +195,7 @@ impl Soak {
 
     fn run_one(&self, n: usize, kind: Kind, interrupt_no: usize) -> Row {
         let t = Instant::now();
+        let out_path = self.dir.join(format!("run-{n:03}.out"));
         let mut row = Row {
             n,
             kind,
@@ -201,9 +204,9 @@ impl Soak {
             failed_step: "-".into(),
             secs: 0.0,
             problems: Vec::new(),
+            output: out_path.clone(),
         };
         let before: BTreeSet<PathBuf> = run_dirs(&self.runs).into_iter().collect();
-        let out_path = self.dir.join(format!("run-{n:03}.out"));
         match self.boot(kind, interrupt_no, &before, &out_path) {
             Ok((status, run)) => {
                 row.exit = describe(status);
@@ -219,10 +222,6 @@ impl Soak {
                 }
             }
             Err(e) => row.problems.push(e.message().unwrap_or("").to_string()),
-        }
-        if !row.problems.is_empty() {
-            row.problems
-                .push(format!("harness output: {}", out_path.display()));
         }
         row.secs = t.elapsed().as_secs_f64();
         row
@@ -557,6 +556,9 @@ fn print_row(r: &Row) {
     );
     for p in &r.problems {
         println!("         - {p}");
+    }
+    if !r.problems.is_empty() {
+        println!("         harness output: {}", r.output.display());
     }
 }
 
