@@ -21,7 +21,8 @@ pub struct HostState {
     pub interfaces: Vec<String>,
     pub netns: String,
     pub loops: String,
-    pub mounts: usize,
+    /// Mount points, outside image build trees.
+    pub mounts: Vec<String>,
 }
 
 pub fn host_state() -> HostState {
@@ -44,10 +45,42 @@ pub fn host_state() -> HostState {
         interfaces,
         netns: out("ip", &["netns", "list"]),
         loops: out("losetup", &["-a"]),
-        mounts: std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|m| m.lines().count())
-            .unwrap_or(0),
+        mounts: mount_points(),
     }
+}
+
+/// An image build (`mmdebstrap --mode=root`, ours or one another checkout started meanwhile)
+/// mounts /proc, /sys and /dev in its tree for a while: those are judged with the tree itself
+/// (`/var/tmp/nbh-build.*`), not as mounts added by a run.
+fn mount_points() -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| !p.contains("/nbh-build."))
+        .map(str::to_string)
+        .collect();
+    points.sort();
+    points
+}
+
+/// Whether a running process names `path` on its command line (a build still using its tree).
+pub fn in_use(path: &Path) -> bool {
+    let needle = path.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
+        .any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(&needle)
+        })
 }
 
 /// Processes that belong to the run: by environment or by command line.
