@@ -3,15 +3,17 @@
 //! network namespace, loop device or mount was added on the host, the per-run disk copy is gone,
 //! and the run directory still holds its summary and console log.
 //!
-//! Every process of a run carries `NETBOOT_HARNESS_RUN=<run dir>` in its environment (the lab
-//! process has the run directory on its command line), so stragglers are found precisely even
-//! when other runs are going on at the same time.
+//! How leftovers are found is in `support/leftovers.rs`, shared with the soak test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+
+#[path = "support/leftovers.rs"]
+mod leftovers;
+use leftovers::{host_state, wait_for, wait_processes_gone, HostState};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -23,104 +25,14 @@ fn harness() -> Command {
     c
 }
 
-/// What the host has that a leak would add to.
-#[derive(Debug, PartialEq)]
-struct HostState {
-    interfaces: Vec<String>,
-    netns: String,
-    loops: String,
-    mounts: usize,
-}
-
-fn host_state() -> HostState {
-    let mut interfaces: Vec<String> = std::fs::read_dir("/sys/class/net")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    interfaces.sort();
-    let out = |cmd: &str, args: &[&str]| {
-        Command::new(cmd)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    };
-    HostState {
-        interfaces,
-        netns: out("ip", &["netns", "list"]),
-        loops: out("losetup", &["-a"]),
-        mounts: std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|m| m.lines().count())
-            .unwrap_or(0),
-    }
-}
-
-/// Processes that belong to the run: by environment or by command line.
-fn processes_of(run_dir: &Path) -> Vec<String> {
-    let needle_env = format!("NETBOOT_HARNESS_RUN={}", run_dir.display());
-    let needle_cmd = run_dir.display().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let env_hit = env.split(|b| *b == 0).any(|v| v == needle_env.as_bytes());
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if env_hit || cmd.contains(&needle_cmd) {
-            found.push(format!("{name}: {cmd}"));
-        }
-    }
-    found
-}
-
 fn only_run_dir(runs: &Path) -> Result<PathBuf, Failed> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs)
-        .map_err(|e| format!("{}: {e}", runs.display()))?
-        .flatten()
-        .flat_map(|scen| {
-            std::fs::read_dir(scen.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|r| r.path())
-        })
-        .collect();
-    dirs.sort();
-    dirs.pop()
+    leftovers::run_dirs(runs)
+        .pop()
         .ok_or_else(|| Failed::from("no run directory was created"))
 }
 
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), Failed> {
-    let t = Instant::now();
-    while !cond() {
-        if t.elapsed() > limit {
-            return Err(format!("waited {limit:?} for {what}").into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
-}
-
 fn check_clean(before: &HostState, run: &Path) -> Result<(), Failed> {
-    // The lab finishes its orderly stop after the host process is gone: give it a moment.
-    wait_for(
-        "the run's processes to end",
-        Duration::from_secs(30),
-        || processes_of(run).is_empty(),
-    )
-    .map_err(|e| {
-        format!(
-            "{}: still running: {:?}",
-            e.message().unwrap_or(""),
-            processes_of(run)
-        )
-    })?;
+    wait_processes_gone(run)?;
     let after = host_state();
     if &after != before {
         return Err(format!("host changed:\nbefore {before:?}\nafter  {after:?}").into());

@@ -158,6 +158,81 @@ fn doctor_reports_each_tool_with_its_package() {
     }
 }
 
+/// `doctor` as an ordinary user: the lab would run in a user namespace, and the report says
+/// whether this host allows one (and if not, which switch forbids it) and that image builds
+/// need root. Needs root to become `nobody`; elsewhere there is no one to become.
+#[test]
+fn doctor_without_root_explains_the_user_namespace_mode() {
+    let bin = env!("CARGO_BIN_EXE_netboot-harness");
+    let as_nobody = || {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ]);
+        c
+    };
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let reachable = is_root
+        && as_nobody()
+            .args(["test", "-x", bin])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !reachable {
+        eprintln!("skipped: needs root, setpriv, a `nobody` user and a binary `nobody` can run");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("nbh-cli-doctor-nobody-{}", std::process::id()));
+    let o = as_nobody()
+        .args(["env", "HOME=/nonexistent"])
+        .arg(format!(
+            "NETBOOT_HARNESS_CACHE={}",
+            dir.join("cache").display()
+        ))
+        .args([bin, "doctor", "--runs-dir"])
+        .arg(dir.join("runs"))
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    let t = text(&o);
+    let line = |what: &str| {
+        t.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(what))
+            .unwrap_or_else(|| panic!("no line for {what}: {t}"))
+            .to_string()
+    };
+    let ns = line("namespaces");
+    assert!(
+        ns.contains("unshare --user --map-root-user --net --mount --pid"),
+        "{t}"
+    );
+    if ns.starts_with("ok") {
+        assert!(ns.contains("user namespace of its own"), "{t}");
+    } else {
+        assert!(
+            t.contains(
+                "fix (namespaces): not root, so the lab needs an unprivileged user namespace"
+            ),
+            "{t}"
+        );
+    }
+    assert!(line("/dev/net/tun").contains("QEMU"), "{t}");
+    assert!(line("image").starts_with("WARN"), "{t}");
+    assert!(
+        t.contains("fix (image builds): image builds need root"),
+        "{t}"
+    );
+    let broken = t
+        .lines()
+        .any(|l| l.starts_with("MISSING") || l.starts_with("FAIL"));
+    assert_eq!(o.status.success(), !broken, "{t}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn help_reads_well() {
     let o = harness(&["--help"]);

@@ -137,6 +137,29 @@ fn builds_the_image_as_ci_test_does() {
 }
 
 #[test]
+fn runs_the_soak_as_ci_test_does() {
+    let ci_test = read("ci/test");
+    let soak = ci_test
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.starts_with('#') && l.contains("--test soak"))
+        .expect("ci/test runs the soak");
+    // ci/test collects the status itself; the workflow step fails on its own.
+    let soak = soak.trim_end_matches(" || status=$?");
+    let w = workflow();
+    let lines = run_lines(&w);
+    let ours = lines
+        .iter()
+        .find(|l| l.contains("--test soak"))
+        .unwrap_or_else(|| panic!("the workflow runs no soak: {lines:#?}"));
+    assert!(ours.starts_with("sudo "), "the soak needs root: {ours}");
+    assert!(
+        ours.ends_with(soak),
+        "workflow: `{ours}`, ci/test: `{soak}`"
+    );
+}
+
+#[test]
 fn uploads_the_junit_report_always_and_the_runs_on_failure() {
     let w = workflow();
     let ups = uploads(&w);

@@ -2,7 +2,8 @@
 //!
 //! Every check is what a run really needs, tried the way a run does it: the tools and files
 //! (each with its Debian package), private namespaces (the same `unshare` a run uses), the
-//! accelerator probe, and room on disk for images and run directories.
+//! accelerator probe, and room on disk for images and run directories. Without root it also
+//! says what a run in a user namespace needs and cannot do (see [`crate::rootless`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -86,7 +87,11 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
         c.package = Some(pkg);
         out.push(c);
     }
-    out.push(namespaces());
+    let root = crate::rootless::is_root();
+    out.push(namespaces(root));
+    if !root {
+        out.extend(rootless_checks());
+    }
     let (accel, why) = crate::guest::detect_accel();
     let mut a = Check::new(Status::Ok, "accel", format!("{accel}: {why}"));
     if accel == crate::guest::Accel::Tcg {
@@ -100,23 +105,24 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
 }
 
 /// Tries the namespaces a run's lab gets, with the command a run uses.
-fn namespaces() -> Check {
-    let args = [
-        "--net",
-        "--mount",
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "true",
-    ];
+fn namespaces(root: bool) -> Check {
+    let mut args = crate::rootless::lab_namespaces(root);
+    args.extend(["--mount-proc", "true"]);
     let what = "namespaces";
     let tried = format!("unshare {}", args.join(" "));
     let out = Command::new("unshare")
-        .args(args)
+        .args(&args)
         .stdin(Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => Check::new(Status::Ok, what, format!("`{tried}` works")),
+        Ok(o) if o.status.success() => {
+            let how = if root {
+                ""
+            } else {
+                " (not root: the lab runs in a user namespace of its own)"
+            };
+            Check::new(Status::Ok, what, format!("`{tried}` works{how}"))
+        }
         Ok(o) => {
             let mut c = Check::new(
                 Status::Fail,
@@ -126,7 +132,8 @@ fn namespaces() -> Check {
                     String::from_utf8_lossy(&o.stderr).trim()
                 ),
             );
-            c.fix = Some(namespace_fix());
+            let blockers = crate::rootless::userns_blockers(Path::new("/proc/sys"));
+            c.fix = Some(namespace_fix(root, &blockers));
             c
         }
         Err(e) => {
@@ -137,10 +144,49 @@ fn namespaces() -> Check {
     }
 }
 
-fn namespace_fix() -> String {
-    "run as root (the lab needs CAP_SYS_ADMIN and CAP_NET_ADMIN for its namespaces, bridge and \
-     taps); in a container, start it privileged"
-        .into()
+fn namespace_fix(root: bool, userns_blockers: &[String]) -> String {
+    if root {
+        return "the lab needs CAP_SYS_ADMIN and CAP_NET_ADMIN for its namespaces, bridge and \
+                taps; in a container, start it privileged"
+            .into();
+    }
+    let why = if userns_blockers.is_empty() {
+        "this user may not create user namespaces here (a container or seccomp policy?)".into()
+    } else {
+        userns_blockers.join("; ")
+    };
+    format!(
+        "not root, so the lab needs an unprivileged user namespace to own its network, mount and \
+         PID namespaces, and: {why}; or run as root"
+    )
+}
+
+/// What a run needs beyond the namespaces when it is not root.
+fn rootless_checks() -> Vec<Check> {
+    let tun = Path::new("/dev/net/tun");
+    let usable = nix::unistd::access(
+        tun,
+        nix::unistd::AccessFlags::R_OK | nix::unistd::AccessFlags::W_OK,
+    );
+    let mut t = match usable {
+        Ok(()) => Check::new(Status::Ok, "/dev/net/tun", "usable: QEMU can open the taps"),
+        Err(e) => Check::new(
+            Status::Fail,
+            "/dev/net/tun",
+            format!("not usable by this user ({e}): QEMU cannot open the lab's taps"),
+        ),
+    };
+    if t.status != Status::Ok {
+        t.fix = Some("give /dev/net/tun mode 0666 (Debian's default), or run as root".into());
+    }
+    // A run can still use images already in a cache it can read: a warning, not a failure.
+    let mut b = Check::new(
+        Status::Warn,
+        "image builds",
+        "not root: this user cannot build guest images, only use cached ones",
+    );
+    b.fix = Some(crate::rootless::IMAGE_BUILD_NEEDS_ROOT.into());
+    vec![t, b]
 }
 
 /// Free space where `path` is, or would be: the nearest folder that exists.
@@ -250,14 +296,33 @@ mod tests {
         let mut b = Check::new(Status::Missing, "dnsmasq", "DHCP server");
         b.package = Some("dnsmasq-base");
         let mut n = Check::new(Status::Fail, "namespaces", "`unshare ...` failed");
-        n.fix = Some(namespace_fix());
+        n.fix = Some(namespace_fix(true, &[]));
         let checks = [a, b, n];
         assert!(!ok(&checks));
         let r = render(&checks);
         assert!(r.contains("MISSING  tgtd"), "{r}");
         assert!(r.contains("[Debian: tgt] iSCSI target"), "{r}");
         assert!(r.contains("fix: apt-get install dnsmasq-base tgt"), "{r}");
-        assert!(r.contains("fix (namespaces): run as root"), "{r}");
+        assert!(
+            r.contains("fix (namespaces): the lab needs CAP_SYS_ADMIN"),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn without_root_the_namespace_fix_names_what_blocks_user_namespaces() {
+        let f = namespace_fix(
+            false,
+            &["AppArmor restricts unprivileged user namespaces".into()],
+        );
+        assert!(
+            f.starts_with("not root, so the lab needs an unprivileged user namespace"),
+            "{f}"
+        );
+        assert!(f.contains("AppArmor restricts"), "{f}");
+        assert!(f.ends_with("or run as root"), "{f}");
+        let f = namespace_fix(false, &[]);
+        assert!(f.contains("may not create user namespaces"), "{f}");
     }
 
     #[test]

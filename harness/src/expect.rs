@@ -544,7 +544,8 @@ async fn wait_step(
                 });
                 // A failure text only counts if it came before the line we were waiting for.
                 let limit = hit.map(|i| (step.node.as_str(), cursor + i));
-                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit)
+                if let Some(reason) =
+                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit, None)
                 {
                     return Wait::Failed(reason);
                 }
@@ -570,7 +571,8 @@ async fn wait_step(
                     Some((i, status.to_string()))
                 });
                 let limit = hit.as_ref().map(|(i, _)| (step.node.as_str(), cursor + i));
-                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit)
+                if let Some(reason) =
+                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit, None)
                 {
                     return Wait::Failed(reason);
                 }
@@ -592,7 +594,9 @@ async fn wait_step(
                 }
             }
             Action::QemuExit => {
-                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
+                if let Some(reason) =
+                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, None)
+                {
                     return Wait::Failed(reason);
                 }
                 if io.console.closed() {
@@ -603,7 +607,9 @@ async fn wait_step(
                 }
             }
             Action::LunBytes { offset, text } => {
-                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
+                if let Some(reason) =
+                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, None)
+                {
                     return Wait::Failed(reason);
                 }
                 if let Some(path) = &lun_file {
@@ -628,7 +634,9 @@ async fn wait_step(
                 }
             }
             Action::AllLogins { at_least, .. } => {
-                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
+                if let Some(reason) =
+                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, None)
+                {
                     return Wait::Failed(reason);
                 }
                 match all_logins(&step.action, &events.snapshot(), *at_least) {
@@ -643,15 +651,22 @@ async fn wait_step(
                 }
             }
             action => {
-                if let Some(reason) = check_fail_patterns(nodes, fail_on, &mut fail_cursors, None) {
-                    return Wait::Failed(reason);
-                }
                 let all = events.snapshot();
-                if let Some((i, e)) = all
+                let found = all
                     .iter()
                     .enumerate()
-                    .find(|(i, e)| !consumed.contains(i) && event_matches(action, e))
+                    .find(|(i, e)| !consumed.contains(i) && event_matches(action, e));
+                // As for console steps: a failure text only counts if it came before the record
+                // we were waiting for. Both can be there by the time this step looks (iPXE
+                // fetches the script and fails its sanboot within milliseconds); the record
+                // came first, so the failure belongs to a later step (seen in the soak test).
+                let before = found.map(|(_, e)| e.at);
+                if let Some(reason) =
+                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, before)
                 {
+                    return Wait::Failed(reason);
+                }
+                if let Some((i, e)) = found {
                     consumed.insert(i);
                     return Wait::Met {
                         at: e.at,
@@ -717,12 +732,14 @@ async fn futures_select_any<F: std::future::Future + Unpin>(futs: impl Iterator<
 }
 
 /// New console lines of any node that show a failure text end the step at once.
-/// `limit` stops the scan of one node's console before a given line index.
+/// `limit` stops the scan of one node's console before a given line index, `before` every
+/// node's at the first line printed at or after that time.
 fn check_fail_patterns(
     nodes: &BTreeMap<String, NodeIo>,
     fail_on: &[FailPattern],
     fail_cursors: &mut BTreeMap<String, usize>,
     limit: Option<(&str, usize)>,
+    before: Option<f64>,
 ) -> Option<String> {
     if fail_on.is_empty() {
         return None;
@@ -733,6 +750,10 @@ fn check_fail_patterns(
         if let Some((node, end)) = limit.filter(|(n, _)| *n == name.as_str()) {
             let _ = node;
             lines.truncate(end.saturating_sub(from));
+        }
+        if let Some(t) = before {
+            let end = lines.iter().position(|l| l.at >= t).unwrap_or(lines.len());
+            lines.truncate(end);
         }
         fail_cursors.insert(name.clone(), from + lines.len());
         for l in &lines {
@@ -1092,6 +1113,46 @@ mod tests {
                     reason.contains("Boot from SAN device 0x80 failed"),
                     "{reason}"
                 );
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failure_text_after_the_awaited_record_does_not_count_for_that_step() {
+        let mut r = rig("after-record");
+        let s = scenario(vec![
+            (
+                "boot script fetched",
+                Action::HttpGet("/boot.ipxe".into()),
+                2000,
+            ),
+            (
+                "sanboot",
+                Action::Console("Booting from SAN device 0x80".into()),
+                2000,
+            ),
+        ]);
+        r.events.push(EventKind::HttpRequest {
+            method: "GET".into(),
+            path: "/boot.ipxe".into(),
+            status: 200,
+            peer: "10.77.0.128".parse().unwrap(),
+            fault: None,
+        });
+        // The failure is printed later, and is already there when the first step looks.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r.writer
+            .write_all(b"Could not open SAN device: No such device\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+        match &out.verdict {
+            Verdict::Failed { step, reason, .. } => {
+                assert_eq!(step, "sanboot");
+                assert!(reason.contains("Could not open SAN device"), "{reason}");
             }
             v => panic!("{v:?}"),
         }

@@ -39,6 +39,9 @@ pub enum ImageError {
         log: String,
         tail: String,
     },
+    #[error("image `{recipe}` is not in the cache {cache}, and this user cannot build it")]
+    #[diagnostic(help("{}", crate::rootless::IMAGE_BUILD_NEEDS_ROOT))]
+    NeedsRoot { recipe: String, cache: String },
     #[error("cannot copy {from} to {to}: {message}")]
     Copy {
         from: String,
@@ -289,6 +292,13 @@ pub fn ensure_built(
             path: disk,
             key,
             reused: true,
+        });
+    }
+    // Said before the build starts rather than as mmdebstrap's failure minutes into it.
+    if !crate::rootless::is_root() {
+        return Err(ImageError::NeedsRoot {
+            recipe: recipe.name.clone(),
+            cache: cache.display().to_string(),
         });
     }
     std::fs::create_dir_all(cache.join("images")).map_err(io(cache))?;

@@ -23,6 +23,7 @@ pub mod process;
 pub mod progress;
 pub mod prune;
 pub mod report;
+pub mod rootless;
 pub mod run;
 pub mod scenario;
 pub mod services;

@@ -209,6 +209,13 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             for s in &scenarios {
                 let r = run::run_scenario(s, &opts)?;
                 all_ok &= r.ok();
+                // Ctrl-C or SIGTERM stops the whole command, not just the scenario it hit.
+                if r.summary
+                    .as_ref()
+                    .is_some_and(|s| s.verdict == "interrupted")
+                {
+                    break;
+                }
             }
             Ok(if all_ok {
                 ExitCode::SUCCESS

@@ -5,7 +5,9 @@
 //! `unshare --net --mount --pid --fork --kill-child=SIGTERM`: a process in fresh network, mount
 //! and PID namespaces. Everything the lab starts (dnsmasq, tgtd, QEMU) lives in those
 //! namespaces, so when the lab process ends the kernel kills what is left and removes the
-//! bridge and taps: no run can leak into the host or into another run.
+//! bridge and taps: no run can leak into the host or into another run. Without root, a user
+//! namespace (`--user --map-root-user`) comes first and owns the others (see
+//! [`crate::rootless`]).
 //!
 //! Endings: on Ctrl-C the whole foreground process group gets SIGINT and the lab stops its
 //! steps, collects artifacts and writes the summary. If only the host process is signalled
@@ -107,9 +109,25 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
 
     let result = (|| -> miette::Result<RunResult> {
         let base = resolve_image(&scenario, &run_dir)?;
+        // From the disk copy on, a signal must not end this process before it has cleaned up
+        // and said so: the copy is large and the run directory would hold no summary (seen in
+        // a test interrupting runs before their guests started). Not earlier: an image build
+        // stops on the signal by itself.
+        install_host_signal_handlers();
         let disk = scratch.join("disk.img");
         let t = Instant::now();
-        image::per_run_copy(&base, &disk)?;
+        let copied = image::per_run_copy(&base, &disk);
+        if let Some(s) = interrupted_before_lab(&scenario, path) {
+            eprintln!("netboot-harness: {}", s.message);
+            let _ = s.write(&run_dir);
+            return Ok(RunResult {
+                scenario: scenario.name.clone(),
+                run_dir: run_dir.clone(),
+                summary: Some(s),
+                host_setup_s: t0.elapsed().as_secs_f64(),
+            });
+        }
+        copied?;
         tracing::info!(base = %base.display(), secs = t.elapsed().as_secs_f64(), "per-run disk copy");
         let lab = LabArgs {
             scenario: path.to_path_buf(),
@@ -192,30 +210,25 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     let (path, run_dir) = (lab.scenario.as_path(), lab.run_dir.as_path());
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut cmd = std::process::Command::new("unshare");
-    cmd.args([
-        "--net",
-        "--mount",
-        "--pid",
-        "--fork",
-        "--kill-child=SIGTERM",
-        "--mount-proc",
-    ])
-    .arg(&exe)
-    .arg("__lab")
-    .arg("--scenario")
-    .arg(path)
-    .arg("--run-dir")
-    .arg(run_dir)
-    .arg("--disk")
-    .arg(&lab.disk)
-    .arg("--accel")
-    .arg(lab.accel.to_string())
-    .arg("--timeout-scale")
-    .arg(lab.timeout_scale.to_string())
-    .arg("--host-netns")
-    .arg(lab.host_netns.to_string())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    // Without root, a user namespace owns the others (see crate::rootless).
+    cmd.args(crate::rootless::lab_namespaces(crate::rootless::is_root()))
+        .args(["--kill-child=SIGTERM", "--mount-proc"])
+        .arg(&exe)
+        .arg("__lab")
+        .arg("--scenario")
+        .arg(path)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--disk")
+        .arg(&lab.disk)
+        .arg("--accel")
+        .arg(lab.accel.to_string())
+        .arg("--timeout-scale")
+        .arg(lab.timeout_scale.to_string())
+        .arg("--host-netns")
+        .arg(lab.host_netns.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     if lab.keep {
         cmd.arg("--keep");
     }
@@ -290,15 +303,34 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     }
     let summary = Summary::read(run_dir).ok();
     if summary.is_none() {
-        let s = Summary::error(
-            &scenario.name,
-            path,
-            "the lab process ended without writing a summary (killed?)".into(),
-        );
+        // A signal that came as the lab was starting can end it before its own handlers are
+        // in place: still an interrupted run, not a harness error.
+        let s = interrupted_before_lab(scenario, path).unwrap_or_else(|| {
+            Summary::error(
+                &scenario.name,
+                path,
+                "the lab process ended without writing a summary (killed?)".into(),
+            )
+        });
         let _ = s.write(run_dir);
         return Ok(Some(s));
     }
     Ok(summary)
+}
+
+/// The summary of a run a signal stopped before its lab could write one, if one did.
+fn interrupted_before_lab(scenario: &Scenario, path: &Path) -> Option<Summary> {
+    let sig = HOST_SIGNAL.load(Ordering::SeqCst);
+    if sig == 0 {
+        return None;
+    }
+    let mut s = Summary::error(
+        &scenario.name,
+        path,
+        format!("interrupted (signal {sig}) before the guests started"),
+    );
+    s.verdict = "interrupted".into();
+    Some(s)
 }
 
 fn install_host_signal_handlers() {

@@ -48,9 +48,11 @@ pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<
         "--pid-file=".into(),
         // Dropping to nobody/dip changes credentials, and the kernel then clears the
         // parent-death signal: a killed harness would leave dnsmasq running (seen). It stays
-        // root, confined to the lab's namespaces and to DHCP.
+        // root, confined to the lab's namespaces and to DHCP. An empty group means no group
+        // change at all: even `--group=root` calls setgroups, which a user namespace without
+        // root (crate::rootless) refuses ("failed to change group-id", seen on 2.90).
         "--user=root".into(),
-        "--group=root".into(),
+        "--group=".into(),
         "--port=0".into(),
         format!("--interface={bridge}"),
         "--except-interface=lo".into(),
