@@ -18,8 +18,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+#[path = "support/leftovers.rs"]
+mod leftovers;
+use leftovers::{run_dirs, wait_for};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// The subnet the test scenarios use: the harness's default.
@@ -148,34 +151,6 @@ fn finish(child: Child, what: &str) -> Result<(), Failed> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )))
-}
-
-fn run_dirs(runs: &Path) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|scen| {
-            std::fs::read_dir(scen.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|r| r.path())
-        })
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Result<(), Failed> {
-    let t = Instant::now();
-    while !cond() {
-        if t.elapsed() > limit {
-            return Err(err(format!("waited {limit:?} for {what}")));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
 }
 
 /// Pids of the run's processes: by environment or by command line.

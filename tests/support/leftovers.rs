@@ -1,5 +1,5 @@
-//! What a run could leave behind, and how to find it: shared by tests/cleanup.rs and
-//! tests/soak.rs.
+//! What a run could leave behind, and how to find it: shared by tests/cleanup.rs,
+//! tests/soak.rs and tests/isolation.rs.
 //!
 //! Every process of a run carries `NETBOOT_HARNESS_RUN=<run dir>` in its environment (the lab
 //! process has the run directory on its command line), so stragglers are found precisely even
