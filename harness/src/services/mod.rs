@@ -788,24 +788,14 @@ mod tests {
         eprintln!("services up in {:?}", t.elapsed());
 
         // iSCSI: the target and LUN exist, backed by this run's disk.
-        let port = services.tgtd_control_port().to_string();
-        let shown = std::process::Command::new("tgtadm")
-            .args([
-                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
-            ])
-            .output()
-            .unwrap();
-        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
-        assert!(
-            iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
-            "{shown}"
-        );
+        assert_lun_exported(&services, &s, disk);
 
         // Two logins on two sessions: each is one record.
         let a = login(&s, [0, 2, 0x3d, 0, 0, 1]).await;
         wait_for_logins(&events, 1).await;
         let b = login(&s, [0, 2, 0x3d, 0, 0, 2]).await;
         wait_for_logins(&events, 2).await;
+        let port = services.tgtd_control_port().to_string();
         let shown = std::process::Command::new("tgtadm")
             .args([
                 "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
@@ -950,18 +940,7 @@ mod tests {
         );
         let d = login(s, [0, 2, 0x3d, 0, 0, 4]).await;
         wait_for_logins(&events, 2).await;
-        let port = services.tgtd_control_port().to_string();
-        let shown = std::process::Command::new("tgtadm")
-            .args([
-                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
-            ])
-            .output()
-            .unwrap();
-        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
-        assert!(
-            iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
-            "{shown}"
-        );
+        assert_lun_exported(&services, s, disk);
         let states: Vec<String> = events
             .snapshot()
             .into_iter()
@@ -1072,6 +1051,22 @@ mod tests {
         let resp = iscsi_pdu::parse_login(&buf).unwrap();
         assert!(resp.completes_login(), "{resp:?}");
         c
+    }
+
+    /// tgtd, asked on its own control port, lists the scenario's target and LUN backed by `disk`.
+    fn assert_lun_exported(services: &Services, s: &Scenario, disk: &Path) {
+        let port = services.tgtd_control_port().to_string();
+        let shown = std::process::Command::new("tgtadm")
+            .args([
+                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
+            ])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        assert!(
+            iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
+            "{shown}"
+        );
     }
 
     async fn wait_for_logins(events: &EventLog, n: usize) {
