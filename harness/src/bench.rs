@@ -112,6 +112,11 @@ pub fn compare_bare(
     })
 }
 
+/// When the run's first QEMU started, on the lab's clock.
+fn first_qemu_start(s: &Summary) -> Option<f64> {
+    s.qemu_started_at.values().cloned().reduce(f64::min)
+}
+
 /// Folds the summaries of passed runs into per-step statistics.
 pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchReport {
     let passed: Vec<&(Summary, f64, PathBuf)> = runs.iter().filter(|(s, _, _)| s.ok).collect();
@@ -119,12 +124,7 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
     let mut took: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut reached: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for (s, _, _) in &passed {
-        let qemu0 = s
-            .qemu_started_at
-            .values()
-            .cloned()
-            .fold(f64::INFINITY, f64::min);
-        let qemu0 = if qemu0.is_finite() { qemu0 } else { 0.0 };
+        let qemu0 = first_qemu_start(s).unwrap_or(0.0);
         for st in &s.steps {
             let Some(at) = st.met_at else { continue };
             if !order.contains(&st.name) {
@@ -239,12 +239,7 @@ pub fn bench(
         if let Some(s) = r.summary {
             // The lab's clock starts as the lab process starts, a few milliseconds after the
             // host side hands over: the sum is a slight underestimate.
-            let first = s
-                .qemu_started_at
-                .values()
-                .cloned()
-                .fold(f64::INFINITY, f64::min);
-            if first.is_finite() {
+            if let Some(first) = first_qemu_start(&s) {
                 to_qemu.push(r.host_setup_s + first);
             }
             runs.push((s, wall, r.run_dir));

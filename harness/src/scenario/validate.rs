@@ -412,6 +412,12 @@ fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     }
 }
 
+/// The scenario's folder, as written and resolved.
+struct Folder {
+    dir: PathBuf,
+    canon: PathBuf,
+}
+
 struct Validator<'a> {
     cx: &'a Cx<'a>,
     path: &'a Path,
@@ -454,9 +460,14 @@ impl Validator<'_> {
         }
 
         let segments = self.segments(&raw, &subnet)?;
-        let nodes = self.nodes(&raw, &dir, &vars, &segments)?;
+        // Files the scenario names must resolve inside this folder, links included.
+        let folder = Folder {
+            canon: self.dir_canon(&dir)?,
+            dir,
+        };
+        let nodes = self.nodes(&raw, &folder, &vars, &segments)?;
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
-        let http = self.http(&raw, &dir, &vars)?;
+        let http = self.http(&raw, &folder, &vars)?;
         let lun = match &raw.services.iscsi.lun {
             Some(l) if l.value == 0 => {
                 return Err(self.at(
@@ -693,7 +704,7 @@ impl Validator<'_> {
     fn nodes(
         &self,
         raw: &RawScenario,
-        dir: &Path,
+        folder: &Folder,
         vars: &BTreeMap<String, String>,
         segments: &[Segment],
     ) -> Result<Vec<Node>, ScenarioError> {
@@ -871,13 +882,8 @@ impl Validator<'_> {
                             referenced: f.referenced,
                             defined: f.defined,
                         };
-                        let (source, body) = self.template(
-                            &src,
-                            dir,
-                            &self.dir_canon(dir)?,
-                            vars,
-                            "embedded script",
-                        )?;
+                        let (source, body) =
+                            self.template(&src, folder, vars, "embedded script")?;
                         if !body.starts_with(b"#!ipxe") {
                             return Err(self.at(
                                 f,
@@ -1026,12 +1032,11 @@ impl Validator<'_> {
     fn http(
         &self,
         raw: &RawScenario,
-        dir: &Path,
+        folder: &Folder,
         vars: &BTreeMap<String, String>,
     ) -> Result<Http, ScenarioError> {
         let mut files = Vec::new();
         let mut total: u64 = 0;
-        let dir_canon = self.dir_canon(dir)?;
         for (url, src) in &raw.services.http.files {
             let url_ok = !url.is_empty()
                 && url
@@ -1047,7 +1052,7 @@ impl Validator<'_> {
                     Some("use a relative path like `boot.ipxe` or `menus/node01.ipxe`".into()),
                 ));
             }
-            let (full, body) = self.template(src, dir, &dir_canon, vars, "HTTP file")?;
+            let (full, body) = self.template(src, folder, vars, "HTTP file")?;
             total += body.len() as u64;
             if total > MAX_HTTP_TOTAL {
                 return Err(self.at(
@@ -1125,8 +1130,7 @@ impl Validator<'_> {
     fn template(
         &self,
         src: &Spanned<String>,
-        dir: &Path,
-        dir_canon: &Path,
+        folder: &Folder,
         vars: &BTreeMap<String, String>,
         what: &str,
     ) -> Result<(PathBuf, Vec<u8>), ScenarioError> {
@@ -1140,11 +1144,11 @@ impl Validator<'_> {
                 )),
             ));
         }
-        let full = dir.join(rel);
+        let full = folder.dir.join(rel);
         let canon = full
             .canonicalize()
             .map_err(|e| self.at(src, format!("{what} {}: {e}", full.display()), None))?;
-        if !canon.starts_with(dir_canon) {
+        if !canon.starts_with(&folder.canon) {
             return Err(self.at(
                 src,
                 format!(

@@ -157,9 +157,12 @@ impl Subnet {
     pub fn size(&self) -> u32 {
         1u32 << (32 - self.prefix)
     }
+    /// The netmask in dotted form, e.g. 255.255.255.0.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX << (32 - self.prefix))
+    }
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        let mask = u32::MAX << (32 - self.prefix);
-        u32::from(ip) & mask == u32::from(self.network)
+        u32::from(ip) & u32::from(self.netmask()) == u32::from(self.network)
     }
     /// Whether the two share any address.
     pub fn overlaps(&self, other: &Subnet) -> bool {

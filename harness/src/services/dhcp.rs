@@ -35,7 +35,7 @@ pub struct Dhcp {
 /// dnsmasq's arguments (without the program name).
 pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<String> {
     let (lo, hi) = s.subnet.pool();
-    let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(s.subnet.prefix)));
+    let mask = s.subnet.netmask();
     let mut a: Vec<String> = vec![
         "--keep-in-foreground".into(),
         // Never read the host's configuration or hosts file: a stray option could make it
@@ -67,7 +67,7 @@ pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<
     // get their own range on their own bridge.
     for (i, g) in s.segments.iter().enumerate().filter(|(_, g)| g.dhcp) {
         let (lo, hi) = g.subnet.pool();
-        let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(g.subnet.prefix)));
+        let mask = g.subnet.netmask();
         a.push(format!("--interface={}", crate::lab::segment_bridge(i)));
         a.push(format!("--dhcp-range=set:seg{},{lo},{hi},{mask},1h", i + 1));
     }
