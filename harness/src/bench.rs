@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::report::Summary;
 use crate::run::{self, RunOptions};
+use crate::timeline::MedianBand;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Stat {
@@ -60,6 +61,9 @@ pub struct BenchReport {
     /// The same boot without the harness's console handling and step engine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bare: Option<BareComparison>,
+    /// The picture of the medians over every run (`bench-*.svg`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub picture: Option<PathBuf>,
 }
 
 /// Time from QEMU start to one console text: harness-driven runs against bare ones (same lab,
@@ -153,6 +157,7 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
         run_dirs: runs.iter().map(|(_, _, d)| d.clone()).collect(),
         bare: None,
         to_qemu_start: None,
+        picture: None,
     }
 }
 
@@ -246,6 +251,7 @@ pub fn bench(
         }
     }
     let mut report = summarize(&name, &runs);
+    let mut bare = Vec::new();
     report.to_qemu_start = Stat::of(&to_qemu);
     let text = scenario.steps.iter().find_map(|s| match &s.action {
         crate::scenario::Action::Console(t) if s.name == compare => Some(t.clone()),
@@ -263,7 +269,6 @@ pub fn bench(
                 console: None,
                 ..opts.clone()
             };
-            let mut bare = Vec::new();
             for i in 0..n {
                 eprintln!("bench: bare QEMU run {} of {n}", i + 1);
                 let r = run::run_scenario(path, &bare_opts)?;
@@ -274,13 +279,74 @@ pub fn bench(
             report.bare = compare_bare(compare, &text, &report, &bare);
         }
     }
-    let out = opts
-        .runs_dir
-        .join(&name)
-        .join(format!("bench-{}.json", crate::paths::run_stamp()));
+    let stamp = crate::paths::run_stamp();
+    let dir = opts.runs_dir.join(&name);
+    let svg_path = dir.join(format!("bench-{stamp}.svg"));
+    let svg = picture(&report, &runs, &bare);
+    std::fs::write(&svg_path, svg).map_err(|e| miette::miette!("{}: {e}", svg_path.display()))?;
+    report.picture = Some(svg_path);
+    let out = dir.join(format!("bench-{stamp}.json"));
     let json = serde_json::to_vec_pretty(&report).map_err(|e| miette::miette!("{e}"))?;
     std::fs::write(&out, json).map_err(|e| miette::miette!("{}: {e}", out.display()))?;
     Ok((report, out))
+}
+
+/// The phase medians as a band over every run of the benchmark, harness-driven and bare, on one
+/// time scale (the lab's clock, like each run's own `timeline.svg`).
+pub fn band(report: &BenchReport, runs: &[(Summary, f64, PathBuf)]) -> MedianBand {
+    let starts: Vec<f64> = runs
+        .iter()
+        .filter(|(s, _, _)| s.ok)
+        .filter_map(|(s, _, _)| first_qemu_start(s))
+        .collect();
+    let offset = Stat::of(&starts).map(|s| s.median).unwrap_or(0.0);
+    let steps: Vec<(String, f64, f64, f64)> = report
+        .reached_at
+        .iter()
+        .map(|(n, st)| (n.clone(), st.median, st.min, st.max))
+        .collect();
+    let mut band = MedianBand::from_steps(
+        format!("median of {} passed runs", report.passed),
+        &steps,
+        offset,
+    );
+    let mut note = Vec::new();
+    if let Some(h) = &report.overhead {
+        note.push(format!("outside the boot: median {:.1} s", h.median));
+    }
+    if let Some(q) = &report.to_qemu_start {
+        note.push(format!("run to QEMU start: median {:.2} s", q.median));
+    }
+    if let Some(c) = &report.bare {
+        note.push(format!(
+            "bare QEMU reached `{}` at median {:.1} s, the harness at {:.1} s: ratio {:.3}",
+            c.text, c.bare.median, c.harness.median, c.ratio
+        ));
+        band.marks.push((
+            format!("bare QEMU median for `{}`", c.step),
+            c.bare.median + offset,
+        ));
+    }
+    band.note = note.join("; ");
+    band
+}
+
+fn picture(
+    report: &BenchReport,
+    runs: &[(Summary, f64, PathBuf)],
+    bare: &[(Summary, PathBuf)],
+) -> String {
+    let labelled: Vec<(String, Summary)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, (s, _, _))| (format!("run {}", i + 1), s.clone()))
+        .chain(
+            bare.iter()
+                .enumerate()
+                .map(|(i, (s, _))| (format!("bare {}", i + 1), s.clone())),
+        )
+        .collect();
+    crate::timeline::render_svg_with(&labelled, Some(&band(report, runs)))
 }
 
 #[cfg(test)]
@@ -355,5 +421,19 @@ mod tests {
             render(&b)
         );
         assert!(compare_bare("no such step", "x", &b, &bare).is_none());
+
+        // The picture's band: phases on the runs' clock, the bare median marked.
+        let band = band(&b, &runs);
+        let qemu0 = first_qemu_start(&s).unwrap();
+        let root = band
+            .phases
+            .iter()
+            .find(|p| p.phase == "root mounted")
+            .unwrap();
+        assert!((root.end - (h + qemu0)).abs() < 1e-9, "{root:?}");
+        assert_eq!(band.marks.len(), 1);
+        assert!(band.note.contains("ratio 1.100"), "{}", band.note);
+        let svg = picture(&b, &runs, &bare);
+        assert!(svg.contains("data-label=\"run 2\"") && svg.contains("data-label=\"bare 1\""));
     }
 }

@@ -238,6 +238,9 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 netboot_harness::bench::bench(&scenario, runs, &opts, &compare_step)?;
             print!("{}", netboot_harness::bench::render(&report));
             println!("  results: {}", json.display());
+            if let Some(svg) = &report.picture {
+                println!("  picture: {}", svg.display());
+            }
             Ok(if report.passed == report.runs {
                 ExitCode::SUCCESS
             } else {

@@ -151,6 +151,78 @@ fn phase_style(name: &str) -> &'static Phase {
         .unwrap_or(&PHASES[PHASES.len() - 1])
 }
 
+/// A benchmark's result drawn above its runs: one bar per phase from the median time the phase
+/// began to the median time it ended, with a whisker over the spread of its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MedianBand {
+    /// e.g. "median of 3 runs".
+    pub label: String,
+    pub phases: Vec<MedianPhase>,
+    /// One line under the band's title: overhead, bare-QEMU ratio.
+    pub note: String,
+    /// Single times worth a mark on the band (name, seconds), e.g. bare QEMU's median.
+    pub marks: Vec<(String, f64)>,
+}
+
+/// One phase of a [`MedianBand`], in seconds on the runs' clock.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MedianPhase {
+    pub phase: &'static str,
+    /// The steps that end inside this phase, in order.
+    pub steps: Vec<String>,
+    pub start: f64,
+    pub end: f64,
+    /// Fastest and slowest end of the phase over the runs.
+    pub end_min: f64,
+    pub end_max: f64,
+}
+
+impl MedianBand {
+    /// Groups consecutive steps (name, median, min, max of the time each was reached) into
+    /// phases the way a run's row does; `offset` moves times onto the runs' clock.
+    pub fn from_steps(label: String, steps: &[(String, f64, f64, f64)], offset: f64) -> Self {
+        let mut phases: Vec<MedianPhase> = Vec::new();
+        let mut cursor = offset;
+        for (name, median, min, max) in steps {
+            let phase = phase_of(name).unwrap_or(OTHER);
+            // Medians of times that rise in every run rise too, but a service record can be
+            // stamped a little before the console step listed ahead of it.
+            let end = (median + offset).max(cursor);
+            match phases.last_mut() {
+                Some(last) if last.phase == phase && phase != OTHER => {
+                    last.end = end;
+                    last.end_min = min + offset;
+                    last.end_max = max + offset;
+                    last.steps.push(name.clone());
+                }
+                _ => phases.push(MedianPhase {
+                    phase,
+                    steps: vec![name.clone()],
+                    start: cursor,
+                    end,
+                    end_min: min + offset,
+                    end_max: max + offset,
+                }),
+            }
+            cursor = end;
+        }
+        MedianBand {
+            label,
+            phases,
+            note: String::new(),
+            marks: Vec::new(),
+        }
+    }
+
+    fn t_max(&self) -> f64 {
+        self.phases
+            .iter()
+            .map(|p| p.end_max.max(p.end))
+            .chain(self.marks.iter().map(|(_, t)| *t))
+            .fold(0.0, f64::max)
+    }
+}
+
 /// One bar: a phase (or one unmapped or failed step) from `start` to `end`.
 #[derive(Debug)]
 struct Segment<'a> {
@@ -301,6 +373,11 @@ fn verdict_words(s: &Summary) -> String {
 /// The picture of one or more runs, stacked on one time scale. `label` names each run (the
 /// run directory's name, usually).
 pub fn render_svg(runs: &[(String, Summary)]) -> String {
+    render_svg_with(runs, None)
+}
+
+/// [`render_svg`] with a benchmark's medians drawn above the runs.
+pub fn render_svg_with(runs: &[(String, Summary)], band: Option<&MedianBand>) -> String {
     let rows: Vec<Vec<Row>> = runs.iter().map(|(_, s)| rows_of(s)).collect();
     let t_max = runs
         .iter()
@@ -315,6 +392,7 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
                 .flat_map(|(_, s)| &s.faults)
                 .flat_map(|f| [Some(f.at), f.until].into_iter().flatten()),
         )
+        .chain(band.map(MedianBand::t_max))
         .filter(|t| t.is_finite())
         .fold(1.0_f64, f64::max);
     let step = tick_step(t_max);
@@ -332,7 +410,12 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
         };
         RUN_HEAD_H + message + ROW_H * rows[i].len().max(1) as f64 + RUN_GAP
     };
-    let runs_h: f64 = runs.iter().enumerate().map(run_h).sum();
+    let band_h = if band.is_some() {
+        RUN_HEAD_H + MESSAGE_H + ROW_H + RUN_GAP
+    } else {
+        0.0
+    };
+    let runs_h: f64 = band_h + runs.iter().enumerate().map(run_h).sum::<f64>();
     let bottom_axis_y = runs_top + runs_h + 4.0;
     let legend_y = bottom_axis_y + 30.0;
     let with_faults = runs.iter().any(|(_, s)| !s.faults.is_empty());
@@ -359,14 +442,21 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
             r#"<defs><pattern id="{HATCH_ID}" patternUnits="userSpaceOnUse" width="6" height="6" patternTransform="rotate(45)"><line x1="0" y1="0" x2="0" y2="6" stroke="{FAULT_INK}" stroke-width="2" stroke-opacity="0.6"/></pattern></defs>"#
         );
     }
-    let title = match runs {
-        [(_, s)] => format!(
+    let title = match (runs, band) {
+        (_, Some(b)) => format!(
+            "Benchmark: {}, {}",
+            runs.first()
+                .map(|(_, s)| s.scenario.as_str())
+                .unwrap_or("?"),
+            b.label
+        ),
+        ([(_, s)], None) => format!(
             "Boot timeline: {} {} in {:.1} s",
             s.scenario,
             verdict_words(s),
             s.duration_s
         ),
-        _ => format!("Boot timeline: {} runs on one time scale", runs.len()),
+        (_, None) => format!("Boot timeline: {} runs on one time scale", runs.len()),
     };
     let _ = writeln!(
         o,
@@ -405,6 +495,10 @@ pub fn render_svg(runs: &[(String, Summary)]) -> String {
     let _ = writeln!(o, "</g>");
 
     let mut y = runs_top;
+    if let Some(b) = band {
+        render_band(&mut o, b, y, &x);
+        y += band_h;
+    }
     for ((label, s), rows) in runs.iter().zip(&rows) {
         let _ = writeln!(
             o,
@@ -751,6 +845,84 @@ fn render_row(o: &mut String, row: &Row, y: f64, x: &dyn Fn(f64) -> f64, faults:
         );
     }
     render_markers(o, row, faults, y, x);
+    let _ = writeln!(o, "</g>");
+}
+
+fn render_band(o: &mut String, b: &MedianBand, y: f64, x: &dyn Fn(f64) -> f64) {
+    let _ = writeln!(o, r#"<g class="band" data-label="{}">"#, esc(&b.label));
+    let _ = writeln!(
+        o,
+        r#"<text x="12" y="{:.1}"><tspan font-weight="bold">{}</tspan>  per phase: bar to the median end, whisker over the fastest..slowest run</text>"#,
+        y + 15.0,
+        esc(&b.label)
+    );
+    let _ = writeln!(
+        o,
+        r##"<text x="24" y="{:.1}" font-size="11" fill="#555555">{}</text>"##,
+        y + RUN_HEAD_H + 10.0,
+        esc(&clip(&b.note, 170))
+    );
+    let y = y + RUN_HEAD_H + MESSAGE_H;
+    let _ = writeln!(
+        o,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="end">median</text>"#,
+        PLOT_X0 - 8.0,
+        y + BAR_H / 2.0 + 4.0
+    );
+    for p in &b.phases {
+        let x0 = x(p.start);
+        let w = (x(p.end) - x0).max(1.0);
+        let style = phase_style(p.phase);
+        let tip = format!(
+            "{}: median {:.1} s to {:.1} s ({:.1} s); ends between {:.1} and {:.1} s\n  {}",
+            p.phase,
+            p.start,
+            p.end,
+            p.end - p.start,
+            p.end_min,
+            p.end_max,
+            p.steps.join("\n  ")
+        );
+        let _ = writeln!(
+            o,
+            r#"<rect class="seg" data-phase="{}" x="{x0:.1}" y="{y:.1}" width="{w:.1}" height="{BAR_H}" fill="{}"><title>{}</title></rect>"#,
+            esc(p.phase),
+            style.fill,
+            esc(&tip)
+        );
+        let label = format!("{} {:.1}s", p.phase, p.end - p.start);
+        if fits(&label, w) {
+            let _ = writeln!(
+                o,
+                r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="{}" pointer-events="none">{}</text>"#,
+                x0 + w / 2.0,
+                y + BAR_H / 2.0 + 4.0,
+                style.ink,
+                esc(&label)
+            );
+        }
+        // The whisker sits under the bar so it never hides a label.
+        let (w0, w1) = (x(p.end_min), x(p.end_max));
+        let wy = y + BAR_H + 5.0;
+        let _ = writeln!(
+            o,
+            r##"<g class="spread"><line x1="{w0:.1}" y1="{wy:.1}" x2="{w1:.1}" y2="{wy:.1}" stroke="#1a1a1a" stroke-width="1"/><line x1="{w0:.1}" y1="{:.1}" x2="{w0:.1}" y2="{:.1}" stroke="#1a1a1a"/><line x1="{w1:.1}" y1="{:.1}" x2="{w1:.1}" y2="{:.1}" stroke="#1a1a1a"/></g>"##,
+            wy - 3.0,
+            wy + 3.0,
+            wy - 3.0,
+            wy + 3.0
+        );
+    }
+    for (name, t) in &b.marks {
+        let xt = x(*t);
+        let _ = writeln!(
+            o,
+            r##"<g class="mark"><line x1="{xt:.1}" y1="{:.1}" x2="{xt:.1}" y2="{:.1}" stroke="{FAULT_INK}" stroke-width="2" stroke-dasharray="3,2"/><title>{}</title></g>"##,
+            y - 4.0,
+            y + BAR_H + 8.0,
+            esc(&format!("{name}: {t:.1} s"))
+        );
+    }
     let _ = writeln!(o, "</g>");
 }
 
@@ -1255,5 +1427,63 @@ mod tests {
             dir.file_name().unwrap().to_string_lossy()
         )));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_median_band_groups_steps_into_phases_and_draws_the_spread() {
+        let steps = vec![
+            ("firmware".to_string(), 0.2, 0.1, 0.3),
+            ("DHCP lease".to_string(), 5.5, 5.4, 5.9),
+            ("boot script fetched".to_string(), 5.6, 5.5, 6.0),
+            ("kernel found the iBFT".to_string(), 14.0, 13.0, 15.0),
+            ("initramfs iSCSI login".to_string(), 16.0, 15.5, 17.0),
+            (
+                "initramfs login seen by the target".to_string(),
+                15.9,
+                15.4,
+                17.0,
+            ),
+            (
+                "root mounted from the iSCSI disk".to_string(),
+                16.5,
+                16.4,
+                16.6,
+            ),
+        ];
+        let mut band = MedianBand::from_steps("median of 3 passed runs".into(), &steps, 0.2);
+        let names: Vec<&str> = band.phases.iter().map(|p| p.phase).collect();
+        assert_eq!(
+            names,
+            [
+                "firmware",
+                "DHCP",
+                "boot script",
+                "kernel",
+                "initramfs login",
+                "root mounted"
+            ]
+        );
+        let login = &band.phases[4];
+        // Two steps in one phase; the second's earlier median does not move the end back.
+        assert_eq!(login.steps.len(), 2);
+        assert!((login.start - 14.2).abs() < 1e-9 && (login.end - 16.2).abs() < 1e-9);
+        assert!((login.end_max - 17.2).abs() < 1e-9);
+        for w in band.phases.windows(2) {
+            assert!(w[0].end <= w[1].start + 1e-9, "{w:?}");
+        }
+        band.note = "bare QEMU ratio 0.977 <&>".into();
+        band.marks.push(("bare QEMU median".into(), 16.9));
+        let passed: Summary = serde_json::from_str(PASSED).unwrap();
+        let svg = render_svg_with(&[("run 1".into(), passed)], Some(&band));
+        assert_well_formed(&svg);
+        let drawn = svg.split("<g class=\"band\"").nth(1).unwrap();
+        let drawn = &drawn[..drawn.find("</g>\n<g class=\"run\"").unwrap()];
+        assert_eq!(opening_tags(drawn, "spread").len(), 6);
+        assert_eq!(opening_tags(drawn, "mark").len(), 1);
+        assert!(drawn.contains("ratio 0.977 &lt;&amp;&gt;"));
+        assert!(svg.contains("Benchmark: debian-ibft-e1000, median of 3 passed runs"));
+        // The run below keeps its own rows.
+        assert!(svg.contains("data-label=\"run 1\""));
+        assert!(!render_svg(&[]).contains("class=\"band\""));
     }
 }
