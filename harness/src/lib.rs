@@ -28,4 +28,5 @@ pub mod run;
 pub mod scenario;
 pub mod services;
 pub mod timeline;
+pub mod timeouts;
 pub mod tools;

@@ -98,6 +98,8 @@ enum Cmd {
         accel: String,
         #[arg(long)]
         timeout_scale: f64,
+        #[arg(long, default_value = "")]
+        timeout_why: String,
         #[arg(long)]
         host_netns: u64,
         #[arg(long)]
@@ -115,7 +117,8 @@ struct BootArgs {
     /// tcg, kvm or auto (KVM only if a probe shows it can run firmware).
     #[arg(long, default_value = "auto")]
     accel: String,
-    /// Multiply every step's timeout, e.g. 2 on a slow or busy machine.
+    /// Multiply every step's timeout, e.g. 2 on a slow machine (on top of the stretch TCG runs
+    /// get on a loaded host, see `timeouts`).
     #[arg(long, default_value_t = 1.0)]
     timeout_scale: f64,
     /// Where run directories go (default: target/netboot-harness/runs).
@@ -317,6 +320,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             disk,
             accel,
             timeout_scale,
+            timeout_why,
             host_netns,
             keep,
             console,
@@ -329,6 +333,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 disk,
                 accel,
                 timeout_scale,
+                timeout_why,
                 host_netns,
                 keep,
                 console,

@@ -17,6 +17,9 @@ pub struct Summary {
     pub started_at: String,
     pub accel: String,
     pub timeout_scale: f64,
+    /// Where `timeout_scale` comes from: the accelerator, the host's load, `--timeout-scale`.
+    #[serde(default)]
+    pub timeout_why: String,
     /// `passed`, `failed`, `interrupted` or `error` (the harness itself could not run the boot).
     pub verdict: String,
     /// Whether the run did what the scenario expects (an expected failure counts as ok).
@@ -245,6 +248,7 @@ impl Summary {
             started_at: now_rfc3339(),
             accel: String::new(),
             timeout_scale: 1.0,
+            timeout_why: String::new(),
             verdict: "error".into(),
             ok: false,
             message,
@@ -347,13 +351,16 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
         s.duration_s,
         if s.accel.is_empty() { "?" } else { &s.accel },
         if (s.timeout_scale - 1.0).abs() > f64::EPSILON {
-            format!(", timeouts x{}", s.timeout_scale)
+            format!(", timeouts x{:.2}", s.timeout_scale)
         } else {
             String::new()
         }
     );
     if !s.message.is_empty() {
         let _ = writeln!(o, "  {}", s.message);
+    }
+    if (s.timeout_scale - 1.0).abs() > f64::EPSILON && !s.timeout_why.is_empty() {
+        let _ = writeln!(o, "  step timeouts stretched: {}", s.timeout_why);
     }
     if !s.steps.is_empty() {
         let _ = writeln!(o, "  {:<8} {:>8} {:>8}  step", "status", "at", "took");

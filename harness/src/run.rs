@@ -34,6 +34,7 @@ use crate::lab;
 use crate::report::{self, Artifact, Summary};
 use crate::scenario::{self, ImageRef, Scenario};
 use crate::services::{ServiceContext, ServiceOptions, Services};
+use crate::timeouts;
 use crate::tools;
 
 #[derive(Debug, Clone)]
@@ -91,6 +92,9 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         None => guest::detect_accel(),
     };
     tracing::info!(%accel, %why, "accelerator");
+    let vcpus: u32 = scenario.nodes.iter().map(|n| u32::from(n.cpus)).sum();
+    let timeouts = timeouts::scale(accel, opts.timeout_scale, vcpus, timeouts::HostLoad::now());
+    tracing::info!(factor = timeouts.factor, why = %timeouts.why, "step timeouts");
 
     let run_dir = opts
         .runs_dir
@@ -134,7 +138,8 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
             run_dir: run_dir.clone(),
             disk,
             accel,
-            timeout_scale: opts.timeout_scale,
+            timeout_scale: timeouts.factor,
+            timeout_why: timeouts.why,
             host_netns: lab::netns_inode()
                 .ok_or_else(|| miette::miette!("cannot read /proc/self/ns/net"))?,
             keep: opts.keep,
@@ -225,6 +230,8 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
         .arg(lab.accel.to_string())
         .arg("--timeout-scale")
         .arg(lab.timeout_scale.to_string())
+        .arg("--timeout-why")
+        .arg(&lab.timeout_why)
         .arg("--host-netns")
         .arg(lab.host_netns.to_string())
         .stdout(Stdio::piped())
@@ -356,6 +363,8 @@ pub struct LabArgs {
     pub disk: PathBuf,
     pub accel: Accel,
     pub timeout_scale: f64,
+    /// Where the factor comes from, for the report (see [`crate::timeouts`]).
+    pub timeout_why: String,
     pub host_netns: u64,
     pub keep: bool,
     pub console: Option<String>,
@@ -421,6 +430,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut base = Summary::error(&scenario.name, &args.scenario, String::new());
     base.accel = args.accel.to_string();
     base.timeout_scale = args.timeout_scale;
+    base.timeout_why = args.timeout_why.clone();
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

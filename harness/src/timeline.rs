@@ -980,6 +980,7 @@ mod tests {
             started_at: "2026-11-24T23:27:29Z".into(),
             accel: "tcg".into(),
             timeout_scale: 1.0,
+            timeout_why: String::new(),
             verdict: "failed".into(),
             ok: false,
             message: format!("failed at step `kernel found the iBFT`: {reason}"),
