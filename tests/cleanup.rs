@@ -1,7 +1,10 @@
-//! Nothing is left behind: after a run that ends normally, a run interrupted with Ctrl-C and a
-//! run whose `netboot-harness` process is SIGKILLed, no process of the run remains, no interface,
-//! network namespace, loop device or mount was added on the host, the per-run disk copy is gone,
-//! and the run directory still holds its summary and console log.
+//! Nothing is left behind: after a run that ends normally, a run interrupted with Ctrl-C, a
+//! run whose `netboot-harness` process is SIGKILLed, a run in which a harness task panics
+//! (`NETBOOT_HARNESS_INJECT_PANIC`), and runs whose QEMU or tgtd is SIGKILLed from outside, no
+//! process of the run remains, no interface, network namespace, loop device or mount was added
+//! on the host, the per-run disk copy is gone, and the run directory still holds its summary and
+//! console log. The panic and the killed processes must also be named in the verdict, and end
+//! the run at once rather than at a step's timeout.
 //!
 //! How leftovers are found is in `support/leftovers.rs`, shared with the soak test.
 
@@ -32,6 +35,11 @@ fn only_run_dir(runs: &Path) -> Result<PathBuf, Failed> {
 }
 
 fn check_clean(before: &HostState, run: &Path) -> Result<(), Failed> {
+    check_clean_with(before, run, &["summary.json", "console-node01.log", "events.jsonl"])
+}
+
+/// [`check_clean`] with the artifacts the run must have kept.
+fn check_clean_with(before: &HostState, run: &Path, kept: &[&str]) -> Result<(), Failed> {
     wait_processes_gone(run)?;
     let after = host_state();
     if &after != before {
@@ -40,7 +48,7 @@ fn check_clean(before: &HostState, run: &Path) -> Result<(), Failed> {
     if run.join("scratch").exists() {
         return Err(format!("per-run disk copy left in {}", run.display()).into());
     }
-    for f in ["summary.json", "console-node01.log", "events.jsonl"] {
+    for f in kept {
         if !run.join(f).is_file() {
             return Err(format!("{f} missing in {}", run.display()).into());
         }
@@ -75,6 +83,137 @@ fn normal_end() -> Result<(), Failed> {
     check_clean(&before, &run)?;
     let _ = std::fs::remove_dir_all(&runs);
     Ok(())
+}
+
+/// Runs `sanboot-wrong-target` with a harness task told to panic: the run must end with a
+/// `harness-panic` verdict naming the task, exit 3, keep `kept` and leave nothing.
+fn injected_panic(task: &str, task_name: &str, kept: &[&str]) -> Result<(), Failed> {
+    let runs = temp_runs(&format!("panic-{task}"));
+    let before = host_state();
+    let t = std::time::Instant::now();
+    let out = harness()
+        .env("NETBOOT_HARNESS_INJECT_PANIC", task)
+        .args(["run", "--runs-dir"])
+        .arg(&runs)
+        .arg("scenarios/sanboot-wrong-target.yaml")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let took = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.code() != Some(3) {
+        return Err(format!("exit {:?} instead of 3:\n{stdout}", out.status.code()).into());
+    }
+    let run = only_run_dir(&runs)?;
+    check_clean_with(&before, &run, kept)?;
+    let s = summary(&run)?;
+    if s["verdict"] != "harness-panic" || s["ok"] != false {
+        return Err(format!("verdict {} (ok {}), not harness-panic", s["verdict"], s["ok"]).into());
+    }
+    let reason = s["failed_step"]["reason"].as_str().unwrap_or_default();
+    let want = format!("`{task_name}` panicked: injected panic");
+    if !reason.contains(&want) {
+        return Err(format!("the reason {reason:?} does not say {want:?}").into());
+    }
+    // The scenario's own steps would take about 30 s; a panic must not wait for them.
+    if took > Duration::from_secs(60) {
+        return Err(format!("the run took {took:?} to end after the panic").into());
+    }
+    let _ = std::fs::remove_dir_all(&runs);
+    Ok(())
+}
+
+/// A panic in the console reader, while the steps run.
+fn panic_in_console_reader() -> Result<(), Failed> {
+    injected_panic(
+        "console",
+        "console:node01",
+        &[
+            "summary.json",
+            "console-node01.log",
+            "events.jsonl",
+            "dnsmasq.log",
+            "tgtd.log",
+            "harness.log",
+        ],
+    )
+}
+
+/// A panic in dnsmasq's log pump, while the services start: no guest ever ran.
+fn panic_in_dhcp_log_pump() -> Result<(), Failed> {
+    injected_panic(
+        "dhcp-log",
+        "dhcp-log",
+        &["summary.json", "events.jsonl", "tgtd.log", "harness.log"],
+    )
+}
+
+/// The pid of the run's process whose command line starts with `program`.
+fn pid_of(run: &Path, program: &str) -> Option<i32> {
+    leftovers::processes_of(run).iter().find_map(|p| {
+        let (pid, cmd) = p.split_once(": ")?;
+        let exe = cmd.split(' ').next()?;
+        let name = Path::new(exe).file_name()?.to_string_lossy();
+        (name == program).then(|| pid.parse().ok()).flatten()
+    })
+}
+
+/// SIGKILLs `program` of a booting run from outside; the run must fail at once with `want` in
+/// its reason, keep its artifacts and leave nothing behind.
+fn killed_from_outside(program: &str, want: &str) -> Result<(), Failed> {
+    let runs = temp_runs(&format!("killed-{program}"));
+    let before = host_state();
+    let (mut child, run) = start_boot(&runs)?;
+    let pid = pid_of(&run, program).ok_or_else(|| {
+        format!(
+            "no {program} among the run's processes: {:?}",
+            leftovers::processes_of(&run)
+        )
+    })?;
+    // SAFETY: plain kill(2) on a process of the run this test started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let t = std::time::Instant::now();
+    let mut status = None;
+    wait_for("the run to end", Duration::from_secs(120), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    })?;
+    let took = t.elapsed();
+    if status.and_then(|s| s.code()) != Some(1) {
+        return Err(format!("{status:?} instead of exit 1").into());
+    }
+    check_clean(&before, &run)?;
+    let s = summary(&run)?;
+    if s["verdict"] != "failed" {
+        return Err(format!("verdict {} instead of failed", s["verdict"]).into());
+    }
+    let reason = s["failed_step"]["reason"].as_str().unwrap_or_default();
+    if !reason.contains(want) {
+        return Err(format!("the reason {reason:?} does not say {want:?}").into());
+    }
+    let step = s["failed_step"]["name"].as_str().unwrap_or_default();
+    let within = s["failed_step"]["within_s"].as_f64().unwrap_or_default();
+    // Every step of the scenario allows 60 s or more: the step that failed must not have been
+    // waited out.
+    if took > Duration::from_secs(30) {
+        return Err(format!("the run ended {took:?} after the kill (step `{step}`, {within}s)").into());
+    }
+    let _ = std::fs::remove_dir_all(&runs);
+    Ok(())
+}
+
+fn qemu_killed() -> Result<(), Failed> {
+    killed_from_outside(
+        "qemu-system-x86_64",
+        "QEMU exited, killed by signal 9 (SIGKILL)",
+    )
+}
+
+/// tgtd ignores SIGTERM, which makes it the service most likely to be stopped with SIGKILL.
+fn tgtd_killed() -> Result<(), Failed> {
+    killed_from_outside(
+        "tgtd",
+        "service died: iscsi: tgtd killed by signal 9 (SIGKILL)",
+    )
 }
 
 /// Starts a boot in its own process group and waits until QEMU is running.
@@ -143,10 +282,14 @@ fn main() {
     let is_root = unsafe { libc::geteuid() } == 0;
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
     type Check = fn() -> Result<(), Failed>;
-    let tests: [(&str, Check); 3] = [
+    let tests: [(&str, Check); 7] = [
         ("cleanup::normal_end", normal_end),
         ("cleanup::ctrl_c", ctrl_c),
         ("cleanup::sigkill", sigkill),
+        ("cleanup::panic_in_console_reader", panic_in_console_reader),
+        ("cleanup::panic_in_dhcp_log_pump", panic_in_dhcp_log_pump),
+        ("cleanup::qemu_killed", qemu_killed),
+        ("cleanup::tgtd_killed", tgtd_killed),
     ];
     let trials = tests
         .into_iter()

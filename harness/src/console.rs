@@ -130,6 +130,8 @@ struct Shared {
     lines: Vec<ConsoleLine>,
     partial: String,
     closed: bool,
+    /// How the process behind the console ended, once its owner said.
+    ended: Option<String>,
 }
 
 /// One guest's console. Cheap to clone.
@@ -155,7 +157,12 @@ impl Console {
             changed,
         };
         let c = console.clone();
-        let task = tokio::spawn(async move {
+        // Named after its node, as the log is (`console-node01.log` -> `console:node01`).
+        let node = raw_log
+            .file_stem()
+            .map(|s| s.to_string_lossy().trim_start_matches("console-").to_string())
+            .unwrap_or_default();
+        let task = crate::tasks::spawn(format!("console:{node}"), async move {
             let mut cleaner = Cleaner::default();
             let mut buf = vec![0u8; 8192];
             let mut generation = 0u64;
@@ -239,6 +246,17 @@ impl Console {
     /// The guest's output ended (QEMU exited).
     pub fn closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Records how the process writing this console ended (e.g. `killed by signal 9`).
+    pub fn note_end(&self, how: &str) {
+        self.lock().ended = Some(how.to_string());
+        self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// How the process writing this console ended, if known yet.
+    pub fn ended(&self) -> Option<String> {
+        self.lock().ended.clone()
     }
 }
 

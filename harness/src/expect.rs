@@ -55,6 +55,13 @@ pub enum Verdict {
     Interrupted {
         step: String,
     },
+    /// A task of the harness itself panicked during this step: a harness bug, not a finding
+    /// about the boot.
+    HarnessPanic {
+        step: String,
+        task: String,
+        message: String,
+    },
 }
 
 impl Verdict {
@@ -85,6 +92,16 @@ enum Wait {
     Failed(String),
     TimedOut,
     Cancelled,
+    Broken(LabFault),
+}
+
+/// The lab broke under the steps: the run cannot go on, whatever step it is at.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabFault {
+    /// A task of the harness panicked.
+    Panic(crate::tasks::HarnessPanic),
+    /// A service (or other process the run needs) ended without the harness stopping it.
+    Died(String),
 }
 
 /// Told about each step as it ends, e.g. to show progress. Must not block.
@@ -108,6 +125,11 @@ pub trait LabControl: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
     /// The per-run disk copy the iSCSI target exports.
     fn lun_file(&self) -> Option<PathBuf>;
+    /// Resolves when the lab broke (a service died, a harness task panicked); never, by
+    /// default.
+    fn broken(&self) -> Pin<Box<dyn Future<Output = LabFault> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A lab without controls: restart and LUN steps fail, saying so.
@@ -229,6 +251,7 @@ pub async fn run_steps_controlled(
                     w = wait_step(step, io, &cx, &mut cursors, &mut consumed) => w,
                     _ = tokio::time::sleep(within) => Wait::TimedOut,
                     _ = cancelled(&mut cancel) => Wait::Cancelled,
+                    fault = control.broken() => Wait::Broken(fault),
                 };
                 match (w, &step.action) {
                     // A shell that does not finish its command is the finding itself: say so,
@@ -278,6 +301,24 @@ pub async fn run_steps_controlled(
                     step: step.name.clone(),
                 };
                 (StepStatus::Failed, None, "interrupted".to_string())
+            }
+            Wait::Broken(LabFault::Died(reason)) => {
+                tracing::error!(%reason, "the lab broke");
+                verdict = Verdict::Failed {
+                    step: step.name.clone(),
+                    reason: reason.clone(),
+                    waited,
+                    within: within_s,
+                };
+                (StepStatus::Failed, None, reason)
+            }
+            Wait::Broken(LabFault::Panic(p)) => {
+                verdict = Verdict::HarnessPanic {
+                    step: step.name.clone(),
+                    task: p.task.clone(),
+                    message: p.message.clone(),
+                };
+                (StepStatus::Failed, None, p.to_string())
             }
         };
         let result = StepResult {
@@ -557,10 +598,7 @@ async fn wait_step(
                     };
                 }
                 if io.console.closed() {
-                    return Wait::Failed(format!(
-                        "the guest stopped (QEMU exited) while waiting for {}",
-                        describe(&step.action)
-                    ));
+                    return guest_gone(io, &step.action).await;
                 }
             }
             Action::Shell(cmd) => {
@@ -589,7 +627,8 @@ async fn wait_step(
                 }
                 if io.console.closed() {
                     return Wait::Failed(format!(
-                        "the guest stopped (QEMU exited) while its shell ran {cmd:?}"
+                        "the guest stopped ({}) while its shell ran {cmd:?}",
+                        qemu_end(io).await
                     ));
                 }
             }
@@ -675,6 +714,11 @@ async fn wait_step(
                 }
             }
         }
+        // A guest that is gone sends no more records and changes its disk no more: waiting
+        // out the step's timeout would only hide why the run failed.
+        if io.console.closed() && !matches!(step.action, Action::QemuExit) {
+            return guest_gone(io, &step.action).await;
+        }
         let console_changed = async {
             let futs = console_rxs.iter_mut().map(|rx| Box::pin(rx.changed()));
             let _ = futures_select_any(futs).await;
@@ -695,6 +739,40 @@ async fn wait_step(
             }
             _ = lun_tick => {}
         }
+    }
+}
+
+/// The verdict of a step whose guest stopped under it.
+async fn guest_gone(io: &NodeIo, action: &Action) -> Wait {
+    Wait::Failed(format!(
+        "the guest stopped ({}) while waiting for {}",
+        qemu_end(io).await,
+        describe(action)
+    ))
+}
+
+/// How long the console's end may come before QEMU's exit status: the pipe closes first.
+const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// `QEMU exited, killed by signal 9 (SIGKILL)`, or only `QEMU exited` when its status is not
+/// known (a console without a process behind it).
+async fn qemu_end(io: &NodeIo) -> String {
+    let mut rx = io.console.subscribe();
+    let known = tokio::time::timeout(EXIT_STATUS_WAIT, async {
+        loop {
+            if let Some(how) = io.console.ended() {
+                return how;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    })
+    .await;
+    match known {
+        Ok(how) if how.starts_with("exited") => format!("QEMU {how}"),
+        Ok(how) => format!("QEMU exited, {how}"),
+        Err(_) => "QEMU exited".into(),
     }
 }
 
@@ -902,6 +980,19 @@ pub fn judge(outcome: &Outcome, expected: Option<&ExpectedFailure>) -> Judgement
         (_, Verdict::Interrupted { step }) => Judgement {
             ok: false,
             message: format!("interrupted during step `{step}`"),
+        },
+        (
+            _,
+            Verdict::HarnessPanic {
+                step,
+                task,
+                message,
+            },
+        ) => Judgement {
+            ok: false,
+            message: format!(
+                "the harness itself failed during step `{step}`: task `{task}` panicked: {message}"
+            ),
         },
         (None, Verdict::Passed) => Judgement {
             ok: true,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::lab::TapPlan;
 use crate::scenario::Node;
@@ -162,11 +162,14 @@ impl GuestConfig {
 /// A running guest.
 pub struct Guest {
     pub name: String,
-    pub child: Child,
     pub stdout: Option<tokio::process::ChildStdout>,
     /// Bytes to type on the serial console.
     pub input: mpsc::Sender<Vec<u8>>,
     pub argv: Vec<OsString>,
+    /// How QEMU ended, once it has: see [`crate::process::describe_exit`].
+    pub exit: watch::Receiver<Option<String>>,
+    /// Tells the task that owns the QEMU process to kill it.
+    kill: Option<oneshot::Sender<()>>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -181,8 +184,9 @@ impl Guest {
     /// Starts QEMU; `stderr_log` receives QEMU's own messages. The argv is written to
     /// `<run_dir>/qemu-<node>.args` by the caller for the artifacts.
     pub fn start(cfg: &GuestConfig, stderr_log: &Path) -> Result<Guest, GuestError> {
+        let name = cfg.node.name.clone();
         let err = |source| GuestError {
-            node: cfg.node.name.clone(),
+            node: name.clone(),
             source,
         };
         let argv = cfg.args();
@@ -198,7 +202,7 @@ impl Guest {
         let stdout = child.stdout.take();
         let mut stdin = child.stdin.take();
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
-        tokio::spawn(async move {
+        crate::tasks::spawn(format!("qemu-input:{name}"), async move {
             while let Some(bytes) = rx.recv().await {
                 let Some(w) = stdin.as_mut() else { break };
                 if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
@@ -206,19 +210,54 @@ impl Guest {
                 }
             }
         });
+        // QEMU killed from outside must be told apart from one that powered off, and the
+        // steps learn of it at once: a task owns the process and publishes how it ended.
+        let (exit_tx, exit) = watch::channel(None);
+        let (kill, kill_rx) = oneshot::channel::<()>();
+        let node = name.clone();
+        crate::tasks::spawn(format!("qemu-wait:{name}"), async move {
+            let asked = tokio::select! {
+                status = child.wait() => Some(status),
+                _ = kill_rx => None,
+            };
+            let (status, by_us) = match asked {
+                Some(status) => (status, false),
+                None => {
+                    let _ = child.start_kill();
+                    (child.wait().await, true)
+                }
+            };
+            let how = match status {
+                Ok(s) => crate::process::describe_exit(s),
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            if by_us {
+                tracing::debug!(node = %node, %how, "QEMU stopped");
+            } else {
+                tracing::warn!(node = %node, %how, "QEMU exited by itself");
+            }
+            exit_tx.send_replace(Some(how));
+        });
         Ok(Guest {
-            name: cfg.node.name.clone(),
-            child,
+            name,
             stdout,
             input: tx,
             argv,
+            exit,
+            kill: Some(kill),
         })
     }
 
     /// Stops the guest at once: a test guest has nothing to save.
     pub async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.exit.wait_for(Option::is_some),
+        )
+        .await;
     }
 }
 

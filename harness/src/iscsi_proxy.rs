@@ -70,7 +70,7 @@ impl IscsiProxy {
         let attempts = Arc::new(AtomicU32::new(0));
         let faults = Arc::new(faults);
         let recs = records.clone();
-        let task = tokio::spawn(async move {
+        let task = crate::tasks::spawn("iscsi-proxy", async move {
             if let Some(t) = faults.start_at {
                 crate::services::outage::hold_down(&listener, "iscsi", t, &events).await;
             }
@@ -87,7 +87,7 @@ impl IscsiProxy {
                     records: recs.clone(),
                     sink: sink.clone(),
                 };
-                tokio::spawn(async move {
+                crate::tasks::spawn("iscsi-proxy-conn", async move {
                     if let Err(e) = cx.serve(client).await {
                         tracing::debug!(%peer, "iscsi proxy connection ended: {e}");
                     }

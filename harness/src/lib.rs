@@ -28,5 +28,6 @@ pub mod run;
 pub mod scenario;
 pub mod services;
 pub mod timeline;
+pub mod tasks;
 pub mod timeouts;
 pub mod tools;

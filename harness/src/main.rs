@@ -209,9 +209,14 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 scenario::load(s)?;
             }
             let mut all_ok = true;
+            let mut panicked = false;
             for s in &scenarios {
                 let r = run::run_scenario(s, &opts)?;
                 all_ok &= r.ok();
+                panicked |= r
+                    .summary
+                    .as_ref()
+                    .is_some_and(|s| s.verdict == report::HARNESS_PANIC);
                 // Ctrl-C or SIGTERM stops the whole command, not just the scenario it hit.
                 if r.summary
                     .as_ref()
@@ -220,7 +225,9 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                     break;
                 }
             }
-            Ok(if all_ok {
+            Ok(if panicked {
+                ExitCode::from(run::EXIT_HARNESS_PANIC as u8)
+            } else if all_ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

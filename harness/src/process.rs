@@ -13,3 +13,37 @@ pub fn die_with_parent(cmd: &mut tokio::process::Command) {
         });
     }
 }
+
+/// How a child ended, in words for a verdict: `exited with status 1`, `killed by signal 9
+/// (SIGKILL)`.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => {
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map(|s| format!(" ({})", s.as_str()))
+                .unwrap_or_default();
+            format!("killed by signal {sig}{name}")
+        }
+        _ => format!("ended ({status})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn exit_statuses_in_words() {
+        assert_eq!(
+            describe_exit(std::process::ExitStatus::from_raw(9)),
+            "killed by signal 9 (SIGKILL)"
+        );
+        assert_eq!(
+            describe_exit(std::process::ExitStatus::from_raw(1 << 8)),
+            "exited with status 1"
+        );
+    }
+}

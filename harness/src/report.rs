@@ -20,7 +20,8 @@ pub struct Summary {
     /// Where `timeout_scale` comes from: the accelerator, the host's load, `--timeout-scale`.
     #[serde(default)]
     pub timeout_why: String,
-    /// `passed`, `failed`, `interrupted` or `error` (the harness itself could not run the boot).
+    /// `passed`, `failed`, `interrupted`, `error` (the harness itself could not run the boot)
+    /// or `harness-panic` (a task of the harness panicked; `failed_step` names it).
     pub verdict: String,
     /// Whether the run did what the scenario expects (an expected failure counts as ok).
     pub ok: bool,
@@ -239,6 +240,9 @@ pub fn injected_faults(
     out
 }
 
+/// The verdict of a run a harness task's panic ended.
+pub const HARNESS_PANIC: &str = "harness-panic";
+
 impl Summary {
     /// A summary for a run that never reached its steps (lab or services failed to start).
     pub fn error(scenario: &str, file: &Path, message: String) -> Summary {
@@ -267,6 +271,7 @@ impl Summary {
             Verdict::Passed => "passed",
             Verdict::Failed { .. } => "failed",
             Verdict::Interrupted { .. } => "interrupted",
+            Verdict::HarnessPanic { .. } => HARNESS_PANIC,
         };
         let failed_step = match &outcome.verdict {
             Verdict::Failed {
@@ -283,6 +288,16 @@ impl Summary {
             Verdict::Interrupted { step } => Some(FailedStep {
                 name: step.clone(),
                 reason: "interrupted (Ctrl-C or SIGTERM)".into(),
+                waited_s: 0.0,
+                within_s: 0.0,
+            }),
+            Verdict::HarnessPanic {
+                step,
+                task,
+                message,
+            } => Some(FailedStep {
+                name: step.clone(),
+                reason: format!("harness task `{task}` panicked: {message}"),
                 waited_s: 0.0,
                 within_s: 0.0,
             }),
@@ -368,6 +383,7 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
             let mark = match st.status.as_str() {
                 "met" => "ok",
                 "failed" if s.verdict == "interrupted" => "STOPPED",
+                "failed" if s.verdict == HARNESS_PANIC => "PANIC",
                 "failed" => "FAILED",
                 _ => "-",
             };

@@ -394,13 +394,22 @@ pub fn lab_main(args: LabArgs) -> i32 {
             return 2;
         }
     };
-    let summary = rt.block_on(lab_run(&args));
-    let code = match summary.verdict.as_str() {
-        _ if summary.ok => 0,
-        "interrupted" => 130,
-        "error" => 2,
-        _ => 1,
+    crate::tasks::inject_from_env();
+    // A panic outside the supervised tasks (in the lab's own code) still ends with a summary;
+    // the guests and services it held were dropped on the way out, which kills them, and the
+    // namespaces take whatever is left.
+    let summary = match rt.block_on(crate::tasks::CatchUnwind::new(lab_run(&args))) {
+        Ok(s) => s,
+        Err(payload) => panic_summary(
+            &args,
+            &crate::tasks::HarnessPanic {
+                task: "lab".into(),
+                message: crate::tasks::panic_message(payload.as_ref()),
+            },
+        ),
     };
+    let summary = panicked_meanwhile(summary);
+    let code = lab_exit_code(&summary);
     if let Err(e) = summary.write(&args.run_dir) {
         eprintln!("netboot-harness: cannot write summary.json: {e}");
     } else {
@@ -419,6 +428,93 @@ pub fn lab_main(args: LabArgs) -> i32 {
     code
 }
 
+/// The lab's exit status: 0 when the run did what the scenario expects, 1 when it did not,
+/// 2 when the harness could not run it, 3 when a harness task panicked, 130 when interrupted.
+pub fn lab_exit_code(s: &Summary) -> i32 {
+    match s.verdict.as_str() {
+        _ if s.ok => 0,
+        "interrupted" => 130,
+        "error" => 2,
+        report::HARNESS_PANIC => EXIT_HARNESS_PANIC,
+        _ => 1,
+    }
+}
+
+/// Exit status of `run` (and the lab) when a harness task panicked: a harness bug, told apart
+/// from a scenario that failed (1) and from a command that could not start (2).
+pub const EXIT_HARNESS_PANIC: i32 = 3;
+
+/// A harness task that panicked outside the steps (while the services started, say) still
+/// decides the verdict: the run's evidence cannot be trusted whatever the steps said.
+fn panicked_meanwhile(mut s: Summary) -> Summary {
+    let Some(p) = crate::tasks::supervisor().first() else {
+        return s;
+    };
+    if s.verdict == report::HARNESS_PANIC {
+        return s;
+    }
+    s.message = format!("{p} (the run's own verdict was {}: {})", s.verdict, s.message);
+    s.verdict = report::HARNESS_PANIC.into();
+    s.ok = false;
+    if s.failed_step.is_none() {
+        s.failed_step = Some(report::FailedStep {
+            name: "(outside the steps)".into(),
+            reason: p.to_string(),
+            waited_s: 0.0,
+            within_s: 0.0,
+        });
+    }
+    s
+}
+
+/// The summary of a run the lab's own code panicked in, outside any step.
+fn panic_summary(args: &LabArgs, p: &crate::tasks::HarnessPanic) -> Summary {
+    let name = scenario::load(&args.scenario)
+        .map(|s| s.name)
+        .unwrap_or_else(|_| "?".into());
+    let mut s = Summary::error(&name, &args.scenario, p.to_string());
+    s.verdict = report::HARNESS_PANIC.into();
+    s.failed_step = Some(report::FailedStep {
+        name: "(outside the steps)".into(),
+        reason: p.to_string(),
+        waited_s: 0.0,
+        within_s: 0.0,
+    });
+    s.artifacts = collect_artifacts(&args.run_dir);
+    s
+}
+
+/// What the steps may do to this run's lab, and how they learn that it broke: a service died
+/// or a harness task panicked.
+struct RunControl<'a> {
+    services: &'a Services,
+}
+
+impl expect::LabControl for RunControl<'_> {
+    fn restart(
+        &self,
+        service: scenario::Service,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        expect::LabControl::restart(self.services, service)
+    }
+
+    fn lun_file(&self) -> Option<PathBuf> {
+        expect::LabControl::lun_file(self.services)
+    }
+
+    fn broken(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = expect::LabFault> + Send + '_>> {
+        Box::pin(async move {
+            tokio::select! {
+                p = crate::tasks::panicked() => expect::LabFault::Panic(p),
+                f = expect::LabControl::broken(self.services) => f,
+            }
+        })
+    }
+}
+
 async fn lab_run(args: &LabArgs) -> Summary {
     let scenario = match scenario::load(&args.scenario) {
         Ok(s) => s,
@@ -433,7 +529,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     base.timeout_why = args.timeout_why.clone();
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
+    crate::tasks::spawn("signals", async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
             signal(SignalKind::interrupt()),
@@ -549,7 +645,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
                     let raw = args.run_dir.join(format!("console-{}.log", node.name));
                     let text = text.clone().into_bytes();
                     let limit = Duration::from_secs_f64(600.0 * args.timeout_scale);
-                    bare = Some(tokio::spawn(async move {
+                    bare = Some(crate::tasks::spawn("bare", async move {
                         crate::bare::time_to_text(out, &raw, &text, clock, limit).await
                     }));
                     guests.push(g);
@@ -563,6 +659,13 @@ async fn lab_run(args: &LabArgs) -> Summary {
                     clock,
                 ) {
                     Ok((console, _task)) => {
+                        let mut exit = g.exit.clone();
+                        let noted = console.clone();
+                        crate::tasks::spawn(format!("qemu-exit:{}", node.name), async move {
+                            if let Ok(how) = exit.wait_for(Option::is_some).await {
+                                noted.note_end(how.as_deref().unwrap_or_default());
+                            }
+                        });
                         nodes.insert(
                             node.name.clone(),
                             NodeIo {
@@ -592,16 +695,41 @@ async fn lab_run(args: &LabArgs) -> Summary {
             Some(p) => p,
             None => &expect::NoObserver,
         };
-        let outcome = expect::run_steps_controlled(
-            &scenario,
-            &nodes,
-            &events,
-            args.timeout_scale,
-            cancel_rx.clone(),
-            observer,
-            &services,
-        )
-        .await;
+        let control = RunControl {
+            services: &services,
+        };
+        let steps = crate::tasks::CatchUnwind::new(async {
+            if crate::tasks::supervisor().injects("expect") {
+                panic!("injected panic ({})", crate::tasks::INJECT_PANIC_ENV);
+            }
+            expect::run_steps_controlled(
+                &scenario,
+                &nodes,
+                &events,
+                args.timeout_scale,
+                cancel_rx.clone(),
+                observer,
+                &control,
+            )
+            .await
+        });
+        let outcome = match steps.await {
+            Ok(o) => o,
+            // The step loop is not a spawned task: its panic is caught here, and the lab is
+            // torn down below as after any other ending.
+            Err(payload) => expect::Outcome {
+                verdict: expect::Verdict::HarnessPanic {
+                    step: "(the step loop)".into(),
+                    task: "expect".into(),
+                    message: crate::tasks::panic_message(payload.as_ref()),
+                },
+                steps: Vec::new(),
+                console_tails: nodes
+                    .iter()
+                    .map(|(n, io)| (n.clone(), io.console.tail(expect::TAIL_LINES)))
+                    .collect(),
+            },
+        };
         let judgement = expect::judge(&outcome, scenario.expect_failure.as_ref());
         let mut s = Summary::from_outcome(base, &outcome, &judgement);
         s.duration_s = clock.now();

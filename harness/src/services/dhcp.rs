@@ -307,7 +307,7 @@ impl Dhcp {
         tracing::debug!(%command, pid = ?child.id(), "dnsmasq spawned");
 
         let (ready_tx, ready_rx) = oneshot::channel();
-        let mut pump = tokio::spawn(pump(
+        let mut pump = crate::tasks::spawn("dhcp-log", pump(
             child.stderr.take(),
             log_file,
             cx.events.clone(),
@@ -381,6 +381,12 @@ impl Dhcp {
         {
             pump.abort();
         }
+    }
+
+    /// How dnsmasq ended, if it has: nothing but [`Dhcp::stop`] should end it.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        Some(crate::process::describe_exit(status))
     }
 
     pub fn artifacts(&self) -> Vec<PathBuf> {

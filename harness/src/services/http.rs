@@ -121,7 +121,7 @@ impl Http {
         let (tx, rx) = oneshot::channel::<()>();
         let hold = s.http.start_after.map(|d| d.as_secs_f64());
         let events = cx.events.clone();
-        let task = tokio::spawn(async move {
+        let task = crate::tasks::spawn("http", async move {
             if let Some(t) = hold {
                 super::outage::hold_down(&listener, SERVICE, t, &events).await;
             }

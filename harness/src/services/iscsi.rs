@@ -608,6 +608,13 @@ impl Iscsi {
     pub fn control_port(&self) -> u16 {
         self.tgtadm.port
     }
+
+    /// How tgtd ended, if it has: nothing but [`Iscsi::stop`] and [`Iscsi::restart`] (which
+    /// starts a new one) should end it.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        Some(crate::process::describe_exit(status))
+    }
 }
 
 /// Where the iSCSI service of a run keeps its files.
@@ -643,7 +650,7 @@ struct Poller {
 impl Poller {
     fn start(tgtadm: Tgtadm, events: Arc<EventLog>, mut sink: std::fs::File) -> Poller {
         let (stop, mut stop_rx) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = crate::tasks::spawn("iscsi-poller", async move {
             let mut seen: BTreeSet<(u32, u64, u32)> = BTreeSet::new();
             // Configuration already logged the empty session list.
             let mut last_logged = "[]".to_string();

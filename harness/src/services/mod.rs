@@ -258,7 +258,8 @@ impl Services {
             let scenario = scenario.clone();
             let late_events = events.clone();
             let start_at = after.as_secs_f64();
-            let pending = tokio::spawn(
+            let pending = crate::tasks::spawn(
+                "dhcp-late-start",
                 async move {
                     let left = start_at - cx.events.clock().now();
                     if left > 0.0 {
@@ -440,6 +441,46 @@ impl Services {
         out
     }
 
+    /// Resolves when dnsmasq or tgtd has ended without the harness stopping it, with what
+    /// happened; also when a late DHCP start failed. Each service is looked at under its lock,
+    /// so a `restart` step (which holds it from stop to start) is never taken for a death, and
+    /// the end of the run stops the services only after the steps stopped watching.
+    pub async fn died(&self) -> String {
+        loop {
+            tokio::time::sleep(WATCH_EVERY).await;
+            if let Some((service, what)) = self.death().await {
+                self.events.push(service_event(service, &format!("died: {what}")));
+                tracing::error!(service, %what, "service died");
+                return format!("service died: {service}: {what}");
+            }
+        }
+    }
+
+    /// The first service found dead: its name and what happened.
+    async fn death(&self) -> Option<(&'static str, String)> {
+        {
+            let mut slot = self.dhcp.lock().await;
+            let late_done = matches!(&*slot, Some(DhcpSlot::Pending { task, .. }) if task.is_finished());
+            if late_done {
+                // The late start is over: from now on dnsmasq is watched like any other.
+                if let Some(DhcpSlot::Pending { task, .. }) = slot.take() {
+                    match task.await {
+                        Ok(Ok(d)) => *slot = Some(DhcpSlot::Running(Box::new(d))),
+                        Ok(Err(e)) => return Some((SERVICE_DHCP, format!("its late start failed: {e}"))),
+                        Err(e) => return Some((SERVICE_DHCP, format!("its late start ended: {e}"))),
+                    }
+                }
+            }
+            if let Some(DhcpSlot::Running(d)) = slot.as_mut() {
+                if let Some(how) = d.exited() {
+                    return Some((SERVICE_DHCP, format!("dnsmasq {how}")));
+                }
+            }
+        }
+        let how = self.iscsi.lock().await.exited()?;
+        Some(("iscsi", format!("tgtd {how}")))
+    }
+
     /// The port tgtd's control socket uses (`tgtadm -C <port>`), for debugging by hand. A
     /// restart keeps it.
     pub fn tgtd_control_port(&self) -> u16 {
@@ -459,6 +500,9 @@ impl Services {
 
 const SERVICE_DHCP: &str = "dhcp";
 
+/// How often [`Services::died`] looks: a dead service fails the run within this.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
 impl crate::expect::LabControl for Services {
     fn restart(
         &self,
@@ -474,6 +518,13 @@ impl crate::expect::LabControl for Services {
 
     fn lun_file(&self) -> Option<PathBuf> {
         Some(self.again.cx.disk.clone())
+    }
+
+    fn broken(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::expect::LabFault> + Send + '_>>
+    {
+        Box::pin(async move { crate::expect::LabFault::Died(self.died().await) })
     }
 }
 
