@@ -975,11 +975,13 @@ mod tests {
 
         // A restart replaces tgtd behind the proxy: the open session ends, a new login is a new
         // record, and the target is back with its LUN on the same disk and control port.
+        // Watched all along, as the steps watch it: a restart is not a death.
         let t = Instant::now();
-        let detail = services
-            .restart(Service::Iscsi)
-            .await
-            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        let detail = tokio::select! {
+            died = services.died() => panic!("the restart was taken for a death: {died}"),
+            r = services.restart(Service::Iscsi) => r,
+        }
+        .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
         eprintln!("restart: {detail} ({:?})", t.elapsed());
         let mut c = c;
         let mut buf = [0u8; 64];
@@ -1032,6 +1034,27 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
         assert_eq!(count("dnsmasq.log", "sockets bound exclusively"), bound + 1);
+        let quiet = tokio::time::timeout(Duration::from_secs(1), services.died()).await;
+        assert!(quiet.is_err(), "a death after the restarts: {quiet:?}");
+
+        // dnsmasq killed from outside: the watcher names it and how it ended, and records it.
+        for p in processes_named(&["dnsmasq"]) {
+            let pid = p.split(' ').next().and_then(|p| p.parse().ok()).unwrap();
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+        let died = tokio::time::timeout(Duration::from_secs(5), services.died())
+            .await
+            .expect("the dead dnsmasq is noticed");
+        assert_eq!(
+            died,
+            "service died: dhcp: dnsmasq killed by signal 9 (SIGKILL)"
+        );
+        assert!(events.snapshot().iter().any(|e| matches!(&e.kind,
+            EventKind::Service { service, state } if service == "dhcp" && state.starts_with("died: "))));
         services.stop().await;
         drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
