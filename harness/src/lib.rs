@@ -26,6 +26,7 @@ pub mod report;
 pub mod rootless;
 pub mod run;
 pub mod scenario;
+pub mod scratch;
 pub mod services;
 pub mod timeline;
 pub mod tasks;

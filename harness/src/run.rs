@@ -108,8 +108,10 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         .into_diagnostic()
         .wrap_err_with(|| format!("creating {}/harness.log", run_dir.display()))?;
     tracing::info!(scenario = %path.display(), run_dir = %run_dir.display(), %accel, %why, "run starts");
-    let scratch = run_dir.join("scratch");
-    std::fs::create_dir_all(&scratch).into_diagnostic()?;
+    let scratch = crate::scratch::Scratch::create(&run_dir)?;
+    // After our own folder is locked, so the sweep cannot take it for an orphan. Each removal
+    // is logged (a warning, on stderr too).
+    crate::scratch::sweep(&opts.runs_dir);
 
     let result = (|| -> miette::Result<RunResult> {
         let base = resolve_image(&scenario, &run_dir)?;
@@ -118,7 +120,7 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         // a test interrupting runs before their guests started). Not earlier: an image build
         // stops on the signal by itself.
         install_host_signal_handlers();
-        let disk = scratch.join("disk.img");
+        let disk = scratch.path().join("disk.img");
         let t = Instant::now();
         let copied = image::per_run_copy(&base, &disk);
         if let Some(s) = interrupted_before_lab(&scenario, path) {
@@ -147,6 +149,12 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
             bare_until: opts.bare_until.clone(),
         };
         let host_setup_s = t0.elapsed().as_secs_f64();
+        // The lab uses the disk after this process is gone if this process is SIGKILLed: it
+        // holds the lock too, so no sweep removes the disk under it.
+        scratch
+            .inherit_lock()
+            .into_diagnostic()
+            .wrap_err("passing the scratch lock on to the lab")?;
         let summary = spawn_lab(&scenario, &lab)?;
         Ok(RunResult {
             scenario: scenario.name.clone(),
@@ -156,7 +164,7 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         })
     })();
     // The per-run disk is a working copy, not evidence: it goes whatever happened.
-    let _ = std::fs::remove_dir_all(&scratch);
+    scratch.remove();
     result
 }
 
