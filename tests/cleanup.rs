@@ -35,7 +35,11 @@ fn only_run_dir(runs: &Path) -> Result<PathBuf, Failed> {
 }
 
 fn check_clean(before: &HostState, run: &Path) -> Result<(), Failed> {
-    check_clean_with(before, run, &["summary.json", "console-node01.log", "events.jsonl"])
+    check_clean_with(
+        before,
+        run,
+        &["summary.json", "console-node01.log", "events.jsonl"],
+    )
 }
 
 /// [`check_clean`] with the artifacts the run must have kept.
@@ -59,6 +63,15 @@ fn check_clean_with(before: &HostState, run: &Path, kept: &[&str]) -> Result<(),
 fn summary(run: &Path) -> Result<serde_json::Value, Failed> {
     let text = std::fs::read_to_string(run.join("summary.json")).map_err(|e| e.to_string())?;
     serde_json::from_str(&text).map_err(|e| Failed::from(e.to_string()))
+}
+
+/// The summary's failing step gives `want` as (part of) its reason.
+fn reason_says(s: &serde_json::Value, want: &str) -> Result<(), Failed> {
+    let reason = s["failed_step"]["reason"].as_str().unwrap_or_default();
+    if !reason.contains(want) {
+        return Err(format!("the reason {reason:?} does not say {want:?}").into());
+    }
+    Ok(())
 }
 
 fn temp_runs(name: &str) -> PathBuf {
@@ -107,15 +120,15 @@ fn injected_panic(task: &str, task_name: &str, kept: &[&str]) -> Result<(), Fail
     check_clean_with(&before, &run, kept)?;
     let s = summary(&run)?;
     if s["verdict"] != "harness-panic" || s["ok"] != false {
-        return Err(format!("verdict {} (ok {}), not harness-panic", s["verdict"], s["ok"]).into());
+        return Err(format!(
+            "verdict {} (ok {}), not harness-panic",
+            s["verdict"], s["ok"]
+        )
+        .into());
     }
-    let reason = s["failed_step"]["reason"].as_str().unwrap_or_default();
-    let want = format!("`{task_name}` panicked: injected panic");
-    if !reason.contains(&want) {
-        return Err(format!("the reason {reason:?} does not say {want:?}").into());
-    }
-    // The scenario's own steps would take about 30 s; a panic must not wait for them.
-    if took > Duration::from_secs(60) {
+    reason_says(&s, &format!("`{task_name}` panicked: injected panic"))?;
+    // The first step allows 60 s: a panic that went unnoticed would be waited out there.
+    if took > Duration::from_secs(30) {
         return Err(format!("the run took {took:?} to end after the panic").into());
     }
     let _ = std::fs::remove_dir_all(&runs);
@@ -186,16 +199,15 @@ fn killed_from_outside(program: &str, want: &str) -> Result<(), Failed> {
     if s["verdict"] != "failed" {
         return Err(format!("verdict {} instead of failed", s["verdict"]).into());
     }
-    let reason = s["failed_step"]["reason"].as_str().unwrap_or_default();
-    if !reason.contains(want) {
-        return Err(format!("the reason {reason:?} does not say {want:?}").into());
-    }
+    reason_says(&s, want)?;
     let step = s["failed_step"]["name"].as_str().unwrap_or_default();
     let within = s["failed_step"]["within_s"].as_f64().unwrap_or_default();
     // Every step of the scenario allows 60 s or more: the step that failed must not have been
     // waited out.
     if took > Duration::from_secs(30) {
-        return Err(format!("the run ended {took:?} after the kill (step `{step}`, {within}s)").into());
+        return Err(
+            format!("the run ended {took:?} after the kill (step `{step}`, {within}s)").into(),
+        );
     }
     let _ = std::fs::remove_dir_all(&runs);
     Ok(())

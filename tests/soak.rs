@@ -3,9 +3,13 @@
 //! `NETBOOT_HARNESS_SOAK_RUNS` runs (default 4) cycle through: a passing boot (the default
 //! scenario cut short at the root mount), SIGTERM to `netboot-harness` mid-boot (as a CI runner
 //! stops a job), an expected failure (`sanboot-wrong-target`), SIGKILL mid-boot, a step that
-//! times out, Ctrl-C (SIGINT to the whole process group) mid-boot, and SIGTERM during the
-//! per-run disk copy, before the lab exists. The mid-boot interrupts land at different points
-//! of the boot from one round to the next.
+//! times out, Ctrl-C (SIGINT to the whole process group) mid-boot, and SIGTERM and SIGKILL
+//! during the per-run disk copy, before the lab exists. The mid-boot interrupts land at
+//! different points of the boot from one round to the next.
+//!
+//! A SIGKILL during the copy cannot be cleaned up by the run itself: the next run must remove
+//! its `scratch` folder (its lock is free) and give it an `interrupted` summary. If the soak
+//! ends on such a run, one more run (the expected failure) is made to sweep it.
 //!
 //! After each run and again at the end: no process of any run remains (found by
 //! `NETBOOT_HARNESS_RUN`, see `support/leftovers.rs`), no interface, named namespace, loop
@@ -46,6 +50,8 @@ enum Kind {
     Interrupt(Sig),
     /// SIGTERM while the per-run disk copy is being made, before the lab exists.
     EarlyTerm,
+    /// SIGKILL at the same point: only a later run can remove what it leaves.
+    EarlyKill,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,12 +64,14 @@ enum Sig {
     Kill,
 }
 
-/// The order runs take: the first four (what `ci/test` runs) already cover a pass, an expected
-/// failure, and an interrupt the harness can see (SIGTERM) and one it cannot (SIGKILL).
-/// tests/cleanup.rs covers Ctrl-C on its own, so it comes late.
-const CYCLE: [Kind; 7] = [
+/// The order runs take: the first five (what `ci/test` runs) already cover a pass, an expected
+/// failure, an interrupt the harness can see (SIGTERM) and one it cannot (SIGKILL), mid-boot
+/// and during the disk copy (swept by the run after it). tests/cleanup.rs covers Ctrl-C on its
+/// own, so it comes late.
+const CYCLE: [Kind; 8] = [
     Kind::Pass,
     Kind::Interrupt(Sig::Term),
+    Kind::EarlyKill,
     Kind::ExpectedFailure,
     Kind::Interrupt(Sig::Kill),
     Kind::StepTimeout,
@@ -85,6 +93,7 @@ impl Kind {
             Kind::Interrupt(Sig::Term) => "SIGTERM",
             Kind::Interrupt(Sig::Kill) => "SIGKILL",
             Kind::EarlyTerm => "SIGTERM (copy)",
+            Kind::EarlyKill => "SIGKILL (copy)",
         }
     }
 }
@@ -137,7 +146,7 @@ impl Scenarios {
             Kind::ExpectedFailure => &self.wrong_target,
             Kind::StepTimeout => &self.step_timeout,
             // The whole boot, so every interrupt point is still mid-boot.
-            Kind::Interrupt(_) | Kind::EarlyTerm => &self.full,
+            Kind::Interrupt(_) | Kind::EarlyTerm | Kind::EarlyKill => &self.full,
         }
     }
 }
@@ -169,6 +178,9 @@ struct Row {
     problems: Vec<String>,
     /// What `netboot-harness` printed, shown when something is wrong.
     output: PathBuf,
+    /// The run's directory, once there is one.
+    run: Option<PathBuf>,
+    status: Option<ExitStatus>,
 }
 
 struct Soak {
@@ -205,18 +217,31 @@ impl Soak {
             secs: 0.0,
             problems: Vec::new(),
             output: out_path.clone(),
+            run: None,
+            status: None,
         };
         let before: BTreeSet<PathBuf> = run_dirs(&self.runs).into_iter().collect();
         match self.boot(kind, interrupt_no, &before, &out_path) {
             Ok((status, run)) => {
                 row.exit = describe(status);
+                row.status = Some(status);
                 match run {
                     Some(run) => {
                         if let Err(e) = wait_processes_gone(&run) {
                             row.problems.push(e.message().unwrap_or("").to_string());
                         }
-                        let found = check_run_dir(&run, kind, status, &mut row);
-                        row.problems.extend(found);
+                        if kind == Kind::EarlyKill {
+                            // Judged after the next run, which must sweep it.
+                            row.problems.extend(verdict_problems(
+                                kind,
+                                status,
+                                &serde_json::Value::Null,
+                            ));
+                        } else {
+                            let found = check_run_dir(&run, kind, status, &mut row);
+                            row.problems.extend(found);
+                        }
+                        row.run = Some(run);
                     }
                     None => row.problems.push("no run directory was created".into()),
                 }
@@ -251,7 +276,7 @@ impl Soak {
                 .into_iter()
                 .find(|d| !before.contains(d))
         };
-        if kind == Kind::EarlyTerm {
+        if matches!(kind, Kind::EarlyTerm | Kind::EarlyKill) {
             // The copy takes a fraction of a second: look often. Landing just after it is
             // fine too; the run must then end interrupted all the same.
             let t = Instant::now();
@@ -261,8 +286,13 @@ impl Soak {
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
+            let signal = if kind == Kind::EarlyKill {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            };
             // SAFETY: plain kill(2) on the process this test started.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as i32, signal) };
         }
         if let Kind::Interrupt(sig) = kind {
             let mut run = None;
@@ -312,6 +342,43 @@ impl Soak {
     }
 }
 
+/// What is wrong with run `killed` (SIGKILLed during the disk copy) once the next run, `by`,
+/// has started: its scratch folder must be gone, its directory must hold an `interrupted`
+/// summary, and if the folder was still there the next run must say it removed it.
+fn swept(killed: usize, run: &Path, status: ExitStatus, by: Option<&Path>) -> Vec<String> {
+    let mut p: Vec<String> = Vec::new();
+    let mut row = Row {
+        n: killed,
+        kind: Kind::EarlyKill,
+        exit: describe(status),
+        verdict: "-".into(),
+        failed_step: "-".into(),
+        secs: 0.0,
+        problems: Vec::new(),
+        output: PathBuf::new(),
+        run: None,
+        status: Some(status),
+    };
+    for problem in check_run_dir(run, Kind::EarlyKill, status, &mut row) {
+        p.push(format!(
+            "run {killed} (SIGKILL during the copy), after this run: {problem}"
+        ));
+    }
+    let removed_by_sweep = by
+        .and_then(|b| std::fs::read_to_string(b.join("harness.log")).ok())
+        .is_some_and(|log| {
+            log.contains("removed the scratch folder") && log.contains(&run.display().to_string())
+        });
+    let lab_cleaned = std::fs::read_to_string(run.join("summary.json"))
+        .is_ok_and(|s| !s.contains("a later run removed it"));
+    if !removed_by_sweep && !lab_cleaned {
+        p.push(format!(
+            "run {killed}'s scratch was neither removed by its own lab nor swept by this run"
+        ));
+    }
+    p
+}
+
 fn describe(s: ExitStatus) -> String {
     match (s.code(), s.signal()) {
         (Some(c), _) => format!("exit {c}"),
@@ -336,7 +403,7 @@ fn check_run_dir(run: &Path, kind: Kind, status: ExitStatus, row: &mut Row) -> V
     }
     let console = run.join("console-node01.log");
     // Stopped during the disk copy, a run never had a guest to log.
-    let needs_console = kind != Kind::EarlyTerm;
+    let needs_console = !matches!(kind, Kind::EarlyTerm | Kind::EarlyKill);
     if needs_console && !std::fs::metadata(&console).is_ok_and(|m| m.is_file() && m.len() > 0) {
         problems.push(format!("no raw console log {}", console.display()));
     }
@@ -405,6 +472,20 @@ fn verdict_problems(kind: Kind, status: ExitStatus, s: &serde_json::Value) -> Ve
                 status.code() == Some(1),
                 format!("{} after SIGTERM", describe(status)),
             );
+        }
+        // Seen right after the kill (the summary comes from the next run's sweep, or from the
+        // lab if the kill landed after it started).
+        Kind::EarlyKill => {
+            want(
+                status.signal() == Some(libc::SIGKILL),
+                format!("{} after SIGKILL", describe(status)),
+            );
+            if !s.is_null() {
+                want(
+                    verdict == "interrupted",
+                    format!("verdict {verdict}, not interrupted"),
+                );
+            }
         }
         Kind::Interrupt(sig) => {
             want(
@@ -492,11 +573,28 @@ fn soak() -> Result<(), Failed> {
 
     let mut rows = Vec::new();
     let mut interrupts = 0;
-    for n in 1..=count {
-        let kind = CYCLE[(n - 1) % CYCLE.len()];
+    // The run a SIGKILL during the copy left, for the next run to sweep.
+    let mut orphan: Option<(usize, PathBuf, ExitStatus)> = None;
+    let mut n = 0;
+    while n < count || orphan.is_some() {
+        n += 1;
+        let kind = if n <= count {
+            CYCLE[(n - 1) % CYCLE.len()]
+        } else {
+            Kind::ExpectedFailure
+        };
         let mut row = soak.run_one(n, kind, interrupts);
         if matches!(kind, Kind::Interrupt(_)) {
             interrupts += 1;
+        }
+        if let Some((killed, run, status)) = orphan.take() {
+            row.problems
+                .extend(swept(killed, &run, status, row.run.as_deref()));
+        }
+        if kind == Kind::EarlyKill {
+            if let (Some(run), Some(status)) = (&row.run, row.status) {
+                orphan = Some((n, run.clone(), status));
+            }
         }
         // Pins a host-wide leak on the run that made it.
         let host = host_state();

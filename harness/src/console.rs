@@ -160,7 +160,11 @@ impl Console {
         // Named after its node, as the log is (`console-node01.log` -> `console:node01`).
         let node = raw_log
             .file_stem()
-            .map(|s| s.to_string_lossy().trim_start_matches("console-").to_string())
+            .map(|s| {
+                s.to_string_lossy()
+                    .trim_start_matches("console-")
+                    .to_string()
+            })
             .unwrap_or_default();
         let task = crate::tasks::spawn(format!("console:{node}"), async move {
             let mut cleaner = Cleaner::default();

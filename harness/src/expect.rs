@@ -277,7 +277,8 @@ pub async fn run_steps_controlled(
                 tracing::info!(at, "met");
                 (StepStatus::Met, Some(at), detail)
             }
-            Wait::Failed(reason) => {
+            // A dead service fails the step as any other failure does; its reason names it.
+            Wait::Failed(reason) | Wait::Broken(LabFault::Died(reason)) => {
                 verdict = Verdict::Failed {
                     step: step.name.clone(),
                     reason: reason.clone(),
@@ -301,16 +302,6 @@ pub async fn run_steps_controlled(
                     step: step.name.clone(),
                 };
                 (StepStatus::Failed, None, "interrupted".to_string())
-            }
-            Wait::Broken(LabFault::Died(reason)) => {
-                tracing::error!(%reason, "the lab broke");
-                verdict = Verdict::Failed {
-                    step: step.name.clone(),
-                    reason: reason.clone(),
-                    waited,
-                    within: within_s,
-                };
-                (StepStatus::Failed, None, reason)
             }
             Wait::Broken(LabFault::Panic(p)) => {
                 verdict = Verdict::HarnessPanic {

@@ -28,7 +28,7 @@ pub mod run;
 pub mod scenario;
 pub mod scratch;
 pub mod services;
-pub mod timeline;
 pub mod tasks;
+pub mod timeline;
 pub mod timeouts;
 pub mod tools;

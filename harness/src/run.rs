@@ -461,7 +461,10 @@ fn panicked_meanwhile(mut s: Summary) -> Summary {
     if s.verdict == report::HARNESS_PANIC {
         return s;
     }
-    s.message = format!("{p} (the run's own verdict was {}: {})", s.verdict, s.message);
+    s.message = format!(
+        "{p} (the run's own verdict was {}: {})",
+        s.verdict, s.message
+    );
     s.verdict = report::HARNESS_PANIC.into();
     s.ok = false;
     if s.failed_step.is_none() {

@@ -189,12 +189,18 @@ mod tests {
 
         let removed = sweep(&runs);
         assert_eq!(removed, vec![dead_run.join("scratch")]);
-        assert!(live.path().join("disk.img").is_file(), "a live run's copy was removed");
+        assert!(
+            live.path().join("disk.img").is_file(),
+            "a live run's copy was removed"
+        );
         assert!(!dead_run.join("scratch").exists());
         let s = Summary::read(&dead_run).unwrap();
         assert_eq!(s.verdict, "interrupted");
         assert_eq!(s.scenario, "scen");
-        assert!(Summary::read(&live_run).is_err(), "a live run got a summary");
+        assert!(
+            Summary::read(&live_run).is_err(),
+            "a live run got a summary"
+        );
 
         // Once the live run ends its folder is an orphan like any other.
         drop(live);
@@ -215,7 +221,10 @@ mod tests {
             .unwrap();
         let dir = scratch.path().to_path_buf();
         drop(scratch);
-        assert!(sweep(&runs).is_empty(), "removed while the child holds the lock");
+        assert!(
+            sweep(&runs).is_empty(),
+            "removed while the child holds the lock"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(sweep(&runs), vec![dir]);

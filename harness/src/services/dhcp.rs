@@ -307,13 +307,16 @@ impl Dhcp {
         tracing::debug!(%command, pid = ?child.id(), "dnsmasq spawned");
 
         let (ready_tx, ready_rx) = oneshot::channel();
-        let mut pump = crate::tasks::spawn("dhcp-log", pump(
-            child.stderr.take(),
-            log_file,
-            cx.events.clone(),
-            ReadyLine::for_scenario(s, &cx.bridge),
-            ready_tx,
-        ));
+        let mut pump = crate::tasks::spawn(
+            "dhcp-log",
+            pump(
+                child.stderr.take(),
+                log_file,
+                cx.events.clone(),
+                ReadyLine::for_scenario(s, &cx.bridge),
+                ready_tx,
+            ),
+        );
 
         let not_ready = tokio::select! {
             r = ready_rx => match r {

@@ -449,7 +449,8 @@ impl Services {
         loop {
             tokio::time::sleep(WATCH_EVERY).await;
             if let Some((service, what)) = self.death().await {
-                self.events.push(service_event(service, &format!("died: {what}")));
+                self.events
+                    .push(service_event(service, &format!("died: {what}")));
                 tracing::error!(service, %what, "service died");
                 return format!("service died: {service}: {what}");
             }
@@ -460,14 +461,19 @@ impl Services {
     async fn death(&self) -> Option<(&'static str, String)> {
         {
             let mut slot = self.dhcp.lock().await;
-            let late_done = matches!(&*slot, Some(DhcpSlot::Pending { task, .. }) if task.is_finished());
+            let late_done =
+                matches!(&*slot, Some(DhcpSlot::Pending { task, .. }) if task.is_finished());
             if late_done {
                 // The late start is over: from now on dnsmasq is watched like any other.
                 if let Some(DhcpSlot::Pending { task, .. }) = slot.take() {
                     match task.await {
                         Ok(Ok(d)) => *slot = Some(DhcpSlot::Running(Box::new(d))),
-                        Ok(Err(e)) => return Some((SERVICE_DHCP, format!("its late start failed: {e}"))),
-                        Err(e) => return Some((SERVICE_DHCP, format!("its late start ended: {e}"))),
+                        Ok(Err(e)) => {
+                            return Some((SERVICE_DHCP, format!("its late start failed: {e}")))
+                        }
+                        Err(e) => {
+                            return Some((SERVICE_DHCP, format!("its late start ended: {e}")))
+                        }
                     }
                 }
             }
