@@ -234,7 +234,8 @@ impl Guest {
             if by_us {
                 tracing::debug!(node = %node, %how, "QEMU stopped");
             } else {
-                tracing::warn!(node = %node, %how, "QEMU exited by itself");
+                // A poweroff (a `qemu_exit` step) or a kill from outside: the steps judge which.
+                tracing::info!(node = %node, %how, "QEMU exited by itself");
             }
             exit_tx.send_replace(Some(how));
         });
