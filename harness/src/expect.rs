@@ -1567,6 +1567,112 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_service_step_fails_at_once_with_qemus_exit_status() {
+        let mut r = rig("qemu-killed");
+        let s = scenario(vec![(
+            "DHCP lease",
+            Action::DhcpAck {
+                mac: None,
+                hostname: None,
+            },
+            60_000,
+        )]);
+        // What the run's QEMU watcher does when QEMU is killed: the console ends, then the
+        // status is noted.
+        drop(std::mem::replace(&mut r.writer, tokio::io::duplex(1).0));
+        let console = r.nodes["node01"].console.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            console.note_end("killed by signal 9 (SIGKILL)");
+        });
+        let t = std::time::Instant::now();
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(
+            out.steps[0].detail,
+            "the guest stopped (QEMU exited, killed by signal 9 (SIGKILL)) while waiting for a DHCP ACK"
+        );
+    }
+
+    /// A lab that breaks after `after`.
+    struct Breaks {
+        after: Duration,
+        fault: LabFault,
+    }
+
+    impl LabControl for Breaks {
+        fn restart(
+            &self,
+            _: Service,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+            Box::pin(async { Err("no".into()) })
+        }
+        fn lun_file(&self) -> Option<PathBuf> {
+            None
+        }
+        fn broken(&self) -> Pin<Box<dyn Future<Output = LabFault> + Send + '_>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.after).await;
+                self.fault.clone()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_lab_ends_the_step_it_is_in() {
+        let mut r = rig("broken");
+        r.writer.write_all(b"SeaBIOS\r\n").await.unwrap();
+        let s = scenario(vec![
+            ("firmware", Action::Console("SeaBIOS".into()), 5000),
+            ("DHCP", Action::Console("never".into()), 60_000),
+            ("later", Action::Console("never".into()), 60_000),
+        ]);
+        let s = &s;
+        let run = |fault| {
+            let control = Breaks {
+                after: Duration::from_millis(200),
+                fault,
+            };
+            let (nodes, events) = (&r.nodes, &r.events);
+            async move {
+                run_steps_controlled(s, nodes, events, 1.0, no_cancel(), &NoObserver, &control)
+                    .await
+            }
+        };
+        let died = run(LabFault::Died(
+            "service died: iscsi: tgtd killed by signal 9".into(),
+        ))
+        .await;
+        assert!(
+            matches!(&died.verdict, Verdict::Failed { step, reason, .. }
+                if step == "DHCP" && reason == "service died: iscsi: tgtd killed by signal 9"),
+            "{:?}",
+            died.verdict
+        );
+        assert_eq!(died.steps[2].status, StepStatus::Skipped);
+        let panicked = run(LabFault::Panic(crate::tasks::HarnessPanic {
+            task: "console:node01".into(),
+            message: "boom".into(),
+        }))
+        .await;
+        assert_eq!(
+            panicked.verdict,
+            Verdict::HarnessPanic {
+                step: "DHCP".into(),
+                task: "console:node01".into(),
+                message: "boom".into()
+            }
+        );
+        let j = judge(&panicked, None);
+        assert!(!j.ok);
+        assert!(
+            j.message.contains("task `console:node01` panicked: boom"),
+            "{}",
+            j.message
+        );
+    }
+
+    #[tokio::test]
     async fn cancel_interrupts_and_skips_the_rest() {
         let r = rig("cancel");
         let s = scenario(vec![

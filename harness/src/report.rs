@@ -580,6 +580,42 @@ mod tests {
     }
 
     #[test]
+    fn a_harness_panic_names_its_task_and_step() {
+        let outcome = Outcome {
+            verdict: Verdict::HarnessPanic {
+                step: "DHCP lease".into(),
+                task: "dhcp-log".into(),
+                message: "boom".into(),
+            },
+            steps: vec![crate::expect::StepResult {
+                name: "DHCP lease".into(),
+                node: "node01".into(),
+                status: StepStatus::Failed,
+                started_at: 1.0,
+                met_at: None,
+                waited: 0.5,
+                within: 60.0,
+                detail: "harness task `dhcp-log` panicked: boom".into(),
+            }],
+            console_tails: BTreeMap::new(),
+        };
+        let judgement = crate::expect::judge(&outcome, None);
+        let base = Summary::error("demo", Path::new("demo.yaml"), String::new());
+        let s = Summary::from_outcome(base, &outcome, &judgement);
+        assert_eq!(s.verdict, HARNESS_PANIC);
+        assert!(!s.ok);
+        let failed = s.failed_step.as_ref().unwrap();
+        assert_eq!(failed.name, "DHCP lease");
+        assert_eq!(failed.reason, "harness task `dhcp-log` panicked: boom");
+        let text = render_text(&s, Path::new("/tmp/run"));
+        assert!(text.contains("PANIC "), "{text}");
+        assert_eq!(
+            crate::run::lab_exit_code(&s),
+            crate::run::EXIT_HARNESS_PANIC
+        );
+    }
+
+    #[test]
     fn error_summary_round_trips_and_renders() {
         let dir = std::env::temp_dir().join(format!("nbh-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
