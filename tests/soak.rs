@@ -371,6 +371,11 @@ fn swept(killed: usize, run: &Path, status: ExitStatus, by: Option<&Path>) -> Ve
         });
     let lab_cleaned = std::fs::read_to_string(run.join("summary.json"))
         .is_ok_and(|s| !s.contains("a later run removed it"));
+    if removed_by_sweep {
+        println!("         run {killed}'s scratch folder: removed by this run's sweep");
+    } else if lab_cleaned {
+        println!("         run {killed}'s scratch folder: removed by its own lab (killed after the copy)");
+    }
     if !removed_by_sweep && !lab_cleaned {
         p.push(format!(
             "run {killed}'s scratch was neither removed by its own lab nor swept by this run"
