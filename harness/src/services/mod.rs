@@ -179,7 +179,10 @@ fn initial_state(start_after: Option<Duration>) -> String {
 /// The three services of one run. Each sits behind a lock so that a `restart` step can stop
 /// and start it while the run goes on.
 pub struct Services {
-    dhcp: Mutex<Option<DhcpSlot>>,
+    /// Shared with the task that applies DHCP's down windows.
+    dhcp: Arc<Mutex<Option<DhcpSlot>>>,
+    /// Stops and starts dnsmasq at its down windows; ended before DHCP is stopped for good.
+    dhcp_windows: Option<tokio::task::JoinHandle<()>>,
     http: Mutex<Option<http::Http>>,
     iscsi: Mutex<iscsi::Iscsi>,
     events: Arc<EventLog>,
@@ -189,6 +192,7 @@ pub struct Services {
     control_port: u16,
 }
 
+#[derive(Clone)]
 struct Again {
     scenario: Scenario,
     cx: ServiceContext,
@@ -315,10 +319,18 @@ impl Services {
         events: Arc<EventLog>,
         again: Again,
     ) -> Services {
+        let dhcp = Arc::new(Mutex::new(Some(dhcp)));
+        let dhcp_windows = (!again.scenario.dhcp.down.is_empty()).then(|| {
+            tokio::spawn(
+                dhcp_down_windows(dhcp.clone(), again.clone())
+                    .instrument(tracing::info_span!("dhcp", windows = true)),
+            )
+        });
         Services {
             http_addr: http.addr,
             control_port: iscsi.control_port(),
-            dhcp: Mutex::new(Some(dhcp)),
+            dhcp,
+            dhcp_windows,
             http: Mutex::new(Some(http)),
             iscsi: Mutex::new(iscsi),
             events,
@@ -406,12 +418,25 @@ impl Services {
         let artifacts = self.artifacts();
         let Services {
             dhcp,
+            dhcp_windows,
             http,
             iscsi,
             events,
             ..
         } = self;
-        if let Some(dhcp) = dhcp.into_inner() {
+        // First, so that no window starts dnsmasq again behind the stop; awaited, so that a
+        // start it was in the middle of is dropped (and its dnsmasq killed) before we go on.
+        if let Some(task) = dhcp_windows {
+            task.abort();
+            let _ = task.await;
+        }
+        let dhcp = Arc::try_unwrap(dhcp)
+            .map(Mutex::into_inner)
+            .unwrap_or_else(|shared| {
+                // The window task is gone, so this is the only holder left; take the slot.
+                shared.try_lock().ok().and_then(|mut s| s.take())
+            });
+        if let Some(dhcp) = dhcp {
             dhcp.stop().instrument(tracing::info_span!("dhcp")).await;
         }
         events.push(service_event("dhcp", "stopped"));
@@ -458,6 +483,56 @@ impl Services {
 }
 
 const SERVICE_DHCP: &str = "dhcp";
+
+/// DHCP's down windows: dnsmasq is stopped at each window's start and started again, with its
+/// leases, at its end; both recorded as DHCP's state. A DHCP server that is down is simply not
+/// running, so the requests it misses leave no record of their own (the guest's console shows
+/// them).
+async fn dhcp_down_windows(slot: Arc<Mutex<Option<DhcpSlot>>>, again: Again) {
+    let Again {
+        scenario,
+        cx,
+        ipv6_ra,
+    } = again;
+    let events = cx.events.clone();
+    let sleep_until = |t: f64| {
+        let left = t - events.clock().now();
+        tokio::time::sleep(Duration::from_secs_f64(left.max(0.0)))
+    };
+    for w in &scenario.dhcp.down {
+        let until = w.until().as_secs_f64();
+        sleep_until(w.at.as_secs_f64()).await;
+        {
+            let mut s = slot.lock().await;
+            if let Some(running) = s.take() {
+                running.stop().await;
+            }
+        }
+        events.push(service_event(
+            SERVICE_DHCP,
+            &format!("down until {until:.0}s (down window)"),
+        ));
+        tracing::info!("dnsmasq stopped until {until:.1}s (down window)");
+        sleep_until(until).await;
+        let mut s = slot.lock().await;
+        if s.is_some() {
+            // A `restart` step during the window started it already.
+            events.push(service_event(SERVICE_DHCP, "started"));
+            continue;
+        }
+        match dhcp::Dhcp::start(&scenario, &cx, ipv6_ra).await {
+            Ok(d) => {
+                *s = Some(DhcpSlot::Running(Box::new(d)));
+                events.push(service_event(SERVICE_DHCP, "started"));
+            }
+            Err(e) => {
+                tracing::warn!("dnsmasq did not start again after its down window: {e}");
+                events.push(service_event(SERVICE_DHCP, &failed(&e)));
+                return;
+            }
+        }
+    }
+}
 
 impl crate::expect::LabControl for Services {
     fn restart(
