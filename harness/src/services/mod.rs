@@ -930,6 +930,7 @@ mod tests {
         assert!(!kinds.iter().any(|k| k.contains("dhcp\"")), "{kinds:?}");
 
         with_login_proxy(&s, run_dir, disk).await;
+        dhcp_down_window(&s, run_dir, disk).await;
         failed_start_stops_the_rest(&s, run_dir, disk).await;
     }
 
@@ -1060,6 +1061,74 @@ mod tests {
         drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
         kill_and_reap(&mut decoy).await;
+    }
+
+    /// A DHCP down window stops the real dnsmasq at its start and starts it again at its end,
+    /// both recorded; a stop during a later window leaves no dnsmasq behind.
+    async fn dhcp_down_window(s: &Scenario, run_dir: &Path, disk: &Path) {
+        use crate::scenario::DownWindow;
+        let mut s = s.clone();
+        let cx = context(&s, BRIDGE, run_dir, disk);
+        let events = cx.events.clone();
+        let now = events.clock().now();
+        // Relative to this context's run clock, leaving the start time to bring dnsmasq up.
+        let at = |secs: f64| Duration::from_secs_f64(now + secs);
+        s.dhcp.down = vec![
+            DownWindow {
+                at: at(1.5),
+                length: Duration::from_secs(1),
+            },
+            DownWindow {
+                at: at(4.0),
+                length: Duration::from_secs(30),
+            },
+        ];
+        let bound = || {
+            std::fs::read_to_string(run_dir.join("dnsmasq.log"))
+                .unwrap_or_default()
+                .matches("sockets bound exclusively")
+                .count()
+        };
+        let services = Services::start_with(&s, cx, ServiceOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        let before = bound();
+        assert_eq!(processes_named(&["dnsmasq"]).len(), 1);
+        let wait_until = |t: f64| {
+            let left = t - events.clock().now();
+            tokio::time::sleep(Duration::from_secs_f64(left.max(0.0)))
+        };
+        wait_until(now + 2.0).await;
+        assert_eq!(
+            processes_named(&["dnsmasq"]),
+            Vec::<String>::new(),
+            "dnsmasq runs during its window"
+        );
+        wait_until(now + 3.5).await;
+        assert_eq!(
+            processes_named(&["dnsmasq"]).len(),
+            1,
+            "not back after the window"
+        );
+        assert_eq!(bound(), before + 1, "started again on the bridge");
+        // Stopped for good in the middle of the second window: nothing starts behind the stop.
+        wait_until(now + 4.5).await;
+        services.stop().await;
+        let states: Vec<String> = events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Service { service, state } if service == "dhcp" => Some(state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states.len(), 5, "{states:?}");
+        assert_eq!(states[0], "started");
+        assert!(states[1].contains("(down window)"), "{states:?}");
+        assert_eq!(states[2], "started");
+        assert!(states[3].contains("(down window)"), "{states:?}");
+        assert_eq!(states[4], "stopped");
+        assert_eq!(processes_named(&["dnsmasq"]), Vec::<String>::new());
     }
 
     /// A service that cannot start ends the start with its log quoted, and stops the ones
