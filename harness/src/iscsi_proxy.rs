@@ -476,6 +476,14 @@ IP address       HW type     Flags       HW address            Mask     Device
         (p, events, file)
     }
 
+    fn failed_logins(events: &EventLog) -> usize {
+        events
+            .snapshot()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
+            .count()
+    }
+
     async fn login(addr: SocketAddr, initiator: &str) -> (TcpStream, LoginPdu) {
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(&login_request(initiator)).await.unwrap();
@@ -525,12 +533,7 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert!(results[0].starts_with("refused"), "{results:?}");
         assert!(results[1].starts_with("refused"), "{results:?}");
         assert_eq!(results[2], "accepted");
-        let failed = events
-            .snapshot()
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
-            .count();
-        assert_eq!(failed, 2);
+        assert_eq!(failed_logins(&events), 2);
         p.stop();
         let _ = std::fs::remove_file(file);
     }
@@ -563,12 +566,7 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert!(recs[0].at < 0.6 && recs[1].at >= 0.6, "{recs:?}");
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("refuses logins until 1s"), "{text}");
-        let failed = events
-            .snapshot()
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
-            .count();
-        assert_eq!(failed, 2);
+        assert_eq!(failed_logins(&events), 2);
         p.stop();
         let _ = std::fs::remove_file(file);
     }

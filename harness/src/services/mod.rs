@@ -1017,14 +1017,7 @@ mod tests {
         let d = login(s, [0, 2, 0x3d, 0, 0, 4]).await;
         wait_for_logins(&events, 2).await;
         assert_lun_exported(&services, s, disk);
-        let states: Vec<String> = events
-            .snapshot()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::Service { service, state } if service == "iscsi" => Some(state),
-                _ => None,
-            })
-            .collect();
+        let states = service_states(&events, "iscsi");
         assert_eq!(
             states,
             [
@@ -1114,14 +1107,7 @@ mod tests {
         // Stopped for good in the middle of the second window: nothing starts behind the stop.
         wait_until(now + 4.5).await;
         services.stop().await;
-        let states: Vec<String> = events
-            .snapshot()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::Service { service, state } if service == "dhcp" => Some(state),
-                _ => None,
-            })
-            .collect();
+        let states = service_states(&events, "dhcp");
         assert_eq!(states.len(), 5, "{states:?}");
         assert_eq!(states[0], "started");
         assert!(states[1].contains("(down window)"), "{states:?}");
@@ -1211,6 +1197,18 @@ mod tests {
             iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
             "{shown}"
         );
+    }
+
+    /// The states one service's records went through, in order.
+    fn service_states(events: &EventLog, name: &str) -> Vec<String> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Service { service, state } if service == name => Some(state),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn wait_for_logins(events: &EventLog, n: usize) {
