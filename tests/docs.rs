@@ -25,6 +25,8 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawDhcpHost", "services.dhcp.hosts[]"),
     ("RawHttp", "services.http"),
     ("RawHttpFault", "services.http.faults[]"),
+    // The same window shape serves dhcp, http and iscsi; the reference describes it once.
+    ("RawDownWindow", "services.http.down[]"),
     ("RawIscsi", "services.iscsi"),
     ("RawIscsiFaults", "services.iscsi.faults"),
     ("RawAcl", "services.iscsi.acl"),

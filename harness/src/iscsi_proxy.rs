@@ -27,9 +27,12 @@ pub struct LoginFaults {
     pub drop_first: u32,
     /// Only these initiator addresses may log in (empty: all), like an address ACL on a SAN.
     pub allow_from: Vec<std::net::IpAddr>,
-    /// Reset (and record) every connection until this time on the run clock, in seconds: a
-    /// target that comes up late.
-    pub start_at: Option<f64>,
+    /// Answer every login with "target temporarily unavailable" until this time on the run
+    /// clock, in seconds: a target that is up but not ready to serve.
+    pub refuse_until: Option<f64>,
+    /// When the portal resets (and records) every new connection: a target that comes up late
+    /// or is down for a while.
+    pub downtime: crate::services::outage::Downtime,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -65,18 +68,27 @@ impl IscsiProxy {
     ) -> std::io::Result<IscsiProxy> {
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
+        let mut gate = crate::services::outage::Gate::new(
+            listener,
+            "iscsi",
+            faults.downtime.clone(),
+            events.clone(),
+        );
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::new(Mutex::new(std::fs::File::create(records_file)?));
         let attempts = Arc::new(AtomicU32::new(0));
         let faults = Arc::new(faults);
         let recs = records.clone();
         let task = crate::tasks::spawn("iscsi-proxy", async move {
-            if let Some(t) = faults.start_at {
-                crate::services::outage::hold_down(&listener, "iscsi", t, &events).await;
-            }
             loop {
-                let Ok((client, peer)) = listener.accept().await else {
-                    continue;
+                let (client, peer) = match gate.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors or an aborted handshake: try again shortly.
+                        tracing::debug!("iscsi proxy accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                 };
                 let cx = ConnCx {
                     upstream,
@@ -214,7 +226,6 @@ impl ConnCx {
                 return Ok(());
             }
         };
-        let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         if !self.faults.allow_from.is_empty() && !self.faults.allow_from.contains(&self.peer.ip()) {
             self.reject(&mut client, &first, 2, 1).await;
             self.record(
@@ -223,6 +234,21 @@ impl ConnCx {
             );
             return Ok(());
         }
+        if let Some(until) = self
+            .faults
+            .refuse_until
+            .filter(|t| self.events.clock().now() < *t)
+        {
+            self.reject(&mut client, &first, 3, 1).await;
+            self.record(
+                Some(&first),
+                format!("refused: fault plan refuses logins until {until:.0}s"),
+            );
+            return Ok(());
+        }
+        // Counted after the address list and `refuse_until`: "the first N" are the first
+        // logins those let through.
+        let n = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
         if n <= self.faults.drop_first {
             self.record(
                 Some(&first),
@@ -450,6 +476,14 @@ IP address       HW type     Flags       HW address            Mask     Device
         (p, events, file)
     }
 
+    fn failed_logins(events: &EventLog) -> usize {
+        events
+            .snapshot()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
+            .count()
+    }
+
     async fn login(addr: SocketAddr, initiator: &str) -> (TcpStream, LoginPdu) {
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(&login_request(initiator)).await.unwrap();
@@ -499,12 +533,90 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert!(results[0].starts_with("refused"), "{results:?}");
         assert!(results[1].starts_with("refused"), "{results:?}");
         assert_eq!(results[2], "accepted");
-        let failed = events
-            .snapshot()
+        assert_eq!(failed_logins(&events), 2);
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
+    async fn refuses_logins_until_a_time_then_counts_the_first_n_from_there() {
+        let faults = LoginFaults {
+            refuse_until: Some(0.6),
+            refuse_first: 1,
+            ..Default::default()
+        };
+        let (p, events, file) = proxy(faults, "until").await;
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert_eq!((resp.status_class, resp.status_detail), (3, 1));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert_eq!((resp.status_class, resp.status_detail), (3, 1));
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert!(resp.completes_login());
+        let recs = p.records();
+        let results: Vec<&str> = recs.iter().map(|r| r.result.as_str()).collect();
+        assert_eq!(
+            results,
+            [
+                "refused: fault plan refuses logins until 1s",
+                "refused: fault plan refuses the first 1 logins",
+                "accepted"
+            ]
+        );
+        assert!(recs[0].at < 0.6 && recs[1].at >= 0.6, "{recs:?}");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains("refuses logins until 1s"), "{text}");
+        assert_eq!(failed_logins(&events), 2);
+        p.stop();
+        let _ = std::fs::remove_file(file);
+    }
+
+    #[tokio::test]
+    async fn a_down_window_resets_new_connections_and_spares_open_sessions() {
+        let faults = LoginFaults {
+            downtime: crate::services::outage::Downtime {
+                start_at: None,
+                windows: vec![(0.3, 0.8)],
+            },
+            ..Default::default()
+        };
+        let (p, events, file) = proxy(faults, "window").await;
+        let (mut early, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert!(resp.completes_login());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut c = TcpStream::connect(p.listen).await.unwrap();
+        let _ = c.write_all(&login_request("iqn.2026-11.lab:node01")).await;
+        let mut rest = Vec::new();
+        let reset = c.read_to_end(&mut rest).await;
+        assert!(
+            matches!(&reset, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{reset:?}"
+        );
+        // The session from before the window still carries traffic during it.
+        early.write_all(b"scsi bytes").await.unwrap();
+        let mut back = [0u8; 10];
+        early.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"scsi bytes");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+        assert!(resp.completes_login());
+        let all = events.snapshot();
+        let refused: Vec<_> = all
             .iter()
-            .filter(|e| matches!(e.kind, EventKind::IscsiLoginFailed { .. }))
-            .count();
-        assert_eq!(failed, 2);
+            .filter(|e| matches!(e.kind, EventKind::Refused { .. }))
+            .collect();
+        assert_eq!(refused.len(), 1, "{all:?}");
+        let states: Vec<String> = all
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::Service { state, .. } => Some(state.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(states, ["down until 1s (down window)", "started"]);
+        // A reset connection never reached the login phase: two logins, both accepted.
+        let results: Vec<String> = p.records().into_iter().map(|r| r.result).collect();
+        assert_eq!(results, ["accepted", "accepted"]);
         p.stop();
         let _ = std::fs::remove_file(file);
     }

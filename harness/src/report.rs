@@ -90,7 +90,8 @@ pub struct InjectedFault {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
-    /// A service kept down by `start_after`, from its `down until` record to `started`.
+    /// A service kept down by `start_after` or a `down` window, from its `down until` record
+    /// to `started`.
     Outage,
     /// A connection reset because its service was still down.
     Reset,

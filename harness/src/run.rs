@@ -575,7 +575,11 @@ async fn lab_run(args: &LabArgs) -> Summary {
         login_proxy: Some(LoginFaults {
             refuse_first: scenario.iscsi.refuse_first,
             drop_first: scenario.iscsi.drop_first,
-            start_at: scenario.iscsi.start_after.map(|d| d.as_secs_f64()),
+            refuse_until: scenario.iscsi.refuse_until.map(|d| d.as_secs_f64()),
+            downtime: crate::services::outage::Downtime::new(
+                scenario.iscsi.start_after,
+                &scenario.iscsi.down,
+            ),
             allow_from: scenario
                 .iscsi
                 .allow_addresses

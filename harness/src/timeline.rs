@@ -596,7 +596,7 @@ enum Swatch {
 }
 
 /// Legend names of the fault entries, shown only when a run has faults.
-const LEGEND_OUTAGE: &str = "service kept down (start_after)";
+const LEGEND_OUTAGE: &str = "service down (start_after, down window)";
 const LEGEND_FAULT: &str = "injected fault";
 
 /// (name, swatch, x, line) of each legend entry: every phase, the failed colour and, when a

@@ -4,6 +4,7 @@
 mod raw;
 mod validate;
 pub mod values;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 pub use validate::{load, load_str, ScenarioError, MAX_SCENARIO_BYTES};
 pub use values::{Dur, Iqn, MacAddr, Subnet};
+pub use windows::{DownWindow, MAX_WINDOWS};
 
 /// A scenario ready to run: every reference resolved, every file found.
 #[derive(Debug, Clone)]
@@ -166,6 +168,8 @@ pub struct Dhcp {
     pub hosts: Vec<DhcpHost>,
     /// Fault plan: dnsmasq is not started until this long after the run began.
     pub start_after: Option<Duration>,
+    /// Fault plan: dnsmasq is stopped during these windows, in time order.
+    pub down: Vec<DownWindow>,
     /// Boot-script URL handed to iPXE (already rendered).
     pub boot_url: String,
 }
@@ -183,6 +187,8 @@ pub struct Http {
     pub faults: Vec<HttpFault>,
     /// Fault plan: connections are reset (and recorded) until this long after the run began.
     pub start_after: Option<Duration>,
+    /// Fault plan: new connections are reset (and recorded) during these windows, in time order.
+    pub down: Vec<DownWindow>,
 }
 
 /// The first `first` requests of `path` are answered late (`delay`), with an error (`status`),
@@ -212,8 +218,12 @@ pub struct Iscsi {
     pub lun: u8,
     pub refuse_first: u32,
     pub drop_first: u32,
+    /// Fault plan: logins are refused ("target temporarily unavailable") until this run time.
+    pub refuse_until: Option<Duration>,
     /// Fault plan: connections are reset (and recorded) until this long after the run began.
     pub start_after: Option<Duration>,
+    /// Fault plan: new connections are reset (and recorded) during these windows, in time order.
+    pub down: Vec<DownWindow>,
     /// Initiator names tgtd accepts (its own IQN ACL); empty: any.
     pub allow_initiators: Vec<Iqn>,
     /// Initiator addresses the login proxy accepts (tgtd sees only the proxy's address, so the

@@ -170,6 +170,18 @@ pub struct RawDhcp {
     /// Fault plan: start dnsmasq this long after power-on.
     #[serde(default)]
     pub start_after: Option<Dur>,
+    /// Fault plan: stop dnsmasq for these windows of the run.
+    #[serde(default)]
+    pub down: Vec<Spanned<RawDownWindow>>,
+}
+
+/// `{ at: 60s, for: 20s }`: the service is down from `at` on the run clock for `for`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownWindow {
+    pub at: Dur,
+    #[serde(rename = "for")]
+    pub length: Dur,
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +205,9 @@ pub struct RawHttp {
     /// Fault plan: reset every connection until this long after power-on.
     #[serde(default)]
     pub start_after: Option<Dur>,
+    /// Fault plan: reset every new connection during these windows of the run.
+    #[serde(default)]
+    pub down: Vec<Spanned<RawDownWindow>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +234,9 @@ pub struct RawIscsi {
     /// Fault plan: reset every connection until this long after power-on.
     #[serde(default)]
     pub start_after: Option<Dur>,
+    /// Fault plan: reset every new connection during these windows of the run.
+    #[serde(default)]
+    pub down: Vec<Spanned<RawDownWindow>>,
     /// Who may log in, as on a real SAN.
     #[serde(default)]
     pub acl: Option<Spanned<RawAcl>>,
@@ -242,6 +260,9 @@ pub struct RawIscsiFaults {
     /// Close the connection without an answer for the first N logins.
     #[serde(default)]
     pub drop_first: u32,
+    /// Answer every login with "target temporarily unavailable" until this run time.
+    #[serde(default)]
+    pub refuse_until: Option<Dur>,
 }
 
 /// One expectation. Exactly one of the action keys must be present.

@@ -577,3 +577,65 @@ fn guest_side_steps_refuse_what_asserts_nothing() {
     let e = err(&with("restart: ftp"));
     assert!(e.contains("unknown variant `ftp`"), "{e}");
 }
+
+#[test]
+fn down_windows_are_read_for_every_service() {
+    let s = load_text(
+        &GOOD
+            .replace(
+                "      - { mac: \"52:54:00:aa:00:01\", hostname: node01 }\n",
+                "      - { mac: \"52:54:00:aa:00:01\", hostname: node01 }\n    down: [{ at: 1m, for: 20s }]\n",
+            )
+            .replace(
+                "      boot.ipxe: boot/sanboot.ipxe\n",
+                "      boot.ipxe: boot/sanboot.ipxe\n    start_after: 10s\n    down:\n      - { at: 60s, for: 20s }\n      - { at: 2m, for: 5s }\n",
+            )
+            .replace(
+                "    target: iqn.2026-11.lab:node01-root\n",
+                "    target: iqn.2026-11.lab:node01-root\n    down: [{ at: 30s, for: 10s }]\n    faults: { refuse_until: 45s }\n",
+            ),
+    )
+    .unwrap();
+    let secs = |w: &[crate::scenario::DownWindow]| -> Vec<(u64, u64)> {
+        w.iter()
+            .map(|w| (w.at.as_secs(), w.until().as_secs()))
+            .collect()
+    };
+    assert_eq!(secs(&s.dhcp.down), [(60, 80)]);
+    assert_eq!(secs(&s.http.down), [(60, 80), (120, 125)]);
+    assert_eq!(secs(&s.iscsi.down), [(30, 40)]);
+    assert_eq!(
+        s.iscsi.refuse_until,
+        Some(std::time::Duration::from_secs(45))
+    );
+}
+
+#[test]
+fn bad_down_windows_are_located() {
+    let e = err(&GOOD.replace(
+        "      boot.ipxe: boot/sanboot.ipxe\n",
+        "      boot.ipxe: boot/sanboot.ipxe\n    down:\n      - { at: 60s, for: 20s }\n      - { at: 70s, for: 5s }\n",
+    ));
+    assert!(e.contains("test.yaml:16:9"), "{e}");
+    assert!(e.contains("overlaps"), "{e}");
+    let e = err(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    start_after: 30s\n    down: [{ at: 10s, for: 5s }]\n",
+    ));
+    assert!(e.contains("begins before the service has started"), "{e}");
+    let e = err(&GOOD.replace(
+        "      boot.ipxe: boot/sanboot.ipxe\n",
+        "      boot.ipxe: boot/sanboot.ipxe\n    down: [{ at: 60s }]\n",
+    ));
+    assert!(e.contains("missing field `for`"), "{e}");
+}
+
+#[test]
+fn refuse_until_must_outlast_the_late_start() {
+    let e = err(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    start_after: 30s\n    faults: { refuse_until: 30s }\n",
+    ));
+    assert!(e.contains("it would refuse nothing"), "{e}");
+    assert!(e.contains("test.yaml:17:13"), "{e}");
+}

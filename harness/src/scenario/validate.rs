@@ -10,7 +10,7 @@ use std::time::Duration;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde_saphyr::{Location, Spanned};
 
-use super::raw::{RawFirmware, RawImage, RawScenario, RawStep};
+use super::raw::{RawDownWindow, RawFirmware, RawImage, RawScenario, RawStep};
 use super::values::shown;
 use super::{
     default_fail_patterns, scenario_dir, Action, Dhcp, DhcpHost, ExpectedFailure, FailPattern,
@@ -492,12 +492,29 @@ impl Validator<'_> {
                 ));
             }
         }
+        let start_after = raw.services.iscsi.start_after.map(|d| d.0);
+        let refuse_until = faults.and_then(|f| f.value.refuse_until.map(|d| d.0));
+        if let (Some(f), Some(until)) = (faults, refuse_until) {
+            if let Some(start) = start_after.filter(|s| until <= *s) {
+                return Err(self.at(
+                    f,
+                    format!(
+                        "refuse_until {} ends before the target starts (start_after: {}): it would refuse nothing",
+                        humantime::format_duration(until),
+                        humantime::format_duration(start)
+                    ),
+                    Some("make refuse_until later than start_after, or leave it out".into()),
+                ));
+            }
+        }
         let iscsi = Iscsi {
             target: raw.services.iscsi.target.clone(),
             lun,
             refuse_first: faults.map(|f| f.value.refuse_first).unwrap_or(0),
             drop_first: faults.map(|f| f.value.drop_first).unwrap_or(0),
-            start_after: raw.services.iscsi.start_after.map(|d| d.0),
+            refuse_until,
+            start_after,
+            down: self.down_windows(&raw.services.iscsi.down, start_after)?,
             allow_initiators: Vec::new(),
             allow_addresses: Vec::new(),
         };
@@ -1022,10 +1039,12 @@ impl Validator<'_> {
             }
             None => format!("http://{}/boot.ipxe", subnet.server()),
         };
+        let start_after = raw.services.dhcp.start_after.map(|d| d.0);
         Ok(Dhcp {
             hosts,
             boot_url,
-            start_after: raw.services.dhcp.start_after.map(|d| d.0),
+            start_after,
+            down: self.down_windows(&raw.services.dhcp.down, start_after)?,
         })
     }
 
@@ -1117,11 +1136,27 @@ impl Validator<'_> {
                 delay: f.value.delay.map(|d| d.0),
             });
         }
+        let start_after = raw.services.http.start_after.map(|d| d.0);
         Ok(Http {
             files,
             faults,
-            start_after: raw.services.http.start_after.map(|d| d.0),
+            start_after,
+            down: self.down_windows(&raw.services.http.down, start_after)?,
         })
+    }
+
+    /// A service's `down` windows, in time order, each after its late start.
+    fn down_windows(
+        &self,
+        written: &[Spanned<RawDownWindow>],
+        start_after: Option<Duration>,
+    ) -> Result<Vec<super::DownWindow>, ScenarioError> {
+        let pairs: Vec<(Duration, Duration)> = written
+            .iter()
+            .map(|w| (w.value.at.0, w.value.length.0))
+            .collect();
+        super::windows::check(&pairs, start_after)
+            .map_err(|e| self.at(&written[e.index], e.message, e.help))
     }
 
     /// Reads a file the harness serves or hands to a guest: it must stay inside the scenario's

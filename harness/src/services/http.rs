@@ -12,9 +12,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, Method, Request, StatusCode};
 use axum::response::Response;
+use axum::serve::ListenerExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::outage::{Downtime, Gate};
 use super::{ServiceContext, ServiceError};
 use crate::events::{EventKind, EventLog};
 use crate::scenario::Scenario;
@@ -119,14 +121,17 @@ impl Http {
         })?;
         let app = axum::Router::new().fallback(serve).with_state(state);
         let (tx, rx) = oneshot::channel::<()>();
-        let hold = s.http.start_after.map(|d| d.as_secs_f64());
-        let events = cx.events.clone();
+        let gate = Gate::new(
+            listener,
+            SERVICE,
+            Downtime::new(s.http.start_after, &s.http.down),
+            cx.events.clone(),
+        );
         let task = crate::tasks::spawn("http", async move {
-            if let Some(t) = hold {
-                super::outage::hold_down(&listener, SERVICE, t, &events).await;
-            }
+            // `tap_io` only to reach axum's peer-address extractor, which it offers for its own
+            // listener and for tapped ones.
             let served = axum::serve(
-                listener,
+                gate.tap_io(|_| ()),
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async {
@@ -162,6 +167,29 @@ impl Http {
 
     pub fn artifacts(&self) -> Vec<PathBuf> {
         vec![self.log.clone()]
+    }
+}
+
+impl axum::serve::Listener for Gate {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match Gate::accept(self).await {
+                Ok(accepted) => return accepted,
+                // As axum's own listener does: an accept error (out of file descriptors, an
+                // aborted handshake) is passing; wait a little and go on.
+                Err(e) => {
+                    tracing::debug!("http accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Gate::local_addr(self)
     }
 }
 

@@ -179,7 +179,10 @@ fn initial_state(start_after: Option<Duration>) -> String {
 /// The three services of one run. Each sits behind a lock so that a `restart` step can stop
 /// and start it while the run goes on.
 pub struct Services {
-    dhcp: Mutex<Option<DhcpSlot>>,
+    /// Shared with the task that applies DHCP's down windows.
+    dhcp: Arc<Mutex<Option<DhcpSlot>>>,
+    /// Stops and starts dnsmasq at its down windows; ended before DHCP is stopped for good.
+    dhcp_windows: Option<tokio::task::JoinHandle<()>>,
     http: Mutex<Option<http::Http>>,
     iscsi: Mutex<iscsi::Iscsi>,
     events: Arc<EventLog>,
@@ -189,6 +192,7 @@ pub struct Services {
     control_port: u16,
 }
 
+#[derive(Clone)]
 struct Again {
     scenario: Scenario,
     cx: ServiceContext,
@@ -316,10 +320,19 @@ impl Services {
         events: Arc<EventLog>,
         again: Again,
     ) -> Services {
+        let dhcp = Arc::new(Mutex::new(Some(dhcp)));
+        let dhcp_windows = (!again.scenario.dhcp.down.is_empty()).then(|| {
+            crate::tasks::spawn(
+                "dhcp-down-windows",
+                dhcp_down_windows(dhcp.clone(), again.clone())
+                    .instrument(tracing::info_span!("dhcp", windows = true)),
+            )
+        });
         Services {
             http_addr: http.addr,
             control_port: iscsi.control_port(),
-            dhcp: Mutex::new(Some(dhcp)),
+            dhcp,
+            dhcp_windows,
             http: Mutex::new(Some(http)),
             iscsi: Mutex::new(iscsi),
             events,
@@ -407,12 +420,25 @@ impl Services {
         let artifacts = self.artifacts();
         let Services {
             dhcp,
+            dhcp_windows,
             http,
             iscsi,
             events,
             ..
         } = self;
-        if let Some(dhcp) = dhcp.into_inner() {
+        // First, so that no window starts dnsmasq again behind the stop; awaited, so that a
+        // start it was in the middle of is dropped (and its dnsmasq killed) before we go on.
+        if let Some(task) = dhcp_windows {
+            task.abort();
+            let _ = task.await;
+        }
+        let dhcp = Arc::try_unwrap(dhcp)
+            .map(Mutex::into_inner)
+            .unwrap_or_else(|shared| {
+                // The window task is gone, so this is the only holder left; take the slot.
+                shared.try_lock().ok().and_then(|mut s| s.take())
+            });
+        if let Some(dhcp) = dhcp {
             dhcp.stop().instrument(tracing::info_span!("dhcp")).await;
         }
         events.push(service_event("dhcp", "stopped"));
@@ -508,6 +534,56 @@ const SERVICE_DHCP: &str = "dhcp";
 
 /// How often [`Services::died`] looks: a dead service fails the run within this.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// DHCP's down windows: dnsmasq is stopped at each window's start and started again, with its
+/// leases, at its end; both recorded as DHCP's state. A DHCP server that is down is simply not
+/// running, so the requests it misses leave no record of their own (the guest's console shows
+/// them).
+async fn dhcp_down_windows(slot: Arc<Mutex<Option<DhcpSlot>>>, again: Again) {
+    let Again {
+        scenario,
+        cx,
+        ipv6_ra,
+    } = again;
+    let events = cx.events.clone();
+    let sleep_until = |t: f64| {
+        let left = t - events.clock().now();
+        tokio::time::sleep(Duration::from_secs_f64(left.max(0.0)))
+    };
+    for w in &scenario.dhcp.down {
+        let until = w.until().as_secs_f64();
+        sleep_until(w.at.as_secs_f64()).await;
+        {
+            let mut s = slot.lock().await;
+            if let Some(running) = s.take() {
+                running.stop().await;
+            }
+        }
+        events.push(service_event(
+            SERVICE_DHCP,
+            &format!("down until {until:.0}s (down window)"),
+        ));
+        tracing::info!("dnsmasq stopped until {until:.1}s (down window)");
+        sleep_until(until).await;
+        let mut s = slot.lock().await;
+        if s.is_some() {
+            // A `restart` step during the window started it already.
+            events.push(service_event(SERVICE_DHCP, "started"));
+            continue;
+        }
+        match dhcp::Dhcp::start(&scenario, &cx, ipv6_ra).await {
+            Ok(d) => {
+                *s = Some(DhcpSlot::Running(Box::new(d)));
+                events.push(service_event(SERVICE_DHCP, "started"));
+            }
+            Err(e) => {
+                tracing::warn!("dnsmasq did not start again after its down window: {e}");
+                events.push(service_event(SERVICE_DHCP, &failed(&e)));
+                return;
+            }
+        }
+    }
+}
 
 impl crate::expect::LabControl for Services {
     fn restart(
@@ -912,6 +988,7 @@ mod tests {
         assert!(!kinds.iter().any(|k| k.contains("dhcp\"")), "{kinds:?}");
 
         with_login_proxy(&s, run_dir, disk).await;
+        dhcp_down_window(&s, run_dir, disk).await;
         failed_start_stops_the_rest(&s, run_dir, disk).await;
     }
 
@@ -1000,14 +1077,7 @@ mod tests {
         let d = login(s, [0, 2, 0x3d, 0, 0, 4]).await;
         wait_for_logins(&events, 2).await;
         assert_lun_exported(&services, s, disk);
-        let states: Vec<String> = events
-            .snapshot()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::Service { service, state } if service == "iscsi" => Some(state),
-                _ => None,
-            })
-            .collect();
+        let states = service_states(&events, "iscsi");
         assert_eq!(
             states,
             [
@@ -1065,6 +1135,67 @@ mod tests {
         drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
         kill_and_reap(&mut decoy).await;
+    }
+
+    /// A DHCP down window stops the real dnsmasq at its start and starts it again at its end,
+    /// both recorded; a stop during a later window leaves no dnsmasq behind.
+    async fn dhcp_down_window(s: &Scenario, run_dir: &Path, disk: &Path) {
+        use crate::scenario::DownWindow;
+        let mut s = s.clone();
+        let cx = context(&s, BRIDGE, run_dir, disk);
+        let events = cx.events.clone();
+        let now = events.clock().now();
+        // Relative to this context's run clock, leaving the start time to bring dnsmasq up.
+        let at = |secs: f64| Duration::from_secs_f64(now + secs);
+        s.dhcp.down = vec![
+            DownWindow {
+                at: at(1.5),
+                length: Duration::from_secs(1),
+            },
+            DownWindow {
+                at: at(4.0),
+                length: Duration::from_secs(30),
+            },
+        ];
+        let bound = || {
+            std::fs::read_to_string(run_dir.join("dnsmasq.log"))
+                .unwrap_or_default()
+                .matches("sockets bound exclusively")
+                .count()
+        };
+        let services = Services::start_with(&s, cx, ServiceOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
+        let before = bound();
+        assert_eq!(processes_named(&["dnsmasq"]).len(), 1);
+        let wait_until = |t: f64| {
+            let left = t - events.clock().now();
+            tokio::time::sleep(Duration::from_secs_f64(left.max(0.0)))
+        };
+        wait_until(now + 2.0).await;
+        assert_eq!(
+            processes_named(&["dnsmasq"]),
+            Vec::<String>::new(),
+            "dnsmasq runs during its window"
+        );
+        wait_until(now + 3.5).await;
+        assert_eq!(
+            processes_named(&["dnsmasq"]).len(),
+            1,
+            "not back after the window"
+        );
+        assert_eq!(bound(), before + 1, "started again on the bridge");
+        // Stopped for good in the middle of the second window: nothing starts behind the stop.
+        wait_until(now + 4.5).await;
+        services.stop().await;
+        let states = service_states(&events, "dhcp");
+        assert_eq!(states.len(), 5, "{states:?}");
+        assert_eq!(states[0], "started");
+        assert!(states[1].contains("(down window)"), "{states:?}");
+        assert_eq!(states[2], "started");
+        assert!(states[3].contains("(down window)"), "{states:?}");
+        assert_eq!(states[4], "stopped");
+        assert_eq!(processes_named(&["dnsmasq"]), Vec::<String>::new());
     }
 
     /// A service that cannot start ends the start with its log quoted, and stops the ones
@@ -1147,6 +1278,18 @@ mod tests {
             iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
             "{shown}"
         );
+    }
+
+    /// The states one service's records went through, in order.
+    fn service_states(events: &EventLog, name: &str) -> Vec<String> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Service { service, state } if service == name => Some(state),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn wait_for_logins(events: &EventLog, n: usize) {

@@ -1,45 +1,172 @@
-//! The fault plan "this service comes up late", for the services the harness serves itself
-//! (HTTP and the iSCSI login proxy).
+//! The fault plans "this service comes up late" and "this service is down for a while", for the
+//! services the harness serves itself (HTTP and the iSCSI login proxy).
 //!
-//! The port is bound from the start, but until the service's start time every connection is
-//! answered with a reset and recorded. A client sees what it sees from a server that is not up
-//! yet (the connection fails at once), and the run keeps evidence of every attempt the outage
-//! turned away, which a port nobody listens on could not give. dnsmasq is simply started late
-//! instead (see [`super::Services`]).
+//! The port stays bound the whole run, but while the plan has the service down every new
+//! connection is answered with a reset and recorded. A client sees what it sees from a server
+//! that is not up (the connection fails at once), and the run keeps evidence of every attempt
+//! the outage turned away, which a port nobody listens on could not give. Connections accepted
+//! before a window began are left alone: a window turns newcomers away, as a portal or server
+//! being failed over does; a `restart` step is the crash that cuts them. dnsmasq is simply not
+//! running while it is down instead (see [`super::Services`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::events::{EventKind, EventLog};
+use crate::scenario::DownWindow;
 
-/// Accepts and resets every connection on `listener` until `start_at` seconds on the run clock,
-/// recording each as [`EventKind::Refused`]; then records the service as started.
-pub async fn hold_down(listener: &TcpListener, service: &str, start_at: f64, events: &EventLog) {
-    loop {
-        let left = start_at - events.clock().now();
-        if left <= 0.0 {
-            break;
+/// When a service is down, on the run clock (seconds from the lab's start).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Downtime {
+    /// Late start: down from the beginning until this time.
+    pub start_at: Option<f64>,
+    /// Down windows `(from, until)`, in time order, all after `start_at`.
+    pub windows: Vec<(f64, f64)>,
+}
+
+impl Downtime {
+    pub fn new(start_after: Option<Duration>, windows: &[DownWindow]) -> Downtime {
+        Downtime {
+            start_at: start_after.map(|d| d.as_secs_f64()),
+            windows: windows
+                .iter()
+                .map(|w| (w.at.as_secs_f64(), w.until().as_secs_f64()))
+                .collect(),
         }
-        match tokio::time::timeout(Duration::from_secs_f64(left), listener.accept()).await {
-            Err(_) => break,
-            Ok(Ok((stream, peer))) => turn_away(stream, peer, service, start_at, events),
-            // Out of file descriptors or an aborted handshake: try again shortly.
-            Ok(Err(e)) => {
-                tracing::debug!(service, "accept while down: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    /// The outage `now` falls in: until when, and which plan made it.
+    fn at(&self, now: f64) -> Option<(f64, Plan)> {
+        if let Some(t) = self.start_at.filter(|t| now < *t) {
+            return Some((t, Plan::StartAfter));
+        }
+        self.windows
+            .iter()
+            .find(|(from, until)| *from <= now && now < *until)
+            .map(|(_, until)| (*until, Plan::Window))
+    }
+
+    /// The next outage to begin after `now`.
+    fn next_after(&self, now: f64) -> Option<f64> {
+        self.windows
+            .iter()
+            .map(|(from, _)| *from)
+            .find(|from| *from > now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Plan {
+    StartAfter,
+    Window,
+}
+
+impl Plan {
+    fn name(self) -> &'static str {
+        match self {
+            Plan::StartAfter => "start_after",
+            Plan::Window => "down window",
+        }
+    }
+}
+
+/// A listener that applies a [`Downtime`]: while down it resets and records every connection;
+/// each window's start (`down until ...`) and every return (`started`) is recorded as the
+/// service's state, at the moment it happens even when nobody connects.
+pub struct Gate {
+    listener: TcpListener,
+    service: &'static str,
+    plan: Downtime,
+    events: Arc<EventLog>,
+    /// The end of the outage whose start is already recorded.
+    recorded_down: Option<f64>,
+}
+
+impl Gate {
+    pub fn new(
+        listener: TcpListener,
+        service: &'static str,
+        plan: Downtime,
+        events: Arc<EventLog>,
+    ) -> Gate {
+        // A late start's `down until` state is recorded by the lab when it starts the service.
+        let recorded_down = plan.start_at.filter(|t| events.clock().now() < *t);
+        Gate {
+            listener,
+            service,
+            plan,
+            events,
+            recorded_down,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The next connection while the service is up. Cancel-safe: every state change is
+    /// recorded before the next wait.
+    pub async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let now = self.events.clock().now();
+            if let Some((until, plan)) = self.plan.at(now) {
+                if self.recorded_down != Some(until) {
+                    self.events.push(EventKind::Service {
+                        service: self.service.to_string(),
+                        state: format!("down until {until:.0}s ({})", plan.name()),
+                    });
+                    tracing::info!(
+                        service = self.service,
+                        "down until {until:.1}s ({})",
+                        plan.name()
+                    );
+                    self.recorded_down = Some(until);
+                }
+                let wait = Duration::from_secs_f64(until - now);
+                match tokio::time::timeout(wait, self.listener.accept()).await {
+                    Err(_) => {}
+                    Ok(Ok((stream, peer))) => {
+                        turn_away(stream, peer, self.service, until, plan, &self.events)
+                    }
+                    // Out of file descriptors or an aborted handshake: try again shortly.
+                    Ok(Err(e)) => {
+                        tracing::debug!(service = self.service, "accept while down: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                continue;
+            }
+            if self.recorded_down.take().is_some() {
+                self.events.push(EventKind::Service {
+                    service: self.service.to_string(),
+                    state: "started".into(),
+                });
+                tracing::info!(service = self.service, "started (fault plan)");
+            }
+            match self.plan.next_after(now) {
+                Some(from) => {
+                    let wait = Duration::from_secs_f64(from - now);
+                    if let Ok(accepted) = tokio::time::timeout(wait, self.listener.accept()).await {
+                        return accepted;
+                    }
+                }
+                None => return self.listener.accept().await,
             }
         }
     }
-    events.push(EventKind::Service {
-        service: service.to_string(),
-        state: "started".into(),
-    });
-    tracing::info!(service, "started (fault plan: start_after)");
 }
 
-fn turn_away(stream: TcpStream, peer: SocketAddr, service: &str, start_at: f64, events: &EventLog) {
+fn turn_away(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: &str,
+    until: f64,
+    plan: Plan,
+    events: &EventLog,
+) {
     // SO_LINGER 0 makes the close send RST instead of FIN: the client's connect-and-request
     // fails at once, as against a closed port.
     if let Err(e) = stream.set_zero_linger() {
@@ -49,7 +176,7 @@ fn turn_away(stream: TcpStream, peer: SocketAddr, service: &str, start_at: f64, 
     events.push(EventKind::Refused {
         service: service.to_string(),
         peer: peer.ip(),
-        reason: format!("down until {start_at:.0}s (fault plan start_after)"),
+        reason: format!("down until {until:.0}s (fault plan {})", plan.name()),
     });
 }
 
@@ -64,36 +191,147 @@ mod tests {
     use crate::events::RunClock;
     use tokio::io::AsyncReadExt;
 
+    /// Connects and reads: a reset comes with the connect or the first read; an accepted
+    /// connection that the test closes reads as an orderly end.
+    async fn try_once(addr: SocketAddr) -> std::io::Result<usize> {
+        let mut s = TcpStream::connect(addr).await?;
+        let mut buf = [0u8; 8];
+        s.read(&mut buf).await
+    }
+
+    fn states(events: &EventLog) -> Vec<(f64, String)> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Service { state, .. } => Some((e.at, state)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn refusals(events: &EventLog) -> Vec<String> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Refused { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Serves `gate` in the background, closing each accepted connection at once.
+    fn serve(mut gate: Gate) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Ok((s, _)) = gate.accept().await {
+                drop(s);
+            }
+        })
+    }
+
     #[tokio::test]
     async fn connections_are_reset_and_recorded_until_the_start_time() {
-        let events = EventLog::new(RunClock::start(), None).unwrap();
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            // The reset may already come with the connect, or with the first read; never an
-            // orderly end of stream.
-            let mut s = TcpStream::connect(addr).await?;
-            let mut buf = [0u8; 8];
-            s.read(&mut buf).await
-        });
-        hold_down(&listener, "http", 0.6, &events).await;
-        let read = client.await.unwrap();
+        let plan = Downtime {
+            start_at: Some(0.6),
+            windows: vec![],
+        };
+        let server = serve(Gate::new(listener, "http", plan, events.clone()));
+        let read = try_once(addr).await;
         assert!(
             matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
             "{read:?}"
         );
-        let all = events.snapshot();
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert!(
-            matches!(&all[0].kind, EventKind::Refused { service, reason, .. }
-                if service == "http" && reason.contains("down until 1s")),
-            "{all:?}"
+            matches!(try_once(addr).await, Ok(0)),
+            "up after the start time"
         );
+        let refused = refusals(&events);
+        assert_eq!(refused.len(), 1, "{refused:?}");
         assert!(
-            matches!(&all[1].kind, EventKind::Service { state, .. } if state == "started"),
-            "{all:?}"
+            refused[0].contains("down until 1s (fault plan start_after)"),
+            "{refused:?}"
         );
-        assert!(all[1].at >= 0.6, "{all:?}");
-        // After the hold the listener is the service's own again.
-        let (_ok, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        // The late start's `down until` is the lab's to record; the gate records the start.
+        let st = states(&events);
+        assert_eq!(st.len(), 1, "{st:?}");
+        assert_eq!(st[0].1, "started");
+        assert!(st[0].0 >= 0.6, "{st:?}");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_window_turns_newcomers_away_and_is_recorded_at_both_ends() {
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let plan = Downtime {
+            start_at: None,
+            windows: vec![(0.4, 0.9), (1.2, 1.4)],
+        };
+        let server = serve(Gate::new(listener, "iscsi", plan, events.clone()));
+        assert!(
+            matches!(try_once(addr).await, Ok(0)),
+            "up before the window"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let during = try_once(addr).await;
+        assert!(
+            matches!(&during, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{during:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(matches!(try_once(addr).await, Ok(0)), "up after the window");
+        // The second window is recorded though nobody connects during it.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let refused = refusals(&events);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].contains("down until 1s (fault plan down window)"),
+            "{refused:?}"
+        );
+        let st = states(&events);
+        let names: Vec<&str> = st.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "down until 1s (down window)",
+                "started",
+                "down until 1s (down window)",
+                "started"
+            ],
+            "{st:?}"
+        );
+        let times: Vec<f64> = st.iter().map(|(t, _)| *t).collect();
+        for (t, lo, hi) in [
+            (times[0], 0.4, 0.6),
+            (times[1], 0.9, 1.1),
+            (times[2], 1.2, 1.4),
+            (times[3], 1.4, 1.6),
+        ] {
+            assert!((lo..hi).contains(&t), "{st:?}");
+        }
+        server.abort();
+    }
+
+    #[test]
+    fn downtime_from_the_scenario() {
+        let d = Downtime::new(
+            Some(Duration::from_secs(20)),
+            &[DownWindow {
+                at: Duration::from_secs(60),
+                length: Duration::from_secs(20),
+            }],
+        );
+        assert_eq!(d.at(19.9), Some((20.0, Plan::StartAfter)));
+        assert_eq!(d.at(20.0), None);
+        assert_eq!(d.next_after(20.0), Some(60.0));
+        assert_eq!(d.at(60.0), Some((80.0, Plan::Window)));
+        assert_eq!(d.at(80.0), None);
+        assert_eq!(d.next_after(80.0), None);
     }
 }
