@@ -1256,12 +1256,14 @@ mod tests {
             mac: "52:54:00:aa:00:01".into(),
             ip: None,
             hostname: Some("node01".into()),
+            boot_file: None,
         });
         r.events.push(EventKind::Dhcp {
             message: "DHCPACK".into(),
             mac: "52:54:00:aa:00:01".into(),
             ip: Some("10.77.0.128".parse().unwrap()),
             hostname: Some("node01".into()),
+            boot_file: None,
         });
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert_eq!(out.steps[0].status, StepStatus::Met);

@@ -497,7 +497,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut bare: Option<tokio::task::JoinHandle<std::io::Result<Option<f64>>>> = None;
     for node in &scenario.nodes {
         let embedded_script = match &node.firmware {
-            scenario::Firmware::Rom => None,
+            scenario::Firmware::Rom | scenario::Firmware::ChainUndionly => None,
             scenario::Firmware::EmbeddedScript { body, .. } => {
                 // Kept as an artifact: it is what the node's firmware ran.
                 let p = args

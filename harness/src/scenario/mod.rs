@@ -62,6 +62,9 @@ pub struct Node {
 pub enum Firmware {
     /// The boot NIC's iPXE option ROM (ipxe-qemu) does DHCP and chains the boot URL.
     Rom,
+    /// The option ROM loads Debian's `undionly.kpxe` over TFTP, and that iPXE fetches the boot
+    /// script: the two-stage chain of sites whose NICs have a vendor PXE ROM.
+    ChainUndionly,
     /// Debian's `ipxe.lkrn` with the scenario's script as its first script, standing in for a
     /// flashed ROM with an embedded script (usually a DHCP retry loop).
     EmbeddedScript {

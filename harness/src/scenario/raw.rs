@@ -128,11 +128,12 @@ pub struct RawNode {
     pub firmware: Option<Spanned<RawFirmware>>,
 }
 
-/// `firmware: rom` or `firmware: { embedded-script: FILE }`.
+/// `firmware: rom`, `firmware: chain-undionly` or `firmware: { embedded-script: FILE }`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RawFirmware {
     Rom,
+    ChainUndionly,
     EmbeddedScript(String),
 }
 

@@ -876,6 +876,7 @@ impl Validator<'_> {
                 None => Firmware::Rom,
                 Some(f) => match &f.value {
                     RawFirmware::Rom => Firmware::Rom,
+                    RawFirmware::ChainUndionly => Firmware::ChainUndionly,
                     RawFirmware::EmbeddedScript(file) => {
                         let src = Spanned {
                             value: file.clone(),
