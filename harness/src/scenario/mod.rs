@@ -243,7 +243,11 @@ pub enum Action {
     DhcpAck {
         mac: Option<MacAddr>,
         hostname: Option<String>,
+        /// The boot file (option 67) the ack must carry.
+        boot_file: Option<String>,
     },
+    /// Wait for the TFTP server to finish sending a file (by name), to a MAC if given.
+    TftpSent { file: String, mac: Option<MacAddr> },
     /// Wait for an HTTP request of this path (leading slash included) answered with 2xx.
     HttpGet(String),
     /// Wait for an HTTP request of this path answered with exactly this status.

@@ -21,6 +21,9 @@ use crate::scenario::{Firmware, MacAddr, Scenario};
 
 /// Tag of every chain-undionly node's boot NIC: the plain boot-URL rule skips them.
 pub const CHAIN_TAG: &str = "chain";
+/// Tag of a client that says it is a PXE stack (vendor class `PXEClient...`): only such a
+/// client is handed undionly.kpxe, not the initramfs's DHCP client.
+pub const PXE_TAG: &str = "pxe";
 
 /// The options file dnsmasq reads at start and again on SIGHUP.
 pub fn opts_file(run_dir: &Path) -> PathBuf {
@@ -93,7 +96,8 @@ impl ChainMarks {
     pub fn render(&self) -> String {
         let mut out = String::new();
         for (mac, tag) in self.tags() {
-            // Unmarked, the line stands in for "not iPXE": it needs no user class.
+            // Unmarked, the line stands in for "a PXE ROM that is not iPXE": it needs the PXE
+            // vendor class and no user class.
             let line = if self.chained.contains(mac) {
                 format!(
                     "tag:{tag},tag:ipxe,tag:boot,option:bootfile-name,{}\n",
@@ -101,7 +105,7 @@ impl ChainMarks {
                 )
             } else {
                 format!(
-                    "tag:{tag},tag:boot,option:bootfile-name,{}\n",
+                    "tag:{tag},tag:{PXE_TAG},tag:boot,option:bootfile-name,{}\n",
                     super::tftp::BOOT_FILE
                 )
             };

@@ -110,6 +110,10 @@ pub fn args(
             a.push(format!("--enable-tftp={bridge}"));
             a.push(format!("--tftp-root={}", c.tftp_root.display()));
             a.push("--tftp-secure".into());
+            a.push(format!(
+                "--dhcp-vendorclass=set:{},PXEClient",
+                super::chain::PXE_TAG
+            ));
             for (mac, tag) in c.marks.tags() {
                 a.push(format!("--dhcp-mac=set:{chain},{mac}"));
                 a.push(format!("--dhcp-mac=set:{tag},{mac}"));
