@@ -754,6 +754,7 @@ fn describe_artifact(name: &str) -> &'static str {
         "dnsmasq.log" => "DHCP server log",
         "dnsmasq.args" => "DHCP server command line",
         "dnsmasq.leases" => "DHCP leases",
+        "dnsmasq-chain-opts" => "chain-undionly boot files per node, as dnsmasq last read them",
         "http.log" => "HTTP requests",
         "tgtd.log" => "iSCSI target log",
         "tgtadm.log" => "iSCSI target configuration commands",
