@@ -125,3 +125,44 @@ impl ChainMarks {
 fn mac_key(m: &MacAddr) -> String {
     m.to_string().to_ascii_lowercase()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks() -> ChainMarks {
+        let s = crate::scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chain-undionly.yaml"),
+        )
+        .expect("the chain-undionly scenario loads");
+        ChainMarks::for_scenario(&s, Path::new("/r")).expect("a chain node")
+    }
+
+    #[test]
+    fn a_mark_swaps_the_boot_file_and_clearing_swaps_it_back() {
+        let mut m = marks();
+        let rom = "tag:chain1,tag:pxe,tag:boot,option:bootfile-name,undionly.kpxe\n";
+        let chained =
+            "tag:chain1,tag:ipxe,tag:boot,option:bootfile-name,http://10.77.0.1/boot.ipxe\n";
+        assert_eq!(m.render(), rom);
+        assert!(m.mark("52:54:00:AA:00:41"), "any case");
+        assert!(!m.mark("52:54:00:aa:00:41"), "already marked");
+        assert!(m.is_chained("52:54:00:aa:00:41"));
+        assert_eq!(m.render(), chained);
+        assert!(m.clear("52:54:00:aa:00:41"));
+        assert!(!m.clear("52:54:00:aa:00:41"));
+        assert_eq!(m.render(), rom);
+    }
+
+    #[test]
+    fn only_chain_nodes_are_marked() {
+        let mut m = marks();
+        assert!(!m.mark("52:54:00:aa:00:99"));
+        assert_eq!(m.tags().count(), 1);
+        let plain = crate::scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/debian-ibft-e1000.yaml"),
+        )
+        .expect("the default scenario loads");
+        assert!(ChainMarks::for_scenario(&plain, Path::new("/r")).is_none());
+    }
+}

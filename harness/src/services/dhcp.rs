@@ -732,4 +732,49 @@ fe80000000000000a8bbccfffedd0001 05 40 20 80     nbr0
             .iter()
             .any(|x| x == "--enable-ra" || x.contains("ra-only")));
     }
+
+    #[test]
+    fn chain_args_serve_tftp_on_the_bridge_and_tag_the_chain_node() {
+        let s = crate::scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chain-undionly.yaml"),
+        )
+        .expect("the chain-undionly scenario loads");
+        let marks = ChainMarks::for_scenario(&s, Path::new("/r")).expect("a chain node");
+        let chain = ChainArgs {
+            tftp_root: Path::new("/r/tftp"),
+            marks: &marks,
+        };
+        let a = args(
+            &s,
+            "nbr0",
+            Path::new("/r/dnsmasq.leases"),
+            true,
+            Some(chain),
+        );
+        for want in [
+            "--interface=nbr0",
+            "--bind-interfaces",
+            "--enable-tftp=nbr0",
+            "--tftp-root=/r/tftp",
+            "--tftp-secure",
+            "--dhcp-vendorclass=set:pxe,PXEClient",
+            "--dhcp-mac=set:chain,52:54:00:aa:00:41",
+            "--dhcp-mac=set:chain1,52:54:00:aa:00:41",
+            "--dhcp-optsfile=/r/dnsmasq-chain-opts",
+            "--dhcp-userclass=set:ipxe,iPXE",
+            "--dhcp-boot=tag:ipxe,tag:boot,tag:!chain,http://10.77.0.1/boot.ipxe",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing: {a:?}");
+        }
+        // The plain rule would hand the URL to the ROM stage; the hosts file crashed dnsmasq.
+        assert!(!a.iter().any(
+            |x| x == "--dhcp-boot=tag:ipxe,tag:boot,http://10.77.0.1/boot.ipxe"
+                || x.starts_with("--dhcp-hostsfile")
+        ));
+        // Without a chain node there is no TFTP at all.
+        let plain = args(&scenario(), "nbr0", Path::new("/x"), true, None);
+        assert!(!plain
+            .iter()
+            .any(|x| x.contains("tftp") || x.starts_with("--dhcp-optsfile")));
+    }
 }
