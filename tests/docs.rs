@@ -32,6 +32,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawAcl", "services.iscsi.acl"),
     ("RawStep", "expect[]"),
     ("RawDhcpAck", "expect[].dhcp_ack"),
+    ("RawTftpSent", "expect[].tftp_sent"),
     ("RawIscsiLogin", "expect[].iscsi_login"),
     ("RawHttpStatus", "expect[].http_status"),
     ("RawRefused", "expect[].refused"),

@@ -44,14 +44,16 @@ fn err(what: impl std::fmt::Display) -> Failed {
 }
 
 /// A scenario that boots to the shell, writes a marker naming its host to the raw disk outside
-/// the partitions and reads it back from the run's disk copy.
-fn scenario(name: &str, hostname: &str, image: &str) -> String {
+/// the partitions and reads it back from the run's disk copy. `firmware` is the node's
+/// `firmware:` value.
+fn scenario(name: &str, hostname: &str, image: &str, firmware: &str) -> String {
     format!(
         r#"name: {name}
 description: Isolation test copy ({hostname}).
 image: {image}
 nodes:
   - name: node01
+    firmware: {firmware}
     nics:
       - {{ model: e1000, mac: "{MAC}", boot: true }}
 services:
@@ -353,7 +355,13 @@ fn host_namespace_untouched() -> Result<(), Failed> {
     let file = dir.join("isolation-host.yaml");
     std::fs::write(
         &file,
-        scenario("isolation-host", "node-h", "debian-initramfs-tools"),
+        // The chain puts dnsmasq's TFTP server up too: it must stay in the lab as well.
+        scenario(
+            "isolation-host",
+            "node-h",
+            "debian-initramfs-tools",
+            "chain-undionly",
+        ),
     )
     .map_err(err)?;
     if let Some(a) = host_addresses()
@@ -471,8 +479,8 @@ fn two_runs_at_once() -> Result<(), Failed> {
     let before = sha256(&disk)?;
     let image = "{ file: my-disk.img }";
     let (a, b) = (dir.join("isolation-a.yaml"), dir.join("isolation-b.yaml"));
-    std::fs::write(&a, scenario("isolation-a", "node-a", image)).map_err(err)?;
-    std::fs::write(&b, scenario("isolation-b", "node-b", image)).map_err(err)?;
+    std::fs::write(&a, scenario("isolation-a", "node-a", image, "rom")).map_err(err)?;
+    std::fs::write(&b, scenario("isolation-b", "node-b", image, "rom")).map_err(err)?;
     let runs = dir.join("runs");
     let first = start_run(&runs, &a)?;
     let second = start_run(&runs, &b);

@@ -46,7 +46,23 @@ pub enum EventKind {
         mac: String,
         ip: Option<Ipv4Addr>,
         hostname: Option<String>,
+        /// The boot file (option 67) the server sent with an offer or ack, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_file: Option<String>,
     },
+    /// The TFTP server finished sending a file (`chain-undionly` nodes).
+    TftpSent {
+        /// The file's name under the TFTP root.
+        file: String,
+        peer: Ipv4Addr,
+        /// The peer's MAC, from the DHCP server's acks, when it was known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
+    },
+    /// A `chain-undionly` node's mark changed: `chained` once the TFTP server sent it
+    /// undionly.kpxe (its next DHCP answer carries the boot URL), `cleared` once that answer
+    /// went out (a reboot starts from the ROM again).
+    ChainMark { mac: String, state: String },
     HttpRequest {
         method: String,
         path: String,
@@ -121,10 +137,13 @@ impl EventLog {
     }
 
     pub fn push(&self, kind: EventKind) {
-        let ev = Event {
-            at: self.clock.now(),
-            kind,
-        };
+        self.push_at(self.clock.now(), kind);
+    }
+
+    /// Pushes an event that happened at `at` (run seconds), for records put together from
+    /// several log lines after the first arrived.
+    pub fn push_at(&self, at: f64, kind: EventKind) {
+        let ev = Event { at, kind };
         tracing::debug!(?ev, "event");
         if let Ok(mut sink) = self.sink.lock() {
             if let Some(w) = sink.as_mut() {

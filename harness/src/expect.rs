@@ -354,13 +354,27 @@ pub fn describe(a: &Action) -> String {
     match a {
         Action::Console(t) => format!("a console line containing {t:?}"),
         Action::ConsoleRegex(r) => format!("a console line matching /{}/", r.as_str()),
-        Action::DhcpAck { mac, hostname } => {
+        Action::DhcpAck {
+            mac,
+            hostname,
+            boot_file,
+        } => {
             let mut s = "a DHCP ACK".to_string();
             if let Some(m) = mac {
                 s.push_str(&format!(" for {m}"));
             }
             if let Some(h) = hostname {
                 s.push_str(&format!(" with hostname {h}"));
+            }
+            if let Some(f) = boot_file {
+                s.push_str(&format!(" with boot file {f}"));
+            }
+            s
+        }
+        Action::TftpSent { file, mac } => {
+            let mut s = format!("the TFTP server to send {file}");
+            if let Some(m) = mac {
+                s.push_str(&format!(" to {m}"));
             }
             s
         }
@@ -886,11 +900,16 @@ fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option
 fn event_matches(action: &Action, e: &Event) -> bool {
     match (action, &e.kind) {
         (
-            Action::DhcpAck { mac, hostname },
+            Action::DhcpAck {
+                mac,
+                hostname,
+                boot_file,
+            },
             EventKind::Dhcp {
                 message,
                 mac: emac,
                 hostname: ehost,
+                boot_file: efile,
                 ..
             },
         ) => {
@@ -899,6 +918,23 @@ fn event_matches(action: &Action, e: &Event) -> bool {
                 && hostname
                     .as_ref()
                     .is_none_or(|h| ehost.as_deref() == Some(h.as_str()))
+                && boot_file
+                    .as_ref()
+                    .is_none_or(|f| efile.as_deref() == Some(f.as_str()))
+        }
+        (
+            Action::TftpSent { file, mac },
+            EventKind::TftpSent {
+                file: efile,
+                mac: emac,
+                ..
+            },
+        ) => {
+            file == efile
+                && mac.is_none_or(|m| {
+                    emac.as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(&m.to_string()))
+                })
         }
         (Action::HttpGet(p), EventKind::HttpRequest { path, status, .. }) => {
             path == p && (200..300).contains(status)
@@ -1313,6 +1349,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn chain_steps_tell_the_two_acks_apart_by_boot_file() {
+        let r = rig("chain");
+        let mac: crate::scenario::MacAddr = "52:54:00:aa:00:41".parse().unwrap();
+        let ack = |boot_file: Option<&str>| Action::DhcpAck {
+            mac: Some(mac),
+            hostname: None,
+            boot_file: boot_file.map(String::from),
+        };
+        let s = scenario(vec![
+            ("rom", ack(Some("undionly.kpxe")), 500),
+            (
+                "tftp",
+                Action::TftpSent {
+                    file: "undionly.kpxe".into(),
+                    mac: Some(mac),
+                },
+                500,
+            ),
+            ("chained", ack(Some("http://10.77.0.1/boot.ipxe")), 300),
+        ]);
+        let dhcp_ack = |file: &str| EventKind::Dhcp {
+            message: "DHCPACK".into(),
+            mac: "52:54:00:aa:00:41".into(),
+            ip: Some("10.77.0.227".parse().unwrap()),
+            hostname: None,
+            boot_file: Some(file.into()),
+        };
+        r.events.push(dhcp_ack("undionly.kpxe"));
+        r.events.push(EventKind::TftpSent {
+            file: "undionly.kpxe".into(),
+            peer: "10.77.0.227".parse().unwrap(),
+            mac: Some("52:54:00:aa:00:41".into()),
+        });
+        // A chain loop: the second stage is handed undionly.kpxe again.
+        r.events.push(dhcp_ack("undionly.kpxe"));
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met);
+        assert_eq!(out.steps[1].status, StepStatus::Met);
+        assert_eq!(
+            out.steps[2].status,
+            StepStatus::Failed,
+            "{:?}",
+            out.steps[2]
+        );
+        assert!(out.steps[2]
+            .detail
+            .contains("with boot file http://10.77.0.1/boot.ipxe"));
+    }
+
+    #[tokio::test]
     async fn dhcp_and_http_steps_match_their_records() {
         let r = rig("dhcp");
         let s = scenario(vec![
@@ -1321,6 +1407,7 @@ mod tests {
                 Action::DhcpAck {
                     mac: Some("52:54:00:aa:00:01".parse().unwrap()),
                     hostname: Some("node01".into()),
+                    boot_file: None,
                 },
                 500,
             ),
@@ -1338,12 +1425,14 @@ mod tests {
             mac: "52:54:00:aa:00:01".into(),
             ip: None,
             hostname: Some("node01".into()),
+            boot_file: None,
         });
         r.events.push(EventKind::Dhcp {
             message: "DHCPACK".into(),
             mac: "52:54:00:aa:00:01".into(),
             ip: Some("10.77.0.128".parse().unwrap()),
             hostname: Some("node01".into()),
+            boot_file: None,
         });
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert_eq!(out.steps[0].status, StepStatus::Met);
@@ -1574,6 +1663,7 @@ mod tests {
             Action::DhcpAck {
                 mac: None,
                 hostname: None,
+                boot_file: None,
             },
             60_000,
         )]);

@@ -460,6 +460,7 @@ mod tests {
                     mac: "52:54:00:aa:00:24".into(),
                     ip: Some("10.77.0.198".parse().unwrap()),
                     hostname: Some("node01".into()),
+                    boot_file: None,
                 },
             ),
             ev(

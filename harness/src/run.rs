@@ -618,7 +618,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut bare: Option<tokio::task::JoinHandle<std::io::Result<Option<f64>>>> = None;
     for node in &scenario.nodes {
         let embedded_script = match &node.firmware {
-            scenario::Firmware::Rom => None,
+            scenario::Firmware::Rom | scenario::Firmware::ChainUndionly => None,
             scenario::Firmware::EmbeddedScript { body, .. } => {
                 // Kept as an artifact: it is what the node's firmware ran.
                 let p = args
@@ -907,6 +907,7 @@ fn describe_artifact(name: &str) -> &'static str {
         "dnsmasq.log" => "DHCP server log",
         "dnsmasq.args" => "DHCP server command line",
         "dnsmasq.leases" => "DHCP leases",
+        "dnsmasq-chain-opts" => "chain-undionly boot files per node, as dnsmasq last read them",
         "http.log" => "HTTP requests",
         "tgtd.log" => "iSCSI target log",
         "tgtadm.log" => "iSCSI target configuration commands",

@@ -53,6 +53,7 @@ pub const BOOT_FILES: &[(&str, &str)] = &[
     ("/usr/lib/ipxe/qemu/pxe-e1000.rom", "ipxe-qemu"),
     ("/usr/share/seabios/bios-256k.bin", "seabios"),
     (crate::guest::IPXE_LKRN, "ipxe"),
+    (crate::services::tftp::UNDIONLY_KPXE, "ipxe"),
 ];
 
 /// Everything an image build needs.

@@ -64,6 +64,9 @@ pub struct Node {
 pub enum Firmware {
     /// The boot NIC's iPXE option ROM (ipxe-qemu) does DHCP and chains the boot URL.
     Rom,
+    /// The option ROM loads Debian's `undionly.kpxe` over TFTP, and that iPXE fetches the boot
+    /// script: the two-stage chain of sites whose NICs have a vendor PXE ROM.
+    ChainUndionly,
     /// Debian's `ipxe.lkrn` with the scenario's script as its first script, standing in for a
     /// flashed ROM with an embedded script (usually a DHCP retry loop).
     EmbeddedScript {
@@ -250,7 +253,11 @@ pub enum Action {
     DhcpAck {
         mac: Option<MacAddr>,
         hostname: Option<String>,
+        /// The boot file (option 67) the ack must carry.
+        boot_file: Option<String>,
     },
+    /// Wait for the TFTP server to finish sending a file (by name), to a MAC if given.
+    TftpSent { file: String, mac: Option<MacAddr> },
     /// Wait for an HTTP request of this path (leading slash included) answered with 2xx.
     HttpGet(String),
     /// Wait for an HTTP request of this path answered with exactly this status.

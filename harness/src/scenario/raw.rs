@@ -128,11 +128,12 @@ pub struct RawNode {
     pub firmware: Option<Spanned<RawFirmware>>,
 }
 
-/// `firmware: rom` or `firmware: { embedded-script: FILE }`.
+/// `firmware: rom`, `firmware: chain-undionly` or `firmware: { embedded-script: FILE }`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RawFirmware {
     Rom,
+    ChainUndionly,
     EmbeddedScript(String),
 }
 
@@ -283,6 +284,8 @@ pub struct RawStep {
     #[serde(default)]
     pub dhcp_ack: Option<RawDhcpAck>,
     #[serde(default)]
+    pub tftp_sent: Option<RawTftpSent>,
+    #[serde(default)]
     pub http_get: Option<String>,
     #[serde(default)]
     pub http_status: Option<RawHttpStatus>,
@@ -348,6 +351,18 @@ pub struct RawDhcpAck {
     pub mac: Option<MacAddr>,
     #[serde(default)]
     pub hostname: Option<String>,
+    /// The boot file (DHCP option 67) the ack carried.
+    #[serde(default)]
+    pub boot_file: Option<String>,
+}
+
+/// A file the lab's TFTP server finished sending (`chain-undionly` nodes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTftpSent {
+    pub file: String,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Debug, Deserialize, Default)]

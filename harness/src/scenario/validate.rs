@@ -893,6 +893,7 @@ impl Validator<'_> {
                 None => Firmware::Rom,
                 Some(f) => match &f.value {
                     RawFirmware::Rom => Firmware::Rom,
+                    RawFirmware::ChainUndionly => Firmware::ChainUndionly,
                     RawFirmware::EmbeddedScript(file) => {
                         let src = Spanned {
                             value: file.clone(),
@@ -1312,6 +1313,16 @@ impl Validator<'_> {
                     Action::DhcpAck {
                         mac: d.mac,
                         hostname: d.hostname.clone(),
+                        boot_file: d.boot_file.clone(),
+                    },
+                ));
+            }
+            if let Some(t) = &step.tftp_sent {
+                actions.push((
+                    "tftp_sent",
+                    Action::TftpSent {
+                        file: t.file.clone(),
+                        mac: t.mac,
                     },
                 ));
             }
@@ -1452,10 +1463,11 @@ impl Validator<'_> {
                 }
                 None => {}
             }
-            const KINDS: [&str; 15] = [
+            const KINDS: [&str; 16] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
+                "tftp_sent",
                 "http_get",
                 "http_status",
                 "iscsi_login",
@@ -1527,7 +1539,11 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         Action::LunBytes { offset, .. } => format!("{kind} at {offset}"),
         Action::QemuExit => kind.to_string(),
         Action::ConsoleRegex(r) => format!("{kind} /{}/", r.as_str()),
-        Action::DhcpAck { mac, hostname } => {
+        Action::TftpSent { file, mac } => match mac {
+            Some(m) => format!("{kind} {file} to {m}"),
+            None => format!("{kind} {file}"),
+        },
+        Action::DhcpAck { mac, hostname, .. } => {
             let who = mac
                 .map(|m| m.to_string())
                 .or(hostname.clone())

@@ -1,7 +1,8 @@
-//! DHCP from dnsmasq (DHCP only: no DNS, no TFTP), bound to the lab bridge alone.
+//! DHCP from dnsmasq (no DNS; TFTP only for `chain-undionly` nodes), bound to the lab bridge
+//! alone.
 //!
 //! dnsmasq logs to a pipe; each line is stamped with the run clock, written to `dnsmasq.log`
-//! and, if it is a DHCP message, pushed as an event as it arrives.
+//! and, if it is a DHCP message or a finished TFTP transfer, pushed as an event.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -15,9 +16,11 @@ use tokio::process::{Child, ChildStderr};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::chain::ChainMarks;
+use super::dnsmasq_records::{Effect, Records};
 use super::ServiceError;
 use super::{command_line, find_binary, log_tail, service_command, terminate, ServiceContext};
-use crate::events::{EventKind, EventLog};
+use crate::events::EventLog;
 use crate::scenario::Scenario;
 
 const SERVICE: &str = "dhcp";
@@ -32,8 +35,22 @@ pub struct Dhcp {
     leases: PathBuf,
 }
 
+/// What dnsmasq needs for `chain-undionly` nodes: the TFTP root and the
+/// options file with the marks ([`super::chain`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChainArgs<'a> {
+    pub tftp_root: &'a Path,
+    pub marks: &'a ChainMarks,
+}
+
 /// dnsmasq's arguments (without the program name).
-pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<String> {
+pub fn args(
+    s: &Scenario,
+    bridge: &str,
+    leasefile: &Path,
+    ipv6_ra: bool,
+    chain: Option<ChainArgs<'_>>,
+) -> Vec<String> {
     let (lo, hi) = s.subnet.pool();
     let mask = s.subnet.netmask();
     let mut a: Vec<String> = vec![
@@ -84,7 +101,31 @@ pub fn args(s: &Scenario, bridge: &str, leasefile: &Path, ipv6_ra: bool) -> Vec<
     // iPXE says who it is with user class "iPXE"; only it gets the boot-script URL, so a PXE
     // stack that is not iPXE is not handed a URL it cannot fetch.
     a.push("--dhcp-userclass=set:ipxe,iPXE".into());
-    a.push(format!("--dhcp-boot=tag:ipxe,tag:boot,{}", s.dhcp.boot_url));
+    match chain {
+        None => a.push(format!("--dhcp-boot=tag:ipxe,tag:boot,{}", s.dhcp.boot_url)),
+        Some(c) => {
+            let chain = super::chain::CHAIN_TAG;
+            // TFTP on the boot network's bridge only (the interface list above binds it to
+            // the bridge's address), from a root that holds undionly.kpxe alone.
+            a.push(format!("--enable-tftp={bridge}"));
+            a.push(format!("--tftp-root={}", c.tftp_root.display()));
+            a.push("--tftp-secure".into());
+            a.push(format!(
+                "--dhcp-vendorclass=set:{},PXEClient",
+                super::chain::PXE_TAG
+            ));
+            for (mac, tag) in c.marks.tags() {
+                a.push(format!("--dhcp-mac=set:{chain},{mac}"));
+                a.push(format!("--dhcp-mac=set:{tag},{mac}"));
+            }
+            // The chain nodes' boot file comes from the marks file, reread on SIGHUP.
+            a.push(format!("--dhcp-optsfile={}", c.marks.path().display()));
+            a.push(format!(
+                "--dhcp-boot=tag:ipxe,tag:boot,tag:!{chain},{}",
+                s.dhcp.boot_url
+            ));
+        }
+    }
     if ipv6_ra {
         // Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration after
         // DHCPv4 has long finished. ra-only: no DHCPv6 server.
@@ -107,6 +148,27 @@ pub struct DhcpLine {
     pub hostname: Option<String>,
     /// Any other text after the MAC, e.g. a NAK's reason or `no address available`.
     pub detail: Option<String>,
+    /// dnsmasq's transaction number: the option lines that follow carry it too.
+    pub xid: Option<u32>,
+}
+
+/// The boot file (option 67) of one answer, from the option lines `--log-dhcp` prints after
+/// the message: `(xid, file)`.
+pub fn parse_boot_file(line: &str) -> Option<(u32, String)> {
+    let c = BOOT_FILE_LINE.captures(line)?;
+    Some((c[1].parse().ok()?, c[2].to_string()))
+}
+
+// dnsmasq 2.90: `dnsmasq-dhcp[PID]: XID sent size: 27 option: 67 bootfile-name  FILE`.
+static BOOT_FILE_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\]: (\d+) sent size:\s*\d+ option: 67 bootfile-name\s+(\S+)\s*$")
+        .expect("the boot-file line pattern is valid")
+});
+
+/// The transaction number a `--log-dhcp` line starts with, if it has one.
+pub fn line_xid(line: &str) -> Option<u32> {
+    let rest = line.split_once("]: ")?.1;
+    rest.split_once(' ')?.0.parse().ok()
 }
 
 // dnsmasq 2.90 with --log-dhcp: `dnsmasq-dhcp[PID]: XID TYPE(IFACE) [IP ]MAC[ TEXT]`.
@@ -147,6 +209,7 @@ pub fn parse_line(line: &str) -> Option<DhcpLine> {
         ip: c.get(3).and_then(|m| m.as_str().parse().ok()),
         hostname,
         detail,
+        xid: line_xid(line),
     })
 }
 
@@ -285,7 +348,27 @@ impl Dhcp {
             }
         }
 
-        let argv = args(s, &cx.bridge, &leases, ra);
+        let chain = ChainMarks::for_scenario(s, &cx.run_dir);
+        let tftp_root = match &chain {
+            Some(c) => {
+                let setup = |e: std::io::Error| ServiceError::Setup {
+                    service: SERVICE,
+                    message: format!("chain-undionly: {e}"),
+                };
+                // A restarted dnsmasq starts with every node at its ROM stage again.
+                c.write().map_err(setup)?;
+                Some(super::tftp::prepare_root(&cx.run_dir).map_err(setup)?)
+            }
+            None => None,
+        };
+        let chain_args = match (&chain, &tftp_root) {
+            (Some(marks), Some(root)) => Some(ChainArgs {
+                tftp_root: root,
+                marks,
+            }),
+            _ => None,
+        };
+        let argv = args(s, &cx.bridge, &leases, ra, chain_args);
         let mut listing = program.display().to_string();
         for a in &argv {
             listing.push('\n');
@@ -315,6 +398,8 @@ impl Dhcp {
                 cx.events.clone(),
                 ReadyLine::for_scenario(s, &cx.bridge),
                 ready_tx,
+                Records::new(chain),
+                child.id(),
             ),
         );
 
@@ -415,15 +500,32 @@ async fn pump(
     events: Arc<EventLog>,
     ready_line: ReadyLine,
     ready: oneshot::Sender<()>,
+    mut records: Records,
+    pid: Option<u32>,
 ) {
     let Some(stderr) = stderr else { return };
     let mut ready = Some(ready);
     let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    loop {
+        // dnsmasq prints a message's option lines in one burst: a quiet pipe means they are
+        // all in.
+        let next = if records.has_pending() {
+            match tokio::time::timeout(OPTION_LINES_QUIET, lines.next_line()).await {
+                Ok(l) => l,
+                Err(_) => {
+                    apply(records.flush(), &records, &events, pid, &mut log).await;
+                    continue;
+                }
+            }
+        } else {
+            lines.next_line().await
+        };
+        let Ok(Some(line)) = next else { break };
         if line.trim().is_empty() {
             continue;
         }
-        let stamped = format!("[{:9.3}] {line}\n", events.clock().now());
+        let at = events.clock().now();
+        let stamped = format!("[{at:9.3}] {line}\n");
         let _ = log.write_all(stamped.as_bytes()).await;
         // Flushed per line: a run that is killed keeps what dnsmasq said.
         let _ = log.flush().await;
@@ -432,15 +534,53 @@ async fn pump(
                 let _ = tx.send(());
             }
         }
-        if let Some(d) = parse_line(&line) {
-            events.push(EventKind::Dhcp {
-                message: d.message,
-                mac: d.mac,
-                ip: d.ip,
-                hostname: d.hostname,
-            });
+        let effects = records.line(at, &line);
+        apply(effects, &records, &events, pid, &mut log).await;
+    }
+    apply(records.flush(), &records, &events, pid, &mut log).await;
+}
+
+/// How long the pipe must stay quiet before a held DHCP message is recorded.
+const OPTION_LINES_QUIET: Duration = Duration::from_millis(100);
+
+/// Records events and, when the chain marks moved, has dnsmasq read its marks file again.
+async fn apply(
+    effects: Vec<Effect>,
+    records: &Records,
+    events: &EventLog,
+    pid: Option<u32>,
+    log: &mut tokio::fs::File,
+) {
+    for e in effects {
+        match e {
+            Effect::Record { at, kind } => events.push_at(at, kind),
+            Effect::ReloadMarks => {
+                if let Err(why) = reload_marks(records, pid) {
+                    // The node will loop or stall at its next DHCP: the log must say why.
+                    tracing::warn!(%why, "chain marks not passed to dnsmasq");
+                    let note = format!("netboot-harness: chain marks not reloaded: {why}\n");
+                    let _ = log.write_all(note.as_bytes()).await;
+                }
+            }
         }
     }
+}
+
+/// Writes the chain marks file and sends dnsmasq SIGHUP, on which it reads the file again.
+fn reload_marks(records: &Records, pid: Option<u32>) -> Result<(), String> {
+    let chain = records.chain().ok_or("no chain marks file")?;
+    chain
+        .write()
+        .map_err(|e| format!("writing {}: {e}", chain.path().display()))?;
+    let pid = pid.ok_or("dnsmasq's pid is unknown")?;
+    let pid = i32::try_from(pid).map_err(|e| format!("pid {pid}: {e}"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("SIGHUP to dnsmasq ({pid}): {e}"))?;
+    tracing::info!(pid, file = %chain.path().display(), "dnsmasq told to read the chain marks again");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -571,7 +711,7 @@ fe80000000000000a8bbccfffedd0001 05 40 20 80     nbr0
     #[test]
     fn args_bind_only_the_bridge_and_ignore_host_config() {
         let s = scenario();
-        let a = args(&s, "nbr0", Path::new("/r/dnsmasq.leases"), true);
+        let a = args(&s, "nbr0", Path::new("/r/dnsmasq.leases"), true, None);
         for want in [
             "--keep-in-foreground",
             "--conf-file=/dev/null",
@@ -596,9 +736,54 @@ fe80000000000000a8bbccfffedd0001 05 40 20 80     nbr0
         assert!(!a.iter().any(|x| x.starts_with("--listen-address")
             || x.starts_with("--conf-dir")
             || x.starts_with("--addn-hosts")));
-        let no_ra = args(&s, "nbr0", Path::new("/x"), false);
+        let no_ra = args(&s, "nbr0", Path::new("/x"), false, None);
         assert!(!no_ra
             .iter()
             .any(|x| x == "--enable-ra" || x.contains("ra-only")));
+    }
+
+    #[test]
+    fn chain_args_serve_tftp_on_the_bridge_and_tag_the_chain_node() {
+        let s = crate::scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/chain-undionly.yaml"),
+        )
+        .expect("the chain-undionly scenario loads");
+        let marks = ChainMarks::for_scenario(&s, Path::new("/r")).expect("a chain node");
+        let chain = ChainArgs {
+            tftp_root: Path::new("/r/tftp"),
+            marks: &marks,
+        };
+        let a = args(
+            &s,
+            "nbr0",
+            Path::new("/r/dnsmasq.leases"),
+            true,
+            Some(chain),
+        );
+        for want in [
+            "--interface=nbr0",
+            "--bind-interfaces",
+            "--enable-tftp=nbr0",
+            "--tftp-root=/r/tftp",
+            "--tftp-secure",
+            "--dhcp-vendorclass=set:pxe,PXEClient",
+            "--dhcp-mac=set:chain,52:54:00:aa:00:41",
+            "--dhcp-mac=set:chain1,52:54:00:aa:00:41",
+            "--dhcp-optsfile=/r/dnsmasq-chain-opts",
+            "--dhcp-userclass=set:ipxe,iPXE",
+            "--dhcp-boot=tag:ipxe,tag:boot,tag:!chain,http://10.77.0.1/boot.ipxe",
+        ] {
+            assert!(a.iter().any(|x| x == want), "{want} missing: {a:?}");
+        }
+        // The plain rule would hand the URL to the ROM stage; the hosts file crashed dnsmasq.
+        assert!(!a.iter().any(
+            |x| x == "--dhcp-boot=tag:ipxe,tag:boot,http://10.77.0.1/boot.ipxe"
+                || x.starts_with("--dhcp-hostsfile")
+        ));
+        // Without a chain node there is no TFTP at all.
+        let plain = args(&scenario(), "nbr0", Path::new("/x"), true, None);
+        assert!(!plain
+            .iter()
+            .any(|x| x.contains("tftp") || x.starts_with("--dhcp-optsfile")));
     }
 }

@@ -6,10 +6,13 @@
 //! the kernel when the thread that started it dies, and never given the harness's stdio (the
 //! harness runs under `cargo test`, whose output must stay readable).
 
+pub mod chain;
 pub mod dhcp;
+pub mod dnsmasq_records;
 pub mod http;
 pub mod iscsi;
 pub mod outage;
+pub mod tftp;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
