@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
@@ -47,6 +49,9 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
+    let known = durations::load();
+    durations::longest_first(&mut files, &known);
+    let took = Arc::new(Mutex::new(known));
 
     let blocker = cannot_boot();
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
@@ -60,17 +65,67 @@ fn main() {
                 .into_owned();
             let blocker = blocker.clone();
             let ignored = blocker.is_some() && !in_ci;
+            let took = took.clone();
             Trial::test(format!("scenario::{name}"), move || {
                 if let Some(why) = blocker {
                     // Under CI a machine that cannot boot is a failure, never a skip.
                     return Err(Failed::from(format!("cannot boot scenarios here: {why}")));
                 }
-                run_scenario(&file)
+                let t = Instant::now();
+                let result = run_scenario(&file);
+                if let Ok(mut m) = took.lock() {
+                    m.insert(name, t.elapsed().as_secs_f64());
+                }
+                result
             })
             .with_ignored_flag(ignored)
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Ok(m) = took.lock() {
+        durations::save(&m);
+    }
+    conclusion.exit();
+}
+
+/// How long each scenario took last time on this machine, kept next to the image cache. With two
+/// boots at a time, starting the longest first keeps a long boot from running alone at the end
+/// while the other core idles. Only the order depends on it, never a verdict.
+mod durations {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    fn file() -> PathBuf {
+        netboot_harness::image::cache_dir().join("scenario-durations.json")
+    }
+
+    pub fn load() -> BTreeMap<String, f64> {
+        std::fs::read(file())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Unknown scenarios (new ones, or a fresh machine) first: they may be the longest.
+    pub fn longest_first(files: &mut [PathBuf], known: &BTreeMap<String, f64>) {
+        let secs = |p: &Path| {
+            let name = p.file_stem().unwrap_or_default().to_string_lossy();
+            known.get(name.as_ref()).copied().unwrap_or(f64::INFINITY)
+        };
+        files.sort_by(|a, b| secs(b).total_cmp(&secs(a)));
+    }
+
+    pub fn save(m: &BTreeMap<String, f64>) {
+        let path = file();
+        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        let written = serde_json::to_vec_pretty(m)
+            .ok()
+            .and_then(|b| std::fs::write(&tmp, b).ok())
+            .and_then(|_| std::fs::rename(&tmp, &path).ok());
+        if written.is_none() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
 }
 
 fn run_scenario(file: &Path) -> Result<(), Failed> {
