@@ -44,6 +44,8 @@ impl std::fmt::Display for Accel {
 
 /// KVM only when it can really run firmware: `/dev/kvm` opening is not enough (on some hosts
 /// the module is a paravirtual stand-in without VMX/SVM, and SeaBIOS/iPXE reset-loop under it).
+/// The CPU flags and modules rule out the known stand-ins cheaply; what passes them must still
+/// boot the firmware in a probe ([`crate::accel_probe`]).
 pub fn detect_accel() -> (Accel, String) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let hw = cpuinfo
@@ -58,7 +60,18 @@ pub fn detect_accel() -> (Accel, String) {
     let modules = std::fs::read_to_string("/proc/modules").unwrap_or_default();
     let pvm = modules.lines().any(|l| l.starts_with("kvm_pvm"));
     match (dev, hw, pvm) {
-        (true, true, false) => (Accel::Kvm, "/dev/kvm opens and the CPU has VMX/SVM".into()),
+        (true, true, false) => {
+            match crate::accel_probe::firmware_runs(Accel::Kvm, crate::accel_probe::PROBE_LIMIT) {
+                Ok(took) => (
+                    Accel::Kvm,
+                    format!(
+                        "/dev/kvm opens, the CPU has VMX/SVM, and a probe ran SeaBIOS and iPXE under KVM in {:.1}s",
+                        took.as_secs_f64()
+                    ),
+                ),
+                Err(e) => (Accel::Tcg, format!("KVM looked usable but its probe failed: {e}")),
+            }
+        }
         (false, _, _) => (Accel::Tcg, "/dev/kvm is missing or not accessible".into()),
         (true, false, _) => (
             Accel::Tcg,

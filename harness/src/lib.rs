@@ -5,6 +5,7 @@
 //! bridge, taps) -> [`services`] (dhcp, http, iscsi) -> [`guest`] (qemu, serial) -> [`expect`]
 //! (steps over console + service events) -> [`report`] (verdict, timeline, artifacts).
 
+pub mod accel_probe;
 pub mod attach;
 pub mod bare;
 pub mod bench;
