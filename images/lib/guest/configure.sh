@@ -32,9 +32,23 @@ if [ "$(tty)" = /dev/ttyS0 ]; then
 fi
 PROFILE
 
-# Work that is not part of the boot chain under test.
+# Work that is not part of the boot chain under test. getty-static starts gettys on tty2-6
+# when there is no logind (a VGA console nobody reads); the tmpfiles timer cleans /tmp.
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
-            fstrim.timer man-db.timer dpkg-db-backup.timer getty@tty1.service \
+            fstrim.timer man-db.timer dpkg-db-backup.timer getty@tty1.service getty-static.service \
+            systemd-tmpfiles-clean.timer \
             systemd-timesyncd.service console-setup.service keyboard-setup.service; do
   in_root systemctl mask "$unit" >/dev/null 2>&1 || true
 done
+
+# udev's coldplug loads a driver for every device QEMU emulates, competing for the one
+# emulated CPU with the marker and iscsid while the scenarios time them: the floppy controller
+#, the PC speaker and KVM (nested virtualization) have
+# nothing to do with a netboot. Only udev's automatic loading is stopped (modprobe -b).
+cat > "$root/etc/modprobe.d/netboot-harness.conf" <<'CONF'
+blacklist floppy
+blacklist pcspkr
+blacklist kvm_amd
+blacklist kvm_intel
+blacklist kvm
+CONF
