@@ -310,22 +310,23 @@ pub fn band(report: &BenchReport, runs: &[(Summary, f64, PathBuf)]) -> MedianBan
         &steps,
         offset,
     );
+    // The ratio first: the line is clipped to the picture's width.
     let mut note = Vec::new();
-    if let Some(h) = &report.overhead {
-        note.push(format!("outside the boot: median {:.1} s", h.median));
-    }
-    if let Some(q) = &report.to_qemu_start {
-        note.push(format!("run to QEMU start: median {:.2} s", q.median));
-    }
     if let Some(c) = &report.bare {
         note.push(format!(
-            "bare QEMU reached `{}` at median {:.1} s, the harness at {:.1} s: ratio {:.3}",
-            c.text, c.bare.median, c.harness.median, c.ratio
+            "harness/bare QEMU ratio {:.3} (`{}` at {:.1} s against {:.1} s)",
+            c.ratio, c.text, c.harness.median, c.bare.median
         ));
         band.marks.push((
             format!("bare QEMU median for `{}`", c.step),
             c.bare.median + offset,
         ));
+    }
+    if let Some(q) = &report.to_qemu_start {
+        note.push(format!("run to QEMU start: median {:.2} s", q.median));
+    }
+    if let Some(h) = &report.overhead {
+        note.push(format!("outside the boot: median {:.1} s", h.median));
     }
     band.note = note.join("; ");
     band
