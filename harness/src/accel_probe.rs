@@ -7,7 +7,6 @@
 //! scenarios depend on first, with no network device and nothing on disk but the script.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -65,15 +64,7 @@ pub fn firmware_runs(accel: Accel, limit: Duration) -> Result<Duration, String> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: prctl is async-signal-safe and touches only the child between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
     let t0 = Instant::now();
     let child = match cmd.spawn() {
         Ok(c) => c,

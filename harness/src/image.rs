@@ -390,16 +390,8 @@ fn build_into(
     {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches only the child between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
     }
+    crate::process::signal_on_parent_death(&mut cmd, libc::SIGTERM);
     eprintln!("image {}: building (log: {})", recipe.name, log.display());
     let board = crate::progress::Board::start();
     if let Some(b) = &board {

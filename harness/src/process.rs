@@ -5,13 +5,27 @@
 pub fn die_with_parent(cmd: &mut tokio::process::Command) {
     // SAFETY: prctl is async-signal-safe and touches only the child between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| set_parent_death_signal(libc::SIGKILL));
     }
+}
+
+/// [`die_with_parent`] for a `std` command, with the signal the child gets: SIGTERM lets a
+/// child that cleans up after itself (an image build) do so.
+pub fn signal_on_parent_death(cmd: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: as in `die_with_parent`.
+    unsafe {
+        cmd.pre_exec(move || set_parent_death_signal(signal));
+    }
+}
+
+/// Runs in the child between fork and exec.
+fn set_parent_death_signal(signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG reads no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// How a child ended, in words for a verdict: `exited with status 1`, `killed by signal 9

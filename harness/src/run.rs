@@ -263,16 +263,7 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
             None
         }
     };
-    // SAFETY: prctl only, between fork and exec.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    crate::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
     install_host_signal_handlers();
     let mut child = cmd
         .spawn()
