@@ -931,17 +931,7 @@ mod tests {
         wait_for_logins(&events, 1).await;
         let b = login(&s, [0, 2, 0x3d, 0, 0, 2]).await;
         wait_for_logins(&events, 2).await;
-        let port = services.tgtd_control_port().to_string();
-        let shown = std::process::Command::new("tgtadm")
-            .args([
-                "-C", &port, "--lld", "iscsi", "--op", "show", "--mode", "target",
-            ])
-            .output()
-            .unwrap();
-        eprintln!(
-            "tgtadm show with two sessions:\n{}",
-            String::from_utf8_lossy(&shown.stdout)
-        );
+        eprintln!("tgtadm show with two sessions:\n{}", tgtadm_show(&services));
 
         // HTTP on the bridge address.
         let reply = http_get(SocketAddr::from((s.subnet.server(), 80)), "/boot.ipxe").await;
@@ -1267,8 +1257,8 @@ mod tests {
         c
     }
 
-    /// tgtd, asked on its own control port, lists the scenario's target and LUN backed by `disk`.
-    fn assert_lun_exported(services: &Services, s: &Scenario, disk: &Path) {
+    /// What tgtd, asked on its own control port, says of its targets.
+    fn tgtadm_show(services: &Services) -> String {
         let port = services.tgtd_control_port().to_string();
         let shown = std::process::Command::new("tgtadm")
             .args([
@@ -1276,7 +1266,12 @@ mod tests {
             ])
             .output()
             .unwrap();
-        let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+        String::from_utf8_lossy(&shown.stdout).into_owned()
+    }
+
+    /// tgtd lists the scenario's target and LUN backed by `disk`.
+    fn assert_lun_exported(services: &Services, s: &Scenario, disk: &Path) {
+        let shown = tgtadm_show(services);
         assert!(
             iscsi::has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, disk),
             "{shown}"
