@@ -169,11 +169,12 @@ fn panic_in_dhcp_log_pump() -> Result<(), Failed> {
 
 /// The pid of the run's process whose command line starts with `program`.
 fn pid_of(run: &Path, program: &str) -> Option<i32> {
-    leftovers::processes_of(run).iter().find_map(|p| {
-        let (pid, cmd) = p.split_once(": ")?;
+    leftovers::processes_of(run).iter().find_map(|(pid, cmd)| {
         let exe = cmd.split(' ').next()?;
         let name = Path::new(exe).file_name()?.to_string_lossy();
-        (name == program).then(|| pid.parse().ok()).flatten()
+        (name == program)
+            .then(|| i32::try_from(*pid).ok())
+            .flatten()
     })
 }
 

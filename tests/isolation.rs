@@ -22,7 +22,7 @@ use std::time::Duration;
 
 #[path = "support/leftovers.rs"]
 mod leftovers;
-use leftovers::{run_dirs, wait_for};
+use leftovers::{processes_of, run_dirs, wait_for};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 /// The subnet the test scenarios use: the harness's default.
@@ -153,26 +153,6 @@ fn finish(child: Child, what: &str) -> Result<(), Failed> {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )))
-}
-
-/// Pids of the run's processes: by environment or by command line.
-fn processes_of(run_dir: &Path) -> Vec<(u32, String)> {
-    let needle_env = format!("NETBOOT_HARNESS_RUN={}", run_dir.display());
-    let needle_cmd = run_dir.display().to_string();
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let env_hit = env.split(|b| *b == 0).any(|v| v == needle_env.as_bytes());
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if env_hit || cmd.contains(&needle_cmd) {
-            found.push((pid, cmd.trim().to_string()));
-        }
-    }
-    found
 }
 
 fn netns_of(pid: &str) -> Option<String> {

@@ -16,29 +16,8 @@ fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Why this machine cannot boot scenarios, if it cannot.
-fn cannot_boot() -> Option<String> {
-    if !nix_is_root() {
-        return Some("not root: the lab needs network namespaces, bridges and taps".into());
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
-        .arg("doctor")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return Some(format!(
-            "`netboot-harness doctor` reports a problem:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        ));
-    }
-    None
-}
-
-fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+#[path = "support/can_boot.rs"]
+mod can_boot;
 
 fn main() {
     let args = Arguments::from_args();
@@ -53,7 +32,7 @@ fn main() {
     durations::longest_first(&mut files, &known);
     let took = Arc::new(Mutex::new(known));
 
-    let blocker = cannot_boot();
+    let blocker = can_boot::cannot_boot();
     let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let trials = files
         .into_iter()

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+#[path = "support/can_boot.rs"]
+mod can_boot;
 #[path = "support/leftovers.rs"]
 mod leftovers;
 use leftovers::{host_state, in_use, processes_of, run_dirs, wait_for, wait_processes_gone};
@@ -692,31 +694,12 @@ fn print_totals(rows: &[Row], end_problems: &[String], took: Duration) {
     }
 }
 
-/// Why this machine cannot boot scenarios, if it cannot (as tests/scenarios.rs decides).
-fn cannot_boot() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root: the lab needs network namespaces, bridges and taps".into());
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
-        .arg("doctor")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    (!out.status.success()).then(|| {
-        format!(
-            "`netboot-harness doctor` reports a problem:\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 fn main() {
     let args = Arguments::from_args();
     let trial = Trial::test("soak::runs_in_a_row", || {
         // Asked for explicitly (it is ignored otherwise): a machine that cannot boot is a
         // failure with the reason, never a quiet pass.
-        if let Some(why) = cannot_boot() {
+        if let Some(why) = can_boot::cannot_boot() {
             return Err(format!("cannot boot scenarios here: {why}").into());
         }
         soak()

@@ -83,22 +83,21 @@ pub fn in_use(path: &Path) -> bool {
         })
 }
 
-/// Processes that belong to the run: by environment or by command line.
-pub fn processes_of(run_dir: &Path) -> Vec<String> {
+/// Processes that belong to the run, as (pid, command line): by environment or by command line.
+pub fn processes_of(run_dir: &Path) -> Vec<(u32, String)> {
     let needle_env = format!("NETBOOT_HARNESS_RUN={}", run_dir.display());
     let needle_cmd = run_dir.display().to_string();
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.chars().all(|c| c.is_ascii_digit()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
             continue;
-        }
+        };
         let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
         let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let env_hit = env.split(|b| *b == 0).any(|v| v == needle_env.as_bytes());
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if env_hit || cmd.contains(&needle_cmd) {
-            found.push(format!("{name}: {cmd}"));
+            found.push((pid, cmd.trim().to_string()));
         }
     }
     found
