@@ -46,7 +46,14 @@ impl std::fmt::Display for Accel {
 /// the module is a paravirtual stand-in without VMX/SVM, and SeaBIOS/iPXE reset-loop under it).
 /// The CPU flags and modules rule out the known stand-ins cheaply; what passes them must still
 /// boot the firmware in a probe ([`crate::accel_probe`]).
+///
+/// Decided once per process: `bench` runs many boots, and a probe is a QEMU start.
 pub fn detect_accel() -> (Accel, String) {
+    static DETECTED: std::sync::OnceLock<(Accel, String)> = std::sync::OnceLock::new();
+    DETECTED.get_or_init(probe_accel).clone()
+}
+
+fn probe_accel() -> (Accel, String) {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let hw = cpuinfo
         .lines()
