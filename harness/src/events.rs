@@ -35,6 +35,11 @@ impl RunClock {
         let d: Duration = t.saturating_duration_since(self.start);
         (d.as_millis() as f64) / 1000.0
     }
+
+    /// Sleeps until `t` seconds on this clock; at once if that time has passed.
+    pub fn sleep_until(&self, t: f64) -> tokio::time::Sleep {
+        tokio::time::sleep(Duration::from_secs_f64((t - self.now()).max(0.0)))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -268,10 +268,7 @@ impl Services {
             let pending = crate::tasks::spawn(
                 "dhcp-late-start",
                 async move {
-                    let left = start_at - cx.events.clock().now();
-                    if left > 0.0 {
-                        tokio::time::sleep(Duration::from_secs_f64(left)).await;
-                    }
+                    cx.events.clock().sleep_until(start_at).await;
                     let started = dhcp::Dhcp::start(&scenario, &cx, opts.ipv6_ra).await;
                     match &started {
                         Ok(_) => late_events.push(service_event("dhcp", "started")),
@@ -549,10 +546,7 @@ async fn dhcp_down_windows(slot: Arc<Mutex<Option<DhcpSlot>>>, again: Again) {
         ipv6_ra,
     } = again;
     let events = cx.events.clone();
-    let sleep_until = |t: f64| {
-        let left = t - events.clock().now();
-        tokio::time::sleep(Duration::from_secs_f64(left.max(0.0)))
-    };
+    let sleep_until = |t: f64| events.clock().sleep_until(t);
     for w in &scenario.dhcp.down {
         let until = w.until().as_secs_f64();
         sleep_until(w.at.as_secs_f64()).await;
@@ -1161,10 +1155,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{:?}", miette::Report::new(e)));
         let before = bound();
         assert_eq!(processes_named(&["dnsmasq"]).len(), 1);
-        let wait_until = |t: f64| {
-            let left = t - events.clock().now();
-            tokio::time::sleep(Duration::from_secs_f64(left.max(0.0)))
-        };
+        let wait_until = |t: f64| events.clock().sleep_until(t);
         wait_until(now + 2.0).await;
         assert_eq!(
             processes_named(&["dnsmasq"]),
