@@ -42,7 +42,7 @@ impl RunClock {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventKind {
     /// A DHCP message the server logged (DISCOVER, OFFER, REQUEST, ACK, NAK, ...).
@@ -54,6 +54,11 @@ pub enum EventKind {
         /// The boot file (option 67) the server sent with an offer or ack, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         boot_file: Option<String>,
+        /// The netmask (option 1) and router (option 3) the server sent, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netmask: Option<Ipv4Addr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        router: Option<Ipv4Addr>,
     },
     /// The TFTP server finished sending a file (`chain-undionly` nodes).
     TftpSent {
@@ -86,6 +91,12 @@ pub enum EventKind {
         /// The initiator's MAC, from the lab's neighbour table, when it was known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source_mac: Option<String>,
+        /// `Normal` or `Discovery` (a SendTargets session, which reaches no LUN).
+        session_type: String,
+        /// The initiator's session ID (6 bytes, hex) and the target's session handle from the
+        /// response that completed the login: a new session has a TSIH the target chose.
+        isid: String,
+        tsih: u16,
     },
     /// A login that did not complete: refused or dropped by the fault plan, rejected by the
     /// target, or malformed.
@@ -94,6 +105,16 @@ pub enum EventKind {
         target: String,
         source_ip: IpAddr,
         result: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        session_type: String,
+        /// The login response's status by its RFC 7143 name (`not-found`), when a response
+        /// was sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        /// Who answered with that status: `target` (tgtd itself) or `login proxy` (the lab's
+        /// ACL or fault plan).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        answered_by: Option<String>,
     },
     /// A connection a service turned away because the fault plan has it down (not started
     /// yet): the client saw a reset, as from a server that is not up.
@@ -106,7 +127,7 @@ pub enum EventKind {
     Service { service: String, state: String },
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Event {
     /// Seconds since the run started.
     pub at: f64,

@@ -27,6 +27,112 @@ pub enum PduError {
     BadText(String),
 }
 
+/// A login response's status (RFC 7143 section 11.13.5), by the name a scenario uses for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoginStatus {
+    TargetMovedTemporarily,
+    TargetMovedPermanently,
+    InitiatorError,
+    AuthenticationFailure,
+    AuthorizationFailure,
+    NotFound,
+    TargetRemoved,
+    UnsupportedVersion,
+    TooManyConnections,
+    MissingParameter,
+    CantIncludeInSession,
+    SessionTypeNotSupported,
+    SessionDoesNotExist,
+    InvalidDuringLogin,
+    TargetError,
+    ServiceUnavailable,
+    OutOfResources,
+}
+
+impl LoginStatus {
+    /// Every status with its class and detail bytes.
+    pub const TABLE: [(LoginStatus, u8, u8, &'static str); 17] = [
+        (
+            LoginStatus::TargetMovedTemporarily,
+            1,
+            1,
+            "target-moved-temporarily",
+        ),
+        (
+            LoginStatus::TargetMovedPermanently,
+            1,
+            2,
+            "target-moved-permanently",
+        ),
+        (LoginStatus::InitiatorError, 2, 0, "initiator-error"),
+        (
+            LoginStatus::AuthenticationFailure,
+            2,
+            1,
+            "authentication-failure",
+        ),
+        (
+            LoginStatus::AuthorizationFailure,
+            2,
+            2,
+            "authorization-failure",
+        ),
+        (LoginStatus::NotFound, 2, 3, "not-found"),
+        (LoginStatus::TargetRemoved, 2, 4, "target-removed"),
+        (LoginStatus::UnsupportedVersion, 2, 5, "unsupported-version"),
+        (
+            LoginStatus::TooManyConnections,
+            2,
+            6,
+            "too-many-connections",
+        ),
+        (LoginStatus::MissingParameter, 2, 7, "missing-parameter"),
+        (
+            LoginStatus::CantIncludeInSession,
+            2,
+            8,
+            "cant-include-in-session",
+        ),
+        (
+            LoginStatus::SessionTypeNotSupported,
+            2,
+            9,
+            "session-type-not-supported",
+        ),
+        (
+            LoginStatus::SessionDoesNotExist,
+            2,
+            10,
+            "session-does-not-exist",
+        ),
+        (
+            LoginStatus::InvalidDuringLogin,
+            2,
+            11,
+            "invalid-during-login",
+        ),
+        (LoginStatus::TargetError, 3, 0, "target-error"),
+        (LoginStatus::ServiceUnavailable, 3, 1, "service-unavailable"),
+        (LoginStatus::OutOfResources, 3, 2, "out-of-resources"),
+    ];
+
+    pub fn from_bytes(class: u8, detail: u8) -> Option<LoginStatus> {
+        Self::TABLE
+            .iter()
+            .find(|(_, c, d, _)| (*c, *d) == (class, detail))
+            .map(|(s, ..)| *s)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(s, ..)| *s == self)
+            .map(|(.., n)| *n)
+            .unwrap_or("unknown")
+    }
+}
+
 /// The parts of a login PDU we record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginPdu {

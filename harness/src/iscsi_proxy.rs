@@ -49,6 +49,43 @@ pub struct LoginRecord {
     /// `accepted`, `rejected by target (class C detail D)`, `refused: ...`, `dropped: ...`,
     /// `malformed: ...`, `closed during login` or `target unreachable: ...`.
     pub result: String,
+    /// The initiator's session ID, hex.
+    pub isid: String,
+    /// The target's session handle from the response that completed the login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tsih: Option<u16>,
+    /// The refusing response's status class and detail, and its RFC 7143 name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_class: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `target` or `login proxy`, for a refusal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+}
+
+impl Answer {
+    /// The proxy itself refused, for the lab's ACL or fault plan.
+    fn proxy(class: u8, detail: u8) -> Answer {
+        Answer {
+            status: Some((class, detail)),
+            by: Some("login proxy"),
+            tsih: None,
+        }
+    }
+}
+
+/// How a login attempt ended, beyond the words of its result.
+#[derive(Debug, Clone, Copy, Default)]
+struct Answer {
+    /// Class and detail of a refusing login response.
+    status: Option<(u8, u8)>,
+    /// Who sent that response.
+    by: Option<&'static str>,
+    /// The TSIH of the response that completed the login.
+    tsih: Option<u16>,
 }
 
 pub struct IscsiProxy {
@@ -152,6 +189,14 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ConnCx {
     fn record(&self, first: Option<&LoginPdu>, result: String) {
+        self.record_answer(first, result, Answer::default());
+    }
+
+    fn record_answer(&self, first: Option<&LoginPdu>, result: String, answer: Answer) {
+        let status = answer
+            .status
+            .map(|(c, d)| iscsi_pdu::LoginStatus::from_bytes(c, d).map(|s| s.name().to_string()))
+            .map(|s| s.unwrap_or_else(|| "unknown".into()));
         let rec = LoginRecord {
             at: self.events.clock().now(),
             initiator: first
@@ -171,6 +216,12 @@ impl ConnCx {
                 self.peer.ip(),
             ),
             result,
+            isid: first.map(|p| hex::encode(p.isid)).unwrap_or_default(),
+            tsih: answer.tsih,
+            status_class: answer.status.map(|(c, _)| c),
+            status_detail: answer.status.map(|(_, d)| d),
+            status,
+            answered_by: answer.by.map(str::to_string),
         };
         tracing::info!(?rec, "iscsi login");
         if let Ok(mut f) = self.sink.lock() {
@@ -186,6 +237,9 @@ impl ConnCx {
                 target: rec.target.clone(),
                 source_ip: self.peer.ip(),
                 source_mac: rec.source_mac.clone(),
+                session_type: rec.session_type.clone(),
+                isid: rec.isid.clone(),
+                tsih: rec.tsih.unwrap_or(0),
             });
         } else {
             self.events.push(EventKind::IscsiLoginFailed {
@@ -193,6 +247,9 @@ impl ConnCx {
                 target: rec.target.clone(),
                 source_ip: self.peer.ip(),
                 result: rec.result.clone(),
+                session_type: rec.session_type.clone(),
+                status: rec.status.clone(),
+                answered_by: rec.answered_by.clone(),
             });
         }
         self.records
@@ -228,9 +285,10 @@ impl ConnCx {
         };
         if !self.faults.allow_from.is_empty() && !self.faults.allow_from.contains(&self.peer.ip()) {
             self.reject(&mut client, &first, 2, 1).await;
-            self.record(
+            self.record_answer(
                 Some(&first),
                 format!("refused: address {} is not allowed", self.peer.ip()),
+                Answer::proxy(2, 1),
             );
             return Ok(());
         }
@@ -240,9 +298,10 @@ impl ConnCx {
             .filter(|t| self.events.clock().now() < *t)
         {
             self.reject(&mut client, &first, 3, 1).await;
-            self.record(
+            self.record_answer(
                 Some(&first),
                 format!("refused: fault plan refuses logins until {until:.0}s"),
+                Answer::proxy(3, 1),
             );
             return Ok(());
         }
@@ -262,12 +321,13 @@ impl ConnCx {
         if n <= self.faults.drop_first + self.faults.refuse_first {
             // Status 0x0301: target error, service unavailable: the initiator should retry.
             self.reject(&mut client, &first, 3, 1).await;
-            self.record(
+            self.record_answer(
                 Some(&first),
                 format!(
                     "refused: fault plan refuses the first {} logins",
                     self.faults.refuse_first
                 ),
+                Answer::proxy(3, 1),
             );
             return Ok(());
         }
@@ -305,17 +365,26 @@ impl ConnCx {
             client.write_all(&resp).await?;
             match iscsi_pdu::parse_login(&resp) {
                 Ok(r) if r.opcode == OP_LOGIN_RESPONSE && r.status_class != 0 => {
-                    self.record(
+                    self.record_answer(
                         Some(&first),
                         format!(
                             "rejected by target (class {} detail {})",
                             r.status_class, r.status_detail
                         ),
+                        Answer {
+                            status: Some((r.status_class, r.status_detail)),
+                            by: Some("target"),
+                            tsih: None,
+                        },
                     );
                     return Ok(());
                 }
                 Ok(r) if r.completes_login() => {
-                    self.record(Some(&first), "accepted".into());
+                    let answer = Answer {
+                        tsih: Some(r.tsih),
+                        ..Answer::default()
+                    };
+                    self.record_answer(Some(&first), "accepted".into(), answer);
                     break;
                 }
                 Ok(_) => {}

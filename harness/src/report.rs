@@ -44,9 +44,30 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailedStep {
     pub name: String,
+    /// Why it failed, as data (`timeout`, `console-failure`, ...); absent for a run that was
+    /// interrupted or whose harness panicked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::scenario::Cause>,
+    /// What the guest or a service produced that proves the cause.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::expect::Evidence>,
     pub reason: String,
     pub waited_s: f64,
     pub within_s: f64,
+}
+
+impl FailedStep {
+    /// A harness failure outside any step: it has no cause in the guest.
+    pub fn outside_the_steps(reason: String) -> FailedStep {
+        FailedStep {
+            name: "(outside the steps)".into(),
+            cause: None,
+            evidence: Vec::new(),
+            reason,
+            waited_s: 0.0,
+            within_s: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,17 +298,23 @@ impl Summary {
         let failed_step = match &outcome.verdict {
             Verdict::Failed {
                 step,
+                cause,
+                evidence,
                 reason,
                 waited,
                 within,
             } => Some(FailedStep {
                 name: step.clone(),
+                cause: Some(*cause),
+                evidence: evidence.clone(),
                 reason: reason.clone(),
                 waited_s: *waited,
                 within_s: *within,
             }),
             Verdict::Interrupted { step } => Some(FailedStep {
                 name: step.clone(),
+                cause: None,
+                evidence: Vec::new(),
                 reason: "interrupted (Ctrl-C or SIGTERM)".into(),
                 waited_s: 0.0,
                 within_s: 0.0,
@@ -298,6 +325,8 @@ impl Summary {
                 message,
             } => Some(FailedStep {
                 name: step.clone(),
+                cause: None,
+                evidence: Vec::new(),
                 reason: format!("harness task `{task}` panicked: {message}"),
                 waited_s: 0.0,
                 within_s: 0.0,
@@ -402,7 +431,13 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
     }
     if let Some(f) = &s.failed_step {
         let _ = writeln!(o, "  failing step: {}", f.name);
+        if let Some(c) = f.cause {
+            let _ = writeln!(o, "  cause: {c}");
+        }
         let _ = writeln!(o, "  reason: {}", f.reason);
+        for e in &f.evidence {
+            let _ = writeln!(o, "  evidence: {}", e.summary());
+        }
         if f.within_s > 0.0 {
             let _ = writeln!(
                 o,
@@ -461,6 +496,8 @@ mod tests {
                     ip: Some("10.77.0.198".parse().unwrap()),
                     hostname: Some("node01".into()),
                     boot_file: None,
+                    netmask: None,
+                    router: None,
                 },
             ),
             ev(
@@ -500,6 +537,9 @@ mod tests {
                     target: "iqn.2026-11.lab:node01-root".into(),
                     source_ip: peer,
                     result: "refused: fault plan refuses the first 2 logins".into(),
+                    session_type: "Normal".into(),
+                    status: None,
+                    answered_by: None,
                 },
             ),
             ev(
@@ -509,6 +549,9 @@ mod tests {
                     target: "iqn.2026-11.lab:wrong".into(),
                     source_ip: "10.77.0.9".parse().unwrap(),
                     result: "rejected by target (class 2 detail 3)".into(),
+                    session_type: "Normal".into(),
+                    status: None,
+                    answered_by: None,
                 },
             ),
             ev(
@@ -518,6 +561,9 @@ mod tests {
                     target: String::new(),
                     source_ip: "10.77.0.9".parse().unwrap(),
                     result: "dropped: fault plan drops the first 1 logins".into(),
+                    session_type: "Normal".into(),
+                    status: None,
+                    answered_by: None,
                 },
             ),
             ev(80.0, service("http", "stopped")),

@@ -459,12 +459,7 @@ fn panicked_meanwhile(mut s: Summary) -> Summary {
     s.verdict = report::HARNESS_PANIC.into();
     s.ok = false;
     if s.failed_step.is_none() {
-        s.failed_step = Some(report::FailedStep {
-            name: "(outside the steps)".into(),
-            reason: p.to_string(),
-            waited_s: 0.0,
-            within_s: 0.0,
-        });
+        s.failed_step = Some(report::FailedStep::outside_the_steps(p.to_string()));
     }
     s
 }
@@ -476,12 +471,7 @@ fn panic_summary(args: &LabArgs, p: &crate::tasks::HarnessPanic) -> Summary {
         .unwrap_or_else(|_| "?".into());
     let mut s = Summary::error(&name, &args.scenario, p.to_string());
     s.verdict = report::HARNESS_PANIC.into();
-    s.failed_step = Some(report::FailedStep {
-        name: "(outside the steps)".into(),
-        reason: p.to_string(),
-        waited_s: 0.0,
-        within_s: 0.0,
-    });
+    s.failed_step = Some(report::FailedStep::outside_the_steps(p.to_string()));
     s.artifacts = collect_artifacts(&args.run_dir);
     s
 }

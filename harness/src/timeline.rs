@@ -986,6 +986,8 @@ mod tests {
             message: format!("failed at step `kernel found the iBFT`: {reason}"),
             failed_step: Some(FailedStep {
                 name: "kernel found the iBFT".into(),
+                cause: Some(crate::scenario::Cause::Timeout),
+                evidence: Vec::new(),
                 reason: reason.into(),
                 waited_s: 60.0,
                 within_s: 60.0,

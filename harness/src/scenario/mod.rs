@@ -241,6 +241,31 @@ pub struct Step {
     /// How long to wait for this step, counted from when the previous one was met.
     pub within: Duration,
     pub action: Action,
+    /// For a step met by a service record: the earlier step the record must follow (it may
+    /// come at most [`crate::expect::RECORD_LEAD`] before that step's own evidence). `None`:
+    /// the step just before.
+    pub after: Option<String>,
+}
+
+/// An iSCSI session's kind, from its first login request's `SessionType` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionType {
+    /// A session that reaches a target's LUNs.
+    #[default]
+    Normal,
+    /// A SendTargets session: it lists targets and reaches no LUN.
+    Discovery,
+}
+
+impl SessionType {
+    /// As the login PDU spells it.
+    pub fn key_value(self) -> &'static str {
+        match self {
+            SessionType::Normal => "Normal",
+            SessionType::Discovery => "Discovery",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -269,11 +294,14 @@ pub enum Action {
         from: Option<IpAddr>,
         /// The NIC it came from, by MAC.
         mac: Option<MacAddr>,
+        session: SessionType,
     },
     /// Wait for a login attempt that did not complete (refused, dropped or rejected).
     IscsiLoginRefused {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
+        /// The refusing response's status; `None`: any failure, no answer included.
+        status: Option<crate::iscsi_pdu::LoginStatus>,
     },
     /// Every accepted iSCSI login so far matches, and there are at least `at_least` of them:
     /// fails at once on the first login that does not match.
@@ -301,6 +329,12 @@ pub enum Action {
     LunBytes { offset: u64, text: String },
     /// The node's QEMU exited.
     QemuExit,
+    /// The booted guest's iBFT, as its marker reports it, matches what the lab served: the
+    /// DHCP lease of the boot NIC, the IQN of its logins, the target and LUN.
+    IbftMatchesLab,
+    /// The booted guest's root filesystem is on a disk of a logged-in iSCSI session to the
+    /// scenario's target through the lab's portal.
+    RootOnSession,
 }
 
 /// The lab's services, as steps and fault plans name them.
@@ -333,8 +367,79 @@ pub struct FailPattern {
 pub struct ExpectedFailure {
     /// The step at which the run must fail.
     pub step: String,
-    /// Text the failure reason must contain, if given.
-    pub reason: Option<String>,
+    /// Why it must fail there.
+    pub cause: Cause,
+    /// Text that one piece of the failure's evidence (a console line the guest printed, a
+    /// record a service made, an exit status) must contain. Never matched against the
+    /// harness's own wording: that wording is the same whatever the real cause.
+    pub evidence: Option<String>,
+}
+
+/// Why a step failed, as the verdict records it and `expect_failure.cause` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// The step's time ran out: what it waited for never came.
+    Timeout,
+    /// A console showed one of the run's failure texts (`fail_on`).
+    ConsoleFailure,
+    /// The node's QEMU ended while the step waited (a `qemu_exit` step: ended other than by a
+    /// guest poweroff).
+    QemuExited,
+    /// A `shell` command finished with a status other than 0.
+    ShellStatus,
+    /// A `shell` command never finished: the guest's shell stopped answering.
+    ShellSilent,
+    /// A service (or the lab) died under the run.
+    ServiceDied,
+    /// A service record contradicts the step (`iscsi_logins_all`: a login that does not match).
+    RecordMismatch,
+    /// The guest's own report contradicts what the lab served (`ibft_matches_lab`,
+    /// `root_on_session`).
+    LabMismatch,
+    /// The harness could not carry out the step's own action (typing, a restart, reading the
+    /// LUN): nothing the guest did.
+    ActionFailed,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 9] = [
+        Cause::Timeout,
+        Cause::ConsoleFailure,
+        Cause::QemuExited,
+        Cause::ShellStatus,
+        Cause::ShellSilent,
+        Cause::ServiceDied,
+        Cause::RecordMismatch,
+        Cause::LabMismatch,
+        Cause::ActionFailed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Timeout => "timeout",
+            Cause::ConsoleFailure => "console-failure",
+            Cause::QemuExited => "qemu-exited",
+            Cause::ShellStatus => "shell-status",
+            Cause::ShellSilent => "shell-silent",
+            Cause::ServiceDied => "service-died",
+            Cause::RecordMismatch => "record-mismatch",
+            Cause::LabMismatch => "lab-mismatch",
+            Cause::ActionFailed => "action-failed",
+        }
+    }
+
+    /// Whether a failure of this cause comes with evidence from the guest or a service. A
+    /// timeout is an absence, and a failed action is the harness's own: neither has any.
+    pub fn has_evidence(self) -> bool {
+        !matches!(self, Cause::Timeout | Cause::ActionFailed)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Text the firmware or kernel prints only when the chain is broken. Matching one ends the
@@ -356,7 +461,7 @@ pub fn default_fail_patterns() -> Vec<FailPattern> {
             "iPXE got no address (DHCP failed)",
         ),
         ("Kernel panic", "the guest kernel panicked"),
-        ("ALERT!", "the initramfs could not find the root device"),
+        ("ALERT!", "the initramfs dropped to its emergency shell"),
         (
             "Gave up waiting for root",
             "the initramfs could not find the root device",

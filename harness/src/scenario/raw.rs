@@ -276,6 +276,10 @@ pub struct RawStep {
     pub within: Option<Dur>,
     #[serde(default)]
     pub node: Option<String>,
+    /// For a step met by a service record: the earlier step whose time the record must follow
+    /// (by default the step just before).
+    #[serde(default)]
+    pub after: Option<Spanned<String>>,
 
     #[serde(default)]
     pub console: Option<String>,
@@ -313,6 +317,12 @@ pub struct RawStep {
     /// Wait for the node's QEMU to exit (the guest powered off).
     #[serde(default)]
     pub qemu_exit: Option<bool>,
+    /// Compare the booted guest's iBFT with what the lab served.
+    #[serde(default)]
+    pub ibft_matches_lab: Option<bool>,
+    /// The booted guest's root is on the scenario's iSCSI session.
+    #[serde(default)]
+    pub root_on_session: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -376,6 +386,12 @@ pub struct RawIscsiLogin {
     pub from: Option<IpAddr>,
     #[serde(default)]
     pub mac: Option<MacAddr>,
+    /// `iscsi_login` only: the kind of session (normal unless told).
+    #[serde(default)]
+    pub session: Option<super::SessionType>,
+    /// `iscsi_login_refused` only: the status of the refusing login response.
+    #[serde(default)]
+    pub status: Option<crate::iscsi_pdu::LoginStatus>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -390,5 +406,10 @@ pub struct RawHttpStatus {
 pub struct RawExpectedFailure {
     pub step: String,
     #[serde(default)]
-    pub reason: Option<String>,
+    pub cause: Option<super::Cause>,
+    #[serde(default)]
+    pub evidence: Option<Spanned<String>>,
+    /// The form before typed causes: refused with a message that names the new one.
+    #[serde(default)]
+    pub reason: Option<Spanned<String>>,
 }

@@ -10,12 +10,12 @@ use std::time::Duration;
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde_saphyr::{Location, Spanned};
 
-use super::raw::{RawDownWindow, RawFirmware, RawImage, RawScenario, RawStep};
+use super::raw::{RawDownWindow, RawExpectedFailure, RawFirmware, RawImage, RawScenario, RawStep};
 use super::values::shown;
 use super::{
-    default_fail_patterns, scenario_dir, Action, Dhcp, DhcpHost, ExpectedFailure, FailPattern,
-    Firmware, Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario, Segment, Service,
-    Step,
+    default_fail_patterns, scenario_dir, Action, Cause, Dhcp, DhcpHost, ExpectedFailure,
+    FailPattern, Firmware, Http, HttpFault, HttpFile, ImageRef, Iscsi, Nic, Node, Scenario,
+    Segment, Service, Step,
 };
 
 /// Default wait for a step that does not say `within`.
@@ -433,6 +433,66 @@ impl Validator<'_> {
         self.cx.err(Some(s.referenced), message, help)
     }
 
+    /// `expect_failure` names its cause and the guest's or a service's own words for it.
+    fn expected_failure(
+        &self,
+        ef: &Spanned<RawExpectedFailure>,
+    ) -> Result<ExpectedFailure, ScenarioError> {
+        let causes = || one_of(Cause::ALL.iter().map(|c| c.name()));
+        if let Some(old) = &ef.value.reason {
+            return Err(self.at(
+                old,
+                "`expect_failure.reason` is no longer read: it was matched against the harness's \
+                 own wording of the failure, which other failures share; name the failure's \
+                 `cause` and its `evidence` (text of the console line or service record that \
+                 proves it) instead",
+                Some(format!(
+                    "e.g. `cause: console-failure` with `evidence: \"Gave up waiting for root\"`; \
+                     the causes, {}",
+                    causes()
+                )),
+            ));
+        }
+        let Some(cause) = ef.value.cause else {
+            return Err(self.at(
+                ef,
+                "`expect_failure` needs a `cause`: why the step must fail",
+                Some(causes()),
+            ));
+        };
+        let evidence = match (&ef.value.evidence, cause.has_evidence()) {
+            (Some(e), false) => {
+                return Err(self.at(
+                    e,
+                    format!(
+                        "a `{cause}` failure has no evidence to match: drop `evidence`, and let \
+                         the steps before it assert what the guest and the services did"
+                    ),
+                    None,
+                ))
+            }
+            (Some(e), true) if e.value.trim().is_empty() => {
+                return Err(self.at(e, "`evidence` is empty: it would match anything", None))
+            }
+            (None, true) => {
+                return Err(self.at(
+                    ef,
+                    format!(
+                        "a `{cause}` failure must name its `evidence`: text of the console line, \
+                         record or exit status that proves it"
+                    ),
+                    None,
+                ))
+            }
+            (e, _) => e.as_ref().map(|e| e.value.clone()),
+        };
+        Ok(ExpectedFailure {
+            step: ef.value.step.clone(),
+            cause,
+            evidence,
+        })
+    }
+
     fn run(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
         let dir = scenario_dir(self.path);
         let name = self.name(&raw.name)?;
@@ -567,10 +627,7 @@ impl Validator<'_> {
                         Some(one_of(steps.iter().map(|s| s.name.as_str()))),
                     ));
                 }
-                Some(ExpectedFailure {
-                    step: ef.value.step.clone(),
-                    reason: ef.value.reason.clone(),
-                })
+                Some(self.expected_failure(ef)?)
             }
         };
         let mut fail_on = if raw.default_fail_on {
@@ -1335,6 +1392,13 @@ impl Validator<'_> {
                 actions.push(("http_get", Action::HttpGet(p)));
             }
             if let Some(l) = &step.iscsi_login {
+                if l.status.is_some() {
+                    return Err(self.at(
+                        s,
+                        "`status` belongs to `iscsi_login_refused`: an accepted login has none",
+                        None,
+                    ));
+                }
                 actions.push((
                     "iscsi_login",
                     Action::IscsiLogin {
@@ -1342,6 +1406,7 @@ impl Validator<'_> {
                         target: l.target.clone(),
                         from: l.from,
                         mac: l.mac,
+                        session: l.session.unwrap_or_default(),
                     },
                 ));
             }
@@ -1360,10 +1425,10 @@ impl Validator<'_> {
                 ));
             }
             if let Some(l) = &step.iscsi_login_refused {
-                if l.from.is_some() || l.mac.is_some() {
+                if l.from.is_some() || l.mac.is_some() || l.session.is_some() {
                     return Err(self.at(
                         s,
-                        "`iscsi_login_refused` takes initiator and target only",
+                        "`iscsi_login_refused` takes initiator, target and status only",
                         None,
                     ));
                 }
@@ -1372,6 +1437,7 @@ impl Validator<'_> {
                     Action::IscsiLoginRefused {
                         initiator: l.initiator.clone(),
                         target: l.target.clone(),
+                        status: l.status,
                     },
                 ));
             }
@@ -1452,18 +1518,32 @@ impl Validator<'_> {
                     },
                 ));
             }
-            match step.qemu_exit {
-                Some(true) => actions.push(("qemu_exit", Action::QemuExit)),
-                Some(false) => {
-                    return Err(self.at(
-                        s,
-                        "`qemu_exit: false` asserts nothing",
-                        Some("write `qemu_exit: true`, or drop the step".into()),
-                    ))
+            for (kind, flag, action) in [
+                ("qemu_exit", step.qemu_exit, Action::QemuExit),
+                (
+                    "ibft_matches_lab",
+                    step.ibft_matches_lab,
+                    Action::IbftMatchesLab,
+                ),
+                (
+                    "root_on_session",
+                    step.root_on_session,
+                    Action::RootOnSession,
+                ),
+            ] {
+                match flag {
+                    Some(true) => actions.push((kind, action)),
+                    Some(false) => {
+                        return Err(self.at(
+                            s,
+                            format!("`{kind}: false` asserts nothing"),
+                            Some(format!("write `{kind}: true`, or drop the step")),
+                        ))
+                    }
+                    None => {}
                 }
-                None => {}
             }
-            const KINDS: [&str; 16] = [
+            const KINDS: [&str; 18] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
@@ -1480,6 +1560,8 @@ impl Validator<'_> {
                 "shell",
                 "lun_bytes",
                 "qemu_exit",
+                "ibft_matches_lab",
+                "root_on_session",
             ];
             if actions.len() != 1 {
                 let found: Vec<_> = actions.iter().map(|(k, _)| *k).collect();
@@ -1519,11 +1601,23 @@ impl Validator<'_> {
                 .name
                 .clone()
                 .unwrap_or_else(|| default_step_name(kind, &action));
+            let after = match &step.after {
+                None => None,
+                Some(a) if out.iter().any(|p: &Step| p.name == a.value) => Some(a.value.clone()),
+                Some(a) => {
+                    return Err(self.at(
+                        a,
+                        format!("`after` names no earlier step: `{}`", shown(&a.value)),
+                        Some(one_of(out.iter().map(|p| p.name.as_str()))),
+                    ))
+                }
+            };
             out.push(Step {
                 name,
                 node,
                 within: step.within.map(|d| d.0).unwrap_or(DEFAULT_WITHIN),
                 action,
+                after,
             });
         }
         Ok(out)
@@ -1538,6 +1632,8 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         Action::Restart(service) => format!("{kind} {}", service.name()),
         Action::LunBytes { offset, .. } => format!("{kind} at {offset}"),
         Action::QemuExit => kind.to_string(),
+        Action::IbftMatchesLab => "the iBFT matches what the lab served".to_string(),
+        Action::RootOnSession => "the root is on the iSCSI session".to_string(),
         Action::ConsoleRegex(r) => format!("{kind} /{}/", r.as_str()),
         Action::TftpSent { file, mac } => match mac {
             Some(m) => format!("{kind} {file} to {m}"),

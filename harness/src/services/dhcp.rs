@@ -165,6 +165,21 @@ static BOOT_FILE_LINE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("the boot-file line pattern is valid")
 });
 
+/// An IPv4 option a `--log-dhcp` line says the server sent: transaction, option code, address.
+/// Only the address options the iBFT check compares are read: 1 (netmask) and 3 (router).
+pub fn parse_sent_address(line: &str) -> Option<(u32, u8, Ipv4Addr)> {
+    let c = ADDRESS_OPTION_LINE.captures(line)?;
+    Some((c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?))
+}
+
+// dnsmasq 2.90: `dnsmasq-dhcp[PID]: XID sent size:  4 option:  3 router  10.77.0.1`.
+static ADDRESS_OPTION_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"\]: (\d+) sent size:\s*4 option:\s*([13]) (?:netmask|router)\s+(\d{1,3}(?:\.\d{1,3}){3})\s*$",
+    )
+    .expect("the address option line pattern is valid")
+});
+
 /// The transaction number a `--log-dhcp` line starts with, if it has one.
 pub fn line_xid(line: &str) -> Option<u32> {
     let rest = line.split_once("]: ")?.1;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use super::chain::ChainMarks;
-use super::dhcp::{line_xid, parse_boot_file, parse_line, DhcpLine};
+use super::dhcp::{line_xid, parse_boot_file, parse_line, parse_sent_address, DhcpLine};
 use super::tftp;
 use crate::events::EventKind;
 
@@ -32,6 +32,8 @@ struct Pending {
     at: f64,
     line: DhcpLine,
     boot_file: Option<String>,
+    netmask: Option<Ipv4Addr>,
+    router: Option<Ipv4Addr>,
 }
 
 impl Records {
@@ -61,6 +63,8 @@ impl Records {
                 at,
                 line: d,
                 boot_file: None,
+                netmask: None,
+                router: None,
             });
             // A DISCOVER or REQUEST carries no options of the server's: nothing to wait for.
             if !matches!(
@@ -74,6 +78,15 @@ impl Records {
         if let Some((xid, file)) = parse_boot_file(line) {
             if let Some(p) = self.pending.as_mut().filter(|p| p.line.xid == Some(xid)) {
                 p.boot_file = Some(file);
+                return Vec::new();
+            }
+        }
+        if let Some((xid, code, addr)) = parse_sent_address(line) {
+            if let Some(p) = self.pending.as_mut().filter(|p| p.line.xid == Some(xid)) {
+                match code {
+                    1 => p.netmask = Some(addr),
+                    _ => p.router = Some(addr),
+                }
                 return Vec::new();
             }
         }
@@ -94,6 +107,8 @@ impl Records {
             at,
             line: d,
             boot_file,
+            netmask,
+            router,
         }) = self.pending.take()
         else {
             return Vec::new();
@@ -110,6 +125,8 @@ impl Records {
                 ip: d.ip,
                 hostname: d.hostname,
                 boot_file,
+                netmask,
+                router,
             },
         }];
         // The chained stage has its answer: the next request is a ROM's again.
@@ -186,6 +203,34 @@ mod tests {
                 Effect::ReloadMarks => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn acks_carry_the_netmask_and_router_they_were_sent() {
+        let mut r = Records::new(Some(marks()));
+        let effects = replay(&mut r);
+        let sent: Vec<(Option<Ipv4Addr>, Option<Ipv4Addr>)> = kinds(&effects)
+            .into_iter()
+            .filter_map(|k| match k {
+                EventKind::Dhcp {
+                    message,
+                    netmask,
+                    router,
+                    ..
+                } if message == "DHCPACK" => Some((*netmask, *router)),
+                _ => None,
+            })
+            .collect();
+        assert!(!sent.is_empty());
+        for s in sent {
+            assert_eq!(
+                s,
+                (
+                    Some(Ipv4Addr::new(255, 255, 255, 0)),
+                    Some(Ipv4Addr::new(10, 77, 0, 1))
+                )
+            );
+        }
     }
 
     #[test]

@@ -728,6 +728,11 @@ fn record(events: &EventLog, sink: &mut std::fs::File, c: &TgtConnection, ip: Ip
         source_ip: ip,
         // tgtadm shows the address only; the login proxy's records carry the MAC.
         source_mac: None,
+        // tgtd makes an I_T nexus for normal sessions only: a discovery session never shows.
+        session_type: "Normal".into(),
+        // Nor does it show the ISID or TSIH; the proxy's records have them.
+        isid: String::new(),
+        tsih: 0,
     });
 }
 

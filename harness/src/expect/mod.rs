@@ -15,7 +15,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::console::{Console, ConsoleLine};
 use crate::events::{Event, EventKind, EventLog};
-use crate::scenario::{Action, ExpectedFailure, FailPattern, Scenario, Service, Step};
+use crate::scenario::{Action, Cause, FailPattern, Scenario, Service, SessionType, Step};
+
+mod oracle;
+mod verdict;
+pub use verdict::{judge, Evidence, Fail, Judgement, Outcome, Verdict};
 
 pub struct NodeIo {
     pub console: Console,
@@ -43,53 +47,11 @@ pub struct StepResult {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    Passed,
-    Failed {
-        step: String,
-        reason: String,
-        waited: f64,
-        within: f64,
-    },
-    Interrupted {
-        step: String,
-    },
-    /// A task of the harness itself panicked during this step: a harness bug, not a finding
-    /// about the boot.
-    HarnessPanic {
-        step: String,
-        task: String,
-        message: String,
-    },
-}
-
-impl Verdict {
-    pub fn passed(&self) -> bool {
-        matches!(self, Verdict::Passed)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub verdict: Verdict,
-    pub steps: Vec<StepResult>,
-    /// Node -> its last 50 console lines.
-    pub console_tails: BTreeMap<String, Vec<String>>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Judgement {
-    /// The run did what the scenario expects (an expected failure at the right step counts).
-    pub ok: bool,
-    pub message: String,
-}
-
 pub const TAIL_LINES: usize = 50;
 
 enum Wait {
     Met { at: f64, detail: String },
-    Failed(String),
+    Failed(Fail),
     TimedOut,
     Cancelled,
     Broken(LabFault),
@@ -163,6 +125,14 @@ const ROOT_LOSS_TEXTS: &[&str] = &[
     "blocked for more than",
 ];
 
+/// How long before the step it follows a service record may be and still meet a step. The
+/// guest reports much of what it does on its console only after a service has recorded it:
+/// iPXE prints `Booting from SAN device` after its login, iscsistart prints `operational now`
+/// after the target answered. Both happen within milliseconds; two seconds leave room for a
+/// loaded machine and still keep out a record of an earlier phase (iPXE's login is seconds
+/// before the initramfs's). A step that needs another anchor names it with `after:`.
+pub const RECORD_LEAD: f64 = 2.0;
+
 /// How often a `lun_bytes` step reads the disk copy again.
 const LUN_POLL: Duration = Duration::from_millis(250);
 
@@ -213,6 +183,11 @@ pub async fn run_steps_controlled(
     let mut consumed: BTreeSet<usize> = BTreeSet::new();
     let mut results = Vec::new();
     let mut verdict = Verdict::Passed;
+    // When each step was met, by its evidence's own time: records before it cannot meet a
+    // later step.
+    let mut met: BTreeMap<String, f64> = BTreeMap::new();
+    let mut last_met = 0.0_f64;
+    let typed = std::sync::Mutex::new(BTreeMap::new());
 
     for (index, step) in scenario.steps.iter().enumerate() {
         if !verdict.passed() {
@@ -233,12 +208,16 @@ pub async fn run_steps_controlled(
         let within = step.within.mul_f64(timeout_scale);
         let started = clock.now();
         let wait = match nodes.get(&step.node) {
-            None => Wait::Failed(format!(
+            None => Wait::Failed(Fail::action(format!(
                 "node `{}` has no console (it did not start)",
                 step.node
-            )),
+            ))),
             Some(io) => {
                 let fail_from: BTreeMap<String, usize> = cursors.clone();
+                let anchor = match &step.after {
+                    Some(name) => met.get(name).copied().unwrap_or(0.0),
+                    None => last_met,
+                };
                 let cx = StepCx {
                     index,
                     nodes,
@@ -246,6 +225,9 @@ pub async fn run_steps_controlled(
                     fail_on: &scenario.fail_on,
                     events,
                     control,
+                    records_from: anchor - RECORD_LEAD,
+                    scenario,
+                    typed: &typed,
                 };
                 let w = tokio::select! {
                     w = wait_step(step, io, &cx, &mut cursors, &mut consumed) => w,
@@ -262,6 +244,7 @@ pub async fn run_steps_controlled(
                             cmd,
                             started,
                             within.as_secs_f64(),
+                            &step.node,
                             &io.console.lines_from(since),
                         ))
                     }
@@ -275,26 +258,32 @@ pub async fn run_steps_controlled(
         let (status, met_at, detail) = match wait {
             Wait::Met { at, detail } => {
                 tracing::info!(at, "met");
+                met.insert(step.name.clone(), at);
+                last_met = at;
                 (StepStatus::Met, Some(at), detail)
             }
+            Wait::Failed(fail) => {
+                let reason = fail.reason.clone();
+                verdict = Verdict::failed(&step.name, fail, waited, within_s);
+                (StepStatus::Failed, None, reason)
+            }
             // A dead service fails the step as any other failure does; its reason names it.
-            Wait::Failed(reason) | Wait::Broken(LabFault::Died(reason)) => {
-                verdict = Verdict::Failed {
-                    step: step.name.clone(),
-                    reason: reason.clone(),
-                    waited,
-                    within: within_s,
-                };
+            Wait::Broken(LabFault::Died(reason)) => {
+                let fail = Fail::new(
+                    Cause::ServiceDied,
+                    reason.clone(),
+                    vec![Evidence::Exit {
+                        process: "service".into(),
+                        status: reason.clone(),
+                    }],
+                );
+                verdict = Verdict::failed(&step.name, fail, waited, within_s);
                 (StepStatus::Failed, None, reason)
             }
             Wait::TimedOut => {
                 let reason = format!("waited {within_s:.0}s for {}", describe(&step.action));
-                verdict = Verdict::Failed {
-                    step: step.name.clone(),
-                    reason: reason.clone(),
-                    waited,
-                    within: within_s,
-                };
+                let fail = Fail::new(Cause::Timeout, reason.clone(), Vec::new());
+                verdict = Verdict::failed(&step.name, fail, waited, within_s);
                 (StepStatus::Failed, None, reason)
             }
             Wait::Cancelled => {
@@ -382,13 +371,20 @@ pub fn describe(a: &Action) -> String {
         Action::HttpStatus { path, status } => {
             format!("an HTTP request for {path} answered with {status}")
         }
-        Action::IscsiLoginRefused { initiator, target } => {
+        Action::IscsiLoginRefused {
+            initiator,
+            target,
+            status,
+        } => {
             let mut s = "a refused or failed iSCSI login".to_string();
             if let Some(i) = initiator {
                 s.push_str(&format!(" from {i}"));
             }
             if let Some(t) = target {
                 s.push_str(&format!(" to {t}"));
+            }
+            if let Some(st) = status {
+                s.push_str(&format!(" answered with status {}", st.name()));
             }
             s
         }
@@ -397,8 +393,12 @@ pub fn describe(a: &Action) -> String {
             target,
             from,
             mac,
+            session,
         } => {
-            let mut s = "an iSCSI login".to_string();
+            let mut s = match session {
+                SessionType::Normal => "an iSCSI login (normal session)".to_string(),
+                SessionType::Discovery => "an iSCSI discovery login".to_string(),
+            };
             describe_login(&mut s, initiator, target, from, mac);
             s
         }
@@ -431,6 +431,12 @@ pub fn describe(a: &Action) -> String {
             format!("the LUN to hold {text:?} at byte {offset}")
         }
         Action::QemuExit => "QEMU to exit".to_string(),
+        Action::IbftMatchesLab => {
+            "the guest's report of its iBFT, to compare it with what the lab served".to_string()
+        }
+        Action::RootOnSession => {
+            "the guest's report of its root disk, to check it is on the iSCSI session".to_string()
+        }
     }
 }
 
@@ -457,40 +463,66 @@ fn describe_login(
 }
 
 /// The verdict for a shell command that never finished.
-fn shell_silent(cmd: &str, typed_at: f64, within: f64, since: &[ConsoleLine]) -> String {
-    let why = root_loss(since).unwrap_or_else(|| "; nothing on the console since says why".into());
-    format!(
-        "the guest's shell stopped answering: {cmd:?} (typed at {typed_at:.1}s) did not finish within {within:.0}s{why}"
+fn shell_silent(cmd: &str, typed_at: f64, within: f64, node: &str, since: &[ConsoleLine]) -> Fail {
+    let loss = root_loss(since);
+    let why = loss
+        .first()
+        .map(|first| root_loss_words(&loss, first))
+        .unwrap_or_else(|| "; nothing on the console since says why".into());
+    Fail::new(
+        Cause::ShellSilent,
+        format!(
+            "the guest's shell stopped answering: {cmd:?} (typed at {typed_at:.1}s) did not finish within {within:.0}s{why}"
+        ),
+        loss.iter().map(|l| Evidence::console(node, l)).collect(),
     )
 }
 
 /// The verdict for a shell command that failed: its status, its last words and what the kernel
 /// said about the root disk meanwhile.
-fn shell_failed(cmd: &str, status: &str, before: &[ConsoleLine]) -> String {
+fn shell_failed(cmd: &str, status: &str, node: &str, before: &[ConsoleLine]) -> Fail {
     // The echo of the typed line carries the status tag with `$?`; the output does not.
-    let said = before
+    let last = before
         .iter()
         .rev()
-        .find(|l| !l.text.contains("$?") && !l.text.trim().is_empty())
+        .find(|l| !l.text.contains("$?") && !l.text.trim().is_empty());
+    let said = last
         .map(|l| format!("; its last line: {:?}", l.text.trim()))
         .unwrap_or_default();
-    let why = root_loss(before).unwrap_or_default();
-    format!("{cmd:?} finished with status {status}{said}{why}")
+    let loss = root_loss(before);
+    let why = loss
+        .first()
+        .map(|first| root_loss_words(&loss, first))
+        .unwrap_or_default();
+    let mut evidence: Vec<Evidence> = last.iter().map(|l| Evidence::console(node, l)).collect();
+    evidence.extend(loss.iter().map(|l| Evidence::console(node, l)));
+    Fail::new(
+        Cause::ShellStatus,
+        format!("{cmd:?} finished with status {status}{said}{why}"),
+        evidence,
+    )
 }
 
-/// The console lines among `lines` that say the root disk is in trouble, summed up.
-fn root_loss(lines: &[ConsoleLine]) -> Option<String> {
-    let evidence: Vec<&ConsoleLine> = lines
+/// Most lines about the root disk kept as evidence: the kernel repeats them for every I/O.
+const MAX_LOSS_EVIDENCE: usize = 10;
+
+/// The console lines among `lines` that say the root disk is in trouble.
+fn root_loss(lines: &[ConsoleLine]) -> Vec<ConsoleLine> {
+    lines
         .iter()
         .filter(|l| ROOT_LOSS_TEXTS.iter().any(|t| l.text.contains(t)))
-        .collect();
-    let first = evidence.first()?;
-    Some(format!(
+        .take(MAX_LOSS_EVIDENCE)
+        .cloned()
+        .collect()
+}
+
+fn root_loss_words(loss: &[ConsoleLine], first: &ConsoleLine) -> String {
+    format!(
         "; the console shows why, {} line(s) about the root disk since, first at {:.1}s: {:?}",
-        evidence.len(),
+        loss.len(),
         first.at,
         first.text.trim()
-    ))
+    )
 }
 
 /// The line a `shell` step types: the command, then its exit status on a line of its own.
@@ -511,6 +543,34 @@ struct StepCx<'a> {
     fail_on: &'a [FailPattern],
     events: &'a EventLog,
     control: &'a dyn LabControl,
+    /// Run time before which a service record cannot meet this step.
+    records_from: f64,
+    scenario: &'a Scenario,
+    /// Lines the harness typed on each node's console: their echo is the harness's own text,
+    /// never evidence.
+    typed: &'a std::sync::Mutex<BTreeMap<String, Vec<String>>>,
+}
+
+impl StepCx<'_> {
+    fn note_typed(&self, node: &str, text: &str) {
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let mut typed = self.typed.lock().unwrap_or_else(|p| p.into_inner());
+        typed
+            .entry(node.to_string())
+            .or_default()
+            .push(text.to_string());
+    }
+
+    /// The line is the terminal's echo of something the harness typed on that node.
+    fn is_echo(&self, node: &str, line: &str) -> bool {
+        let typed = self.typed.lock().unwrap_or_else(|p| p.into_inner());
+        typed
+            .get(node)
+            .is_some_and(|t| t.iter().any(|t| line.contains(t.as_str())))
+    }
 }
 
 /// Types a line on the node's console, ended as a terminal's Enter ends it.
@@ -534,18 +594,18 @@ async fn wait_step(
     let StepCx {
         nodes,
         fail_from,
-        fail_on,
         events,
         ..
     } = *cx;
     let shell_re = match &step.action {
         Action::Send(text) => {
+            cx.note_typed(&step.node, text);
             return match type_line(io, text).await {
                 Ok(()) => Wait::Met {
                     at: events.clock().now(),
                     detail: format!("typed {text:?}"),
                 },
-                Err(e) => Wait::Failed(e),
+                Err(e) => Wait::Failed(Fail::action(e)),
             };
         }
         Action::Restart(service) => {
@@ -554,13 +614,14 @@ async fn wait_step(
                     at: events.clock().now(),
                     detail,
                 },
-                Err(e) => Wait::Failed(format!("restarting {}: {e}", service.name())),
+                Err(e) => Wait::Failed(Fail::action(format!("restarting {}: {e}", service.name()))),
             };
         }
         Action::Shell(cmd) => {
             let (typed, re) = shell_line(cx.index, cmd);
+            cx.note_typed(&step.node, &typed);
             if let Err(e) = type_line(io, &typed).await {
-                return Wait::Failed(e);
+                return Wait::Failed(Fail::action(e));
             }
             Some(re)
         }
@@ -569,7 +630,7 @@ async fn wait_step(
     let lun_file = match &step.action {
         Action::LunBytes { .. } => match cx.control.lun_file() {
             Some(p) => Some(p),
-            None => return Wait::Failed("this run has no LUN file to read".into()),
+            None => return Wait::Failed(Fail::action("this run has no LUN file to read")),
         },
         _ => None,
     };
@@ -583,17 +644,18 @@ async fn wait_step(
             Action::Console(_) | Action::ConsoleRegex(_) => {
                 let cursor = cursors.get(&step.node).copied().unwrap_or(0);
                 let lines = io.console.lines_from(cursor);
-                let hit = lines.iter().position(|l| match &step.action {
-                    Action::Console(t) => l.text.contains(t.as_str()),
-                    Action::ConsoleRegex(r) => r.is_match(&l.text),
-                    _ => false,
+                let hit = lines.iter().position(|l| {
+                    let matched = match &step.action {
+                        Action::Console(t) => l.text.contains(t.as_str()),
+                        Action::ConsoleRegex(r) => r.is_match(&l.text),
+                        _ => false,
+                    };
+                    matched && !cx.is_echo(&step.node, &l.text)
                 });
                 // A failure text only counts if it came before the line we were waiting for.
                 let limit = hit.map(|i| (step.node.as_str(), cursor + i));
-                if let Some(reason) =
-                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit, None)
-                {
-                    return Wait::Failed(reason);
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, limit, None) {
+                    return Wait::Failed(fail);
                 }
                 if let Some(i) = hit {
                     cursors.insert(step.node.clone(), cursor + i + 1);
@@ -603,7 +665,7 @@ async fn wait_step(
                     };
                 }
                 if io.console.closed() {
-                    return guest_gone(io, &step.action).await;
+                    return guest_gone(io, &step.node, &step.action).await;
                 }
             }
             Action::Shell(cmd) => {
@@ -614,10 +676,8 @@ async fn wait_step(
                     Some((i, status.to_string()))
                 });
                 let limit = hit.as_ref().map(|(i, _)| (step.node.as_str(), cursor + i));
-                if let Some(reason) =
-                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, limit, None)
-                {
-                    return Wait::Failed(reason);
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, limit, None) {
+                    return Wait::Failed(fail);
                 }
                 if let Some((i, status)) = hit {
                     cursors.insert(step.node.clone(), cursor + i + 1);
@@ -627,34 +687,48 @@ async fn wait_step(
                             detail: format!("{cmd:?} finished with status 0"),
                         }
                     } else {
-                        Wait::Failed(shell_failed(cmd, &status, &lines[..i]))
+                        Wait::Failed(shell_failed(cmd, &status, &step.node, &lines[..i]))
                     };
                 }
                 if io.console.closed() {
-                    return Wait::Failed(format!(
-                        "the guest stopped ({}) while its shell ran {cmd:?}",
-                        qemu_end(io).await
+                    let end = qemu_end(io).await;
+                    return Wait::Failed(Fail::new(
+                        Cause::QemuExited,
+                        format!(
+                            "the guest stopped ({}) while its shell ran {cmd:?}",
+                            end.words
+                        ),
+                        end.evidence(&step.node),
                     ));
                 }
             }
+            Action::IbftMatchesLab | Action::RootOnSession => {
+                // Reads the marker's report without consuming it: the steps that wait for its
+                // lines one by one still find them.
+                let cursor = cursors.get(&step.node).copied().unwrap_or(0);
+                let lines = io.console.lines_from(cursor);
+                let done = lines
+                    .iter()
+                    .position(|l| l.text.contains(oracle::MARKER_DONE));
+                let limit = done.map(|i| (step.node.as_str(), cursor + i));
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, limit, None) {
+                    return Wait::Failed(fail);
+                }
+                if let Some(i) = done {
+                    return check_report(step, cx, &lines[..=i]);
+                }
+            }
             Action::QemuExit => {
-                if let Some(reason) =
-                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, None)
-                {
-                    return Wait::Failed(reason);
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, None, None) {
+                    return Wait::Failed(fail);
                 }
                 if io.console.closed() {
-                    return Wait::Met {
-                        at: events.clock().now(),
-                        detail: "QEMU exited: its console closed".into(),
-                    };
+                    return powered_off(io, &step.node, events.clock().now()).await;
                 }
             }
             Action::LunBytes { offset, text } => {
-                if let Some(reason) =
-                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, None)
-                {
-                    return Wait::Failed(reason);
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, None, None) {
+                    return Wait::Failed(fail);
                 }
                 if let Some(path) = &lun_file {
                     match read_at(path, *offset, text.len()) {
@@ -669,19 +743,17 @@ async fn wait_step(
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            return Wait::Failed(format!(
+                            return Wait::Failed(Fail::action(format!(
                                 "reading {} at byte {offset}: {e}",
                                 path.display()
-                            ))
+                            )))
                         }
                     }
                 }
             }
             Action::AllLogins { at_least, .. } => {
-                if let Some(reason) =
-                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, None)
-                {
-                    return Wait::Failed(reason);
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, None, None) {
+                    return Wait::Failed(fail);
                 }
                 match all_logins(&step.action, &events.snapshot(), *at_least) {
                     Ok(Some(detail)) => {
@@ -691,24 +763,23 @@ async fn wait_step(
                         }
                     }
                     Ok(None) => {}
-                    Err(reason) => return Wait::Failed(reason),
+                    Err(fail) => return Wait::Failed(fail),
                 }
             }
             action => {
                 let all = events.snapshot();
-                let found = all
-                    .iter()
-                    .enumerate()
-                    .find(|(i, e)| !consumed.contains(i) && event_matches(action, e));
+                // Only records from after the step this one follows: an earlier record belongs
+                // to an earlier phase (iPXE's login is not the initramfs's).
+                let found = all.iter().enumerate().find(|(i, e)| {
+                    !consumed.contains(i) && e.at >= cx.records_from && event_matches(action, e)
+                });
                 // As for console steps: a failure text only counts if it came before the record
                 // we were waiting for. Both can be there by the time this step looks (iPXE
                 // fetches the script and fails its sanboot within milliseconds); the record
                 // came first, so the failure belongs to a later step (seen in the soak test).
                 let before = found.map(|(_, e)| e.at);
-                if let Some(reason) =
-                    check_fail_patterns(nodes, fail_on, &mut fail_cursors, None, before)
-                {
-                    return Wait::Failed(reason);
+                if let Some(fail) = check_fail_patterns(cx, &mut fail_cursors, None, before) {
+                    return Wait::Failed(fail);
                 }
                 if let Some((i, e)) = found {
                     consumed.insert(i);
@@ -722,7 +793,7 @@ async fn wait_step(
         // A guest that is gone sends no more records and changes its disk no more: waiting
         // out the step's timeout would only hide why the run failed.
         if io.console.closed() && !matches!(step.action, Action::QemuExit) {
-            return guest_gone(io, &step.action).await;
+            return guest_gone(io, &step.node, &step.action).await;
         }
         let console_changed = async {
             let futs = console_rxs.iter_mut().map(|rx| Box::pin(rx.changed()));
@@ -747,21 +818,104 @@ async fn wait_step(
     }
 }
 
+/// Compares the marker's report with what the lab served.
+fn check_report(step: &Step, cx: &StepCx<'_>, lines: &[ConsoleLine]) -> Wait {
+    let Some(node) = cx.scenario.nodes.iter().find(|n| n.name == step.node) else {
+        return Wait::Failed(Fail::action(format!(
+            "no node `{}` in the scenario",
+            step.node
+        )));
+    };
+    let report = oracle::Report::parse(lines);
+    let lab = oracle::Lab {
+        scenario: cx.scenario,
+        node,
+    };
+    let checked = match step.action {
+        Action::RootOnSession => oracle::root_on_session(&report, &lab, &step.node),
+        _ => oracle::ibft(&report, &lab, &cx.events.snapshot(), &step.node),
+    };
+    let at = lines.last().map(|l| l.at).unwrap_or_default();
+    if checked.differences.is_empty() {
+        Wait::Met {
+            at,
+            detail: checked.summary,
+        }
+    } else {
+        Wait::Failed(Fail::new(
+            Cause::LabMismatch,
+            format!(
+                "the guest's report differs from what the lab served: {}",
+                checked.differences.join("; ")
+            ),
+            checked.evidence,
+        ))
+    }
+}
+
 /// The verdict of a step whose guest stopped under it.
-async fn guest_gone(io: &NodeIo, action: &Action) -> Wait {
-    Wait::Failed(format!(
-        "the guest stopped ({}) while waiting for {}",
-        qemu_end(io).await,
-        describe(action)
+async fn guest_gone(io: &NodeIo, node: &str, action: &Action) -> Wait {
+    let end = qemu_end(io).await;
+    Wait::Failed(Fail::new(
+        Cause::QemuExited,
+        format!(
+            "the guest stopped ({}) while waiting for {}",
+            end.words,
+            describe(action)
+        ),
+        end.evidence(node),
     ))
+}
+
+/// The status QEMU exits with when the guest powers itself off.
+const POWEROFF_STATUS: &str = "exited with status 0";
+
+/// A `qemu_exit` step is met only by a guest that powered itself off: QEMU then exits with
+/// status 0. Killed by a signal, crashed, or an exit nobody reported is a failure with that
+/// status as its evidence.
+async fn powered_off(io: &NodeIo, node: &str, at: f64) -> Wait {
+    let end = qemu_end(io).await;
+    match end.status.as_deref() {
+        Some(POWEROFF_STATUS) => Wait::Met {
+            at,
+            detail: format!("QEMU {POWEROFF_STATUS}: the guest powered off"),
+        },
+        _ => Wait::Failed(Fail::new(
+            Cause::QemuExited,
+            format!(
+                "{} instead of exiting with status 0 as a guest poweroff does",
+                end.words
+            ),
+            end.evidence(node),
+        )),
+    }
 }
 
 /// How long the console's end may come before QEMU's exit status: the pipe closes first.
 const EXIT_STATUS_WAIT: Duration = Duration::from_secs(2);
 
-/// `QEMU exited, killed by signal 9 (SIGKILL)`, or only `QEMU exited` when its status is not
-/// known (a console without a process behind it).
-async fn qemu_end(io: &NodeIo) -> String {
+/// How a node's QEMU ended, as far as its owner has said.
+struct QemuEnd {
+    /// `exited with status 0`, `killed by signal 9 (SIGKILL)`; `None` when nobody said.
+    status: Option<String>,
+    /// `QEMU exited, killed by signal 9 (SIGKILL)`, or only `QEMU exited` when the status is
+    /// not known (a console without a process behind it).
+    words: String,
+}
+
+impl QemuEnd {
+    fn evidence(&self, node: &str) -> Vec<Evidence> {
+        vec![Evidence::Exit {
+            process: format!("{node}'s QEMU"),
+            status: self
+                .status
+                .clone()
+                .unwrap_or_else(|| "ended; its status was not reported".into()),
+        }]
+    }
+}
+
+async fn qemu_end(io: &NodeIo) -> QemuEnd {
     let mut rx = io.console.subscribe();
     let known = tokio::time::timeout(EXIT_STATUS_WAIT, async {
         loop {
@@ -775,9 +929,18 @@ async fn qemu_end(io: &NodeIo) -> String {
     })
     .await;
     match known {
-        Ok(how) if how.starts_with("exited") => format!("QEMU {how}"),
-        Ok(how) => format!("QEMU exited, {how}"),
-        Err(_) => "QEMU exited".into(),
+        Ok(how) => QemuEnd {
+            words: if how.starts_with("exited") {
+                format!("QEMU {how}")
+            } else {
+                format!("QEMU exited, {how}")
+            },
+            status: Some(how),
+        },
+        Err(_) => QemuEnd {
+            status: None,
+            words: "QEMU exited".into(),
+        },
     }
 }
 
@@ -818,20 +981,18 @@ async fn futures_select_any<F: std::future::Future + Unpin>(futs: impl Iterator<
 /// `limit` stops the scan of one node's console before a given line index, `before` every
 /// node's at the first line printed at or after that time.
 fn check_fail_patterns(
-    nodes: &BTreeMap<String, NodeIo>,
-    fail_on: &[FailPattern],
+    cx: &StepCx<'_>,
     fail_cursors: &mut BTreeMap<String, usize>,
     limit: Option<(&str, usize)>,
     before: Option<f64>,
-) -> Option<String> {
-    if fail_on.is_empty() {
+) -> Option<Fail> {
+    if cx.fail_on.is_empty() {
         return None;
     }
-    for (name, io) in nodes {
+    for (name, io) in cx.nodes {
         let from = fail_cursors.get(name).copied().unwrap_or(0);
         let mut lines = io.console.lines_from(from);
-        if let Some((node, end)) = limit.filter(|(n, _)| *n == name.as_str()) {
-            let _ = node;
+        if let Some((_, end)) = limit.filter(|(n, _)| *n == name.as_str()) {
             lines.truncate(end.saturating_sub(from));
         }
         if let Some(t) = before {
@@ -839,14 +1000,18 @@ fn check_fail_patterns(
             lines.truncate(end);
         }
         fail_cursors.insert(name.clone(), from + lines.len());
-        for l in &lines {
-            if let Some(p) = fail_on.iter().find(|p| l.text.contains(p.text.as_str())) {
-                let who = if nodes.len() > 1 {
+        for l in lines.iter().filter(|l| !cx.is_echo(name, &l.text)) {
+            if let Some(p) = cx.fail_on.iter().find(|p| l.text.contains(p.text.as_str())) {
+                let who = if cx.nodes.len() > 1 {
                     format!("{name}'s ")
                 } else {
                     String::new()
                 };
-                return Some(format!("{who}console showed {:?}: {}", l.text, p.meaning));
+                return Some(Fail::new(
+                    Cause::ConsoleFailure,
+                    format!("{who}console showed {:?}: {}", l.text, p.meaning),
+                    vec![Evidence::console(name, l)],
+                ));
             }
         }
     }
@@ -855,7 +1020,7 @@ fn check_fail_patterns(
 
 /// For `iscsi_logins_all`: `Err` names the first accepted login that does not match, `Ok(None)`
 /// means too few so far, `Ok(Some)` describes the logins that all matched.
-fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option<String>, String> {
+fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option<String>, Fail> {
     let Action::AllLogins {
         initiator,
         target,
@@ -871,20 +1036,30 @@ fn all_logins(action: &Action, events: &[Event], at_least: u32) -> Result<Option
         target: target.clone(),
         from: *from,
         mac: *mac,
+        session: SessionType::Normal,
     };
     let mut seen = Vec::new();
     for e in events {
+        // Discovery sessions reach no LUN: the claim is about the sessions that do.
         if let EventKind::IscsiLogin {
             initiator: ei,
             source_ip,
+            session_type,
             ..
         } = &e.kind
         {
+            if session_type != SessionType::Normal.key_value() {
+                continue;
+            }
             if !event_matches(&probe, e) {
-                return Err(format!(
-                    "the iSCSI login at {:.1}s does not match: {}",
-                    e.at,
-                    serde_json::to_string(e).unwrap_or_default()
+                return Err(Fail::new(
+                    Cause::RecordMismatch,
+                    format!(
+                        "the iSCSI login at {:.1}s does not match: {}",
+                        e.at,
+                        serde_json::to_string(e).unwrap_or_default()
+                    ),
+                    vec![Evidence::record(e)],
                 ));
             }
             seen.push(format!("{ei} from {source_ip} at {:.1}s", e.at));
@@ -945,17 +1120,21 @@ fn event_matches(action: &Action, e: &Event) -> bool {
                 target,
                 from,
                 mac,
+                session,
             },
             EventKind::IscsiLogin {
                 initiator: ei,
                 target: et,
                 source_ip,
                 source_mac,
+                session_type,
+                ..
             },
         ) => {
-            initiator
-                .as_ref()
-                .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
+            session_type == session.key_value()
+                && initiator
+                    .as_ref()
+                    .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
                 && target
                     .as_ref()
                     .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
@@ -974,16 +1153,22 @@ fn event_matches(action: &Action, e: &Event) -> bool {
             EventKind::HttpRequest { path, status, .. },
         ) => path == p && status == want,
         (
-            Action::IscsiLoginRefused { initiator, target },
+            Action::IscsiLoginRefused {
+                initiator,
+                target,
+                status,
+            },
             EventKind::IscsiLoginFailed {
                 initiator: ei,
                 target: et,
+                status: es,
                 ..
             },
         ) => {
-            initiator
-                .as_ref()
-                .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
+            status.is_none_or(|s| es.as_deref() == Some(s.name()))
+                && initiator
+                    .as_ref()
+                    .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
                 && target
                     .as_ref()
                     .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
@@ -1001,128 +1186,18 @@ fn event_matches(action: &Action, e: &Event) -> bool {
     }
 }
 
-/// Did the run do what the scenario expects?
-pub fn judge(outcome: &Outcome, expected: Option<&ExpectedFailure>) -> Judgement {
-    match (expected, &outcome.verdict) {
-        (_, Verdict::Interrupted { step }) => Judgement {
-            ok: false,
-            message: format!("interrupted during step `{step}`"),
-        },
-        (
-            _,
-            Verdict::HarnessPanic {
-                step,
-                task,
-                message,
-            },
-        ) => Judgement {
-            ok: false,
-            message: format!(
-                "the harness itself failed during step `{step}`: task `{task}` panicked: {message}"
-            ),
-        },
-        (None, Verdict::Passed) => Judgement {
-            ok: true,
-            message: "every step was met".into(),
-        },
-        (None, Verdict::Failed { step, reason, .. }) => Judgement {
-            ok: false,
-            message: format!("failed at step `{step}`: {reason}"),
-        },
-        (Some(x), Verdict::Passed) => Judgement {
-            ok: false,
-            message: format!(
-                "expected to fail at step `{}`, but every step was met",
-                x.step
-            ),
-        },
-        (Some(x), Verdict::Failed { step, reason, .. }) => {
-            if *step != x.step {
-                Judgement {
-                    ok: false,
-                    message: format!(
-                        "expected to fail at step `{}`, but failed at `{step}`: {reason}",
-                        x.step
-                    ),
-                }
-            } else if let Some(want) = x.reason.as_ref().filter(|w| !reason.contains(w.as_str())) {
-                Judgement {
-                    ok: false,
-                    message: format!("failed at step `{step}` as expected, but for another reason: {reason} (expected it to mention {want:?})"),
-                }
-            } else {
-                Judgement {
-                    ok: true,
-                    message: format!("failed at step `{step}` as expected: {reason}"),
-                }
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod test_rig;
+
+#[cfg(test)]
+mod negative_tests;
 
 #[cfg(test)]
 mod tests {
+    use super::test_rig::*;
     use super::*;
-    use crate::events::RunClock;
-    use crate::scenario::default_fail_patterns;
     use std::time::Duration;
     use tokio::io::AsyncWriteExt;
-
-    fn scenario(steps: Vec<(&str, Action, u64)>) -> Scenario {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../scenarios/debian-ibft-e1000.yaml");
-        let mut s = crate::scenario::load(&path).unwrap();
-        s.steps = steps
-            .into_iter()
-            .map(|(name, action, ms)| Step {
-                name: name.into(),
-                node: "node01".into(),
-                within: Duration::from_millis(ms),
-                action,
-            })
-            .collect();
-        s.fail_on = default_fail_patterns();
-        s
-    }
-
-    struct Rig {
-        nodes: BTreeMap<String, NodeIo>,
-        writer: tokio::io::DuplexStream,
-        typed: mpsc::Receiver<Vec<u8>>,
-        events: EventLog,
-        dir: std::path::PathBuf,
-    }
-
-    impl Drop for Rig {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn rig(name: &str) -> Rig {
-        let dir = std::env::temp_dir().join(format!("nbh-expect-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let clock = RunClock::start();
-        let (writer, reader) = tokio::io::duplex(4096);
-        let (console, _t) =
-            Console::spawn(reader, &dir.join("raw"), &dir.join("txt"), clock).unwrap();
-        let (tx, typed) = mpsc::channel(4);
-        let mut nodes = BTreeMap::new();
-        nodes.insert("node01".to_string(), NodeIo { console, input: tx });
-        Rig {
-            nodes,
-            writer,
-            typed,
-            events: EventLog::new(clock, None).unwrap(),
-            dir,
-        }
-    }
-
-    fn no_cancel() -> watch::Receiver<bool> {
-        let (tx, rx) = watch::channel(false);
-        std::mem::forget(tx);
-        rx
-    }
 
     #[tokio::test]
     async fn ordered_console_steps_consume_lines() {
@@ -1142,6 +1217,8 @@ mod tests {
             out.verdict,
             Verdict::Failed {
                 step: "c".into(),
+                cause: Cause::Timeout,
+                evidence: vec![],
                 reason: "waited 0s for a console line containing \"SeaBIOS\"".into(),
                 waited: out.steps[2].waited,
                 within: 0.3
@@ -1192,15 +1269,25 @@ mod tests {
         match &out.verdict {
             Verdict::Failed {
                 step,
+                cause,
+                evidence,
                 reason,
                 waited,
                 ..
             } => {
                 assert_eq!(step, "root");
-                assert!(
-                    reason.contains("ALERT!") && reason.contains("root device"),
-                    "{reason}"
-                );
+                assert_eq!(*cause, Cause::ConsoleFailure);
+                assert!(reason.contains("ALERT!"), "{reason}");
+                match &evidence[..] {
+                    [Evidence::Console { node, line, .. }] => {
+                        assert_eq!(node, "node01");
+                        assert!(
+                            line.starts_with("ALERT!  UUID=1234 does not exist"),
+                            "{line}"
+                        );
+                    }
+                    e => panic!("{e:?}"),
+                }
                 assert!(*waited < 2.0, "waited {waited}");
             }
             v => panic!("{v:?}"),
@@ -1284,19 +1371,20 @@ mod tests {
             target: None,
             from: None,
             mac: None,
+            session: SessionType::Normal,
         };
         let s = scenario(vec![("l1", login(), 500), ("l2", login(), 300)]);
-        r.events.push(EventKind::IscsiLogin {
-            initiator: "IQN.2026-11.lab:node01".into(),
-            target: "iqn.2026-11.lab:node01-root".into(),
-            source_ip: "10.77.0.128".parse().unwrap(),
-            source_mac: None,
-        });
+        r.events.push(login_record(
+            "IQN.2026-11.lab:node01",
+            "10.77.0.128",
+            None,
+            "Normal",
+        ));
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert_eq!(out.steps[0].status, StepStatus::Met);
         assert_eq!(out.steps[1].status, StepStatus::Failed);
         assert!(
-            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("an iSCSI login from iqn.2026-11.lab:node01")),
+            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("an iSCSI login (normal session) from iqn.2026-11.lab:node01")),
             "{:?}",
             out.verdict
         );
@@ -1312,11 +1400,13 @@ mod tests {
             mac: None,
             at_least: 2,
         };
-        let login = |ip: &str| EventKind::IscsiLogin {
-            initiator: "iqn.2026-11.lab:node01".into(),
-            target: "iqn.2026-11.lab:node01-root".into(),
-            source_ip: ip.parse().unwrap(),
-            source_mac: Some("52:54:00:aa:00:41".into()),
+        let login = |ip: &str| {
+            login_record(
+                "iqn.2026-11.lab:node01",
+                ip,
+                Some("52:54:00:aa:00:41"),
+                "Normal",
+            )
         };
         r.events.push(login("10.77.0.41"));
         // One login is too few: the step waits, then times out.
@@ -1375,6 +1465,8 @@ mod tests {
             ip: Some("10.77.0.227".parse().unwrap()),
             hostname: None,
             boot_file: Some(file.into()),
+            netmask: None,
+            router: None,
         };
         r.events.push(dhcp_ack("undionly.kpxe"));
         r.events.push(EventKind::TftpSent {
@@ -1426,6 +1518,8 @@ mod tests {
             ip: None,
             hostname: Some("node01".into()),
             boot_file: None,
+            netmask: None,
+            router: None,
         });
         r.events.push(EventKind::Dhcp {
             message: "DHCPACK".into(),
@@ -1433,6 +1527,8 @@ mod tests {
             ip: Some("10.77.0.128".parse().unwrap()),
             hostname: Some("node01".into()),
             boot_file: None,
+            netmask: None,
+            router: None,
         });
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert_eq!(out.steps[0].status, StepStatus::Met);
@@ -1454,21 +1550,6 @@ mod tests {
     }
 
     /// Plays the guest's shell: echoes what is typed and answers with `reply`.
-    fn shell_guest(r: &mut Rig, reply: &'static str) -> tokio::task::JoinHandle<String> {
-        let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
-        let (_, dummy) = mpsc::channel(1);
-        let mut typed = std::mem::replace(&mut r.typed, dummy);
-        tokio::spawn(async move {
-            let line = typed.recv().await.unwrap();
-            let text = String::from_utf8(line).unwrap();
-            let echo = format!("root@netboot-guest:~# {}\r\n", text.trim_end());
-            w.write_all(echo.as_bytes()).await.unwrap();
-            w.write_all(reply.as_bytes()).await.unwrap();
-            // The guest stays up: keep the console open until the test is done.
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            text
-        })
-    }
 
     #[tokio::test]
     async fn shell_waits_for_the_status_of_its_command() {
@@ -1562,7 +1643,7 @@ mod tests {
     #[tokio::test]
     async fn restart_and_lun_bytes_act_on_the_lab() {
         let r = rig("lab");
-        let disk = r.dir.join("disk.img");
+        let disk = r.dir.path().join("disk.img");
         std::fs::write(&disk, vec![0u8; 4096]).unwrap();
         let lab = FakeLab {
             disk: disk.clone(),
@@ -1616,9 +1697,164 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             drop(w);
         });
+        r.nodes["node01"].console.note_end("exited with status 0");
         let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
         assert!(out.verdict.passed(), "{:?}", out.verdict);
-        assert!(out.steps[1].detail.contains("QEMU exited"));
+        assert!(out.steps[1].detail.contains("the guest powered off"));
+    }
+
+    #[tokio::test]
+    async fn qemu_exit_is_not_met_by_a_killed_qemu() {
+        let mut r = rig("exit-killed");
+        let s = scenario(vec![("gone", Action::QemuExit, 2000)]);
+        drop(std::mem::replace(&mut r.writer, tokio::io::duplex(1).0));
+        r.nodes["node01"]
+            .console
+            .note_end("killed by signal 9 (SIGKILL)");
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        match &out.verdict {
+            Verdict::Failed {
+                cause, evidence, ..
+            } => {
+                assert_eq!(*cause, Cause::QemuExited);
+                assert_eq!(
+                    evidence,
+                    &[Evidence::Exit {
+                        process: "node01's QEMU".into(),
+                        status: "killed by signal 9 (SIGKILL)".into()
+                    }]
+                );
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_before_the_step_it_follows_cannot_meet_a_step() {
+        let mut r = rig("ordered-records");
+        let login = || Action::IscsiLogin {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+            from: None,
+            mac: None,
+            session: SessionType::Normal,
+        };
+        // iPXE's login, long before the initramfs's console line.
+        r.events.push_at(
+            0.0,
+            login_record("iqn.2026-11.lab:node01", "10.77.0.128", None, "Normal"),
+        );
+        let s = scenario(vec![
+            (
+                "initramfs login",
+                Action::Console("operational now".into()),
+                3000,
+            ),
+            ("seen by the target", login(), 400),
+        ]);
+        let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+        let feeder = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(2300)).await;
+            w.write_all(b"Connection1:0 to [target: x] is operational now\r\n")
+                .await
+                .unwrap();
+            w
+        });
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met);
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { step, cause: Cause::Timeout, .. } if step == "seen by the target"),
+            "the earlier record met the step: {:?}",
+            out.verdict
+        );
+        drop(feeder.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_record_just_before_its_console_line_meets_the_step_and_an_old_one_does_not() {
+        let mut r = rig("ordered-records-2");
+        let login = Action::IscsiLogin {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+            from: None,
+            mac: None,
+            session: SessionType::Normal,
+        };
+        r.events.push_at(
+            0.0,
+            login_record("iqn.2026-11.lab:node01", "10.77.0.128", None, "Normal"),
+        );
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // The target answers, then the initiator says so on its console.
+        let answered = r.events.clock().now();
+        r.events.push(login_record(
+            "iqn.2026-11.lab:node01",
+            "10.77.0.128",
+            None,
+            "Normal",
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r.writer
+            .write_all(b"Connection1:0 to [target: x] is operational now\r\n")
+            .await
+            .unwrap();
+        let s = scenario(vec![
+            (
+                "initramfs login",
+                Action::Console("operational now".into()),
+                3000,
+            ),
+            ("seen by the target", login, 400),
+        ]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.verdict.passed(), "{:?}", out.verdict);
+        let met = out.steps[1].met_at.unwrap();
+        assert!(met >= answered, "met by the old record at {met}");
+    }
+
+    #[tokio::test]
+    async fn a_discovery_session_is_not_a_login() {
+        let r = rig("discovery");
+        let login = |session| Action::IscsiLogin {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+            from: None,
+            mac: None,
+            session,
+        };
+        r.events.push(login_record(
+            "iqn.2026-11.lab:node01",
+            "10.77.0.128",
+            None,
+            "Discovery",
+        ));
+        let s = scenario(vec![("login", login(SessionType::Normal), 300)]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(
+            matches!(
+                &out.verdict,
+                Verdict::Failed {
+                    cause: Cause::Timeout,
+                    ..
+                }
+            ),
+            "a discovery session met a login step: {:?}",
+            out.verdict
+        );
+        let s = scenario(vec![("discovery", login(SessionType::Discovery), 300)]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(out.verdict.passed(), "{:?}", out.verdict);
+        // Nor does it count among "every login" of a boot.
+        let all = Action::AllLogins {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+            from: None,
+            mac: None,
+            at_least: 1,
+        };
+        let s = scenario(vec![("all", all, 300)]);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert!(!out.verdict.passed(), "{:?}", out.verdict);
     }
 
     #[tokio::test]
@@ -1636,8 +1872,13 @@ mod tests {
         // Closing the write side ends the console, as QEMU exiting does.
         let (w2, r2) = tokio::io::duplex(16);
         drop(w2);
-        let (console, t) =
-            Console::spawn(r2, &r.dir.join("raw2"), &r.dir.join("txt2"), events.clock()).unwrap();
+        let (console, t) = Console::spawn(
+            r2,
+            &r.dir.path().join("raw2"),
+            &r.dir.path().join("txt2"),
+            events.clock(),
+        )
+        .unwrap();
         t.await.unwrap();
         let mut nodes2 = BTreeMap::new();
         nodes2.insert(
@@ -1783,10 +2024,20 @@ mod tests {
 
     #[test]
     fn judge_expected_failures() {
-        let failed = |step: &str, reason: &str| Outcome {
+        use crate::scenario::ExpectedFailure;
+        let sanboot_line = || Evidence::Console {
+            node: "node01".into(),
+            at: 5.0,
+            line: "Could not open SAN device: Operation not permitted".into(),
+        };
+        let failed = |step: &str, cause: Cause, evidence: Vec<Evidence>| Outcome {
             verdict: Verdict::Failed {
                 step: step.into(),
-                reason: reason.into(),
+                cause,
+                evidence,
+                // The harness's words never decide: this one names the expected text on
+                // purpose.
+                reason: "Could not open SAN device".into(),
                 waited: 1.0,
                 within: 2.0,
             },
@@ -1795,24 +2046,54 @@ mod tests {
         };
         let want = ExpectedFailure {
             step: "sanboot".into(),
-            reason: Some("Could not open SAN device".into()),
+            cause: Cause::ConsoleFailure,
+            evidence: Some("Could not open SAN device".into()),
         };
-        assert!(
-            judge(
-                &failed("sanboot", "console showed \"Could not open SAN device: x\""),
-                Some(&want)
-            )
-            .ok
+        let j = judge(
+            &failed("sanboot", Cause::ConsoleFailure, vec![sanboot_line()]),
+            Some(&want),
         );
-        let j = judge(&failed("dhcp", "waited"), Some(&want));
+        assert!(
+            j.ok && j.message.contains("node01 console at 5.0s"),
+            "{}",
+            j.message
+        );
+        let j = judge(
+            &failed("dhcp", Cause::ConsoleFailure, vec![sanboot_line()]),
+            Some(&want),
+        );
         assert!(
             !j.ok && j.message.contains("but failed at `dhcp`"),
             "{}",
             j.message
         );
-        let j = judge(&failed("sanboot", "waited 60s"), Some(&want));
+        let j = judge(&failed("sanboot", Cause::Timeout, vec![]), Some(&want));
         assert!(
-            !j.ok && j.message.contains("another reason"),
+            !j.ok && j.message.contains("another cause: timeout"),
+            "{}",
+            j.message
+        );
+        // The right cause with another line as its evidence is another failure.
+        let other = Evidence::Console {
+            node: "node01".into(),
+            at: 5.0,
+            line: "Boot from SAN device 0x80 failed: x".into(),
+        };
+        let j = judge(
+            &failed("sanboot", Cause::ConsoleFailure, vec![other]),
+            Some(&want),
+        );
+        assert!(
+            !j.ok && j.message.contains("no evidence contains"),
+            "{}",
+            j.message
+        );
+        let j = judge(
+            &failed("sanboot", Cause::ConsoleFailure, vec![]),
+            Some(&want),
+        );
+        assert!(
+            !j.ok && j.message.contains("there is none"),
             "{}",
             j.message
         );

@@ -1,0 +1,327 @@
+//! Each shipped negative scenario, fed its real failure and the failures that only look like it.
+//!
+//! A negative scenario is worth something only if it passes for its named cause alone. Each test
+//! loads the scenario file as shipped, keeps its steps from the one the run's point turns on,
+//! and feeds the step engine console lines and service records as the guest and the services
+//! would produce them: the right failure must be judged a pass, and a killed QEMU, an unrelated
+//! failure line or a failure of another service must be judged a failure.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use super::test_rig::{no_cancel, rig, Rig};
+use super::{judge, run_steps, Judgement};
+use crate::events::EventKind;
+use crate::scenario::Scenario;
+
+/// The shipped scenario, with its steps from `from` on, each allowed `within_ms`.
+fn negative(file: &str, from: &str, within_ms: u64) -> Scenario {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(file);
+    let mut s = crate::scenario::load(&path).unwrap();
+    let at = s
+        .steps
+        .iter()
+        .position(|st| st.name == from)
+        .unwrap_or_else(|| panic!("{file} has no step {from:?}"));
+    s.steps.drain(..at);
+    for st in &mut s.steps {
+        st.within = Duration::from_millis(within_ms);
+        st.after = None;
+    }
+    assert!(
+        s.expect_failure.is_some(),
+        "{file} is not a negative scenario"
+    );
+    s
+}
+
+/// Runs the scenario's steps on the rig and judges the outcome against its `expect_failure`.
+async fn judged(s: &Scenario, r: &Rig) -> Judgement {
+    let out = run_steps(s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    judge(&out, s.expect_failure.as_ref())
+}
+
+async fn say(r: &mut Rig, text: &str) {
+    r.writer.write_all(text.as_bytes()).await.unwrap();
+    // Let the console reader split and timestamp the lines before the steps look.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// QEMU killed from outside: the console ends and the owner reports the signal.
+fn kill_qemu(r: &mut Rig) {
+    drop(std::mem::replace(&mut r.writer, tokio::io::duplex(1).0));
+    r.nodes["node01"]
+        .console
+        .note_end("killed by signal 9 (SIGKILL)");
+}
+
+fn assert_pass(j: &Judgement) {
+    assert!(
+        j.ok,
+        "the real failure was not judged a pass: {}",
+        j.message
+    );
+}
+
+fn assert_fail(j: &Judgement, why: &str) {
+    assert!(!j.ok, "{why} was judged a pass: {}", j.message);
+}
+
+const GAVE_UP: &str = "Begin: Running /scripts/local-block ... done.\r\n\
+    Gave up waiting for root file system device.  Common problems:\r\n\
+    ALERT!  UUID=4f1c8e0c does not exist.  Dropping to a shell!\r\n";
+const UNRELATED_ALERT: &str = "ALERT! something unrelated happened\r\n";
+
+async fn root_never_appears(file: &str) {
+    let s = negative(file, "root mounted from the iSCSI disk", 2000);
+
+    let mut r = rig("root-gone");
+    say(&mut r, GAVE_UP).await;
+    assert_pass(&judged(&s, &r).await);
+
+    let mut r = rig("root-alert");
+    say(&mut r, UNRELATED_ALERT).await;
+    assert_fail(&judged(&s, &r).await, "an unrelated ALERT! line");
+
+    let mut r = rig("root-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+
+    let r = rig("root-timeout");
+    assert_fail(&judged(&s, &r).await, "a root step that only timed out");
+}
+
+#[tokio::test]
+async fn initramfs_no_sd_mod_passes_only_when_the_initramfs_gives_up_on_the_root() {
+    root_never_appears("initramfs-no-sd-mod.yaml").await;
+}
+
+#[tokio::test]
+async fn nic_order_broken_passes_only_when_the_initramfs_gives_up_on_the_root() {
+    root_never_appears("nic-order-broken.yaml").await;
+}
+
+fn refused(status: Option<&str>, by: Option<&str>, result: &str) -> EventKind {
+    EventKind::IscsiLoginFailed {
+        initiator: "iqn.2026-11.lab:node01".into(),
+        target: "iqn.2026-11.lab:no-such-disk".into(),
+        source_ip: "10.77.0.128".parse().unwrap(),
+        result: result.into(),
+        session_type: "Normal".into(),
+        status: status.map(str::to_string),
+        answered_by: by.map(str::to_string),
+    }
+}
+
+const SAN_FAILED: &str =
+    "Could not open SAN device: Operation not permitted (https://ipxe.org/410c613c)\r\n";
+
+#[tokio::test]
+async fn sanboot_wrong_target_passes_only_when_the_target_rejects_the_name() {
+    let s = negative(
+        "sanboot-wrong-target.yaml",
+        "the target rejects the unknown target name",
+        1500,
+    );
+
+    let mut r = rig("wrong-target");
+    r.events.push(refused(
+        Some("not-found"),
+        Some("target"),
+        "rejected by target (class 2 detail 3)",
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_pass(&judged(&s, &r).await);
+
+    // The portal down: iPXE prints the same error, but no target refused any name.
+    let mut r = rig("portal-down");
+    r.events.push(refused(
+        None,
+        None,
+        "target unreachable: Connection refused (os error 111)",
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "an unreachable target");
+
+    // Nothing listening at all: no record, the same console line.
+    let mut r = rig("portal-silent");
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "a portal nobody listens on");
+
+    // Refused for another reason (an ACL, the fault plan).
+    let mut r = rig("acl");
+    r.events.push(refused(
+        Some("authentication-failure"),
+        Some("login proxy"),
+        "refused: address 10.77.0.128 is not allowed",
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "a login refused by an ACL");
+
+    let mut r = rig("wrong-target-killed");
+    r.events.push(refused(
+        Some("not-found"),
+        Some("target"),
+        "rejected by target (class 2 detail 3)",
+    ));
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU after the rejection");
+}
+
+#[tokio::test]
+async fn no_retry_strands_passes_only_on_dhcp_silence_from_a_live_node() {
+    let s = negative("no-retry-strands.yaml", "DHCP lease", 500);
+
+    let mut r = rig("silence");
+    say(&mut r, "iPXE> \r\n").await;
+    assert_pass(&judged(&s, &r).await);
+
+    let mut r = rig("silence-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+
+    // A node that did ask again and got its lease disproves the point.
+    let r = rig("silence-ack");
+    r.events.push(EventKind::Dhcp {
+        message: "DHCPACK".into(),
+        mac: "52:54:00:aa:00:25".into(),
+        ip: Some("10.77.0.25".parse().unwrap()),
+        hostname: Some("node01".into()),
+        boot_file: None,
+        netmask: None,
+        router: None,
+    });
+    assert_fail(&judged(&s, &r).await, "a lease the node got after all");
+}
+
+/// A guest that answers the shell step's command with `reply` and then its status line.
+fn shell_answers(r: &mut Rig, reply: &'static str, status: u8) -> tokio::task::JoinHandle<()> {
+    let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+    let (_, dummy) = tokio::sync::mpsc::channel(1);
+    let mut typed = std::mem::replace(&mut r.typed, dummy);
+    tokio::spawn(async move {
+        let line = typed.recv().await.unwrap();
+        let text = String::from_utf8(line).unwrap();
+        let text = text.trim_end();
+        w.write_all(format!("root@netboot-guest:~# {text}\r\n").as_bytes())
+            .await
+            .unwrap();
+        w.write_all(reply.as_bytes()).await.unwrap();
+        // The status line as bash prints it: the tag the harness typed, and `$?` expanded.
+        let tag = text
+            .rsplit_once("echo \"")
+            .map(|(_, t)| t.trim_end_matches(" $?\""))
+            .unwrap_or_default();
+        w.write_all(format!("{tag} {status}\r\n").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+}
+
+/// A guest whose shell takes the command and then says nothing more but `reply`.
+fn shell_hangs(r: &mut Rig, reply: &'static str) -> tokio::task::JoinHandle<()> {
+    let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+    let (_, dummy) = tokio::sync::mpsc::channel(1);
+    let mut typed = std::mem::replace(&mut r.typed, dummy);
+    tokio::spawn(async move {
+        let line = typed.recv().await.unwrap();
+        let text = String::from_utf8(line).unwrap();
+        w.write_all(format!("root@netboot-guest:~# {}\r\n", text.trim_end()).as_bytes())
+            .await
+            .unwrap();
+        w.write_all(reply.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+}
+
+#[tokio::test]
+async fn logout_kills_root_passes_only_on_the_kernels_offline_device() {
+    let s = negative("logout-kills-root.yaml", "the root still answers", 1500);
+
+    let mut r = rig("offline");
+    let g = shell_answers(
+        &mut r,
+        "[   48.1] sd 2:0:0:1: rejecting I/O to offline device\r\n\
+         [   48.1] I/O error, dev sda, sector 2048 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\r\n\
+         [   48.1] device offline error, dev sda, sector 2048 op 0x0:(READ)\r\n\
+         dd: error reading '/etc/os-release': Input/output error\r\n",
+        1,
+    );
+    assert_pass(&judged(&s, &r).await);
+    g.abort();
+
+    // dd failing for a reason of its own: the root is fine.
+    let mut r = rig("offline-other");
+    let g = shell_answers(
+        &mut r,
+        "dd: failed to open '/etc/os-release': No such file or directory\r\n",
+        1,
+    );
+    assert_fail(&judged(&s, &r).await, "a command that failed on its own");
+    g.abort();
+
+    let mut r = rig("offline-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+}
+
+#[tokio::test]
+async fn bridge_ibft_nic_passes_only_on_the_kernels_ping_timeout() {
+    let s = negative(
+        "bridge-ibft-nic.yaml",
+        "the root answers without the address",
+        1000,
+    );
+
+    let mut r = rig("ping");
+    let g = shell_hangs(
+        &mut r,
+        "[   70.2]  connection1:0: ping timeout of 5 secs expired, recv timeout 5, last rx 4294, last ping 4295, now 4296\r\n\
+         [   70.2]  connection1:0: detected conn error (1022)\r\n",
+    );
+    assert_pass(&judged(&s, &r).await);
+    g.abort();
+
+    // A shell that hangs with nothing said about the root disk.
+    let mut r = rig("ping-silent");
+    let g = shell_hangs(&mut r, "");
+    assert_fail(&judged(&s, &r).await, "a silent shell with no kernel line");
+    g.abort();
+
+    let mut r = rig("ping-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+}
+
+#[tokio::test]
+async fn dracut_iscsid_unfixed_passes_only_on_iscsids_failure() {
+    let s = negative(
+        "dracut-iscsid-unfixed.yaml",
+        "initramfs login seen by the target",
+        1500,
+    );
+
+    let mut r = rig("iscsid");
+    say(
+        &mut r,
+        "[FAILED] Failed to start iscsid.ser…e - Open-iSCSI.\r\n",
+    )
+    .await;
+    assert_pass(&judged(&s, &r).await);
+
+    let mut r = rig("iscsid-other");
+    say(
+        &mut r,
+        "[FAILED] Failed to start systemd-udev-settle.service.\r\n",
+    )
+    .await;
+    assert_fail(&judged(&s, &r).await, "another unit's failure");
+
+    let mut r = rig("iscsid-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+}

@@ -1,0 +1,749 @@
+//! The handoff checked against the lab's own records: what the booted guest says its iBFT and
+//! its root disk are, compared field by field with what the lab served.
+//!
+//! The guest's side is the marker's report on its console (`netboot-harness: ibft ...`,
+//! `root-disk ...`, `iface ...`, read from sysfs by the guest). The lab's side is never a value
+//! written into the scenario for this check: it is the DHCP server's ACK for the boot NIC (address,
+//! netmask, router, and the server itself), the target's login records (the IQN the boot script
+//! set, the address and MAC every login came from), and the target the lab exports.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::console::ConsoleLine;
+use crate::events::{Event, EventKind};
+use crate::scenario::{Node, Scenario, SessionType};
+
+use super::verdict::Evidence;
+
+/// The marker's last line: the report is complete once it is on the console.
+pub const MARKER_DONE: &str = "netboot-harness: marker done";
+const PREFIX: &str = "netboot-harness: ";
+
+/// The portal every scenario's target listens on.
+const PORTAL_PORT: u16 = crate::services::iscsi::PORTAL_PORT;
+
+/// iBFT origin of an address configured by DHCP (the iBFT spec's "Prefix Origin" values).
+const ORIGIN_DHCP: &str = "3";
+
+/// One `key=value` line of the marker's report.
+#[derive(Debug, Clone)]
+struct Fields {
+    line: ConsoleLine,
+    values: BTreeMap<String, String>,
+}
+
+impl Fields {
+    fn get(&self, key: &str) -> &str {
+        self.values.get(key).map(String::as_str).unwrap_or("-")
+    }
+}
+
+/// The marker's report, as the guest printed it.
+#[derive(Debug, Default)]
+pub struct Report {
+    initiator: Option<Fields>,
+    ethernets: Vec<(String, Fields)>,
+    targets: Vec<(String, Fields)>,
+    root_disk: Option<Fields>,
+    ifaces: Vec<(String, Fields)>,
+    ibft_none: Option<ConsoleLine>,
+}
+
+impl Report {
+    /// Reads the report from console lines ending with the marker's last line.
+    pub fn parse(lines: &[ConsoleLine]) -> Report {
+        let mut r = Report::default();
+        for l in lines {
+            let Some((_, rest)) = l.text.split_once(PREFIX) else {
+                continue;
+            };
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let (Some(kind), Some(second)) = (words.first().copied(), words.get(1).copied()) else {
+                continue;
+            };
+            // `ibft initiator=...` and `root-disk dev=...` have their first pair second; the
+            // others name their entry there.
+            let fields = |from: usize| Fields {
+                line: l.clone(),
+                values: words[from..]
+                    .iter()
+                    .filter_map(|w| w.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            match kind {
+                "ibft" if second == "none" => r.ibft_none = Some(l.clone()),
+                "ibft" if second.starts_with("initiator=") => r.initiator = Some(fields(1)),
+                "ibft" if second.starts_with("ethernet") => {
+                    r.ethernets.push((second.to_string(), fields(2)))
+                }
+                "ibft" if second.starts_with("target") => {
+                    r.targets.push((second.to_string(), fields(2)))
+                }
+                "root-disk" => r.root_disk = Some(fields(1)),
+                "iface" => r.ifaces.push((second.to_string(), fields(2))),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// What a check found: `Ok` with a summary, or every field that differs, each in a sentence,
+/// with the guest's lines and the lab's records it compared.
+pub struct Checked {
+    pub differences: Vec<String>,
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+}
+
+/// The scenario's facts about one node that the checks need.
+pub struct Lab<'a> {
+    pub scenario: &'a Scenario,
+    pub node: &'a Node,
+}
+
+impl Lab<'_> {
+    fn server(&self) -> Ipv4Addr {
+        self.scenario.subnet.server()
+    }
+}
+
+/// The iBFT check: the guest's firmware table against the lease, the logins and the target.
+pub fn ibft(report: &Report, lab: &Lab<'_>, events: &[Event], node_name: &str) -> Checked {
+    let mut diff = Vec::new();
+    let mut evidence = Vec::new();
+    let boot_mac = lab.node.boot_nic().mac.to_string();
+    let server = lab.server();
+
+    if let Some(l) = &report.ibft_none {
+        return Checked {
+            differences: vec![format!(
+                "the guest has no iBFT (/sys/firmware/ibft is missing), so iPXE's handoff never reached it"
+            )],
+            summary: String::new(),
+            evidence: vec![Evidence::console(node_name, l)],
+        };
+    }
+
+    // The lab's side: the last lease the DHCP server acknowledged for the boot NIC before the
+    // guest reported, and every accepted normal login from that lease's address.
+    let reported_at = report
+        .ethernets
+        .first()
+        .map(|(_, f)| f.line.at)
+        .unwrap_or(f64::INFINITY);
+    let lease = events.iter().rev().find(|e| {
+        e.at <= reported_at
+            && matches!(&e.kind, EventKind::Dhcp { message, mac, ip: Some(_), .. }
+                if message == "DHCPACK" && mac.eq_ignore_ascii_case(&boot_mac))
+    });
+    let Some(lease) = lease else {
+        return Checked {
+            differences: vec![format!(
+                "the DHCP server acknowledged no lease for the boot NIC {boot_mac}: nothing to compare the iBFT with"
+            )],
+            summary: String::new(),
+            evidence: Vec::new(),
+        };
+    };
+    evidence.push(Evidence::record(lease));
+    let EventKind::Dhcp {
+        ip: Some(lease_ip),
+        netmask,
+        router,
+        ..
+    } = &lease.kind
+    else {
+        unreachable!("the lease was found by this shape");
+    };
+    let lease_ip = *lease_ip;
+    let prefix = netmask
+        .map(|m| u32::from(m).leading_ones())
+        .unwrap_or(u32::from(lab.scenario.subnet.prefix));
+    let logins: Vec<&Event> = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.kind, EventKind::IscsiLogin { source_ip, session_type, .. }
+                if *source_ip == IpAddr::V4(lease_ip)
+                    && session_type == SessionType::Normal.key_value())
+        })
+        .collect();
+
+    // The boot NIC's entry.
+    let entries: Vec<&(String, Fields)> = report
+        .ethernets
+        .iter()
+        .filter(|(_, f)| f.get("mac").eq_ignore_ascii_case(&boot_mac))
+        .collect();
+    let nic_index = match entries.as_slice() {
+        [] => {
+            diff.push(format!(
+                "no iBFT NIC entry has the boot NIC's MAC {boot_mac} (entries: {})",
+                listed(
+                    report
+                        .ethernets
+                        .iter()
+                        .map(|(n, f)| format!("{n} mac={}", f.get("mac")))
+                )
+            ));
+            None
+        }
+        [(name, f)] => {
+            evidence.push(Evidence::console(node_name, &f.line));
+            compare(
+                &mut diff,
+                name,
+                "ip",
+                f.get("ip"),
+                &lease_ip.to_string(),
+                "the DHCP lease's address",
+            );
+            compare(
+                &mut diff,
+                name,
+                "prefix",
+                f.get("prefix"),
+                &prefix.to_string(),
+                "the lease's netmask",
+            );
+            let gateway = router.map(|r| r.to_string());
+            match &gateway {
+                Some(g) => compare(
+                    &mut diff,
+                    name,
+                    "gateway",
+                    f.get("gateway"),
+                    g,
+                    "the router the DHCP server sent",
+                ),
+                None if !matches!(f.get("gateway"), "-" | "0.0.0.0") => diff.push(format!(
+                    "{name} gateway is {}, but the DHCP server sent no router",
+                    f.get("gateway")
+                )),
+                None => {}
+            }
+            compare(
+                &mut diff,
+                name,
+                "dhcp",
+                f.get("dhcp"),
+                &server.to_string(),
+                "the lab's DHCP server",
+            );
+            compare(
+                &mut diff,
+                name,
+                "origin",
+                f.get("origin"),
+                ORIGIN_DHCP,
+                "an address from DHCP (origin 3)",
+            );
+            flags_valid_and_boot(&mut diff, name, f.get("flags"));
+            iface_carries(
+                &mut diff,
+                report,
+                name,
+                f,
+                &boot_mac,
+                lease_ip,
+                prefix,
+                node_name,
+                &mut evidence,
+            );
+            Some(name.trim_start_matches("ethernet").to_string())
+        }
+        more => {
+            diff.push(format!(
+                "{} iBFT NIC entries have the boot NIC's MAC {boot_mac}",
+                more.len()
+            ));
+            None
+        }
+    };
+    // Entries for other MACs must at least be this node's NICs.
+    for (name, f) in &report.ethernets {
+        let mac = f.get("mac");
+        if !lab
+            .node
+            .nics
+            .iter()
+            .any(|n| n.mac.to_string().eq_ignore_ascii_case(mac))
+        {
+            diff.push(format!("{name} mac={mac} is no NIC of this node"));
+        }
+    }
+
+    // The initiator: the IQN every login of the node used.
+    match &report.initiator {
+        None => diff.push("the iBFT has no initiator entry".into()),
+        Some(f) => {
+            evidence.push(Evidence::console(node_name, &f.line));
+            let iqn = f.get("initiator");
+            match logins.first() {
+                None => diff.push(format!(
+                    "the target recorded no accepted login from {lease_ip}, the boot NIC's address"
+                )),
+                Some(first) => evidence.push(Evidence::record(first)),
+            }
+            for e in &logins {
+                if let EventKind::IscsiLogin {
+                    initiator,
+                    source_mac,
+                    ..
+                } = &e.kind
+                {
+                    if !initiator.eq_ignore_ascii_case(iqn) {
+                        diff.push(format!(
+                            "initiator is {iqn}, but the login at {:.1}s from {lease_ip} used {initiator}",
+                            e.at
+                        ));
+                        evidence.push(Evidence::record(e));
+                    }
+                    if let Some(m) = source_mac
+                        .as_deref()
+                        .filter(|m| !m.eq_ignore_ascii_case(&boot_mac))
+                    {
+                        diff.push(format!(
+                            "the login at {:.1}s came from {lease_ip} but from MAC {m}, not the boot NIC's {boot_mac}",
+                            e.at
+                        ));
+                        evidence.push(Evidence::record(e));
+                    }
+                }
+            }
+            flags_valid_and_boot(&mut diff, "initiator", f.get("flags"));
+        }
+    }
+
+    // The targets: the one the lab exports, on the lab's portal, with the scenario's LUN.
+    if report.targets.is_empty() {
+        diff.push("the iBFT has no target entry".into());
+    }
+    let want_target = lab.scenario.iscsi.target.as_str();
+    for (name, f) in &report.targets {
+        evidence.push(Evidence::console(node_name, &f.line));
+        compare(
+            &mut diff,
+            name,
+            "name",
+            f.get("name"),
+            want_target,
+            "the target the lab exports",
+        );
+        compare(
+            &mut diff,
+            name,
+            "ip",
+            f.get("ip"),
+            &server.to_string(),
+            "the lab's portal address",
+        );
+        compare(
+            &mut diff,
+            name,
+            "port",
+            f.get("port"),
+            &PORTAL_PORT.to_string(),
+            "the lab's portal port",
+        );
+        compare(
+            &mut diff,
+            name,
+            "lun",
+            f.get("lun"),
+            &sysfs_lun(lab.scenario.iscsi.lun),
+            &format!("LUN {} as sysfs prints it", lab.scenario.iscsi.lun),
+        );
+        if let Some(i) = &nic_index {
+            compare(
+                &mut diff,
+                name,
+                "nic",
+                f.get("nic"),
+                i,
+                "the boot NIC's iBFT entry",
+            );
+        }
+        flags_valid_and_boot(&mut diff, name, f.get("flags"));
+    }
+
+    let summary = format!(
+        "iBFT matches the lab: initiator {}, boot NIC {boot_mac} at {lease_ip}/{prefix} from DHCP server {server}, target {want_target} at {server}:{PORTAL_PORT} LUN {}, {} login(s) from that address and NIC",
+        report.initiator.as_ref().map(|f| f.get("initiator")).unwrap_or("-"),
+        lab.scenario.iscsi.lun,
+        logins.len()
+    );
+    Checked {
+        differences: diff,
+        summary,
+        evidence,
+    }
+}
+
+/// The root-on-session check: `/` is on a disk of an iSCSI session to the scenario's target,
+/// through the lab's portal, logged in.
+pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Checked {
+    let Some(f) = &report.root_disk else {
+        return Checked {
+            differences: vec!["the guest's report has no root-disk line".into()],
+            summary: String::new(),
+            evidence: Vec::new(),
+        };
+    };
+    let mut diff = Vec::new();
+    let portal = format!("{}:{PORTAL_PORT}", lab.server());
+    let target = lab.scenario.iscsi.target.as_str();
+    let lun = lab.scenario.iscsi.lun.to_string();
+    if f.get("transport") != "iscsi" {
+        diff.push(format!(
+            "the root's disk {} is not on an iSCSI session (device {})",
+            f.get("dev"),
+            f.get("device")
+        ));
+    } else {
+        compare(
+            &mut diff,
+            "root-disk",
+            "target",
+            f.get("target"),
+            target,
+            "the scenario's target",
+        );
+        compare(
+            &mut diff,
+            "root-disk",
+            "portal",
+            f.get("portal"),
+            &portal,
+            "the lab's portal",
+        );
+        compare(
+            &mut diff,
+            "root-disk",
+            "lun",
+            f.get("lun"),
+            &lun,
+            "the scenario's LUN",
+        );
+        compare(
+            &mut diff,
+            "root-disk",
+            "state",
+            f.get("state"),
+            "LOGGED_IN",
+            "a session in use",
+        );
+    }
+    Checked {
+        differences: diff,
+        summary: format!(
+            "/ is on {} of {} to {target} through {portal}, LUN {lun}, {}",
+            f.get("dev"),
+            f.get("session"),
+            f.get("state")
+        ),
+        evidence: vec![Evidence::console(node_name, &f.line)],
+    }
+}
+
+fn compare(diff: &mut Vec<String>, entry: &str, key: &str, got: &str, want: &str, what: &str) {
+    if !got.eq_ignore_ascii_case(want) {
+        diff.push(format!("{entry} {key} is {got}, but {what} is {want}"));
+    }
+}
+
+/// iBFT flags: bit 0 "block valid", bit 1 "firmware boot selected" (iPXE sets both on what it
+/// booted from).
+fn flags_valid_and_boot(diff: &mut Vec<String>, entry: &str, flags: &str) {
+    let value = flags
+        .strip_prefix("0x")
+        .map(|h| u32::from_str_radix(h, 16))
+        .unwrap_or_else(|| flags.parse());
+    match value {
+        Ok(v) if v & 0x3 == 0x3 => {}
+        _ => diff.push(format!(
+            "{entry} flags are {flags}: not marked valid and selected for boot (bits 0 and 1)"
+        )),
+    }
+}
+
+/// The iBFT NIC's interface in the booted system holds the lease's address, and is the boot NIC.
+#[allow(clippy::too_many_arguments)]
+fn iface_carries(
+    diff: &mut Vec<String>,
+    report: &Report,
+    entry: &str,
+    f: &Fields,
+    boot_mac: &str,
+    ip: Ipv4Addr,
+    prefix: u32,
+    node_name: &str,
+    evidence: &mut Vec<Evidence>,
+) {
+    let name = f.get("iface");
+    let Some((_, i)) = report.ifaces.iter().find(|(n, _)| n == name) else {
+        diff.push(format!(
+            "{entry} names interface {name}, which the booted system does not list"
+        ));
+        return;
+    };
+    evidence.push(Evidence::console(node_name, &i.line));
+    compare(
+        diff,
+        &format!("interface {name}"),
+        "mac",
+        i.get("mac"),
+        boot_mac,
+        "the boot NIC's MAC",
+    );
+    let want = format!("{ip}/{prefix}");
+    if !i.get("addr").split(',').any(|a| a == want) {
+        diff.push(format!(
+            "interface {name} (the iBFT NIC) has addresses {}, not the lease's {want}",
+            i.get("addr")
+        ));
+    }
+}
+
+/// A LUN as the kernel prints the iBFT's 8-byte SAM LUN field: each byte in `%x`, no padding.
+/// iPXE writes LUN n (below 256) as peripheral addressing, `00 n 00 00 00 00 00 00`.
+pub fn sysfs_lun(lun: u8) -> String {
+    let bytes = [0u8, lun, 0, 0, 0, 0, 0, 0];
+    bytes.iter().map(|b| format!("{b:x}")).collect()
+}
+
+fn listed(items: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = items.collect();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a real report: the marker's lines and the lab's records of one run of
+    //! `debian-ibft-e1000`, then the same with one fact changed at a time.
+    use super::*;
+
+    const MARKER: &str = include_str!("../../tests-data/marker-debian-ibft-e1000.txt");
+    const EVENTS: &str = include_str!("../../tests-data/events-debian-ibft-e1000.jsonl");
+
+    fn lines(text: &str) -> Vec<ConsoleLine> {
+        text.lines()
+            .filter_map(|l| {
+                let (at, text) = l.strip_prefix('[')?.split_once("] ")?;
+                Some(ConsoleLine {
+                    at: at.trim().parse().ok()?,
+                    text: text.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn events(text: &str) -> Vec<Event> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn scenario() -> Scenario {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scenarios/debian-ibft-e1000.yaml");
+        crate::scenario::load(&path).unwrap()
+    }
+
+    fn ibft_of(marker: &str, ev: &str, s: &Scenario) -> Checked {
+        let lab = Lab {
+            scenario: s,
+            node: &s.nodes[0],
+        };
+        ibft(&Report::parse(&lines(marker)), &lab, &events(ev), "node01")
+    }
+
+    #[test]
+    fn the_recorded_run_matches_its_lab() {
+        let s = scenario();
+        let c = ibft_of(MARKER, EVENTS, &s);
+        assert!(c.differences.is_empty(), "{:?}", c.differences);
+        assert!(c.summary.contains("3 login(s)"), "{}", c.summary);
+        // The guest's lines and the lab's records it compared are the evidence.
+        assert!(c
+            .evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::Record { .. })));
+        assert!(c
+            .evidence
+            .iter()
+            .any(|e| matches!(e, Evidence::Console { .. })));
+        let lab = Lab {
+            scenario: &s,
+            node: &s.nodes[0],
+        };
+        let r = root_on_session(&Report::parse(&lines(MARKER)), &lab, "node01");
+        assert!(r.differences.is_empty(), "{:?}", r.differences);
+    }
+
+    #[test]
+    fn each_field_that_differs_is_named() {
+        let s = scenario();
+        let one = |marker: &str, ev: &str| {
+            let c = ibft_of(marker, ev, &s);
+            assert_eq!(c.differences.len(), 1, "{:?}", c.differences);
+            c.differences[0].clone()
+        };
+        // Another lease: the address differs in the table, on the interface, and no login
+        // came from the leased address.
+        let c = ibft_of(
+            MARKER,
+            &EVENTS.replace("\"ip\":\"10.77.0.163\"", "\"ip\":\"10.77.0.170\""),
+            &s,
+        );
+        assert_eq!(
+            c.differences,
+            [
+                "ethernet0 ip is 10.77.0.163, but the DHCP lease's address is 10.77.0.170",
+                "interface eth0 (the iBFT NIC) has addresses 10.77.0.163/24, not the lease's 10.77.0.170/24",
+                "the target recorded no accepted login from 10.77.0.170, the boot NIC's address",
+            ]
+        );
+        let d = one(&MARKER.replace("prefix=24", "prefix=16"), EVENTS);
+        assert!(
+            d.contains("ethernet0 prefix is 16, but the lease's netmask is 24"),
+            "{d}"
+        );
+        let d = one(
+            &MARKER.replace("gateway=10.77.0.1", "gateway=10.77.0.254"),
+            EVENTS,
+        );
+        assert!(
+            d.contains("gateway is 10.77.0.254, but the router the DHCP server sent is 10.77.0.1"),
+            "{d}"
+        );
+        let d = one(&MARKER.replace("dhcp=10.77.0.1", "dhcp=10.77.0.9"), EVENTS);
+        assert!(
+            d.contains("dhcp is 10.77.0.9, but the lab's DHCP server is 10.77.0.1"),
+            "{d}"
+        );
+        let d = one(&MARKER.replace("origin=3", "origin=1"), EVENTS);
+        assert!(d.contains("origin is 1"), "{d}");
+        let d = one(&MARKER.replace("lun=01000000", "lun=02000000"), EVENTS);
+        assert!(
+            d.contains("target0 lun is 02000000, but LUN 1 as sysfs prints it is 01000000"),
+            "{d}"
+        );
+        let d = one(&MARKER.replace("port=3260", "port=3261"), EVENTS);
+        assert!(d.contains("target0 port is 3261"), "{d}");
+        let d = one(
+            &MARKER.replace(
+                "name=iqn.2026-11.lab:node01-root",
+                "name=iqn.2026-11.lab:other",
+            ),
+            EVENTS,
+        );
+        assert!(d.contains("target0 name is iqn.2026-11.lab:other"), "{d}");
+        let d = one(&MARKER.replace("nic=0", "nic=1"), EVENTS);
+        assert!(d.contains("target0 nic is 1"), "{d}");
+        let d = one(
+            &MARKER.replace(
+                "initiator=iqn.2026-11.lab:node01 flags=3",
+                "initiator=iqn.2026-11.lab:node01 flags=1",
+            ),
+            EVENTS,
+        );
+        assert!(d.contains("initiator flags are 1"), "{d}");
+        // The iBFT NIC's interface lost its address (a bridge took it, say).
+        let d = one(
+            &MARKER.replace("addr=10.77.0.163/24 pci", "addr=none pci"),
+            EVENTS,
+        );
+        assert!(
+            d.contains("interface eth0 (the iBFT NIC) has addresses none"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn logins_with_another_iqn_or_nic_are_named() {
+        let s = scenario();
+        // The booted system's login (the last one) under another name, from another NIC.
+        let mut ev: Vec<&str> = EVENTS.lines().collect();
+        let last = ev
+            .iter()
+            .rposition(|l| l.contains("\"kind\":\"iscsi_login\""))
+            .unwrap();
+        let changed = ev[last]
+            .replace(
+                "\"initiator\":\"iqn.2026-11.lab:node01\"",
+                "\"initiator\":\"iqn.2026-11.lab:stranger\"",
+            )
+            .replace(
+                "\"source_mac\":\"52:54:00:aa:00:01\"",
+                "\"source_mac\":\"52:54:00:bb:00:01\"",
+            );
+        ev[last] = &changed;
+        let c = ibft_of(MARKER, &ev.join("\n"), &s);
+        assert_eq!(c.differences.len(), 2, "{:?}", c.differences);
+        assert!(
+            c.differences[0].contains("used iqn.2026-11.lab:stranger"),
+            "{:?}",
+            c.differences
+        );
+        assert!(
+            c.differences[1].contains("from MAC 52:54:00:bb:00:01"),
+            "{:?}",
+            c.differences
+        );
+        // A discovery session is not one of the boot's logins.
+        let disc = EVENTS.replace(
+            "\"session_type\":\"Normal\"",
+            "\"session_type\":\"Discovery\"",
+        );
+        let c = ibft_of(MARKER, &disc, &s);
+        assert!(
+            c.differences
+                .iter()
+                .any(|d| d.contains("no accepted login from 10.77.0.163")),
+            "{:?}",
+            c.differences
+        );
+    }
+
+    #[test]
+    fn no_ibft_and_a_local_root_are_failures() {
+        let s = scenario();
+        let c = ibft_of("[ 1.0] netboot-harness: ibft none\n", EVENTS, &s);
+        assert!(c.differences[0].contains("no iBFT"), "{:?}", c.differences);
+        let lab = Lab {
+            scenario: &s,
+            node: &s.nodes[0],
+        };
+        let local = lines("[ 2.0] netboot-harness: root-disk dev=vda transport=none device=/sys/devices/pci0000:00/0000:00:05.0/virtio2\n");
+        let r = root_on_session(&Report::parse(&local), &lab, "node01");
+        assert!(
+            r.differences[0].contains("not on an iSCSI session"),
+            "{:?}",
+            r.differences
+        );
+        let other = MARKER.replace(
+            "root-disk dev=sda transport=iscsi lun=1 session=session1 target=iqn.2026-11.lab:node01-root",
+            "root-disk dev=sda transport=iscsi lun=1 session=session1 target=iqn.2026-11.lab:node02-root",
+        );
+        let r = root_on_session(&Report::parse(&lines(&other)), &lab, "node01");
+        assert!(
+            r.differences[0].contains("target is iqn.2026-11.lab:node02-root"),
+            "{:?}",
+            r.differences
+        );
+    }
+
+    #[test]
+    fn luns_as_sysfs_prints_them() {
+        assert_eq!(sysfs_lun(1), "01000000");
+        assert_eq!(sysfs_lun(0), "00000000");
+        assert_eq!(sysfs_lun(17), "011000000");
+    }
+}
