@@ -505,3 +505,62 @@ fn console_names_a_node_of_the_scenario() {
     assert!(t.contains("`node01`"), "{t}");
     assert!(!runs.exists(), "a run started before the refusal");
 }
+
+/// Every verb that only prints (no boot, no build) ends quietly when its reader has gone away,
+/// as `doctor | head -1` or `list | head -1` do: no panic text, no backtrace, and it either
+/// finishes or ends by SIGPIPE as Unix tools do. The reader is closed before the command starts,
+/// so its first write meets the closed pipe whatever the output's size.
+#[test]
+fn read_only_verbs_end_quietly_on_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = std::env::temp_dir().join(format!("nbh-cli-pipe-{}", std::process::id()));
+    let run = dir.join("20261124T232729Z-1");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy(
+        root().join("harness/tests-data/summary-passed.json"),
+        run.join("summary.json"),
+    )
+    .unwrap();
+    let svg = dir.join("t.svg");
+    let (run, svg, runs) = (
+        run.to_str().unwrap(),
+        svg.to_str().unwrap(),
+        dir.join("runs"),
+    );
+    let verbs: [&[&str]; 11] = [
+        &["--help"],
+        &["--version"],
+        &["run", "--help"],
+        &["list"],
+        &["check", "scenarios/debian-ibft-e1000.yaml"],
+        &["doctor", "--runs-dir", runs.to_str().unwrap()],
+        &["image", "list"],
+        &["image", "prune", "--dry-run"],
+        &["report", run],
+        &["report", run, "--svg", svg],
+        &["no-such-verb"],
+    ];
+    for args in verbs {
+        let (reader, writer) = nix::unistd::pipe().expect("a pipe");
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
+            .args(args)
+            .current_dir(root())
+            .env("NETBOOT_HARNESS_CACHE", dir.join("cache"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        for noise in ["panicked", "Broken pipe", "backtrace", "RUST_BACKTRACE"] {
+            assert!(!err.contains(noise), "{args:?}: {noise}: {err}");
+        }
+        let quiet_end =
+            o.status.code().is_some_and(|c| c != 101) || o.status.signal() == Some(libc::SIGPIPE);
+        assert!(quiet_end, "{args:?}: {:?}: {err}", o.status);
+    }
+    // The picture is drawn even though nobody reads the report.
+    assert!(std::fs::read_to_string(svg).unwrap().starts_with("<svg "));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -29,6 +29,7 @@ pub mod run;
 pub mod scenario;
 pub mod scratch;
 pub mod services;
+pub mod stdout;
 pub mod tasks;
 pub mod timeline;
 pub mod timeouts;
