@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 
+#[path = "support/boots.rs"]
+mod boots;
+#[path = "support/can_boot.rs"]
+mod can_boot;
 #[path = "support/leftovers.rs"]
 mod leftovers;
 use leftovers::{host_state, wait_for, wait_processes_gone, HostState};
@@ -290,9 +294,7 @@ fn sigkill() -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut boots = boots::Boots::new(can_boot::cannot_boot());
     type Check = fn() -> Result<(), Failed>;
     let tests: [(&str, Check); 7] = [
         ("cleanup::normal_end", normal_end),
@@ -305,15 +307,7 @@ fn main() {
     ];
     let trials = tests
         .into_iter()
-        .map(|(name, f)| {
-            Trial::test(name, move || {
-                if !is_root {
-                    return Err("needs root (namespaces, bridges, taps)".into());
-                }
-                f()
-            })
-            .with_ignored_flag(!is_root && !in_ci)
-        })
+        .map(|(name, f)| boots.trial(name, f))
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    boots.run(&args, trials).exit();
 }

@@ -20,6 +20,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "support/boots.rs"]
+mod boots;
+#[path = "support/can_boot.rs"]
+mod can_boot;
 #[path = "support/leftovers.rs"]
 mod leftovers;
 use leftovers::{processes_of, run_dirs, wait_for};
@@ -515,9 +519,7 @@ fn main() {
     // One trial at a time: `two_runs_at_once` is already two VMs, and `cargo test` runs a
     // binary's trials side by side (nextest runs each in its own process and group).
     args.test_threads = Some(1);
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut boots = boots::Boots::new(can_boot::cannot_boot());
     type Check = fn() -> Result<(), Failed>;
     let tests: [(&str, Check); 2] = [
         (
@@ -530,15 +532,6 @@ fn main() {
         "isolation::reads_proc_net_addresses",
         reads_proc_net_addresses,
     )];
-    trials.extend(tests.into_iter().map(|(name, f)| {
-        Trial::test(name, move || {
-            if !is_root {
-                // Under CI a machine that cannot run this is a failure, never a skip.
-                return Err("needs root (namespaces, bridges, taps)".into());
-            }
-            f()
-        })
-        .with_ignored_flag(!is_root && !in_ci)
-    }));
-    libtest_mimic::run(&args, trials).exit();
+    trials.extend(tests.into_iter().map(|(name, f)| boots.trial(name, f)));
+    boots.run(&args, trials).exit();
 }

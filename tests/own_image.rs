@@ -5,8 +5,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use sha2::{Digest, Sha256};
+
+#[path = "support/boots.rs"]
+mod boots;
+#[path = "support/can_boot.rs"]
+mod can_boot;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -115,15 +120,7 @@ fn own_image_is_unchanged() -> Result<(), Failed> {
 
 fn main() {
     let args = Arguments::from_args();
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let trial = Trial::test("own_image::boots_and_is_unchanged", move || {
-        if !is_root {
-            return Err("needs root (namespaces, bridges, taps)".into());
-        }
-        own_image_is_unchanged()
-    })
-    .with_ignored_flag(!is_root && !in_ci);
-    libtest_mimic::run(&args, vec![trial]).exit();
+    let mut boots = boots::Boots::new(can_boot::cannot_boot());
+    let trial = boots.trial("own_image::boots_and_is_unchanged", own_image_is_unchanged);
+    boots.run(&args, vec![trial]).exit();
 }

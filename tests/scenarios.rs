@@ -10,12 +10,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 
 fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+#[path = "support/boots.rs"]
+mod boots;
 #[path = "support/can_boot.rs"]
 mod can_boot;
 
@@ -32,8 +34,7 @@ fn main() {
     durations::longest_first(&mut files, &known);
     let took = Arc::new(Mutex::new(known));
 
-    let blocker = can_boot::cannot_boot();
-    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let mut boots = boots::Boots::new(can_boot::cannot_boot());
     let trials = files
         .into_iter()
         .map(|file| {
@@ -42,14 +43,8 @@ fn main() {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let blocker = blocker.clone();
-            let ignored = blocker.is_some() && !in_ci;
             let took = took.clone();
-            Trial::test(format!("scenario::{name}"), move || {
-                if let Some(why) = blocker {
-                    // Under CI a machine that cannot boot is a failure, never a skip.
-                    return Err(Failed::from(format!("cannot boot scenarios here: {why}")));
-                }
+            boots.trial(format!("scenario::{name}"), move || {
                 let t = Instant::now();
                 let result = run_scenario(&file);
                 if let Ok(mut m) = took.lock() {
@@ -57,10 +52,9 @@ fn main() {
                 }
                 result
             })
-            .with_ignored_flag(ignored)
         })
         .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
+    let conclusion = boots.run(&args, trials);
     if let Ok(m) = took.lock() {
         durations::save(&m);
     }

@@ -1,10 +1,17 @@
 //! ci/github-workflow.yml, the GitHub Actions workflow users copy, stays valid and in step with
 //! the rest of the project: the same image build as ci/test, the nextest profile that writes the
-//! JUnit file it uploads, the host set-up script.
+//! JUnit file it uploads, the host set-up script. And ci/test never passes without booting
+//! unless asked to: the can-this-machine-boot gate (`ci/can-boot`, `ci/lib.sh`) and the rule
+//! the tests follow (`tests/support/boots.rs`), checked without booting anything.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "support/boots.rs"]
+mod boots;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -186,4 +193,232 @@ fn uploads_the_junit_report_always_and_the_runs_on_failure() {
             "{s}"
         );
     }
+}
+
+/// `setpriv` with the given identity options, in an empty environment (nothing of this test's,
+/// such as `NETBOOT_HARNESS_SKIP_BOOTS` under ci/test, may leak in) plus `env`.
+fn as_user(ids: &[&str], env: &[&str], args: &[&str]) -> (Output, Duration) {
+    let t = Instant::now();
+    let out = Command::new("setpriv")
+        .args(ids)
+        .args(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/nonexistent"])
+        .args(env)
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("setpriv runs");
+    (out, t.elapsed())
+}
+
+const NOBODY: &[&str] = &[
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=-all",
+];
+
+/// Root without a single capability: `id -u` says 0, namespaces are refused.
+const POWERLESS_ROOT: &[&str] = &["--inh-caps=-all", "--bounding-set=-all"];
+
+/// Why this test cannot switch users, if it cannot.
+fn needs_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let blocker = (unsafe { libc::geteuid() } != 0)
+        .then(|| "not root: only root can become `nobody` or drop its capabilities".into());
+    boots::require(test, blocker)
+}
+
+fn both(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn ci_can_boot_says_why_not_without_root() {
+    if !needs_root("ci_can_boot_says_why_not_without_root") {
+        return;
+    }
+    let (o, took) = as_user(NOBODY, &[], &["bash", "ci/can-boot"]);
+    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.starts_with("not root: "), "{said}");
+    assert_eq!(said.lines().count(), 1, "one reason, one line: {said}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn ci_can_boot_says_why_not_without_namespaces() {
+    if !needs_root("ci_can_boot_says_why_not_without_namespaces") {
+        return;
+    }
+    let (o, _) = as_user(POWERLESS_ROOT, &[], &["bash", "ci/can-boot"]);
+    assert_eq!(o.status.code(), Some(1), "{}", both(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    // A host whose /dev/net/tun is unusable says that first, and rightly.
+    assert!(
+        said.starts_with("cannot create a network namespace (`unshare --net true`: ")
+            || said.starts_with("/dev/net/tun cannot be opened"),
+        "{said}"
+    );
+}
+
+/// As a user who is not root and cannot become root (no sudo here, or sudo with no terminal to
+/// ask a password on), ci/test stops before installing or compiling anything, with the reason
+/// and the way to run the rest of the suite.
+#[test]
+fn ci_test_without_root_stops_at_once_with_the_reason() {
+    if !needs_root("ci_test_without_root_stops_at_once_with_the_reason") {
+        return;
+    }
+    let (o, took) = as_user(NOBODY, &[], &["bash", "ci/test"]);
+    let t = both(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("ci/test: this machine cannot boot guests: not root, and sudo "),
+        "{t}"
+    );
+    assert!(t.contains("set NETBOOT_HARNESS_SKIP_BOOTS=1"), "{t}");
+    assert!(!t.contains("ci/setup"), "it went on to the set-up: {t}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// Under CI the boots are required: asking to skip them changes nothing.
+#[test]
+fn ci_test_under_ci_does_not_skip_boots() {
+    if !needs_root("ci_test_under_ci_does_not_skip_boots") {
+        return;
+    }
+    let env = ["CI=true", "NETBOOT_HARNESS_SKIP_BOOTS=1"];
+    let (o, took) = as_user(NOBODY, &env, &["bash", "ci/test"]);
+    let t = both(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("under CI=true the boots are required"), "{t}");
+    assert!(!t.contains("going on without boots"), "{t}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// With the variable and a machine that cannot boot, ci/test goes on, saying why there will be
+/// no boots. What follows is the whole suite: a `cargo` that refuses to do anything stops it at
+/// its first build, so only its first words are checked here.
+#[test]
+fn ci_test_goes_on_without_boots_when_asked() {
+    if !needs_root("ci_test_goes_on_without_boots_when_asked") {
+        return;
+    }
+    let stub = std::env::temp_dir().join(format!("nbh-cargo-stub-{}", std::process::id()));
+    std::fs::create_dir_all(&stub).unwrap();
+    let cargo = stub.join("cargo");
+    std::fs::write(&cargo, "#!/bin/sh\necho \"cargo stub: $*\" >&2\nexit 97\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("PATH={}:/usr/bin:/bin", stub.display());
+    let (o, _) = as_user(
+        NOBODY,
+        &[&path, "NETBOOT_HARNESS_SKIP_BOOTS=1"],
+        &["bash", "ci/test"],
+    );
+    let _ = std::fs::remove_dir_all(&stub);
+    let t = both(&o);
+    let first = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        first.starts_with(
+            "ci/test: going on without boots (NETBOOT_HARNESS_SKIP_BOOTS=1): not root"
+        ),
+        "{t}"
+    );
+    assert!(!t.contains("cannot boot guests"), "{t}");
+}
+
+#[test]
+fn the_rule_for_tests_this_machine_cannot_run() {
+    use boots::{verdict_for, Verdict};
+    let why = || Some("no /dev/net/tun".to_string());
+    for (ci, skip) in [(false, false), (false, true), (true, false), (true, true)] {
+        assert_eq!(
+            verdict_for(None, ci, skip),
+            Verdict::Run,
+            "ci {ci} skip {skip}"
+        );
+    }
+    let Verdict::Fail(m) = verdict_for(why(), false, false) else {
+        panic!("a developer's plain cargo test must fail");
+    };
+    assert!(m.contains("no /dev/net/tun"), "{m}");
+    assert!(m.contains("NETBOOT_HARNESS_SKIP_BOOTS=1"), "the hint: {m}");
+    assert_eq!(
+        verdict_for(why(), false, true),
+        Verdict::Ignore("no /dev/net/tun".into())
+    );
+    for skip in [false, true] {
+        let Verdict::Fail(m) = verdict_for(why(), true, skip) else {
+            panic!("under CI a machine that cannot boot fails (skip {skip})");
+        };
+        assert!(
+            m.contains("CI=true") && m.contains("no /dev/net/tun"),
+            "{m}"
+        );
+    }
+}
+
+/// The skip log ci/test sums: one line per decision, the count first, one line of reason.
+#[test]
+fn skipped_tests_are_counted_one_line_each() {
+    let log = std::env::temp_dir().join(format!("nbh-skip-log-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    boots::record_to(&log, 25, "scenarios", "not root: the lab needs\nmore lines");
+    boots::record_to(&log, 1, "own_image", "not root");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text,
+        "25\tscenarios\tnot root: the lab needs\n1\town_image\tnot root\n"
+    );
+    std::fs::remove_file(&log).unwrap();
+}
+
+/// A libtest-mimic binary under the rule: each verdict does to the trials what it says, and the
+/// skip log counts exactly the ignored trials this run would have run (not those a filter left
+/// out, nothing for `--list`).
+#[test]
+fn trials_follow_the_rule_and_ignored_ones_are_counted() {
+    use boots::{Boots, Verdict};
+    use libtest_mimic::{Arguments, Trial};
+    let log = std::env::temp_dir().join(format!("nbh-skip-trials-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    // The inner runs' own report goes here, not into this test's output.
+    let report = log.with_extension("report");
+    let logfile = format!("--logfile={}", report.display());
+    let run = |verdict: Verdict, argv: &[&str]| {
+        let mut b = Boots::with(verdict, Some(log.clone()));
+        let mut trials: Vec<Trial> = ["boot::a", "boot::b", "boot::c"]
+            .into_iter()
+            .map(|n| b.trial(n, || Ok(())))
+            .collect();
+        trials.push(Trial::test("plain::d", || Ok(())));
+        let fixed = ["bin", "--test-threads=1", logfile.as_str()];
+        let args = Arguments::from_iter(fixed.iter().chain(argv));
+        b.run(&args, trials)
+    };
+    let c = run(Verdict::Run, &[]);
+    assert_eq!((c.num_passed, c.num_failed, c.num_ignored), (4, 0, 0));
+    let c = run(Verdict::Fail("no tun".into()), &[]);
+    assert_eq!((c.num_passed, c.num_failed, c.num_ignored), (1, 3, 0));
+    assert!(!log.exists(), "nothing skipped, nothing counted");
+
+    let ignore = || Verdict::Ignore("no tun".into());
+    let c = run(ignore(), &["--skip", "boot::c"]);
+    assert_eq!((c.num_passed, c.num_failed, c.num_ignored), (1, 0, 2));
+    let c = run(ignore(), &["--list"]);
+    assert_eq!(c.num_ignored, 0);
+    // Asked for explicitly, an ignored trial still cannot boot: a failure, not a pass.
+    let c = run(ignore(), &["--ignored", "boot::a"]);
+    assert_eq!((c.num_passed, c.num_failed), (0, 1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.starts_with("2\tworkflow\tno tun"), "{text}");
+    std::fs::remove_file(&log).unwrap();
+    let _ = std::fs::remove_file(&report);
 }

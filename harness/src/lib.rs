@@ -29,7 +29,14 @@ pub mod run;
 pub mod scenario;
 pub mod scratch;
 pub mod services;
+pub mod stdout;
 pub mod tasks;
 pub mod timeline;
 pub mod timeouts;
 pub mod tools;
+
+/// The test suite's rule for tests this machine cannot run (README.md, Tests): the same file the
+/// test binaries use, so unit tests follow it too.
+#[cfg(test)]
+#[path = "../../tests/support/boots.rs"]
+mod test_boots;

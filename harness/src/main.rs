@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use netboot_harness::guest::Accel;
 use netboot_harness::report::{self, Summary};
+use netboot_harness::stdout::print;
 use netboot_harness::{image, paths, run, scenario, timeline, tools};
 
 #[derive(Parser)]
@@ -180,7 +181,17 @@ enum ImageCmd {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help, version and usage errors only print.
+            end_quietly_on_a_closed_pipe();
+            e.exit()
+        }
+    };
+    if only_prints(&cli.command) {
+        end_quietly_on_a_closed_pipe();
+    }
     netboot_harness::logging::init(cli.verbose);
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -246,10 +257,10 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             scenario::load(&scenario)?;
             let (report, json) =
                 netboot_harness::bench::bench(&scenario, runs, &opts, &compare_step)?;
-            print!("{}", netboot_harness::bench::render(&report));
-            println!("  results: {}", json.display());
+            print(&netboot_harness::bench::render(&report));
+            print(&format!("  results: {}\n", json.display()));
             if let Some(svg) = &report.picture {
-                println!("  picture: {}", svg.display());
+                print(&format!("  picture: {}\n", svg.display()));
             }
             Ok(if report.passed == report.runs {
                 ExitCode::SUCCESS
@@ -310,13 +321,18 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             for dir in &run_dirs {
                 let s = Summary::read(dir)
                     .map_err(|e| miette::miette!("{}/summary.json: {e}", dir.display()))?;
-                print!("{}", report::render_text(&s, dir));
                 let label = dir.file_name().unwrap_or(dir.as_os_str());
                 runs.push((label.to_string_lossy().into_owned(), s));
             }
-            if let Some(out) = svg {
-                std::fs::write(&out, timeline::render_svg(&runs))
+            // The picture first: a reader that goes away early ends the printing, not the work.
+            if let Some(out) = &svg {
+                std::fs::write(out, timeline::render_svg(&runs))
                     .map_err(|e| miette::miette!("{}: {e}", out.display()))?;
+            }
+            for (dir, (_, s)) in run_dirs.iter().zip(&runs) {
+                print!("{}", report::render_text(s, dir));
+            }
+            if let Some(out) = svg {
                 println!("timeline: {}", out.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -351,6 +367,32 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
     }
 }
 
+/// Verbs that read, print and exit: nothing of theirs is left half-done if they end at any print.
+/// `report --svg` draws its picture before it prints.
+fn only_prints(cmd: &Cmd) -> bool {
+    match cmd {
+        Cmd::Check { .. } | Cmd::List | Cmd::Doctor { .. } | Cmd::Report { .. } => true,
+        Cmd::Image { command } => matches!(command, ImageCmd::List | ImageCmd::Prune { .. }),
+        Cmd::Run { .. } | Cmd::Bench { .. } | Cmd::Lab { .. } => false,
+    }
+}
+
+/// `doctor | head -1`: once the reader is gone, end as Unix tools do, killed by SIGPIPE, quietly.
+/// Rust ignores SIGPIPE so that a write to a closed pipe is an error, and `println!` panics on
+/// that error; restoring the default disposition ends the process at that write instead.
+///
+/// Only for verbs that just print ([`only_prints`]). The others own child processes, sockets
+/// and a cleanup: there a write to a dead QEMU's monitor socket must stay an error the run
+/// handles, never a death that skips the cleanup, and their own output goes through
+/// `netboot_harness::stdout::print`, which drops what nobody reads and goes on.
+fn end_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_DFL installs no handler, and this runs before any other thread starts.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("netboot-harness: cannot restore SIGPIPE's default: {e}");
+    }
+}
+
 /// `--keep` and `--console` hold one run open for a person: refused where they cannot work,
 /// before anything starts.
 fn check_hold_flags(scenarios: usize, keep: bool, console: bool) -> miette::Result<()> {
@@ -382,7 +424,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             for f in &scenarios {
                 let s = scenario::load(f)?;
                 let p = run::resolve_image(&s, &cache)?;
-                println!("{}: {}", s.name, p.display());
+                print(&format!("{}: {}\n", s.name, p.display()));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -403,12 +445,12 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             std::fs::create_dir_all(&cache)
                 .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
             let built = image::ensure_built(&images, &r, &params, &cache, &log)?;
-            println!(
-                "{} {} ({})",
+            print(&format!(
+                "{} {} ({})\n",
                 if built.reused { "reused" } else { "built" },
                 built.path.display(),
                 built.key
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         ImageCmd::Prune { all, dry_run } => prune_cmd(&images, all, dry_run),

@@ -279,11 +279,12 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     }
     let stdout = child.stdout.take();
     // The lab prints its report on stdout; relaying it also tells us when the lab is gone
-    // (EOF), even if `unshare` was killed first.
+    // (EOF), even if `unshare` was killed first. So it reads on to the end even when our own
+    // reader has gone away.
     let relay = std::thread::spawn(move || {
         if let Some(out) = stdout {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                println!("{line}");
+                crate::stdout::print(&format!("{line}\n"));
             }
         }
     });
@@ -421,7 +422,7 @@ pub fn lab_main(args: LabArgs) -> i32 {
     }
     remove_sockets(&args.run_dir);
     let _ = std::fs::remove_file(args.run_dir.join(crate::attach::LAB_PID_FILE));
-    print!("{}", report::render_text(&summary, &args.run_dir));
+    crate::stdout::print(&report::render_text(&summary, &args.run_dir));
     // Threads blocked on reads must not keep the lab (and so the namespaces) alive.
     rt.shutdown_timeout(Duration::from_secs(2));
     code

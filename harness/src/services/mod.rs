@@ -746,8 +746,10 @@ mod tests {
     const BRIDGE: &str = "nbt0";
 
     /// All three services for real, in a throwaway network + mount + PID namespace made by
-    /// `unshare`: the test binary runs itself again inside it. Skips (passes with a message)
-    /// when not root or when a tool is missing; nothing it starts can outlive the namespace.
+    /// `unshare`: the test binary runs itself again inside it. Where it cannot (not root, a tool
+    /// missing, no namespaces) the suite's rule decides (`tests/support/boots.rs`): a failure
+    /// with the reason, or `ignored: ...` under `NETBOOT_HARNESS_SKIP_BOOTS=1`. Nothing it
+    /// starts can outlive the namespace.
     #[test]
     fn all_services_in_a_throwaway_namespace() {
         match std::env::var(INNER_ENV) {
@@ -756,34 +758,39 @@ mod tests {
         }
     }
 
-    fn outside_namespace() {
+    const NS_ARGS: [&str; 6] = [
+        "--net",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--mount-proc",
+    ];
+
+    /// Why this machine cannot run the services in a namespace of their own, if it cannot.
+    fn namespace_blocker() -> Option<String> {
         if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: creating network namespaces needs root");
-            return;
+            return Some("creating network namespaces needs root".into());
         }
         for tool in ["unshare", "ip", "dnsmasq", "tgtd", "tgtadm"] {
             if crate::tools::find(tool).is_none() {
-                eprintln!("skipped: `{tool}` is not installed");
-                return;
+                return Some(format!("`{tool}` is not installed (ci/setup installs it)"));
             }
         }
-        let ns_args = [
-            "--net",
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-        ];
         let probe = std::process::Command::new("unshare")
-            .args(ns_args)
+            .args(NS_ARGS)
             .arg("true")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if !probe.is_ok_and(|s| s.success()) {
-            eprintln!("skipped: this machine does not allow new namespaces");
+        (!probe.is_ok_and(|s| s.success()))
+            .then(|| "this machine does not allow new namespaces".to_string())
+    }
+
+    fn outside_namespace() {
+        let test = "services::tests::all_services_in_a_throwaway_namespace";
+        if !crate::test_boots::require(test, namespace_blocker()) {
             return;
         }
         let host = crate::lab::netns_inode().expect("own network namespace");
@@ -791,7 +798,7 @@ mod tests {
         let full = concat!(module_path!(), "::all_services_in_a_throwaway_namespace");
         let name = full.split_once("::").map_or(full, |(_, rest)| rest);
         let mut child = std::process::Command::new("unshare")
-            .args(ns_args)
+            .args(NS_ARGS)
             .arg(&exe)
             .args([name, "--exact", "--nocapture", "--test-threads=1"])
             .env(INNER_ENV, host.to_string())
