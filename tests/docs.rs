@@ -34,6 +34,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawDhcpAck", "expect[].dhcp_ack"),
     ("RawTftpSent", "expect[].tftp_sent"),
     ("RawIscsiLogin", "expect[].iscsi_login"),
+    ("RawLoginRefused", "expect[].iscsi_login_refused"),
     ("RawHttpStatus", "expect[].http_status"),
     ("RawRefused", "expect[].refused"),
     ("RawAllLogins", "expect[].iscsi_logins_all"),

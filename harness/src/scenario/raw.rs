@@ -296,7 +296,7 @@ pub struct RawStep {
     #[serde(default)]
     pub iscsi_login: Option<RawIscsiLogin>,
     #[serde(default)]
-    pub iscsi_login_refused: Option<RawIscsiLogin>,
+    pub iscsi_login_refused: Option<RawLoginRefused>,
     #[serde(default)]
     pub iscsi_logins_all: Option<RawAllLogins>,
     #[serde(default)]
@@ -386,10 +386,21 @@ pub struct RawIscsiLogin {
     pub from: Option<IpAddr>,
     #[serde(default)]
     pub mac: Option<MacAddr>,
-    /// `iscsi_login` only: the kind of session (normal unless told).
+    /// The kind of session (normal unless told).
     #[serde(default)]
     pub session: Option<super::SessionType>,
-    /// `iscsi_login_refused` only: the status of the refusing login response.
+}
+
+/// A login attempt that did not complete. It has no source to match: a refusal by address is
+/// the proxy's, and its record names the address.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLoginRefused {
+    #[serde(default)]
+    pub initiator: Option<Iqn>,
+    #[serde(default)]
+    pub target: Option<Iqn>,
+    /// The status of the refusing login response.
     #[serde(default)]
     pub status: Option<crate::iscsi_pdu::LoginStatus>,
 }

@@ -1392,13 +1392,6 @@ impl Validator<'_> {
                 actions.push(("http_get", Action::HttpGet(p)));
             }
             if let Some(l) = &step.iscsi_login {
-                if l.status.is_some() {
-                    return Err(self.at(
-                        s,
-                        "`status` belongs to `iscsi_login_refused`: an accepted login has none",
-                        None,
-                    ));
-                }
                 actions.push((
                     "iscsi_login",
                     Action::IscsiLogin {
@@ -1425,13 +1418,6 @@ impl Validator<'_> {
                 ));
             }
             if let Some(l) = &step.iscsi_login_refused {
-                if l.from.is_some() || l.mac.is_some() || l.session.is_some() {
-                    return Err(self.at(
-                        s,
-                        "`iscsi_login_refused` takes initiator, target and status only",
-                        None,
-                    ));
-                }
                 actions.push((
                     "iscsi_login_refused",
                     Action::IscsiLoginRefused {
