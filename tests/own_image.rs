@@ -1,5 +1,6 @@
 //! A disk image the user brings boots through the whole chain and is byte-for-byte unchanged
-//! afterwards: the harness exports a per-run copy, never the file itself.
+//! afterwards: the harness exports a per-run copy, never the file itself. The guest's write is
+//! read back from that copy, so the test also shows the copy is what the guest wrote to.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -54,9 +55,17 @@ expect:
   - name: root mounted from the iSCSI disk
     console: "netboot-harness: root=/dev/sda1"
     within: 240s
-  - name: the guest writes to its root
-    send: "echo written-by-the-guest > /root/proof && sync && echo netboot-harness: wrote"
-  - console: "netboot-harness: wrote"
+  - name: shell ready
+    console: "netboot-harness: shell ready"
+    within: 120s
+  # Proven by the disk's own bytes, not by a console line: the echo of a typed command would
+  # carry any text the command prints. Block 1000 lies before the first partition.
+  - name: the guest writes to its disk
+    shell: "printf '%s' 'netboot-harness: written by the guest' | dd of=/dev/sda bs=512 seek=1000 count=1 conv=sync oflag=direct status=none"
+    within: 120s
+  - name: the write is on the run's copy of the disk
+    lun_bytes: { offset: 512000, text: "netboot-harness: written by the guest" }
+    within: 10s
 "#;
 
 fn own_image_is_unchanged() -> Result<(), Failed> {

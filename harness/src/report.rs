@@ -79,6 +79,9 @@ pub struct StepSummary {
     pub met_at: Option<f64>,
     pub waited_s: f64,
     pub within_s: f64,
+    /// Met only thanks to the run's timeout stretch: later than the scenario's own `within`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slow: bool,
     pub detail: String,
 }
 
@@ -349,6 +352,7 @@ impl Summary {
                 met_at: s.met_at,
                 waited_s: s.waited,
                 within_s: s.within,
+                slow: s.slow,
                 detail: s.detail.clone(),
             })
             .collect();
@@ -411,6 +415,7 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
         let _ = writeln!(o, "  {:<8} {:>8} {:>8}  step", "status", "at", "took");
         for st in &s.steps {
             let mark = match st.status.as_str() {
+                "met" if st.slow => "ok, slow",
                 "met" => "ok",
                 "failed" if s.verdict == "interrupted" => "STOPPED",
                 "failed" if s.verdict == HARNESS_PANIC => "PANIC",
@@ -428,6 +433,20 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
             };
             let _ = writeln!(o, "  {mark:<8} {at:>8} {took:>8}  {}", st.name);
         }
+    }
+    let slow: Vec<&str> = s
+        .steps
+        .iter()
+        .filter(|st| st.slow)
+        .map(|st| st.name.as_str())
+        .collect();
+    if !slow.is_empty() {
+        let _ = writeln!(
+            o,
+            "  {} step(s) met only thanks to the timeout stretch (later than the scenario's `within`): {}",
+            slow.len(),
+            slow.join(", ")
+        );
     }
     if let Some(f) = &s.failed_step {
         let _ = writeln!(o, "  failing step: {}", f.name);
@@ -643,6 +662,7 @@ mod tests {
                 met_at: None,
                 waited: 0.5,
                 within: 60.0,
+                slow: false,
                 detail: "harness task `dhcp-log` panicked: boom".into(),
             }],
             console_tails: BTreeMap::new(),

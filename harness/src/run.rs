@@ -93,7 +93,12 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     };
     tracing::info!(%accel, %why, "accelerator");
     let vcpus: u32 = scenario.nodes.iter().map(|n| u32::from(n.cpus)).sum();
-    let timeouts = timeouts::scale(accel, opts.timeout_scale, vcpus, timeouts::HostLoad::now());
+    // Measured only under TCG: KVM keeps the bounds as written, and the probe costs a moment.
+    let contention = match accel {
+        guest::Accel::Tcg => timeouts::Contention::measure(vcpus),
+        guest::Accel::Kvm => None,
+    };
+    let timeouts = timeouts::scale(accel, opts.timeout_scale, contention);
     tracing::info!(factor = timeouts.factor, why = %timeouts.why, "step timeouts");
 
     let run_dir = opts
@@ -785,6 +790,7 @@ fn bare_summary(
         met_at,
         waited_s: met_at.unwrap_or(now) - started,
         within_s: 0.0,
+        slow: false,
         detail: message.clone(),
     }];
     base.ok = met_at.is_some();

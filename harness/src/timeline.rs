@@ -288,7 +288,9 @@ fn rows_of(s: &Summary) -> Vec<Row<'_>> {
                     _ => continue,
                 };
                 // Service records are timed when they happened, which can be a little before
-                // the console step that came first: keep the picture in step order.
+                // the console step that came first: the bars stay in step order, the step's
+                // mark stays at the time it happened.
+                let happened = end;
                 let end = end.max(cursor);
                 let mapped = phase_of(&st.name);
                 let phase = mapped.unwrap_or(OTHER);
@@ -307,7 +309,10 @@ fn rows_of(s: &Summary) -> Vec<Row<'_>> {
                         alone,
                     }),
                 }
-                ticks.push(Tick { at: end, step: st });
+                ticks.push(Tick {
+                    at: happened,
+                    step: st,
+                });
                 cursor = end;
             }
             Row {
@@ -967,6 +972,7 @@ mod tests {
             met_at: met,
             waited_s: waited,
             within_s: 60.0,
+            slow: false,
             detail: format!("detail of {name}"),
         }
     }
@@ -1206,6 +1212,24 @@ mod tests {
         let scale = (PLOT_X1 - PLOT_X0) / 70.0;
         assert!((w - 60.0 * scale).abs() < 1.0, "width {w}");
         assert!((x - (PLOT_X0 + 6.1 * scale)).abs() < 1.0, "x {x}");
+    }
+
+    #[test]
+    fn a_mark_is_drawn_at_the_time_its_step_was_met() {
+        let svg = render_svg(&[("run-a".into(), failed_summary())]);
+        // `sanboot` was met by a record at 6.05 s, after a step met at 6.1 s.
+        let scale = (PLOT_X1 - PLOT_X0) / 70.0;
+        let tick = svg
+            .lines()
+            .find(|l| l.contains(r#"class="tick""#) && l.contains("<title>sanboot: met at 6.050"))
+            .expect("a mark for sanboot");
+        let x: f64 = tick
+            .split("x1=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!((x - (PLOT_X0 + 6.05 * scale)).abs() < 0.15, "x {x}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct StepResult {
     pub met_at: Option<f64>,
     pub waited: f64,
     pub within: f64,
+    /// Met only thanks to the stretch of a loaded machine: after the `within` the scenario
+    /// wrote.
+    pub slow: bool,
     /// The matched line or record, or why the step failed.
     pub detail: String,
 }
@@ -199,13 +202,18 @@ pub async fn run_steps_controlled(
                 met_at: None,
                 waited: 0.0,
                 within: 0.0,
+                slow: false,
                 detail: String::new(),
             });
             continue;
         }
         let span = tracing::info_span!("step", name = %step.name);
         let _g = span.enter();
-        let within = step.within.mul_f64(timeout_scale);
+        let within = if step.stretch {
+            step.within.mul_f64(timeout_scale)
+        } else {
+            step.within
+        };
         let started = clock.now();
         let wait = match nodes.get(&step.node) {
             None => Wait::Failed(Fail::action(format!(
@@ -301,6 +309,7 @@ pub async fn run_steps_controlled(
                 (StepStatus::Failed, None, p.to_string())
             }
         };
+        let slow = status == StepStatus::Met && waited > step.within.as_secs_f64();
         let result = StepResult {
             name: step.name.clone(),
             node: step.node.clone(),
@@ -309,6 +318,7 @@ pub async fn run_steps_controlled(
             met_at,
             waited,
             within: within_s,
+            slow,
             detail,
         };
         observer.step_ended(&result);
@@ -1810,6 +1820,38 @@ mod tests {
         assert!(out.verdict.passed(), "{:?}", out.verdict);
         let met = out.steps[1].met_at.unwrap();
         assert!(met >= answered, "met by the old record at {met}");
+    }
+
+    #[tokio::test]
+    async fn a_bound_is_never_stretched_and_a_late_step_is_marked_slow() {
+        let mut r = rig("bound");
+        let mut s = scenario(vec![
+            ("waited", Action::Console("late line".into()), 300),
+            ("bounded", Action::Console("never".into()), 300),
+        ]);
+        s.steps[1].stretch = false;
+        let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
+        let feeder = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            w.write_all(b"late line\r\n").await.unwrap();
+            w
+        });
+        // Stretched x4: the first step's 0.3 s become 1.2 s, the bound stays 0.3 s.
+        let out = run_steps(&s, &r.nodes, &r.events, 4.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+        assert!(
+            out.steps[0].slow,
+            "met after its written 0.3 s: {:?}",
+            out.steps[0]
+        );
+        assert_eq!(out.steps[1].status, StepStatus::Failed);
+        assert!(
+            (out.steps[1].within - 0.3).abs() < 1e-9,
+            "{:?}",
+            out.steps[1]
+        );
+        assert!(out.steps[1].waited < 1.0, "{:?}", out.steps[1]);
+        drop(feeder.await.unwrap());
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub fn scenario(steps: Vec<(&str, Action, u64)>) -> Scenario {
             name: name.into(),
             node: "node01".into(),
             within: Duration::from_millis(ms),
+            stretch: true,
             action,
             after: None,
         })

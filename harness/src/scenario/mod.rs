@@ -240,6 +240,9 @@ pub struct Step {
     pub node: String,
     /// How long to wait for this step, counted from when the previous one was met.
     pub within: Duration,
+    /// `within` is a wait the run may stretch on a loaded machine (`true`), or a `bound` that
+    /// is the assertion itself and never stretched (`false`).
+    pub stretch: bool,
     pub action: Action,
     /// For a step met by a service record: the earlier step the record must follow (it may
     /// come at most [`crate::expect::RECORD_LEAD`] before that step's own evidence). `None`:

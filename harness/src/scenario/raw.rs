@@ -274,6 +274,9 @@ pub struct RawStep {
     pub name: Option<String>,
     #[serde(default)]
     pub within: Option<Dur>,
+    /// A limit that is the assertion itself: never stretched for a loaded machine.
+    #[serde(default)]
+    pub bound: Option<Dur>,
     #[serde(default)]
     pub node: Option<String>,
     /// For a step met by a service record: the earlier step whose time the record must follow

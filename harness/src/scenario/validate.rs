@@ -1598,10 +1598,22 @@ impl Validator<'_> {
                     ))
                 }
             };
+            let (within, stretch) =
+                match (step.within, step.bound) {
+                    (Some(_), Some(_)) => return Err(self.at(
+                        s,
+                        "a step has `within` (a wait, stretched on a loaded machine) or `bound` \
+                         (the assertion itself, never stretched), not both",
+                        Some("keep `bound` where the time limit is what the step proves".into()),
+                    )),
+                    (None, Some(b)) => (b.0, false),
+                    (w, None) => (w.map(|d| d.0).unwrap_or(DEFAULT_WITHIN), true),
+                };
             out.push(Step {
                 name,
                 node,
-                within: step.within.map(|d| d.0).unwrap_or(DEFAULT_WITHIN),
+                within,
+                stretch,
                 action,
                 after,
             });
