@@ -110,7 +110,8 @@ impl IscsiProxy {
             "iscsi",
             faults.downtime.clone(),
             events.clone(),
-        );
+        )
+        .with_upstream(upstream);
         let records = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::new(Mutex::new(std::fs::File::create(records_file)?));
         let attempts = Arc::new(AtomicU32::new(0));

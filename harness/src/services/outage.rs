@@ -83,7 +83,15 @@ pub struct Gate {
     events: Arc<EventLog>,
     /// The end of the outage whose start is already recorded.
     recorded_down: Option<f64>,
+    /// A server behind this one that must accept too before the service counts as started
+    /// (tgtd behind the login proxy).
+    upstream: Option<SocketAddr>,
+    /// Clients accepted while the gate proved itself, handed out before new ones.
+    held: std::collections::VecDeque<(TcpStream, SocketAddr)>,
 }
+
+/// How long proving that a service accepts may take before it is recorded as failing to.
+const PROOF_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl Gate {
     pub fn new(
@@ -100,7 +108,47 @@ impl Gate {
             plan,
             events,
             recorded_down,
+            upstream: None,
+            held: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The service counts as started only once `upstream` accepts a connection too.
+    pub fn with_upstream(mut self, upstream: SocketAddr) -> Gate {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    /// Shows that the service accepts connections now, by making one: to this gate's own
+    /// listener (taken by this very accept loop, as a client's would be) and to the upstream
+    /// server, if any. Clients that arrive meanwhile are held for the next `accept`.
+    async fn prove_accepting(&mut self) -> Result<String, String> {
+        let own = self.listener.local_addr().map_err(|e| e.to_string())?;
+        let probe = TcpStream::connect(own)
+            .await
+            .map_err(|e| format!("connecting to {own}: {e}"))?;
+        let probe_addr = probe.local_addr().map_err(|e| e.to_string())?;
+        loop {
+            let (stream, peer) = self
+                .listener
+                .accept()
+                .await
+                .map_err(|e| format!("accepting on {own}: {e}"))?;
+            if peer == probe_addr {
+                break;
+            }
+            self.held.push_back((stream, peer));
+        }
+        drop(probe);
+        let mut how = format!("accepted a connection on {own}");
+        if let Some(up) = self.upstream {
+            let conn = TcpStream::connect(up)
+                .await
+                .map_err(|e| format!("the server behind it, {up}: {e}"))?;
+            drop(conn);
+            how.push_str(&format!(", and {up} behind it accepted one"));
+        }
+        Ok(how)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -111,6 +159,9 @@ impl Gate {
     /// recorded before the next wait.
     pub async fn accept(&mut self) -> std::io::Result<(TcpStream, SocketAddr)> {
         loop {
+            if let Some(held) = self.held.pop_front() {
+                return Ok(held);
+            }
             let now = self.events.clock().now();
             if let Some((until, plan)) = self.plan.at(now) {
                 if self.recorded_down != Some(until) {
@@ -140,11 +191,24 @@ impl Gate {
                 continue;
             }
             if self.recorded_down.take().is_some() {
+                // The plan's time is up; the record that the service started is made only once
+                // it has shown that it accepts connections.
+                let state = match tokio::time::timeout(PROOF_TIMEOUT, self.prove_accepting()).await
+                {
+                    Ok(Ok(how)) => {
+                        tracing::info!(service = self.service, %how, "started (fault plan)");
+                        "started".to_string()
+                    }
+                    Ok(Err(why)) => format!("not accepting after its fault plan: {why}"),
+                    Err(_) => format!(
+                        "not accepting after its fault plan: no connection within {PROOF_TIMEOUT:?}"
+                    ),
+                };
                 self.events.push(EventKind::Service {
                     service: self.service.to_string(),
-                    state: "started".into(),
+                    state,
                 });
-                tracing::info!(service = self.service, "started (fault plan)");
+                continue;
             }
             match self.plan.next_after(now) {
                 Some(from) => {
@@ -228,6 +292,32 @@ mod tests {
                 drop(s);
             }
         })
+    }
+
+    #[tokio::test]
+    async fn started_is_recorded_only_once_the_server_behind_accepts_too() {
+        let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // An upstream address nobody listens on: bound, then closed.
+        let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = gone.local_addr().unwrap();
+        drop(gone);
+        let plan = Downtime {
+            start_at: Some(0.2),
+            windows: vec![],
+        };
+        let server =
+            serve(Gate::new(listener, "iscsi", plan, events.clone()).with_upstream(upstream));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let st = states(&events);
+        assert_eq!(st.len(), 1, "{st:?}");
+        assert!(
+            st[0]
+                .1
+                .starts_with("not accepting after its fault plan: the server behind it"),
+            "{st:?}"
+        );
+        server.abort();
     }
 
     #[tokio::test]
