@@ -300,10 +300,17 @@ pub fn band(report: &BenchReport, runs: &[(Summary, f64, PathBuf)]) -> MedianBan
         .filter_map(|(s, _, _)| first_qemu_start(s))
         .collect();
     let offset = Stat::of(&starts).map(|s| s.median).unwrap_or(0.0);
-    let steps: Vec<(String, f64, f64, f64)> = report
+    // Each step's phase as the scenario typed it (the runs share one scenario).
+    let phase_of = |name: &str| {
+        runs.iter()
+            .flat_map(|(s, _, _)| &s.steps)
+            .find(|st| st.name == name)
+            .and_then(|st| st.phase)
+    };
+    let steps: Vec<crate::timeline::BandStep> = report
         .reached_at
         .iter()
-        .map(|(n, st)| (n.clone(), st.median, st.min, st.max))
+        .map(|(n, st)| (n.clone(), phase_of(n), st.median, st.min, st.max))
         .collect();
     let mut band = MedianBand::from_steps(
         format!("median of {} passed runs", report.passed),

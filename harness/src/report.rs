@@ -82,6 +82,9 @@ pub struct StepSummary {
     /// Met only thanks to the run's timeout stretch: later than the scenario's own `within`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slow: bool,
+    /// The boot phase the step ends, as the scenario typed it; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<crate::scenario::Phase>,
     pub detail: String,
 }
 
@@ -353,6 +356,7 @@ impl Summary {
                 waited_s: s.waited,
                 within_s: s.within,
                 slow: s.slow,
+                phase: s.phase,
                 detail: s.detail.clone(),
             })
             .collect();
@@ -663,6 +667,7 @@ mod tests {
                 waited: 0.5,
                 within: 60.0,
                 slow: false,
+                phase: None,
                 detail: "harness task `dhcp-log` panicked: boom".into(),
             }],
             console_tails: BTreeMap::new(),

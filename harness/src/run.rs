@@ -791,6 +791,7 @@ fn bare_summary(
         waited_s: met_at.unwrap_or(now) - started,
         within_s: 0.0,
         slow: false,
+        phase: None,
         detail: message.clone(),
     }];
     base.ok = met_at.is_some();

@@ -4,10 +4,10 @@
 //! a phase that got slower stands out.
 //!
 //! Phases come from the summary's steps alone: a step's segment runs from the previous met step
-//! of the same node (or from the node's QEMU start) to the time this step was met, and the step
-//! name decides the phase through [`PHASE_KEYWORDS`]. Consecutive steps of one phase make one
-//! bar; a step no keyword matches is drawn as its own bar, "other". Times are seconds from the
-//! lab's start, like the text report's `at` column.
+//! of the same node (or from the node's QEMU start) to the time this step was met, and the
+//! step's typed `phase` (from the scenario) decides its colour. Consecutive steps of one phase
+//! make one bar; a step without a phase is drawn as its own bar, "other". Times are seconds from
+//! the lab's start, like the text report's `at` column.
 //!
 //! Injected faults come from the summary's `faults`: a service the fault plan kept down is a
 //! hatched band over every node row for the time it was down, one lane per late service, and a
@@ -18,63 +18,64 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::report::{InjectedFault, StepSummary, Summary};
+use crate::scenario::Phase;
 
 /// A boot phase as drawn: name, fill colour and the colour of a label written on that fill.
 #[derive(Debug, Clone, Copy)]
-pub struct Phase {
+pub struct PhaseStyle {
     pub name: &'static str,
     pub fill: &'static str,
     pub ink: &'static str,
 }
 
 /// The phases in boot order; the legend lists them in this order.
-pub const PHASES: &[Phase] = &[
-    Phase {
+pub const PHASES: &[PhaseStyle] = &[
+    PhaseStyle {
         name: "firmware",
         fill: "#4e79a7",
         ink: "#ffffff",
     },
-    Phase {
+    PhaseStyle {
         name: "DHCP",
         fill: "#76b7b2",
         ink: "#1a1a1a",
     },
-    Phase {
+    PhaseStyle {
         name: "boot script",
         fill: "#59a14f",
         ink: "#ffffff",
     },
-    Phase {
+    PhaseStyle {
         name: "sanboot",
         fill: "#edc948",
         ink: "#1a1a1a",
     },
-    Phase {
+    PhaseStyle {
         name: "kernel",
         fill: "#b07aa1",
         ink: "#ffffff",
     },
-    Phase {
+    PhaseStyle {
         name: "initramfs login",
         fill: "#9c755f",
         ink: "#ffffff",
     },
-    Phase {
+    PhaseStyle {
         name: "root mounted",
         fill: "#f28e2b",
         ink: "#1a1a1a",
     },
-    Phase {
-        name: "marker/shell",
+    PhaseStyle {
+        name: "OS",
         fill: "#8cd17d",
         ink: "#1a1a1a",
     },
-    Phase {
+    PhaseStyle {
         name: "reboot",
         fill: "#79706e",
         ink: "#ffffff",
     },
-    Phase {
+    PhaseStyle {
         name: OTHER,
         fill: "#d3d3d3",
         ink: "#1a1a1a",
@@ -83,34 +84,6 @@ pub const PHASES: &[Phase] = &[
 
 /// The phase of a step no keyword matches.
 pub const OTHER: &str = "other";
-
-/// Step-name keyword -> phase. The first keyword found in the step name (ignoring case) wins,
-/// so the more specific ones come first ("firmware again" before "firmware", "restart" before
-/// "kernel"). A step names the phase it *ends*: "iPXE started" closes the firmware phase, "DHCP
-/// lease" the DHCP phase. Default step names (`console "SeaBIOS"`, `http_get "/boot.ipxe"`,
-/// ...) are covered as far as they say what they wait for.
-pub const PHASE_KEYWORDS: &[(&str, &str)] = &[
-    ("firmware again", "reboot"),
-    ("reboot", "reboot"),
-    ("restart", "reboot"),
-    ("ipxe started", "firmware"),
-    ("firmware", "firmware"),
-    ("seabios", "firmware"),
-    ("dhcp", "DHCP"),
-    ("boot script", "boot script"),
-    ("http_get", "boot script"),
-    ("sanboot", "sanboot"),
-    ("san device", "sanboot"),
-    ("ipxe iscsi", "sanboot"),
-    ("kernel", "kernel"),
-    ("ibft detected", "kernel"),
-    ("initramfs", "initramfs login"),
-    ("dracut", "initramfs login"),
-    ("root mounted", "root mounted"),
-    ("root=", "root mounted"),
-    ("marker", "marker/shell"),
-    ("shell", "marker/shell"),
-];
 
 const FAILED_FILL: &str = "#d62728";
 /// Hatching, edges and markers of injected faults: darker than any phase, and not the failed red.
@@ -135,16 +108,7 @@ const RUN_GAP: f64 = 14.0;
 /// Rough width of one character of the 11 px label font, to decide whether a label fits.
 const CHAR_W: f64 = 6.4;
 
-/// The phase a step belongs to, or `None` when no keyword matches.
-pub fn phase_of(step_name: &str) -> Option<&'static str> {
-    let lower = step_name.to_lowercase();
-    PHASE_KEYWORDS
-        .iter()
-        .find(|(k, _)| lower.contains(k))
-        .map(|(_, p)| *p)
-}
-
-fn phase_style(name: &str) -> &'static Phase {
+fn phase_style(name: &str) -> &'static PhaseStyle {
     PHASES
         .iter()
         .find(|p| p.name == name)
@@ -164,6 +128,10 @@ pub struct MedianBand {
     pub marks: Vec<(String, f64)>,
 }
 
+/// A step of a [`MedianBand`]: name, phase, and the median, fastest and slowest time it was
+/// reached.
+pub type BandStep = (String, Option<Phase>, f64, f64, f64);
+
 /// One phase of a [`MedianBand`], in seconds on the runs' clock.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MedianPhase {
@@ -178,13 +146,13 @@ pub struct MedianPhase {
 }
 
 impl MedianBand {
-    /// Groups consecutive steps (name, median, min, max of the time each was reached) into
-    /// phases the way a run's row does; `offset` moves times onto the runs' clock.
-    pub fn from_steps(label: String, steps: &[(String, f64, f64, f64)], offset: f64) -> Self {
+    /// Groups consecutive steps (name, phase, median, min, max of the time each was reached)
+    /// into phases the way a run's row does; `offset` moves times onto the runs' clock.
+    pub fn from_steps(label: String, steps: &[BandStep], offset: f64) -> Self {
         let mut phases: Vec<MedianPhase> = Vec::new();
         let mut cursor = offset;
-        for (name, median, min, max) in steps {
-            let phase = phase_of(name).unwrap_or(OTHER);
+        for (name, phase, median, min, max) in steps {
+            let phase = phase.map_or(OTHER, Phase::label);
             // Medians of times that rise in every run rise too, but a service record can be
             // stamped a little before the console step listed ahead of it.
             let end = (median + offset).max(cursor);
@@ -292,7 +260,7 @@ fn rows_of(s: &Summary) -> Vec<Row<'_>> {
                 // mark stays at the time it happened.
                 let happened = end;
                 let end = end.max(cursor);
-                let mapped = phase_of(&st.name);
+                let mapped = st.phase.map(Phase::label);
                 let phase = mapped.unwrap_or(OTHER);
                 let alone = mapped.is_none() || failure.is_some();
                 match segments.last_mut() {
@@ -973,8 +941,25 @@ mod tests {
             waited_s: waited,
             within_s: 60.0,
             slow: false,
+            phase: test_phase(name),
             detail: format!("detail of {name}"),
         }
+    }
+
+    /// The phases the test runs' steps end, as their scenarios would type them.
+    fn test_phase(name: &str) -> Option<Phase> {
+        Some(match name {
+            "firmware" | "iPXE started" => Phase::Firmware,
+            "DHCP lease" => Phase::Dhcp,
+            "boot script fetched" => Phase::BootScript,
+            "sanboot" | "iPXE iSCSI login" => Phase::Sanboot,
+            "kernel found the iBFT" => Phase::Kernel,
+            "initramfs iSCSI login" | "initramfs login seen by the target" => Phase::InitramfsLogin,
+            "root mounted from the iSCSI disk" => Phase::RootMounted,
+            "marker done" | "shell ready" => Phase::Os,
+            "ask for a reboot" | "kernel restarts" | "firmware again" => Phase::Reboot,
+            _ => return None,
+        })
     }
 
     /// A run that fails at the kernel step, with characters XML must escape in its reason.
@@ -1126,33 +1111,21 @@ mod tests {
     }
 
     #[test]
-    fn keywords_map_the_project_step_names_to_phases() {
-        for (name, phase) in [
-            ("firmware", "firmware"),
-            ("iPXE started", "firmware"),
-            ("DHCP lease", "DHCP"),
-            ("boot script fetched", "boot script"),
-            ("sanboot", "sanboot"),
-            ("iPXE iSCSI login", "sanboot"),
-            ("kernel found the iBFT", "kernel"),
-            ("initramfs iSCSI login", "initramfs login"),
-            ("dracut brings up the iBFT NIC", "initramfs login"),
-            ("initramfs login seen by the target", "initramfs login"),
-            ("root mounted from the iSCSI disk", "root mounted"),
-            ("marker done", "marker/shell"),
-            ("shell ready", "marker/shell"),
-            ("ask for a reboot", "reboot"),
-            ("kernel restarts", "reboot"),
-            ("firmware again", "reboot"),
-            ("console \"SeaBIOS\"", "firmware"),
-            ("http_get \"/boot.ipxe\"", "boot script"),
-        ] {
-            assert_eq!(phase_of(name), Some(phase), "{name}");
+    fn every_phase_has_a_style_and_the_legend_follows_boot_order() {
+        for p in Phase::ALL {
+            assert!(
+                PHASES.iter().any(|x| x.name == p.label()),
+                "{} has no style",
+                p.label()
+            );
         }
-        assert_eq!(phase_of("the iBFT NIC carries the address"), None);
-        for (_, p) in PHASE_KEYWORDS {
-            assert!(PHASES.iter().any(|x| x.name == *p), "{p} has no style");
-        }
+        let order: Vec<&str> = Phase::ALL.iter().map(|p| p.label()).collect();
+        let styled: Vec<&str> = PHASES
+            .iter()
+            .map(|p| p.name)
+            .filter(|n| *n != OTHER)
+            .collect();
+        assert_eq!(order, styled);
     }
 
     #[test]
@@ -1458,20 +1431,41 @@ mod tests {
 
     #[test]
     fn a_median_band_groups_steps_into_phases_and_draws_the_spread() {
-        let steps = vec![
-            ("firmware".to_string(), 0.2, 0.1, 0.3),
-            ("DHCP lease".to_string(), 5.5, 5.4, 5.9),
-            ("boot script fetched".to_string(), 5.6, 5.5, 6.0),
-            ("kernel found the iBFT".to_string(), 14.0, 13.0, 15.0),
-            ("initramfs iSCSI login".to_string(), 16.0, 15.5, 17.0),
+        use Phase::*;
+        let steps: Vec<BandStep> = vec![
+            ("firmware".to_string(), Some(Firmware), 0.2, 0.1, 0.3),
+            ("DHCP lease".to_string(), Some(Dhcp), 5.5, 5.4, 5.9),
+            (
+                "boot script fetched".to_string(),
+                Some(BootScript),
+                5.6,
+                5.5,
+                6.0,
+            ),
+            (
+                "kernel found the iBFT".to_string(),
+                Some(Kernel),
+                14.0,
+                13.0,
+                15.0,
+            ),
+            (
+                "initramfs iSCSI login".to_string(),
+                Some(InitramfsLogin),
+                16.0,
+                15.5,
+                17.0,
+            ),
             (
                 "initramfs login seen by the target".to_string(),
+                Some(InitramfsLogin),
                 15.9,
                 15.4,
                 17.0,
             ),
             (
                 "root mounted from the iSCSI disk".to_string(),
+                Some(RootMounted),
                 16.5,
                 16.4,
                 16.6,

@@ -46,6 +46,7 @@ pub struct StepResult {
     /// Met only thanks to the stretch of a loaded machine: after the `within` the scenario
     /// wrote.
     pub slow: bool,
+    pub phase: Option<crate::scenario::Phase>,
     /// The matched line or record, or why the step failed.
     pub detail: String,
 }
@@ -203,6 +204,7 @@ pub async fn run_steps_controlled(
                 waited: 0.0,
                 within: 0.0,
                 slow: false,
+                phase: step.phase,
                 detail: String::new(),
             });
             continue;
@@ -319,6 +321,7 @@ pub async fn run_steps_controlled(
             waited,
             within: within_s,
             slow,
+            phase: step.phase,
             detail,
         };
         observer.step_ended(&result);

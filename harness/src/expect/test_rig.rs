@@ -23,6 +23,7 @@ pub fn scenario(steps: Vec<(&str, Action, u64)>) -> Scenario {
             node: "node01".into(),
             within: Duration::from_millis(ms),
             stretch: true,
+            phase: None,
             action,
             after: None,
         })

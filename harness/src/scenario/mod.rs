@@ -244,10 +244,58 @@ pub struct Step {
     /// is the assertion itself and never stretched (`false`).
     pub stretch: bool,
     pub action: Action,
+    /// The boot phase this step ends, if the scenario says; the timeline and `bench` group
+    /// steps by it.
+    pub phase: Option<Phase>,
     /// For a step met by a service record: the earlier step the record must follow (it may
     /// come at most [`crate::expect::RECORD_LEAD`] before that step's own evidence). `None`:
     /// the step just before.
     pub after: Option<String>,
+}
+
+/// The phase of the boot chain a step ends, for the timeline and `bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Firmware,
+    Dhcp,
+    BootScript,
+    Sanboot,
+    Kernel,
+    InitramfsLogin,
+    RootMounted,
+    Os,
+    Reboot,
+}
+
+impl Phase {
+    /// In boot order.
+    pub const ALL: [Phase; 9] = [
+        Phase::Firmware,
+        Phase::Dhcp,
+        Phase::BootScript,
+        Phase::Sanboot,
+        Phase::Kernel,
+        Phase::InitramfsLogin,
+        Phase::RootMounted,
+        Phase::Os,
+        Phase::Reboot,
+    ];
+
+    /// As the timeline and `bench` label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Firmware => "firmware",
+            Phase::Dhcp => "DHCP",
+            Phase::BootScript => "boot script",
+            Phase::Sanboot => "sanboot",
+            Phase::Kernel => "kernel",
+            Phase::InitramfsLogin => "initramfs login",
+            Phase::RootMounted => "root mounted",
+            Phase::Os => "OS",
+            Phase::Reboot => "reboot",
+        }
+    }
 }
 
 /// An iSCSI session's kind, from its first login request's `SessionType` key.

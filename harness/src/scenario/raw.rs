@@ -277,6 +277,9 @@ pub struct RawStep {
     /// A limit that is the assertion itself: never stretched for a loaded machine.
     #[serde(default)]
     pub bound: Option<Dur>,
+    /// The boot phase this step ends.
+    #[serde(default)]
+    pub phase: Option<super::Phase>,
     #[serde(default)]
     pub node: Option<String>,
     /// For a step met by a service record: the earlier step whose time the record must follow

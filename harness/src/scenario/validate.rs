@@ -1615,6 +1615,7 @@ impl Validator<'_> {
                 within,
                 stretch,
                 action,
+                phase: step.phase,
                 after,
             });
         }
