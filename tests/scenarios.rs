@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use libtest_mimic::{Arguments, Failed};
@@ -30,9 +29,7 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    let known = durations::load();
-    durations::longest_first(&mut files, &known);
-    let took = Arc::new(Mutex::new(known));
+    durations::longest_first(&mut files, &durations::load());
 
     let mut boots = boots::Boots::new(can_boot::cannot_boot());
     let trials = files
@@ -43,40 +40,42 @@ fn main() {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let took = took.clone();
             boots.trial(format!("scenario::{name}"), move || {
                 let t = Instant::now();
                 let result = run_scenario(&file);
-                if let Ok(mut m) = took.lock() {
-                    m.insert(name, t.elapsed().as_secs_f64());
-                }
+                durations::save(&name, t.elapsed().as_secs_f64());
                 result
             })
         })
         .collect();
-    let conclusion = boots.run(&args, trials);
-    if let Ok(m) = took.lock() {
-        durations::save(&m);
-    }
-    conclusion.exit();
+    boots.run(&args, trials).exit();
 }
 
-/// How long each scenario took last time on this machine, kept next to the image cache. With two
-/// boots at a time, starting the longest first keeps a long boot from running alone at the end
-/// while the other core idles. Only the order depends on it, never a verdict.
+/// How long each scenario took last time on this machine, one file per scenario next to the
+/// image cache: under nextest every test is its own process, so one shared file rewritten by
+/// each would lose the others' figures. Under `cargo test` (one process) starting the longest
+/// first keeps a long boot from running alone at the end while the other core idles; nextest
+/// orders by the priorities in .config/nextest.toml instead. Only the order and `ci/test`'s
+/// closing table depend on these, never a verdict.
 mod durations {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 
-    fn file() -> PathBuf {
-        netboot_harness::image::cache_dir().join("scenario-durations.json")
+    fn dir() -> PathBuf {
+        netboot_harness::image::cache_dir().join("scenario-durations")
     }
 
     pub fn load() -> BTreeMap<String, f64> {
-        std::fs::read(file())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        let Ok(entries) = std::fs::read_dir(dir()) else {
+            return BTreeMap::new();
+        };
+        entries
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let secs = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+                Some((e.file_name().to_string_lossy().into_owned(), secs))
+            })
+            .collect()
     }
 
     /// Unknown scenarios (new ones, or a fresh machine) first: they may be the longest.
@@ -88,14 +87,17 @@ mod durations {
         files.sort_by(|a, b| secs(b).total_cmp(&secs(a)));
     }
 
-    pub fn save(m: &BTreeMap<String, f64>) {
-        let path = file();
-        let tmp = path.with_extension(format!("json.{}", std::process::id()));
-        let written = serde_json::to_vec_pretty(m)
-            .ok()
-            .and_then(|b| std::fs::write(&tmp, b).ok())
-            .and_then(|_| std::fs::rename(&tmp, &path).ok());
-        if written.is_none() {
+    /// Records one scenario's time; a write that fails only loses an ordering hint.
+    pub fn save(name: &str, secs: f64) {
+        let dir = dir();
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        if std::fs::write(&tmp, format!("{secs:.1}\n")).is_err()
+            || std::fs::rename(&tmp, &path).is_err()
+        {
             let _ = std::fs::remove_file(&tmp);
         }
     }
