@@ -72,7 +72,11 @@ mod durations {
         entries
             .filter_map(|e| {
                 let e = e.ok()?;
-                let secs = std::fs::read_to_string(e.path()).ok()?.trim().parse().ok()?;
+                let secs = std::fs::read_to_string(e.path())
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
                 Some((e.file_name().to_string_lossy().into_owned(), secs))
             })
             .collect()

@@ -44,10 +44,197 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// How an owned child ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// `exited with status 0`, `killed by signal 9 (SIGKILL)`: see [`describe_exit`].
+    pub how: String,
+    /// The harness stopped it ([`Owned::stop`], or the owner dropped it); otherwise it ended by
+    /// itself, which for a service is a death.
+    pub by_us: bool,
+}
+
+/// A child process the harness started and owns: a task of its own reaps it and publishes how
+/// it ended, so "did it die?" is a wait on [`Owned::ended`], never a poll; [`Owned::stop`] asks
+/// with SIGTERM, gives it a grace period, then SIGKILLs. Dropping the owner kills the child.
+/// Spawn the command with [`die_with_parent`] so that a harness killed outright, which runs no
+/// destructor, takes the child along too.
+pub struct Owned {
+    name: String,
+    pid: Option<u32>,
+    ended: tokio::sync::watch::Receiver<Option<Ended>>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// How long a SIGKILLed child may take to be reaped before the stop gives up on it. A process in
+/// uninterruptible sleep ignores even SIGKILL for a while; a stop must never hang on it.
+const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Owned {
+    /// Takes over a spawned child; `name` is how reports and logs call it (`dnsmasq`, `tgtd`,
+    /// `QEMU node01`).
+    pub fn adopt(name: impl Into<String>, mut child: tokio::process::Child) -> Owned {
+        let name = name.into();
+        let pid = child.id();
+        let (tx, ended) = tokio::sync::watch::channel(None);
+        let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let who = name.clone();
+        crate::tasks::spawn(format!("reap:{name}"), async move {
+            let (status, by_us) = tokio::select! {
+                status = child.wait() => (status, false),
+                // Asked to kill, or the owner is gone: either way the child goes too.
+                _ = kill_rx => {
+                    let _ = child.start_kill();
+                    match tokio::time::timeout(REAP_LIMIT, child.wait()).await {
+                        Ok(status) => (status, true),
+                        Err(_) => {
+                            tracing::error!(name = %who, ?pid, "did not exit {REAP_LIMIT:?} after SIGKILL");
+                            return;
+                        }
+                    }
+                }
+            };
+            let how = match status {
+                Ok(s) => describe_exit(s),
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            tracing::debug!(name = %who, ?pid, %how, by_us, "child ended");
+            tx.send_replace(Some(Ended { how, by_us }));
+        });
+        Owned {
+            name,
+            pid,
+            ended,
+            kill: Some(kill),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// How it ended, if it has.
+    pub fn has_ended(&self) -> Option<Ended> {
+        self.ended.borrow().clone()
+    }
+
+    /// Resolves when it has ended; never, if it never does.
+    pub async fn ended(&self) -> Ended {
+        let mut rx = self.ended.clone();
+        let ended = match rx.wait_for(Option::is_some).await {
+            Ok(e) => e.clone(),
+            Err(_) => None,
+        };
+        match ended {
+            Some(e) => e,
+            // The reaper gave up on a child that would not die: it never ends, as far as we know.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// SIGTERM, up to `grace` for it to exit, then SIGKILL; `None` when even that did not end
+    /// it within a few seconds.
+    pub async fn stop(mut self, grace: std::time::Duration) -> Option<Ended> {
+        if let Some(e) = self.has_ended() {
+            return Some(e);
+        }
+        // The reaper has not reaped it (it has not published an end), so the pid is still
+        // this child's and cannot have been reused.
+        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if let Ok(e) = tokio::time::timeout(grace, self.ended()).await {
+            return Some(Ended { by_us: true, ..e });
+        }
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        tokio::time::timeout(REAP_LIMIT + std::time::Duration::from_secs(1), self.ended())
+            .await
+            .ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
+    fn spawn(script: &str) -> tokio::process::Child {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", script]).kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        cmd.spawn().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_end_of_its_own_is_published_and_not_taken_for_a_stop() {
+        let owned = Owned::adopt("quitter", spawn("exit 3"));
+        let e = tokio::time::timeout(Duration::from_secs(5), owned.ended())
+            .await
+            .unwrap();
+        assert_eq!(
+            e,
+            Ended {
+                how: "exited with status 3".into(),
+                by_us: false
+            }
+        );
+        assert_eq!(owned.has_ended(), Some(e));
+    }
+
+    #[tokio::test]
+    async fn stop_asks_with_sigterm_first() {
+        let owned = Owned::adopt("sleeper", spawn("exec sleep 30"));
+        let t = Instant::now();
+        let e = owned.stop(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(e.how, "killed by signal 15 (SIGTERM)");
+        assert!(e.by_us);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_child_that_ignores_sigterm_is_killed_after_the_grace() {
+        // The shell ignores TERM and so does the sleep it runs in the foreground.
+        let owned = Owned::adopt("stubborn", spawn("trap '' TERM; sleep 30; true"));
+        // Let the shell set its trap before the signal comes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t = Instant::now();
+        let e = owned.stop(Duration::from_millis(300)).await.unwrap();
+        assert_eq!(e.how, "killed by signal 9 (SIGKILL)");
+        assert!(e.by_us);
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_owner_kills_the_child() {
+        let owned = Owned::adopt("orphan", spawn("exec sleep 30"));
+        let pid = owned.pid().unwrap() as i32;
+        let rx = owned.ended.clone();
+        drop(owned);
+        let mut rx = rx;
+        let e = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(Option::is_some))
+            .await
+            .unwrap()
+            .unwrap()
+            .clone()
+            .unwrap();
+        assert_eq!(e.how, "killed by signal 9 (SIGKILL)");
+        // Reaped: the pid is gone.
+        assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err());
+    }
 
     #[test]
     fn exit_statuses_in_words() {
