@@ -8,7 +8,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,14 +23,15 @@ pub const PROBE_LIMIT: Duration = Duration::from_secs(8);
 
 /// Kills and reaps the probe's QEMU and removes its script whatever way the probe ends.
 struct Probe {
-    child: Child,
+    child: Option<crate::process::Owned>,
     script: PathBuf,
 }
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.take() {
+            child.stop_blocking(Duration::ZERO);
+        }
         let _ = std::fs::remove_file(&self.script);
     }
 }
@@ -66,15 +67,22 @@ pub fn firmware_runs(accel: Accel, limit: Duration) -> Result<Duration, String> 
         .stderr(Stdio::null());
     crate::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
     let t0 = Instant::now();
-    let child = match cmd.spawn() {
+    let (child, pipes) = match crate::process::Owned::spawn_std(
+        format!("QEMU {accel} probe"),
+        &mut cmd,
+        nix::sys::signal::Signal::SIGKILL,
+    ) {
         Ok(c) => c,
         Err(e) => {
             let _ = std::fs::remove_file(&script);
             return Err(format!("cannot start qemu-system-x86_64: {e}"));
         }
     };
-    let mut probe = Probe { child, script };
-    let Some(mut out) = probe.child.stdout.take() else {
+    let probe = Probe {
+        child: Some(child),
+        script,
+    };
+    let Some(mut out) = pipes.stdout else {
         return Err("the probe's QEMU has no stdout".into());
     };
     let (tx, rx) = mpsc::channel();

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::mpsc;
 
 use crate::lab::TapPlan;
 use crate::scenario::Node;
@@ -186,10 +186,9 @@ pub struct Guest {
     /// Bytes to type on the serial console.
     pub input: mpsc::Sender<Vec<u8>>,
     pub argv: Vec<OsString>,
-    /// How QEMU ended, once it has: see [`crate::process::describe_exit`].
-    pub exit: watch::Receiver<Option<String>>,
-    /// Tells the task that owns the QEMU process to kill it.
-    kill: Option<oneshot::Sender<()>>,
+    /// The QEMU process. Killed from outside it must be told apart from one that powered
+    /// off, and the steps learn of either at once: its owner publishes how it ended.
+    pub process: crate::process::Owned,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -218,9 +217,10 @@ impl Guest {
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
         crate::process::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().map_err(err)?;
-        let stdout = child.stdout.take();
-        let mut stdin = child.stdin.take();
+        let (process, pipes) =
+            crate::process::Owned::spawn(format!("QEMU {name}"), &mut cmd).map_err(err)?;
+        let stdout = pipes.stdout;
+        let mut stdin = pipes.stdin;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
         crate::tasks::spawn(format!("qemu-input:{name}"), async move {
             while let Some(bytes) = rx.recv().await {
@@ -230,55 +230,19 @@ impl Guest {
                 }
             }
         });
-        // QEMU killed from outside must be told apart from one that powered off, and the
-        // steps learn of it at once: a task owns the process and publishes how it ended.
-        let (exit_tx, exit) = watch::channel(None);
-        let (kill, kill_rx) = oneshot::channel::<()>();
-        let node = name.clone();
-        crate::tasks::spawn(format!("qemu-wait:{name}"), async move {
-            let asked = tokio::select! {
-                status = child.wait() => Some(status),
-                _ = kill_rx => None,
-            };
-            let (status, by_us) = match asked {
-                Some(status) => (status, false),
-                None => {
-                    let _ = child.start_kill();
-                    (child.wait().await, true)
-                }
-            };
-            let how = match status {
-                Ok(s) => crate::process::describe_exit(s),
-                Err(e) => format!("could not be waited for: {e}"),
-            };
-            if by_us {
-                tracing::debug!(node = %node, %how, "QEMU stopped");
-            } else {
-                // A poweroff (a `qemu_exit` step) or a kill from outside: the steps judge which.
-                tracing::info!(node = %node, %how, "QEMU exited by itself");
-            }
-            exit_tx.send_replace(Some(how));
-        });
         Ok(Guest {
+            process,
             name,
             stdout,
             input: tx,
             argv,
-            exit,
-            kill: Some(kill),
         })
     }
 
     /// Stops the guest at once: a test guest has nothing to save.
-    pub async fn stop(mut self) {
-        if let Some(kill) = self.kill.take() {
-            let _ = kill.send(());
-        }
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            self.exit.wait_for(Option::is_some),
-        )
-        .await;
+    pub async fn stop(self) {
+        let ended = self.process.stop(std::time::Duration::ZERO).await;
+        tracing::debug!(node = %self.name, ?ended, "QEMU stopped");
     }
 }
 

@@ -398,20 +398,27 @@ fn build_into(
         b.line("build", &format!("image {}", recipe.name), "starting");
     }
     let t = Instant::now();
-    let mut child = cmd.spawn().map_err(io(&script))?;
+    // Dropped before the build ends (the harness is interrupted), the whole group gets SIGTERM
+    // and the script cleans up its tree and mounts.
+    let (child, _) = crate::process::Owned::spawn_std(
+        format!("image build {}", recipe.name),
+        &mut cmd,
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(io(&script))?;
     // Our copies of the write end must go, or the reader never sees the end of the output.
     drop(cmd);
     let (stage_tx, stage_rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || copy_build_output(pipe_r, log_file, stage_tx));
-    let status = loop {
+    let ended = loop {
         while let Ok(stage) = stage_rx.try_recv() {
             tracing::info!(recipe = %recipe.name, %stage, "image build stage");
             if let Some(b) = &board {
                 b.set("build", &stage);
             }
         }
-        match child.try_wait().map_err(io(&script))? {
-            Some(st) => break st,
+        match child.has_ended() {
+            Some(e) => break e,
             None => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     };
@@ -422,10 +429,10 @@ fn build_into(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let secs = t.elapsed().as_secs_f64();
-    if !status.success() || !tmp.join("disk.img").is_file() {
+    if !ended.success() || !tmp.join("disk.img").is_file() {
         return Err(ImageError::BuildFailed {
             recipe: recipe.name.clone(),
-            status: status.to_string(),
+            status: ended.how,
             log: log.display().to_string(),
             tail: tail(log, 20),
         });

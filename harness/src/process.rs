@@ -54,6 +54,13 @@ pub struct Ended {
     pub by_us: bool,
 }
 
+impl Ended {
+    /// It exited by itself with status 0.
+    pub fn success(&self) -> bool {
+        self.how == "exited with status 0"
+    }
+}
+
 /// A child process the harness started and owns: a task of its own reaps it and publishes how
 /// it ended, so "did it die?" is a wait on [`Owned::ended`], never a poll; [`Owned::stop`] asks
 /// with SIGTERM, gives it a grace period, then SIGKILLs. Dropping the owner kills the child.
@@ -66,14 +73,111 @@ pub struct Owned {
     kill: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+/// Tells how an [`Owned`] child ended, without owning it.
+#[derive(Clone)]
+pub struct EndWatch(tokio::sync::watch::Receiver<Option<Ended>>);
+
+impl EndWatch {
+    /// Resolves when the child has ended; `None` when its reaper gave up on it.
+    pub async fn ended(mut self) -> Option<Ended> {
+        self.0.wait_for(Option::is_some).await.ok()?.clone()
+    }
+}
+
 /// How long a SIGKILLed child may take to be reaped before the stop gives up on it. A process in
 /// uninterruptible sleep ignores even SIGKILL for a while; a stop must never hang on it.
 const REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The pipes of a child started by [`Owned::spawn`], those its command asked for.
+pub struct Pipes {
+    pub stdin: Option<tokio::process::ChildStdin>,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    pub stderr: Option<tokio::process::ChildStderr>,
+}
+
+/// The pipes of a child started by [`Owned::spawn_std`].
+pub struct StdPipes {
+    pub stdout: Option<std::process::ChildStdout>,
+    pub stderr: Option<std::process::ChildStderr>,
+}
+
 impl Owned {
-    /// Takes over a spawned child; `name` is how reports and logs call it (`dnsmasq`, `tgtd`,
-    /// `QEMU node01`).
-    pub fn adopt(name: impl Into<String>, mut child: tokio::process::Child) -> Owned {
+    /// Starts `cmd` (an async child: the lab's services, QEMU) and owns it; `name` is how
+    /// reports and logs call it (`dnsmasq`, `tgtd`, `QEMU node01`).
+    pub fn spawn(
+        name: impl Into<String>,
+        cmd: &mut tokio::process::Command,
+    ) -> std::io::Result<(Owned, Pipes)> {
+        let mut child = cmd.spawn()?;
+        let pipes = Pipes {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+        };
+        Ok((Owned::adopt(name, child), pipes))
+    }
+
+    /// Starts `cmd` from synchronous code (the lab process, image builds, the accelerator
+    /// probe) and owns it. A thread reaps it; `on_drop` is the signal it gets when its owner is
+    /// dropped: SIGKILL, or SIGTERM to its process group for a child that cleans up after
+    /// itself (an image build runs as the leader of its own group).
+    pub fn spawn_std(
+        name: impl Into<String>,
+        cmd: &mut std::process::Command,
+        on_drop: nix::sys::signal::Signal,
+    ) -> std::io::Result<(Owned, StdPipes)> {
+        let mut child = cmd.spawn()?;
+        let pipes = StdPipes {
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+        };
+        let name = name.into();
+        let pid = child.id();
+        let (tx, ended) = tokio::sync::watch::channel(None);
+        let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let by_us = stopped.clone();
+        let who = name.clone();
+        std::thread::spawn(move || {
+            let how = match child.wait() {
+                Ok(s) => describe_exit(s),
+                Err(e) => format!("could not be waited for: {e}"),
+            };
+            let by_us = by_us.load(std::sync::atomic::Ordering::SeqCst);
+            tracing::debug!(name = %who, pid, %how, by_us, "child ended");
+            tx.send_replace(Some(Ended { how, by_us }));
+        });
+        // Asked to kill, or the owner is gone: signal the child unless it has ended already
+        // (then its pid may belong to another process).
+        let watch = ended.clone();
+        std::thread::spawn(move || {
+            let _ = kill_rx.blocking_recv();
+            if watch.borrow().is_some() {
+                return;
+            }
+            stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+            let Ok(raw) = i32::try_from(pid) else { return };
+            let target = if on_drop == nix::sys::signal::Signal::SIGKILL {
+                nix::unistd::Pid::from_raw(raw)
+            } else {
+                // The whole group: the child leads it.
+                nix::unistd::Pid::from_raw(-raw)
+            };
+            let _ = nix::sys::signal::kill(target, on_drop);
+        });
+        Ok((
+            Owned {
+                name,
+                pid: Some(pid),
+                ended,
+                kill: Some(kill),
+            },
+            pipes,
+        ))
+    }
+
+    /// Takes over an async child spawned elsewhere.
+    fn adopt(name: impl Into<String>, mut child: tokio::process::Child) -> Owned {
         let name = name.into();
         let pid = child.id();
         let (tx, ended) = tokio::sync::watch::channel(None);
@@ -117,6 +221,11 @@ impl Owned {
         self.pid
     }
 
+    /// A handle that tells how it ended, for a task that outlives this borrow.
+    pub fn end_watch(&self) -> EndWatch {
+        EndWatch(self.ended.clone())
+    }
+
     /// How it ended, if it has.
     pub fn has_ended(&self) -> Option<Ended> {
         self.ended.borrow().clone()
@@ -134,6 +243,46 @@ impl Owned {
             // The reaper gave up on a child that would not die: it never ends, as far as we know.
             None => std::future::pending().await,
         }
+    }
+
+    /// Kills it now (SIGKILL; for [`Owned::spawn_std`], its drop signal) without waiting.
+    pub fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+    }
+
+    /// [`Owned::stop`] for synchronous code: the same steps, looking every 20 ms.
+    pub fn stop_blocking(mut self, grace: std::time::Duration) -> Option<Ended> {
+        let watch = self.ended.clone();
+        let poll = |limit: std::time::Duration| {
+            let deadline = std::time::Instant::now() + limit;
+            loop {
+                if let Some(e) = watch.borrow().clone() {
+                    return Some(e);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        };
+        if let Some(e) = self.has_ended() {
+            return Some(e);
+        }
+        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if let Some(e) = poll(grace) {
+            return Some(Ended { by_us: true, ..e });
+        }
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        poll(REAP_LIMIT).map(|e| Ended { by_us: true, ..e })
     }
 
     /// SIGTERM, up to `grace` for it to exit, then SIGKILL; `None` when even that did not end

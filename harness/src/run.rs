@@ -270,19 +270,19 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     };
     crate::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
     install_host_signal_handlers();
-    let mut child = cmd
-        .spawn()
-        .into_diagnostic()
-        .wrap_err("starting the lab process with unshare (package util-linux)")?;
+    let (mut child, pipes) =
+        crate::process::Owned::spawn_std("lab", &mut cmd, nix::sys::signal::Signal::SIGKILL)
+            .into_diagnostic()
+            .wrap_err("starting the lab process with unshare (package util-linux)")?;
     if lab.keep {
-        if let Some(pid) = crate::attach::lab_pid(child.id()) {
+        if let Some(pid) = child.pid().and_then(crate::attach::lab_pid) {
             let _ = std::fs::write(
                 run_dir.join(crate::attach::LAB_PID_FILE),
                 format!("{pid}\n"),
             );
         }
     }
-    let stdout = child.stdout.take();
+    let stdout = pipes.stdout;
     // The lab prints its report on stdout; relaying it also tells us when the lab is gone
     // (EOF), even if `unshare` was killed first. So it reads on to the end even when our own
     // reader has gone away.
@@ -295,7 +295,7 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     });
     let mut killed_at: Option<Instant> = None;
     loop {
-        if let Some(_status) = child.try_wait().into_diagnostic()? {
+        if child.has_ended().is_some() {
             break;
         }
         let sig = HOST_SIGNAL.load(Ordering::SeqCst);
@@ -303,7 +303,7 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
             // The lab may have had the same signal from the terminal; killing unshare makes
             // sure it gets SIGTERM through --kill-child either way.
             tracing::warn!(signal = sig, "stopping the lab");
-            let _ = child.kill();
+            child.kill();
             killed_at = Some(Instant::now());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -661,11 +661,17 @@ async fn lab_run(args: &LabArgs) -> Summary {
                     clock,
                 ) {
                     Ok((console, _task)) => {
-                        let mut exit = g.exit.clone();
+                        let exit = g.process.end_watch();
                         let noted = console.clone();
+                        let who = node.name.clone();
                         crate::tasks::spawn(format!("qemu-exit:{}", node.name), async move {
-                            if let Ok(how) = exit.wait_for(Option::is_some).await {
-                                noted.note_end(how.as_deref().unwrap_or_default());
+                            if let Some(e) = exit.ended().await {
+                                if !e.by_us {
+                                    // A poweroff (a `qemu_exit` step) or a kill from outside:
+                                    // the steps judge which.
+                                    tracing::info!(node = %who, how = %e.how, "QEMU exited by itself");
+                                }
+                                noted.note_end(&e.how);
                             }
                         });
                         nodes.insert(

@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use regex::Regex;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr};
+use tokio::process::ChildStderr;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::chain::ChainMarks;
 use super::dnsmasq_records::{Effect, Records};
 use super::ServiceError;
-use super::{command_line, find_binary, log_tail, service_command, terminate, ServiceContext};
+use super::{command_line, find_binary, log_tail, service_command, ServiceContext};
 use crate::events::EventLog;
+use crate::process::Owned;
 use crate::scenario::Scenario;
 
 const SERVICE: &str = "dhcp";
@@ -28,7 +29,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Dhcp {
-    child: Child,
+    child: Owned,
     pump: JoinHandle<()>,
     args_file: PathBuf,
     log: PathBuf,
@@ -397,24 +398,26 @@ impl Dhcp {
         // Nothing comes on stdout in the foreground; every message, fatal ones included, is on
         // stderr with --log-facility=-.
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|source| ServiceError::Spawn {
-            service: SERVICE,
-            command: command.clone(),
-            source,
-        })?;
-        tracing::debug!(%command, pid = ?child.id(), "dnsmasq spawned");
+        let (child, pipes) =
+            Owned::spawn("dnsmasq", &mut cmd).map_err(|source| ServiceError::Spawn {
+                service: SERVICE,
+                command: command.clone(),
+                source,
+            })?;
+        let stderr = pipes.stderr;
+        tracing::debug!(%command, pid = ?child.pid(), "dnsmasq spawned");
 
         let (ready_tx, ready_rx) = oneshot::channel();
         let mut pump = crate::tasks::spawn(
             "dhcp-log",
             pump(
-                child.stderr.take(),
+                stderr,
                 log_file,
                 cx.events.clone(),
                 ReadyLine::for_scenario(s, &cx.bridge),
                 ready_tx,
                 Records::new(chain),
-                child.id(),
+                child.pid(),
             ),
         );
 
@@ -424,26 +427,25 @@ impl Dhcp {
                 // The pump ended (EOF): dnsmasq is exiting; its status says how.
                 Err(_) => Some(None),
             },
-            status = child.wait() => Some(status.ok()),
+            ended = child.ended() => Some(Some(ended)),
             _ = tokio::time::sleep(READY_TIMEOUT) => Some(None),
         };
-        if let Some(status) = not_ready {
-            let status = match status {
-                Some(st) => Some(st),
-                None => tokio::time::timeout(Duration::from_millis(500), child.wait())
+        if let Some(ended) = not_ready {
+            let ended = match ended {
+                Some(e) => Some(e),
+                None => tokio::time::timeout(Duration::from_millis(500), child.ended())
                     .await
-                    .ok()
-                    .and_then(Result::ok),
+                    .ok(),
             };
-            terminate(&mut child, STOP_GRACE).await;
+            child.stop(STOP_GRACE).await;
             // Let the pump write dnsmasq's last words before quoting them.
             let _ = tokio::time::timeout(Duration::from_secs(1), &mut pump).await;
             let log_name = log.display().to_string();
-            return Err(match status {
-                Some(st) => ServiceError::Exited {
+            return Err(match ended {
+                Some(e) => ServiceError::Exited {
                     service: SERVICE,
                     command,
-                    status: st.to_string(),
+                    status: e.how,
                     log: log_name,
                     log_tail: log_tail(&log, 15),
                 },
@@ -471,12 +473,10 @@ impl Dhcp {
 
     pub async fn stop(self) {
         let Dhcp {
-            mut child,
-            mut pump,
-            ..
+            child, mut pump, ..
         } = self;
-        let status = terminate(&mut child, STOP_GRACE).await;
-        tracing::debug!(?status, "dnsmasq stopped");
+        let ended = child.stop(STOP_GRACE).await;
+        tracing::debug!(?ended, "dnsmasq stopped");
         // EOF on the pipe ends the pump; waiting for it keeps the log complete.
         if tokio::time::timeout(Duration::from_secs(2), &mut pump)
             .await
@@ -488,8 +488,7 @@ impl Dhcp {
 
     /// How dnsmasq ended, if it has: nothing but [`Dhcp::stop`] should end it.
     pub fn exited(&mut self) -> Option<String> {
-        let status = self.child.try_wait().ok().flatten()?;
-        Some(crate::process::describe_exit(status))
+        self.child.has_ended().map(|e| e.how)
     }
 
     pub fn artifacts(&self) -> Vec<PathBuf> {
