@@ -12,11 +12,25 @@ use crate::report::Summary;
 use crate::run::{self, RunOptions};
 use crate::timeline::MedianBand;
 
+/// The median and spread of one quantity over the runs.
+///
+/// The spread is given twice: min..max, which shows every outlier, and the interquartile range
+/// (`q1..q3`, the middle half of the runs). The IQR is chosen over a standard deviation because
+/// it goes with the median that the figures and the harness/bare ratio are made of: one run
+/// slowed by a neighbour's load (the usual outlier on a shared machine) moves it little, where it
+/// would inflate a standard deviation, and a boot time's spread is not symmetric anyway (a run
+/// can be much slower than usual, not much faster). With 5 runs it is the 2nd to the 4th value.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Stat {
     pub median: f64,
     pub min: f64,
     pub max: f64,
+    /// First and third quartiles, linearly interpolated between the sorted values (as
+    /// numpy's and R's defaults do).
+    pub q1: f64,
+    pub q3: f64,
+    /// How many values.
+    pub n: usize,
 }
 
 impl Stat {
@@ -27,16 +41,58 @@ impl Stat {
         let mut v = values.to_vec();
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
         Some(Stat {
-            median,
+            median: quantile(&v, 0.5),
             min: v[0],
             max: v[n - 1],
+            q1: quantile(&v, 0.25),
+            q3: quantile(&v, 0.75),
+            n,
         })
+    }
+
+    /// `q3 - q1`.
+    pub fn iqr(&self) -> f64 {
+        self.q3 - self.q1
+    }
+
+    /// Whether the two interquartile ranges share any time: if they do, a difference of the
+    /// medians is within the run-to-run spread.
+    pub fn quartiles_overlap(&self, other: &Stat) -> bool {
+        self.q1 <= other.q3 && other.q1 <= self.q3
+    }
+}
+
+/// The `p` quantile of sorted, non-empty values, interpolated between the two nearest ranks.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * p;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// One arm of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// A normal `run`: login proxy, console handling, step engine.
+    Harness,
+    /// The same guest, QEMU command line and services, the guest talking to tgtd directly; the
+    /// raw serial output is only scanned for one text.
+    Bare,
+}
+
+/// The order of the runs: `n` of each arm, alternating (harness, bare, harness, bare, ...), so
+/// that a change in the machine's load during the benchmark falls on both arms alike instead of
+/// on whichever ran last. Each run with its number within its arm, from 1.
+pub fn schedule(n: usize, bare: bool) -> Vec<(Arm, usize)> {
+    (1..=n)
+        .flat_map(|i| std::iter::once((Arm::Harness, i)).chain(bare.then_some((Arm::Bare, i))))
+        .collect()
+}
+
+fn label((arm, i): (Arm, usize)) -> String {
+    match arm {
+        Arm::Harness => format!("harness {i}"),
+        Arm::Bare => format!("bare {i}"),
     }
 }
 
@@ -58,7 +114,10 @@ pub struct BenchReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_qemu_start: Option<Stat>,
     pub run_dirs: Vec<PathBuf>,
-    /// The same boot without the harness's console handling and step engine.
+    /// The runs in the order they ran: `harness 1`, `bare 1`, `harness 2`, ...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<String>,
+    /// The same boot without the harness's login proxy, console handling and step engine.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bare: Option<BareComparison>,
     /// The picture of the medians over every run (`bench-*.svg`).
@@ -67,15 +126,20 @@ pub struct BenchReport {
 }
 
 /// Time from QEMU start to one console text: harness-driven runs against bare ones (same lab,
-/// services and QEMU command line, raw serial bytes scanned for the text).
+/// services and QEMU command line, but the guest talks to tgtd directly, without the login
+/// proxy, and the raw serial bytes are only scanned for the text).
 #[derive(Debug, Clone, Serialize)]
 pub struct BareComparison {
     pub step: String,
     pub text: String,
+    /// Each arm's median and spread (see [`Stat`] for why the interquartile range).
     pub harness: Stat,
     pub bare: Stat,
     /// harness median / bare median: 1.05 means the harness-driven boot took 5 % longer.
     pub ratio: f64,
+    /// The arms' interquartile ranges overlap: the ratio's distance from 1 is within the
+    /// run-to-run spread.
+    pub quartiles_overlap: bool,
     pub bare_runs: usize,
     pub bare_passed: usize,
     pub bare_run_dirs: Vec<PathBuf>,
@@ -108,6 +172,7 @@ pub fn compare_bare(
         step: step.to_string(),
         text: text.to_string(),
         ratio: h.median / b.median.max(f64::EPSILON),
+        quartiles_overlap: h.quartiles_overlap(&b),
         harness: h,
         bare: b,
         bare_runs: bare.len(),
@@ -155,6 +220,7 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
         wall: Stat::of(&wall),
         overhead: Stat::of(&overhead),
         run_dirs: runs.iter().map(|(_, _, d)| d.clone()).collect(),
+        order: Vec::new(),
         bare: None,
         to_qemu_start: None,
         picture: None,
@@ -205,16 +271,35 @@ pub fn render(b: &BenchReport) -> String {
     if let Some(c) = &b.bare {
         let _ = writeln!(
             o,
-            "  bare QEMU ({} of {} runs reached it): `{}` at median {:.1}s ({:.1}..{:.1}); driven by the harness {:.1}s: ratio {:.3} ({:+.1}%)",
-            c.bare_passed,
-            c.bare_runs,
-            c.text,
-            c.bare.median,
-            c.bare.min,
-            c.bare.max,
-            c.harness.median,
+            "  `{}`, seconds from QEMU start: median, interquartile range, (min..max)",
+            c.text
+        );
+        for (what, st) in [
+            ("harness (a normal `run`)", &c.harness),
+            ("bare QEMU (tgtd direct, no steps)", &c.bare),
+        ] {
+            let _ = writeln!(
+                o,
+                "    {:<36} {:>6.1}s  IQR {:<11}  {:<13}  {} runs",
+                what,
+                st.median,
+                format!("{:.1}..{:.1}", st.q1, st.q3),
+                format!("({:.1}..{:.1})", st.min, st.max),
+                st.n
+            );
+        }
+        let _ = writeln!(
+            o,
+            "    ratio harness/bare {:.3} ({:+.1}%); {}; bare QEMU reached the text in {} of {} runs",
             c.ratio,
-            100.0 * (c.ratio - 1.0)
+            100.0 * (c.ratio - 1.0),
+            if c.quartiles_overlap {
+                "the interquartile ranges overlap: within the run-to-run spread"
+            } else {
+                "the interquartile ranges do not overlap"
+            },
+            c.bare_passed,
+            c.bare_runs
         );
     }
     o
@@ -223,9 +308,10 @@ pub fn render(b: &BenchReport) -> String {
 /// The step `bench` times bare QEMU against by default: the kernel's root-mount line.
 pub const COMPARE_STEP: &str = "root mounted from the iSCSI disk";
 
-/// Runs the scenario `n` times, then, when the scenario has a console step named `compare`,
-/// `n` bare runs that only wait for that step's text; writes `bench-<stamp>.json` next to the
-/// run directories.
+/// Runs the scenario `n` times and, when the scenario has a console step named `compare` and
+/// an iSCSI plan that lets every login through, `n` bare runs that only wait for that step's
+/// text, interleaved with them (see [`schedule`]); writes `bench-<stamp>.json` and
+/// `bench-<stamp>.svg` next to the run directories.
 pub fn bench(
     path: &Path,
     n: usize,
@@ -233,51 +319,71 @@ pub fn bench(
     compare: &str,
 ) -> miette::Result<(BenchReport, PathBuf)> {
     let scenario = crate::scenario::load(path)?;
-    let mut runs = Vec::new();
-    let mut to_qemu = Vec::new();
     let name = scenario.name.clone();
-    for i in 0..n {
-        eprintln!("bench: run {} of {n}", i + 1);
-        let t = Instant::now();
-        let r = run::run_scenario(path, opts)?;
-        let wall = t.elapsed().as_secs_f64();
-        if let Some(s) = r.summary {
-            // The lab's clock starts as the lab process starts, a few milliseconds after the
-            // host side hands over: the sum is a slight underestimate.
-            if let Some(first) = first_qemu_start(&s) {
-                to_qemu.push(r.host_setup_s + first);
-            }
-            runs.push((s, wall, r.run_dir));
-        }
-    }
-    let mut report = summarize(&name, &runs);
-    let mut bare = Vec::new();
-    report.to_qemu_start = Stat::of(&to_qemu);
     let text = scenario.steps.iter().find_map(|s| match &s.action {
         crate::scenario::Action::Console(t) if s.name == compare => Some(t.clone()),
         _ => None,
     });
-    match text {
-        None => eprintln!(
-            "bench: no console step named {compare:?} in {}: no bare comparison",
-            path.display()
-        ),
-        Some(text) => {
-            let bare_opts = RunOptions {
-                bare_until: Some(text.clone()),
-                keep: false,
-                console: None,
-                ..opts.clone()
-            };
-            for i in 0..n {
-                eprintln!("bench: bare QEMU run {} of {n}", i + 1);
+    let text = match text {
+        None => {
+            eprintln!(
+                "bench: no console step named {compare:?} in {}: no bare comparison",
+                path.display()
+            );
+            None
+        }
+        // The bare arm has no login proxy, and only the proxy refuses, drops, keeps out or
+        // turns away logins: the guest would boot another way.
+        Some(_) if !run::login_faults(&scenario).lets_all_through() => {
+            eprintln!(
+                "bench: {} refuses, drops or filters iSCSI logins, which only the login proxy \
+                 does: no bare comparison",
+                path.display()
+            );
+            None
+        }
+        Some(t) => Some(t),
+    };
+    let bare_opts = RunOptions {
+        bare_until: text.clone(),
+        keep: false,
+        console: None,
+        ..opts.clone()
+    };
+    let mut runs = Vec::new();
+    let mut to_qemu = Vec::new();
+    let mut bare = Vec::new();
+    let order = schedule(n, text.is_some());
+    for &(arm, i) in &order {
+        match arm {
+            Arm::Harness => {
+                eprintln!("bench: run {i} of {n}");
+                let t = Instant::now();
+                let r = run::run_scenario(path, opts)?;
+                let wall = t.elapsed().as_secs_f64();
+                if let Some(s) = r.summary {
+                    // The lab's clock starts as the lab process starts, a few milliseconds
+                    // after the host side hands over: the sum is a slight underestimate.
+                    if let Some(first) = first_qemu_start(&s) {
+                        to_qemu.push(r.host_setup_s + first);
+                    }
+                    runs.push((s, wall, r.run_dir));
+                }
+            }
+            Arm::Bare => {
+                eprintln!("bench: bare QEMU run {i} of {n}");
                 let r = run::run_scenario(path, &bare_opts)?;
                 if let Some(s) = r.summary {
                     bare.push((s, r.run_dir));
                 }
             }
-            report.bare = compare_bare(compare, &text, &report, &bare);
         }
+    }
+    let mut report = summarize(&name, &runs);
+    report.to_qemu_start = Stat::of(&to_qemu);
+    report.order = order.into_iter().map(label).collect();
+    if let Some(text) = &text {
+        report.bare = compare_bare(compare, text, &report, &bare);
     }
     let stamp = crate::paths::run_stamp();
     let dir = opts.runs_dir.join(&name);
@@ -321,8 +427,15 @@ pub fn band(report: &BenchReport, runs: &[(Summary, f64, PathBuf)]) -> MedianBan
     let mut note = Vec::new();
     if let Some(c) = &report.bare {
         note.push(format!(
-            "harness/bare QEMU ratio {:.3} (`{}` at {:.1} s against {:.1} s)",
-            c.ratio, c.text, c.harness.median, c.bare.median
+            "harness/bare QEMU ratio {:.3} (`{}` at {:.1} s, IQR {:.1}..{:.1}, against {:.1} s, IQR {:.1}..{:.1})",
+            c.ratio,
+            c.text,
+            c.harness.median,
+            c.harness.q1,
+            c.harness.q3,
+            c.bare.median,
+            c.bare.q1,
+            c.bare.q3
         ));
         band.marks.push((
             format!("bare QEMU median for `{}`", c.step),
@@ -369,10 +482,155 @@ mod tests {
             Some(Stat {
                 median: 2.0,
                 min: 1.0,
-                max: 3.0
+                max: 3.0,
+                q1: 1.5,
+                q3: 2.5,
+                n: 3,
             })
         );
         assert_eq!(Stat::of(&[4.0, 1.0, 2.0, 3.0]).map(|s| s.median), Some(2.5));
+        // Five runs: the quartiles are the 2nd and the 4th value, whatever the outliers do.
+        let five = Stat::of(&[30.0, 16.0, 17.0, 15.0, 16.5]).unwrap();
+        assert_eq!((five.min, five.q1, five.median), (15.0, 16.0, 16.5));
+        assert_eq!((five.q3, five.max, five.n), (17.0, 30.0, 5));
+        assert_eq!(five.iqr(), 1.0);
+        // Four: interpolated, a quarter and three quarters of the way along.
+        let four = Stat::of(&[10.0, 20.0, 30.0, 40.0]).unwrap();
+        assert_eq!((four.q1, four.median, four.q3), (17.5, 25.0, 32.5));
+        // One run has no spread.
+        let one = Stat::of(&[7.0]).unwrap();
+        assert_eq!(
+            (one.min, one.q1, one.median, one.q3, one.max),
+            (7.0, 7.0, 7.0, 7.0, 7.0)
+        );
+        assert_eq!(one.iqr(), 0.0);
+    }
+
+    #[test]
+    fn quartile_ranges_overlap_or_not() {
+        let a = Stat::of(&[10.0, 11.0, 12.0, 13.0, 14.0]).unwrap(); // IQR 11..13
+        let b = Stat::of(&[12.5, 13.5, 14.0, 15.0, 16.0]).unwrap(); // IQR 13.5..15
+        let c = Stat::of(&[12.0, 13.0, 14.0, 15.0, 16.0]).unwrap(); // IQR 13..15: touches a
+        assert!(!a.quartiles_overlap(&b) && !b.quartiles_overlap(&a));
+        assert!(a.quartiles_overlap(&c) && c.quartiles_overlap(&a));
+        assert!(a.quartiles_overlap(&a));
+    }
+
+    #[test]
+    fn the_arms_alternate() {
+        use Arm::{Bare, Harness};
+        assert_eq!(
+            schedule(3, true),
+            [
+                (Harness, 1),
+                (Bare, 1),
+                (Harness, 2),
+                (Bare, 2),
+                (Harness, 3),
+                (Bare, 3)
+            ]
+        );
+        // Without a bare arm, the harness runs alone.
+        assert_eq!(schedule(2, false), [(Harness, 1), (Harness, 2)]);
+        assert!(schedule(0, true).is_empty());
+        // The default: 5 of each, never two of one arm in a row.
+        let five = schedule(5, true);
+        assert_eq!(five.len(), 10);
+        assert!(five.windows(2).all(|w| w[0].0 != w[1].0), "{five:?}");
+        let labels: Vec<String> = five.iter().copied().map(label).collect();
+        assert_eq!(labels[..3], ["harness 1", "bare 1", "harness 2"]);
+    }
+
+    #[test]
+    fn a_bare_arm_only_where_the_proxy_changes_nothing() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let lets_through = |name: &str| {
+            let s = crate::scenario::load(&dir.join(format!("{name}.yaml"))).unwrap();
+            run::login_faults(&s).lets_all_through()
+        };
+        assert!(lets_through("debian-ibft-e1000"));
+        // Refused logins, a late target, an address ACL: only the proxy does these.
+        assert!(!lets_through("iscsi-late"));
+        assert!(!lets_through("power-outage"));
+        assert!(!lets_through("nic-order-broken"));
+    }
+
+    #[test]
+    fn the_ratio_is_of_the_medians_and_each_arm_keeps_its_spread() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
+        )
+        .unwrap();
+        let s: Summary = serde_json::from_str(&text).unwrap();
+        let step = "root mounted from the iSCSI disk";
+        // Five harness runs whose root mount lands 0, 1, 2, 3 and 12 s later than recorded.
+        let qemu0 = first_qemu_start(&s).unwrap();
+        let recorded = s
+            .steps
+            .iter()
+            .find(|t| t.name == step)
+            .unwrap()
+            .met_at
+            .unwrap()
+            - qemu0;
+        let shifted = |d: f64| {
+            let mut s = s.clone();
+            for t in s.steps.iter_mut().filter(|t| t.name == step) {
+                t.met_at = t.met_at.map(|m| m + d);
+            }
+            (s, 0.0, PathBuf::from("h"))
+        };
+        let runs: Vec<_> = [0.0, 1.0, 2.0, 3.0, 12.0].map(shifted).into();
+        let b = summarize("debian-ibft-e1000", &runs);
+        let bare_run = |at: f64, ok: bool| {
+            let mut s = s.clone();
+            s.ok = ok;
+            s.steps.truncate(1);
+            s.steps[0].started_at = 2.0;
+            s.steps[0].met_at = ok.then_some(2.0 + at);
+            (s, PathBuf::from("bare"))
+        };
+        let r = recorded;
+        // Five bare runs, one of which never reached the text: it counts as a run, not a time.
+        let bare = vec![
+            bare_run(r - 2.0, true),
+            bare_run(r - 1.0, true),
+            bare_run(r + 9.0, true),
+            bare_run(r, true),
+            bare_run(0.0, false),
+        ];
+        let c = compare_bare(step, "EXT4-fs", &b, &bare).unwrap();
+        assert_eq!(
+            (c.bare_runs, c.bare_passed, c.harness.n, c.bare.n),
+            (5, 4, 5, 4)
+        );
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // Harness: r+0 .. r+12, median r+2, quartiles r+1 and r+3.
+        assert!(near(c.harness.median, r + 2.0), "{c:?}");
+        assert!(
+            near(c.harness.q1, r + 1.0) && near(c.harness.q3, r + 3.0),
+            "{c:?}"
+        );
+        assert!(
+            near(c.harness.min, r) && near(c.harness.max, r + 12.0),
+            "{c:?}"
+        );
+        // Bare: r-2, r-1, r, r+9: median r-0.5, quartiles r-1.25 and r+2.25.
+        assert!(near(c.bare.median, r - 0.5), "{c:?}");
+        assert!(
+            near(c.bare.q1, r - 1.25) && near(c.bare.q3, r + 2.25),
+            "{c:?}"
+        );
+        assert!(near(c.ratio, (r + 2.0) / (r - 0.5)), "{c:?}");
+        assert!(c.quartiles_overlap, "{c:?}");
+        let mut b = b;
+        b.bare = Some(c);
+        let text = render(&b);
+        assert!(text.contains("the interquartile ranges overlap"), "{text}");
+        assert!(text.contains("in 4 of 5 runs"), "{text}");
+        let json = serde_json::to_value(&b).unwrap();
+        assert!(json["bare"]["harness"]["q3"].is_number(), "{json}");
+        assert_eq!(json["bare"]["quartiles_overlap"], true);
     }
 
     #[test]
@@ -421,13 +679,21 @@ mod tests {
         .unwrap();
         assert!((c.ratio - 1.1).abs() < 1e-9, "{c:?}");
         assert_eq!((c.bare_runs, c.bare_passed), (2, 2));
+        // Both harness runs are the same recording, both bare runs the same time: no spread,
+        // and the ranges lie apart.
+        assert_eq!((c.harness.iqr(), c.bare.iqr()), (0.0, 0.0));
+        assert!(!c.quartiles_overlap);
         let mut b = b;
         b.bare = Some(c);
+        let text = render(&b);
+        assert!(text.contains("ratio harness/bare 1.100 (+10.0%)"), "{text}");
+        assert!(text.contains("do not overlap"), "{text}");
         assert!(
-            render(&b).contains("ratio 1.100 (+10.0%)"),
-            "{}",
-            render(&b)
+            text.contains(&format!("IQR {:.1}..{:.1}", h / 1.1, h / 1.1)),
+            "{text}"
         );
+        assert!(text.contains("2 runs"), "{text}");
+
         assert!(compare_bare("no such step", "x", &b, &bare).is_none());
 
         // The picture's band: phases on the runs' clock, the bare median marked.
@@ -441,6 +707,11 @@ mod tests {
         assert!((root.end - (h + qemu0)).abs() < 1e-9, "{root:?}");
         assert_eq!(band.marks.len(), 1);
         assert!(band.note.contains("ratio 1.100"), "{}", band.note);
+        assert!(
+            band.note.contains(&format!("IQR {h:.1}..{h:.1}, against")),
+            "{}",
+            band.note
+        );
         let svg = picture(&b, &runs, &bare);
         assert!(svg.contains("data-label=\"run 2\"") && svg.contains("data-label=\"bare 1\""));
     }

@@ -35,6 +35,18 @@ pub struct LoginFaults {
     pub downtime: crate::services::outage::Downtime,
 }
 
+impl LoginFaults {
+    /// Whether the plan lets every login through untouched, so that the portal could as well be
+    /// tgtd's own.
+    pub fn lets_all_through(&self) -> bool {
+        self.refuse_first == 0
+            && self.drop_first == 0
+            && self.allow_from.is_empty()
+            && self.refuse_until.is_none()
+            && self.downtime == crate::services::outage::Downtime::default()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LoginRecord {
     pub at: f64,

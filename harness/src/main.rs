@@ -49,10 +49,11 @@ enum Cmd {
     /// Run one scenario N times and report each step's median and spread (writes bench-*.json).
     Bench {
         scenario: PathBuf,
-        #[arg(long, default_value_t = 3)]
+        /// Runs of each arm (harness-driven and bare), interleaved.
+        #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// The console step whose time bare QEMU runs (same lab and command line, no step
-        /// engine) are compared against.
+        /// The console step whose time bare QEMU runs (same lab, services and command line; no
+        /// login proxy, no step engine) are compared against.
         #[arg(long, default_value = netboot_harness::bench::COMPARE_STEP)]
         compare_step: String,
         #[command(flatten)]

@@ -48,7 +48,7 @@ pub struct RunOptions {
     /// After the last step, attach this node's console to the terminal ("" = the first node).
     pub console: Option<String>,
     /// `bench`'s bare comparison: no steps, only the time until the first node's raw serial
-    /// output shows this text.
+    /// output shows this text; no login proxy either (tgtd on the portal itself).
     pub bare_until: Option<String>,
 }
 
@@ -556,24 +556,11 @@ async fn lab_run(args: &LabArgs) -> Summary {
         base.message = format!("lab network: {e}");
         return base;
     }
-    // The login proxy stands in front of tgtd in every run: it records every login attempt,
-    // refused and rejected ones included, with the initiator's own address.
+    // The login proxy stands in front of tgtd in every scenario run: it records every login
+    // attempt, refused and rejected ones included, with the initiator's own address. `bench`'s
+    // bare arm has the guest talk to tgtd directly: nothing of the harness in the data path.
     let options = ServiceOptions {
-        login_proxy: Some(LoginFaults {
-            refuse_first: scenario.iscsi.refuse_first,
-            drop_first: scenario.iscsi.drop_first,
-            refuse_until: scenario.iscsi.refuse_until.map(|d| d.as_secs_f64()),
-            downtime: crate::services::outage::Downtime::new(
-                scenario.iscsi.start_after,
-                &scenario.iscsi.down,
-            ),
-            allow_from: scenario
-                .iscsi
-                .allow_addresses
-                .iter()
-                .map(|a| std::net::IpAddr::V4(*a))
-                .collect(),
-        }),
+        login_proxy: args.bare_until.is_none().then(|| login_faults(&scenario)),
         ipv6_ra: scenario.router_advertisements,
         ..ServiceOptions::default()
     };
@@ -766,6 +753,26 @@ async fn lab_run(args: &LabArgs) -> Summary {
     summary.faults = report::injected_faults(&events.snapshot(), &node_of_mac);
     summary.artifacts = collect_artifacts(&args.run_dir);
     summary
+}
+
+/// What the login proxy does to the scenario's logins: its iSCSI refusals, drops, outages and
+/// address ACL.
+pub fn login_faults(scenario: &Scenario) -> LoginFaults {
+    LoginFaults {
+        refuse_first: scenario.iscsi.refuse_first,
+        drop_first: scenario.iscsi.drop_first,
+        refuse_until: scenario.iscsi.refuse_until.map(|d| d.as_secs_f64()),
+        downtime: crate::services::outage::Downtime::new(
+            scenario.iscsi.start_after,
+            &scenario.iscsi.down,
+        ),
+        allow_from: scenario
+            .iscsi
+            .allow_addresses
+            .iter()
+            .map(|a| std::net::IpAddr::V4(*a))
+            .collect(),
+    }
 }
 
 /// The summary of a bare comparison run: one step, the text's first appearance.

@@ -1,31 +1,27 @@
 //! iSCSI: tgtd exports the run's disk copy as one target with one LUN.
 //!
-//! tgtd's portal is the bridge address (or, with the login proxy, the namespace's loopback).
+//! tgtd's portal is the bridge address, or, with the login proxy, the namespace's loopback.
 //! Its control socket is `/var/run/tgtd/socket.<port>`; every run picks its own control port, so
 //! parallel runs never reach each other's tgtd even without a private /run.
 //!
-//! Logins are read from tgtd itself: a poller asks `tgtadm --op show --mode target` every
-//! 200 ms and records each new I_T nexus connection. A login that lasts less than one poll can
-//! be missed; the login proxy ([`crate::iscsi_proxy`]) sees every attempt, failed ones too.
+//! Logins are recorded by the login proxy ([`crate::iscsi_proxy`]) in front of tgtd, which sees
+//! every attempt, failed ones too; every scenario run has it. Without it (`bench`'s bare arm)
+//! the guest talks to tgtd directly and nothing records logins: that arm only times a console
+//! text, and relaying its bytes through the proxy would time the proxy too.
 //!
 //! Measured on tgt 1.0.85: tgtd ignores SIGTERM (with or without targets), and
 //! `--op delete --mode system` is refused ("invalid request", `--force` or not) while a target
 //! exists. Stopping therefore deletes the target with `--force` (which also drops sessions),
 //! then the system, and falls back to SIGKILL.
 
-use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::process::Child;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::{
     command_line, find_binary, kill_and_reap, log_tail, service_command, terminate, ServiceContext,
@@ -40,7 +36,6 @@ pub const PORTAL_PORT: u16 = 3260;
 const TID: &str = "1";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const TGTADM_TIMEOUT: Duration = Duration::from_secs(10);
-const POLL_EVERY: Duration = Duration::from_millis(200);
 /// Where tgt 1.0.85 puts its control sockets (seen: `/var/run/tgtd/socket.<port>` and
 /// `socket.<port>.lock`).
 const SOCKET_DIR: &str = "/var/run/tgtd";
@@ -54,82 +49,9 @@ pub struct Iscsi {
     tgtadm: Tgtadm,
     /// Where tgtd listens: kept so that a restart puts it back in the same place.
     portal: SocketAddr,
-    poller: Option<Poller>,
     proxy: Option<IscsiProxy>,
     log: PathBuf,
     logins: PathBuf,
-}
-
-/// One connection of one I_T nexus (session), as `tgtadm --op show --mode target` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct TgtConnection {
-    pub tid: u32,
-    pub target: String,
-    /// tgtd's I_T nexus id: new for every session, a re-login included.
-    pub nexus: u64,
-    pub connection: u32,
-    pub initiator: String,
-    pub source_ip: Option<IpAddr>,
-}
-
-impl TgtConnection {
-    /// What makes a login new: a session re-established after a drop gets a new nexus id.
-    fn key(&self) -> (u32, u64, u32) {
-        (self.tid, self.nexus, self.connection)
-    }
-}
-
-/// Reads the connections out of `tgtadm --lld iscsi --op show --mode target` output.
-pub fn parse_show_target(text: &str) -> Vec<TgtConnection> {
-    let mut out: Vec<TgtConnection> = Vec::new();
-    let mut target: Option<(u32, String)> = None;
-    let mut in_nexus_section = false;
-    let mut nexus: Option<(u64, String)> = None;
-    for raw in text.lines() {
-        let line = raw.trim();
-        if let Some(rest) = raw.strip_prefix("Target ") {
-            // Only an unindented line opens a target.
-            target = rest
-                .split_once(": ")
-                .and_then(|(tid, name)| Some((tid.trim().parse().ok()?, name.trim().to_string())));
-            in_nexus_section = false;
-            nexus = None;
-        } else if line.ends_with("information:") {
-            in_nexus_section = line == "I_T nexus information:";
-            nexus = None;
-        } else if !in_nexus_section {
-            continue;
-        } else if let Some(id) = line.strip_prefix("I_T nexus:") {
-            nexus = id.trim().parse().ok().map(|id| (id, String::new()));
-        } else if let Some(rest) = line.strip_prefix("Initiator:") {
-            // `Initiator: <iqn> alias: <alias>`; IQNs have no spaces.
-            if let Some((_, who)) = nexus.as_mut() {
-                *who = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-            }
-        } else if let Some(cid) = line.strip_prefix("Connection:") {
-            if let (Some((tid, name)), Some((id, who)), Ok(cid)) =
-                (&target, &nexus, cid.trim().parse())
-            {
-                out.push(TgtConnection {
-                    tid: *tid,
-                    target: name.clone(),
-                    nexus: *id,
-                    connection: cid,
-                    initiator: who.clone(),
-                    source_ip: None,
-                });
-            }
-        } else if let Some(ip) = line.strip_prefix("IP Address:") {
-            if let Some(last) = out.last_mut() {
-                last.source_ip = ip.trim().parse().ok();
-            }
-        }
-    }
-    out
 }
 
 /// Whether the show output has `target` with `lun` backed by `disk`.
@@ -154,18 +76,6 @@ pub fn has_lun(text: &str, target: &str, lun: u8, disk: &Path) -> bool {
     false
 }
 
-/// A login record as written to `iscsi-logins.jsonl`.
-#[derive(Debug, Serialize)]
-struct LoginLine<'a> {
-    at: f64,
-    initiator: &'a str,
-    target: &'a str,
-    source_ip: Option<IpAddr>,
-    tid: u32,
-    nexus: u64,
-    connection: u32,
-}
-
 /// tgtadm bound to one tgtd; every configuration command is logged with its output.
 #[derive(Clone)]
 struct Tgtadm {
@@ -181,7 +91,7 @@ impl Tgtadm {
         a
     }
 
-    /// Runs without logging: the readiness probe and the login poller run many times.
+    /// Runs without logging: the readiness probe runs many times.
     async fn query(&self, args: &[&str]) -> Result<String, String> {
         let argv = self.argv(args);
         let mut cmd = service_command(&self.program, &argv);
@@ -399,7 +309,6 @@ impl Iscsi {
             child,
             tgtadm,
             portal,
-            poller: None,
             proxy: None,
             log,
             logins,
@@ -425,7 +334,7 @@ impl Iscsi {
         login_proxy: Option<LoginFaults>,
     ) -> Result<(), ServiceError> {
         self.configure_target(s, cx).await?;
-        self.start_recorder(cx, login_proxy).await
+        self.start_proxy(cx, login_proxy).await
     }
 
     /// The target, its LUN on the run's disk copy, and the ACL; checked with `show`.
@@ -508,42 +417,32 @@ impl Iscsi {
         Ok(())
     }
 
-    /// What records the logins: the proxy in front of tgtd, or the tgtadm poller.
-    async fn start_recorder(
+    /// The login proxy in front of tgtd, which records the logins; without one, tgtd already
+    /// holds the portal and nothing records them.
+    async fn start_proxy(
         &mut self,
         cx: &ServiceContext,
         login_proxy: Option<LoginFaults>,
     ) -> Result<(), ServiceError> {
-        match login_proxy {
-            Some(faults) => {
-                let listen = SocketAddr::from((cx.server_ip, PORTAL_PORT));
-                let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, PORTAL_PORT));
-                let proxy =
-                    IscsiProxy::start(listen, upstream, faults, cx.events.clone(), &self.logins)
-                        .await
-                        .map_err(|source| ServiceError::Io {
-                            service: SERVICE,
-                            what: format!("login proxy on {listen}"),
-                            source,
-                        })?;
-                self.proxy = Some(proxy);
-            }
-            None => {
-                let sink =
-                    std::fs::File::create(&self.logins).map_err(|source| ServiceError::Io {
-                        service: SERVICE,
-                        what: self.logins.display().to_string(),
-                        source,
-                    })?;
-                self.poller = Some(Poller::start(self.tgtadm.clone(), cx.events.clone(), sink));
-            }
-        }
+        let Some(faults) = login_proxy else {
+            return Ok(());
+        };
+        let listen = SocketAddr::from((cx.server_ip, PORTAL_PORT));
+        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, PORTAL_PORT));
+        let proxy = IscsiProxy::start(listen, upstream, faults, cx.events.clone(), &self.logins)
+            .await
+            .map_err(|source| ServiceError::Io {
+                service: SERVICE,
+                what: format!("login proxy on {listen}"),
+                source,
+            })?;
+        self.proxy = Some(proxy);
         Ok(())
     }
 
     /// Stops tgtd and starts a new one on the same portal and control port with the same target
-    /// and LUN. The login proxy (or poller) stays: the guests' connections drop with the old
-    /// tgtd, and their logins to the new one are recorded like any other.
+    /// and LUN. The login proxy, if any, stays: the guests' connections drop with the old tgtd,
+    /// and their logins to the new one are recorded like any other.
     pub async fn restart(
         &mut self,
         s: &Scenario,
@@ -584,13 +483,9 @@ impl Iscsi {
         let Iscsi {
             mut child,
             tgtadm,
-            poller,
             proxy,
             ..
         } = self;
-        if let Some(p) = poller {
-            p.stop().await;
-        }
         if let Some(p) = proxy {
             p.stop();
         }
@@ -598,11 +493,16 @@ impl Iscsi {
     }
 
     pub fn artifacts(&self) -> Vec<PathBuf> {
-        vec![
-            self.log.clone(),
-            self.tgtadm.log.clone(),
-            self.logins.clone(),
-        ]
+        let mut out = vec![self.log.clone(), self.tgtadm.log.clone()];
+        if self.records_logins() {
+            out.push(self.logins.clone());
+        }
+        out
+    }
+
+    /// Whether the login proxy is in front of tgtd, recording the logins.
+    pub fn records_logins(&self) -> bool {
+        self.proxy.is_some()
     }
 
     pub fn control_port(&self) -> u16 {
@@ -617,12 +517,14 @@ impl Iscsi {
     }
 }
 
-/// Where the iSCSI service of a run keeps its files.
-pub fn artifact_paths(run_dir: &Path) -> Vec<PathBuf> {
-    ["tgtd.log", "tgtadm.log", "iscsi-logins.jsonl"]
-        .iter()
-        .map(|n| run_dir.join(n))
-        .collect()
+/// Where the iSCSI service of a run keeps its files; `login_records`: the login proxy is in
+/// front of tgtd and writes `iscsi-logins.jsonl`.
+pub fn artifact_paths(run_dir: &Path, login_records: bool) -> Vec<PathBuf> {
+    let mut out = vec![run_dir.join("tgtd.log"), run_dir.join("tgtadm.log")];
+    if login_records {
+        out.push(run_dir.join("iscsi-logins.jsonl"));
+    }
+    out
 }
 
 /// Deletes the target (dropping its sessions) and the system, then makes sure tgtd is gone.
@@ -641,104 +543,10 @@ async fn stop_tgtd(child: &mut Child, tgtadm: &Tgtadm) {
     tracing::debug!(?status, "tgtd stopped");
 }
 
-/// Polls tgtd for sessions and records each new connection once.
-struct Poller {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Poller {
-    fn start(tgtadm: Tgtadm, events: Arc<EventLog>, mut sink: std::fs::File) -> Poller {
-        let (stop, mut stop_rx) = watch::channel(false);
-        let task = crate::tasks::spawn("iscsi-poller", async move {
-            let mut seen: BTreeSet<(u32, u64, u32)> = BTreeSet::new();
-            // Configuration already logged the empty session list.
-            let mut last_logged = "[]".to_string();
-            loop {
-                let stopping = tokio::select! {
-                    _ = stop_rx.changed() => true,
-                    _ = tokio::time::sleep(POLL_EVERY) => false,
-                };
-                // One last look when stopping catches a login made since the previous poll.
-                let args = ["--lld", "iscsi", "--op", "show", "--mode", "target"];
-                match tgtadm.query(&args).await {
-                    Ok(text) => {
-                        let conns = parse_show_target(&text);
-                        let now: BTreeSet<_> = conns
-                            .iter()
-                            .filter(|c| c.source_ip.is_some())
-                            .map(TgtConnection::key)
-                            .collect();
-                        for c in conns.iter().filter(|c| !seen.contains(&c.key())) {
-                            let Some(ip) = c.source_ip else { continue };
-                            record(&events, &mut sink, c, ip);
-                        }
-                        // Forgetting connections that are gone lets a reused id count again.
-                        seen = now;
-                        // The nexus list is evidence; log it whenever it changes, not every
-                        // 200 ms.
-                        let summary = format!("{conns:?}");
-                        if summary != last_logged {
-                            let command = command_line(&tgtadm.program, &tgtadm.argv(&args));
-                            tgtadm
-                                .note(&format!("{command}    # poll: sessions changed"), &Ok(text));
-                            last_logged = summary;
-                        }
-                    }
-                    Err(e) => tracing::debug!(%e, "login poll failed"),
-                }
-                if stopping {
-                    break;
-                }
-            }
-        });
-        Poller { stop, task }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout(TGTADM_TIMEOUT + Duration::from_secs(1), &mut self.task)
-            .await
-            .is_err()
-        {
-            self.task.abort();
-        }
-    }
-}
-
-fn record(events: &EventLog, sink: &mut std::fs::File, c: &TgtConnection, ip: IpAddr) {
-    tracing::info!(initiator = %c.initiator, target = %c.target, %ip, nexus = c.nexus, "iscsi login");
-    let line = LoginLine {
-        at: events.clock().now(),
-        initiator: &c.initiator,
-        target: &c.target,
-        source_ip: Some(ip),
-        tid: c.tid,
-        nexus: c.nexus,
-        connection: c.connection,
-    };
-    if let Ok(mut text) = serde_json::to_string(&line) {
-        text.push('\n');
-        // Flushed per record (File is unbuffered): a killed run keeps its logins.
-        let _ = sink.write_all(text.as_bytes());
-    }
-    events.push(EventKind::IscsiLogin {
-        initiator: c.initiator.clone(),
-        target: c.target.clone(),
-        source_ip: ip,
-        // tgtadm shows the address only; the login proxy's records carry the MAC.
-        source_mac: None,
-        // tgtd makes an I_T nexus for normal sessions only: a discovery session never shows.
-        session_type: "Normal".into(),
-        // Nor does it show the ISID or TSIH; the proxy's records have them.
-        isid: String::new(),
-        tsih: 0,
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     const LUNS: &str = "    LUN information:
         LUN: 0
@@ -774,27 +582,6 @@ mod tests {
         ALL
 ";
 
-    /// Recorded from tgt 1.0.85 with two sessions from iPXE (e1000 option ROM, `sanboot`):
-    /// the first guest was killed without logging out, the second booted the same way.
-    fn recorded_two_sessions() -> String {
-        format!(
-            "Target 1: iqn.2026-11.lab:node01-root
-    System information:
-        Driver: iscsi
-        State: ready
-    I_T nexus information:
-        I_T nexus: 1
-            Initiator: iqn.2026-11.lab:node01 alias: none
-            Connection: 0
-                IP Address: 10.77.0.163
-        I_T nexus: 2
-            Initiator: iqn.2026-11.lab:node01 alias: none
-            Connection: 0
-                IP Address: 10.77.0.163
-{LUNS}"
-        )
-    }
-
     /// Recorded right after configuration, before any login.
     fn recorded_no_session() -> String {
         format!(
@@ -805,57 +592,6 @@ mod tests {
     I_T nexus information:
 {LUNS}"
         )
-    }
-
-    #[test]
-    fn parses_recorded_sessions() {
-        let c = parse_show_target(&recorded_two_sessions());
-        assert_eq!(c.len(), 2, "{c:#?}");
-        for (i, conn) in c.iter().enumerate() {
-            assert_eq!(conn.tid, 1);
-            assert_eq!(conn.target, "iqn.2026-11.lab:node01-root");
-            assert_eq!(conn.nexus, i as u64 + 1);
-            assert_eq!(conn.connection, 0);
-            assert_eq!(conn.initiator, "iqn.2026-11.lab:node01");
-            assert_eq!(conn.source_ip, Some("10.77.0.163".parse().unwrap()));
-        }
-        assert_ne!(c[0].key(), c[1].key(), "a re-login is a new record");
-    }
-
-    #[test]
-    fn no_session_means_no_connection() {
-        assert!(parse_show_target(&recorded_no_session()).is_empty());
-        assert!(parse_show_target("").is_empty());
-        // LUN numbers and other sections never count as sessions.
-        assert!(parse_show_target(LUNS).is_empty());
-    }
-
-    #[test]
-    fn sessions_are_attributed_to_their_target() {
-        let two = "Target 1: iqn.2026-11.lab:a
-    I_T nexus information:
-        I_T nexus: 4
-            Initiator: iqn.2026-11.lab:x alias: x
-            Connection: 0
-                IP Address: 10.77.0.130
-            Connection: 1
-                IP Address: 10.77.0.131
-    LUN information:
-Target 2: iqn.2026-11.lab:b
-    I_T nexus information:
-        I_T nexus: 5
-            Initiator: iqn.2026-11.lab:y alias: none
-            Connection: 0
-                IP Address: fd77:6e62:6800::99
-";
-        let c = parse_show_target(two);
-        assert_eq!(c.len(), 3, "{c:#?}");
-        assert_eq!((c[0].tid, c[0].nexus, c[0].connection), (1, 4, 0));
-        assert_eq!((c[1].tid, c[1].nexus, c[1].connection), (1, 4, 1));
-        assert_eq!(c[1].source_ip, Some("10.77.0.131".parse().unwrap()));
-        assert_eq!(c[2].target, "iqn.2026-11.lab:b");
-        assert_eq!(c[2].initiator, "iqn.2026-11.lab:y");
-        assert_eq!(c[2].source_ip, Some("fd77:6e62:6800::99".parse().unwrap()));
     }
 
     #[test]
