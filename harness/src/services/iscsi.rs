@@ -21,14 +21,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Child;
-
-use super::{
-    command_line, find_binary, kill_and_reap, log_tail, service_command, terminate, ServiceContext,
-    ServiceError,
-};
+use super::{command_line, find_binary, log_tail, service_command, ServiceContext, ServiceError};
 use crate::events::{EventKind, EventLog};
 use crate::iscsi_proxy::{IscsiProxy, LoginFaults};
+use crate::process::Owned;
 use crate::scenario::Scenario;
 
 const SERVICE: &str = "iscsi";
@@ -45,7 +41,8 @@ const PORT_BASE: u16 = 1_000;
 const PORT_SPAN: u64 = 31_000;
 
 pub struct Iscsi {
-    child: Child,
+    /// tgtd; `None` only for the moment of a restart.
+    child: Option<Owned>,
     tgtadm: Tgtadm,
     /// Where tgtd listens: kept so that a restart puts it back in the same place.
     portal: SocketAddr,
@@ -162,7 +159,7 @@ pub(crate) async fn socket_owner(port: u16) -> Option<i32> {
 }
 
 enum TgtdStart {
-    Ready(Child),
+    Ready(Owned),
     PortTaken,
 }
 
@@ -194,15 +191,15 @@ async fn start_tgtd(
     let err_file = file.try_clone().map_err(io)?;
     let mut cmd = service_command(program, &args);
     cmd.stdout(Stdio::from(file)).stderr(Stdio::from(err_file));
-    let mut child = cmd.spawn().map_err(|source| ServiceError::Spawn {
+    let (child, _) = Owned::spawn("tgtd", &mut cmd).map_err(|source| ServiceError::Spawn {
         service: SERVICE,
         command: command.clone(),
         source,
     })?;
-    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    let pid = child.pid().and_then(|p| i32::try_from(p).ok());
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        if let Ok(Some(status)) = child.try_wait() {
+        if let Some(ended) = child.has_ended() {
             let tail = log_tail(log, 10);
             if tail.contains(&format!(
                 "another tgtd is using {SOCKET_DIR}/socket.{}",
@@ -213,7 +210,7 @@ async fn start_tgtd(
             return Err(ServiceError::Exited {
                 service: SERVICE,
                 command,
-                status: status.to_string(),
+                status: ended.how,
                 log: log.display().to_string(),
                 log_tail: tail,
             });
@@ -237,7 +234,7 @@ async fn start_tgtd(
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            kill_and_reap(&mut child).await;
+            child.stop(Duration::ZERO).await;
             return Err(ServiceError::NotReady {
                 service: SERVICE,
                 command,
@@ -303,10 +300,10 @@ impl Iscsi {
                 ),
             });
         };
-        tracing::debug!(port = tgtadm.port, pid = ?child.id(), "tgtd answers");
+        tracing::debug!(port = tgtadm.port, pid = ?child.pid(), "tgtd answers");
 
         let mut this = Iscsi {
-            child,
+            child: Some(child),
             tgtadm,
             portal,
             proxy: None,
@@ -450,7 +447,9 @@ impl Iscsi {
         events: &EventLog,
     ) -> Result<(), ServiceError> {
         let t = std::time::Instant::now();
-        stop_tgtd(&mut self.child, &self.tgtadm).await;
+        if let Some(old) = self.child.take() {
+            stop_tgtd(old, &self.tgtadm).await;
+        }
         tracing::info!(
             secs = t.elapsed().as_secs_f64(),
             "tgtd stopped for a restart"
@@ -461,7 +460,7 @@ impl Iscsi {
         });
         let tgtd = find_binary(SERVICE, "tgtd", "tgt")?;
         match start_tgtd(&tgtd, &self.tgtadm, self.portal, &self.log).await? {
-            TgtdStart::Ready(child) => self.child = child,
+            TgtdStart::Ready(child) => self.child = Some(child),
             TgtdStart::PortTaken => {
                 return Err(ServiceError::Setup {
                     service: SERVICE,
@@ -481,7 +480,7 @@ impl Iscsi {
     /// Deletes the target (dropping sessions) and the system, then makes sure tgtd is gone.
     pub async fn stop(self) {
         let Iscsi {
-            mut child,
+            child,
             tgtadm,
             proxy,
             ..
@@ -489,7 +488,9 @@ impl Iscsi {
         if let Some(p) = proxy {
             p.stop();
         }
-        stop_tgtd(&mut child, &tgtadm).await;
+        if let Some(child) = child {
+            stop_tgtd(child, &tgtadm).await;
+        }
     }
 
     pub fn artifacts(&self) -> Vec<PathBuf> {
@@ -512,8 +513,7 @@ impl Iscsi {
     /// How tgtd ended, if it has: nothing but [`Iscsi::stop`] and [`Iscsi::restart`] (which
     /// starts a new one) should end it.
     pub fn exited(&mut self) -> Option<String> {
-        let status = self.child.try_wait().ok().flatten()?;
-        Some(crate::process::describe_exit(status))
+        self.child.as_ref()?.has_ended().map(|e| e.how)
     }
 }
 
@@ -528,8 +528,8 @@ pub fn artifact_paths(run_dir: &Path, login_records: bool) -> Vec<PathBuf> {
 }
 
 /// Deletes the target (dropping its sessions) and the system, then makes sure tgtd is gone.
-async fn stop_tgtd(child: &mut Child, tgtadm: &Tgtadm) {
-    if matches!(child.try_wait(), Ok(None)) {
+async fn stop_tgtd(child: Owned, tgtadm: &Tgtadm) {
+    if child.has_ended().is_none() {
         let _ = tgtadm
             .run(&[
                 "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", TID, "--force",
@@ -539,8 +539,8 @@ async fn stop_tgtd(child: &mut Child, tgtadm: &Tgtadm) {
     }
     // SIGTERM is for form's sake (tgtd 1.0.85 ignores it); the system delete above or the
     // SIGKILL after the grace period is what ends it.
-    let status = terminate(child, Duration::from_secs(3)).await;
-    tracing::debug!(?status, "tgtd stopped");
+    let ended = child.stop(Duration::from_secs(3)).await;
+    tracing::debug!(?ended, "tgtd stopped");
 }
 
 #[cfg(test)]

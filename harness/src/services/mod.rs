@@ -16,11 +16,11 @@ pub mod tftp;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
@@ -670,36 +670,6 @@ pub(crate) fn service_command(program: &Path, args: &[String]) -> Command {
     cmd
 }
 
-/// Asks a child to stop with SIGTERM, gives it `grace`, then SIGKILLs it; always reaps it.
-pub(crate) async fn terminate(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
-    }
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if let Ok(Ok(status)) = tokio::time::timeout(grace, child.wait()).await {
-        return Some(status);
-    }
-    kill_and_reap(child).await
-}
-
-/// SIGKILL and reap. A process stuck in uninterruptible sleep ignores even SIGKILL for a while;
-/// bound the wait so a stop never hangs, and say so.
-pub(crate) async fn kill_and_reap(child: &mut Child) -> Option<ExitStatus> {
-    let _ = child.start_kill();
-    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        Ok(Ok(status)) => Some(status),
-        _ => {
-            tracing::error!(pid = ?child.id(), "child did not exit 5 s after SIGKILL");
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -724,25 +694,6 @@ mod tests {
             &["--pid-file=".into(), "a b".into(), "it's".into(), "".into()],
         );
         assert_eq!(c, r"/usr/sbin/dnsmasq --pid-file= 'a b' 'it'\''s' ''");
-    }
-
-    #[tokio::test]
-    async fn terminate_falls_back_to_sigkill_and_reaps() {
-        // Stands in for tgtd, which ignores SIGTERM.
-        let args: Vec<String> = vec!["-c".into(), "trap '' TERM; exec sleep 30".into()];
-        let mut child = service_command(Path::new("/bin/sh"), &args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Give the shell time to install its trap, or SIGTERM would simply work.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let t = Instant::now();
-        let status = terminate(&mut child, Duration::from_millis(300)).await;
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.and_then(|s| s.signal()), Some(libc::SIGKILL));
-        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-        assert!(child.try_wait().unwrap().is_some(), "reaped");
     }
 
     const INNER_ENV: &str = "NBH_SERVICES_TEST_HOST_NETNS";
@@ -1139,7 +1090,8 @@ mod tests {
         services.stop().await;
         drop((c, d));
         // The stand-in for another run's tgtd: SIGKILL is the only signal it heeds.
-        kill_and_reap(&mut decoy).await;
+        let _ = decoy.start_kill();
+        let _ = decoy.wait().await;
     }
 
     /// A DHCP down window stops the real dnsmasq at its start and starts it again at its end,
