@@ -1,0 +1,107 @@
+//! `image:`: a recipe of the images folder (with its parameters), or a disk image file next
+//! to the scenario.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use serde_saphyr::Spanned;
+
+use super::{ScenarioError, Validator};
+use crate::scenario::raw::RawImage;
+use crate::scenario::values::shown;
+use crate::scenario::ImageRef;
+
+impl Validator<'_> {
+    pub(super) fn image(
+        &self,
+        img: &Spanned<RawImage>,
+        dir: &Path,
+    ) -> Result<ImageRef, ScenarioError> {
+        match &img.value {
+            RawImage::Recipe { name, set } => {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(self.at(
+                        img,
+                        format!("`{}` is not a recipe name", shown(name)),
+                        None,
+                    ));
+                }
+                self.recipe_exists(img, name, set)?;
+                Ok(ImageRef::Recipe {
+                    name: name.clone(),
+                    set: set.clone(),
+                })
+            }
+            RawImage::File(f) => {
+                let rel = Path::new(f);
+                if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir))
+                {
+                    // The file becomes a disk the guest reads and the run's console records:
+                    // a scenario must not be able to hand it any file of the host.
+                    return Err(self.at(
+                        img,
+                        format!("image file `{}` leaves the scenario's folder", shown(f)),
+                        Some(
+                            "put the disk image in or below the folder of the scenario file".into(),
+                        ),
+                    ));
+                }
+                let p = dir.join(rel);
+                let meta = std::fs::symlink_metadata(&p)
+                    .map_err(|e| self.at(img, format!("image file {}: {e}", p.display()), None))?;
+                if meta.file_type().is_symlink() {
+                    return Err(self.at(
+                        img,
+                        format!("image file {} is a symbolic link", p.display()),
+                        Some("name the real file: a link could be swapped for another disk between check and use".into()),
+                    ));
+                }
+                if !meta.is_file() {
+                    return Err(self.at(
+                        img,
+                        format!("image file {} is not a regular file", p.display()),
+                        None,
+                    ));
+                }
+                Ok(ImageRef::File(p))
+            }
+        }
+    }
+
+    /// A recipe the images folder does not have, or a parameter it does not take, would
+    /// otherwise only show when `run` builds the image: after the run directory was made.
+    fn recipe_exists(
+        &self,
+        img: &Spanned<RawImage>,
+        name: &str,
+        set: &BTreeMap<String, String>,
+    ) -> Result<(), ScenarioError> {
+        use crate::image::ImageError;
+        let images = crate::paths::images_dir();
+        let checked = crate::image::load_recipe(&images, name).and_then(|r| r.resolve(set));
+        match checked {
+            Ok(_) => Ok(()),
+            Err(ImageError::UnknownRecipe { name, valid }) => Err(self.at(
+                img,
+                format!("unknown image recipe `{name}`"),
+                Some(format!(
+                    "valid: {valid}; recipes are the folders of images/ that hold a recipe.yaml"
+                )),
+            )),
+            Err(ImageError::UnknownParam {
+                recipe,
+                param,
+                valid,
+            }) => Err(self.at(
+                img,
+                format!("recipe `{recipe}` has no parameter `{}`", shown(&param)),
+                Some(format!("valid: {valid}")),
+            )),
+            Err(other) => Err(self.at(img, format!("image recipe `{name}`: {other}"), None)),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! `expect:`: the steps a run must see, each with one action, its node, its wait or bound,
+//! and the step it comes after.
+
+use super::{one_of, ScenarioError, Validator, DEFAULT_WITHIN, MAX_FAULTS};
+use crate::scenario::raw::{RawScenario, RawStep};
+use crate::scenario::values::shown;
+use crate::scenario::{Action, Node, Service, Step};
+
+/// A marker on the LUN is a short text, read back in one go.
+const MAX_LUN_TEXT: usize = 512;
+
+impl Validator<'_> {
+    pub(super) fn steps(
+        &self,
+        raw: &RawScenario,
+        nodes: &[Node],
+    ) -> Result<Vec<Step>, ScenarioError> {
+        if raw.expect.value.is_empty() {
+            return Err(self.at(
+                &raw.expect,
+                "`expect` is empty: a scenario must assert something",
+                None,
+            ));
+        }
+        let mut out = Vec::new();
+        for s in &raw.expect.value {
+            let step: &RawStep = &s.value;
+            let mut actions = Vec::new();
+            if let Some(t) = &step.console {
+                actions.push(("console", Action::Console(t.clone())));
+            }
+            if let Some(r) = &step.console_regex {
+                let re = regex::Regex::new(r)
+                    .map_err(|e| self.at(s, format!("bad console_regex: {e}"), None))?;
+                actions.push(("console_regex", Action::ConsoleRegex(re)));
+            }
+            if let Some(d) = &step.dhcp_ack {
+                actions.push((
+                    "dhcp_ack",
+                    Action::DhcpAck {
+                        mac: d.mac,
+                        hostname: d.hostname.clone(),
+                        boot_file: d.boot_file.clone(),
+                    },
+                ));
+            }
+            if let Some(t) = &step.tftp_sent {
+                actions.push((
+                    "tftp_sent",
+                    Action::TftpSent {
+                        file: t.file.clone(),
+                        mac: t.mac,
+                    },
+                ));
+            }
+            if let Some(p) = &step.http_get {
+                let p = if p.starts_with('/') {
+                    p.clone()
+                } else {
+                    format!("/{p}")
+                };
+                actions.push(("http_get", Action::HttpGet(p)));
+            }
+            if let Some(l) = &step.iscsi_login {
+                actions.push((
+                    "iscsi_login",
+                    Action::IscsiLogin {
+                        initiator: l.initiator.clone(),
+                        target: l.target.clone(),
+                        from: l.from,
+                        mac: l.mac,
+                        session: l.session.unwrap_or_default(),
+                    },
+                ));
+            }
+            if let Some(h) = &step.http_status {
+                let path = if h.path.starts_with('/') {
+                    h.path.clone()
+                } else {
+                    format!("/{}", h.path)
+                };
+                actions.push((
+                    "http_status",
+                    Action::HttpStatus {
+                        path,
+                        status: h.status,
+                    },
+                ));
+            }
+            if let Some(l) = &step.iscsi_login_refused {
+                actions.push((
+                    "iscsi_login_refused",
+                    Action::IscsiLoginRefused {
+                        initiator: l.initiator.clone(),
+                        target: l.target.clone(),
+                        status: l.status,
+                    },
+                ));
+            }
+            if let Some(a) = &step.iscsi_logins_all {
+                if a.at_least == 0 || a.at_least > MAX_FAULTS {
+                    return Err(self.at(s, format!("`at_least` must be 1..={MAX_FAULTS}"), None));
+                }
+                if a.initiator.is_none()
+                    && a.target.is_none()
+                    && a.from.is_none()
+                    && a.mac.is_none()
+                {
+                    return Err(self.at(
+                        s,
+                        "`iscsi_logins_all` needs `initiator`, `target`, `from` or `mac` to compare",
+                        None,
+                    ));
+                }
+                actions.push((
+                    "iscsi_logins_all",
+                    Action::AllLogins {
+                        initiator: a.initiator.clone(),
+                        target: a.target.clone(),
+                        from: a.from,
+                        mac: a.mac,
+                        at_least: a.at_least,
+                    },
+                ));
+            }
+            if let Some(r) = &step.refused {
+                if r.service == Service::Dhcp {
+                    return Err(self.at(
+                        s,
+                        "`refused` applies to http and iscsi: a DHCP server that is down is simply not running",
+                        Some("assert a late DHCP server with `service_started: dhcp`".into()),
+                    ));
+                }
+                actions.push((
+                    "refused",
+                    Action::Refused {
+                        service: r.service,
+                        from: r.from,
+                    },
+                ));
+            }
+            if let Some(svc) = step.service_started {
+                actions.push(("service_started", Action::ServiceStarted(svc)));
+            }
+            if let Some(t) = &step.send {
+                actions.push(("send", Action::Send(t.clone())));
+            }
+            if let Some(svc) = step.restart {
+                actions.push(("restart", Action::Restart(svc)));
+            }
+            if let Some(c) = &step.shell {
+                if c.trim().is_empty() || c.contains(['\n', '\r']) {
+                    return Err(self.at(
+                        s,
+                        "`shell` takes one non-empty command line",
+                        Some("join several commands with `&&` or `;`".into()),
+                    ));
+                }
+                actions.push(("shell", Action::Shell(c.clone())));
+            }
+            if let Some(b) = &step.lun_bytes {
+                if b.text.is_empty() || b.text.len() > MAX_LUN_TEXT {
+                    return Err(self.at(
+                        s,
+                        format!("`lun_bytes.text` must be 1..={MAX_LUN_TEXT} bytes"),
+                        None,
+                    ));
+                }
+                actions.push((
+                    "lun_bytes",
+                    Action::LunBytes {
+                        offset: b.offset,
+                        text: b.text.clone(),
+                    },
+                ));
+            }
+            for (kind, flag, action) in [
+                ("qemu_exit", step.qemu_exit, Action::QemuExit),
+                (
+                    "ibft_matches_lab",
+                    step.ibft_matches_lab,
+                    Action::IbftMatchesLab,
+                ),
+                (
+                    "root_on_session",
+                    step.root_on_session,
+                    Action::RootOnSession,
+                ),
+            ] {
+                match flag {
+                    Some(true) => actions.push((kind, action)),
+                    Some(false) => {
+                        return Err(self.at(
+                            s,
+                            format!("`{kind}: false` asserts nothing"),
+                            Some(format!("write `{kind}: true`, or drop the step")),
+                        ))
+                    }
+                    None => {}
+                }
+            }
+            const KINDS: [&str; 18] = [
+                "console",
+                "console_regex",
+                "dhcp_ack",
+                "tftp_sent",
+                "http_get",
+                "http_status",
+                "iscsi_login",
+                "iscsi_login_refused",
+                "iscsi_logins_all",
+                "refused",
+                "service_started",
+                "send",
+                "restart",
+                "shell",
+                "lun_bytes",
+                "qemu_exit",
+                "ibft_matches_lab",
+                "root_on_session",
+            ];
+            if actions.len() != 1 {
+                let found: Vec<_> = actions.iter().map(|(k, _)| *k).collect();
+                return Err(self.at(
+                    s,
+                    format!(
+                        "a step needs exactly one action, found {}: {:?}",
+                        found.len(),
+                        found
+                    ),
+                    Some(format!("actions: {}", one_of(KINDS))),
+                ));
+            }
+            let (kind, action) = actions.remove(0);
+            if matches!(&action, Action::Console(t) if t.is_empty()) {
+                return Err(self.at(s, "an empty `console` text matches any line", None));
+            }
+            let node = match &step.node {
+                Some(n) if nodes.iter().any(|x| &x.name == n) => n.clone(),
+                Some(n) => {
+                    return Err(self.at(
+                        s,
+                        format!("step names unknown node `{}`", shown(n)),
+                        Some(one_of(nodes.iter().map(|x| x.name.as_str()))),
+                    ))
+                }
+                None if nodes.len() == 1 => nodes[0].name.clone(),
+                None => {
+                    return Err(self.at(
+                        s,
+                        "with several nodes every step must say which `node` it is about",
+                        Some(one_of(nodes.iter().map(|x| x.name.as_str()))),
+                    ))
+                }
+            };
+            let name = step
+                .name
+                .clone()
+                .unwrap_or_else(|| default_step_name(kind, &action));
+            let after = match &step.after {
+                None => None,
+                Some(a) if out.iter().any(|p: &Step| p.name == a.value) => Some(a.value.clone()),
+                Some(a) => {
+                    return Err(self.at(
+                        a,
+                        format!("`after` names no earlier step: `{}`", shown(&a.value)),
+                        Some(one_of(out.iter().map(|p| p.name.as_str()))),
+                    ))
+                }
+            };
+            let (within, stretch) =
+                match (step.within, step.bound) {
+                    (Some(_), Some(_)) => return Err(self.at(
+                        s,
+                        "a step has `within` (a wait, stretched on a loaded machine) or `bound` \
+                         (the assertion itself, never stretched), not both",
+                        Some("keep `bound` where the time limit is what the step proves".into()),
+                    )),
+                    (None, Some(b)) => (b.0, false),
+                    (w, None) => (w.map(|d| d.0).unwrap_or(DEFAULT_WITHIN), true),
+                };
+            out.push(Step {
+                name,
+                node,
+                within,
+                stretch,
+                action,
+                phase: step.phase,
+                after,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn default_step_name(kind: &str, a: &Action) -> String {
+    match a {
+        Action::Console(t) | Action::Send(t) | Action::HttpGet(t) | Action::Shell(t) => {
+            format!("{kind} {t:?}")
+        }
+        Action::Restart(service) => format!("{kind} {}", service.name()),
+        Action::LunBytes { offset, .. } => format!("{kind} at {offset}"),
+        Action::QemuExit => kind.to_string(),
+        Action::IbftMatchesLab => "the iBFT matches what the lab served".to_string(),
+        Action::RootOnSession => "the root is on the iSCSI session".to_string(),
+        Action::ConsoleRegex(r) => format!("{kind} /{}/", r.as_str()),
+        Action::TftpSent { file, mac } => match mac {
+            Some(m) => format!("{kind} {file} to {m}"),
+            None => format!("{kind} {file}"),
+        },
+        Action::DhcpAck { mac, hostname, .. } => {
+            let who = mac
+                .map(|m| m.to_string())
+                .or(hostname.clone())
+                .unwrap_or_else(|| "any".into());
+            format!("{kind} {who}")
+        }
+        Action::HttpStatus { path, status } => format!("{kind} {path} {status}"),
+        Action::Refused { service, .. } | Action::ServiceStarted(service) => {
+            format!("{kind} {}", service.name())
+        }
+        Action::IscsiLogin { initiator, .. }
+        | Action::IscsiLoginRefused { initiator, .. }
+        | Action::AllLogins { initiator, .. } => {
+            format!(
+                "{kind} {}",
+                initiator.as_ref().map(|i| i.as_str()).unwrap_or("any")
+            )
+        }
+    }
+}
