@@ -484,9 +484,103 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
     o
 }
 
+/// Every file in the run directory, with what it is, for the report.
+pub fn collect_artifacts(run_dir: &Path) -> Vec<Artifact> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(run_dir) else {
+        return out;
+    };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    for n in names {
+        let what = describe_artifact(&n);
+        out.push(Artifact {
+            path: n,
+            what: what.into(),
+        });
+    }
+    out
+}
+
+fn describe_artifact(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("console-") && n.ends_with(".log") => {
+            "raw serial console (bytes as sent)"
+        }
+        n if n.starts_with("console-") && n.ends_with(".txt") => {
+            "console lines, cleaned, with times"
+        }
+        n if n.starts_with("qemu-") && n.ends_with(".args") => "QEMU command line",
+        n if n.starts_with("qemu-") && n.ends_with(".log") => "QEMU's own messages",
+        "events.jsonl" => "every service event (DHCP, HTTP, iSCSI), timed",
+        "iscsi-logins.jsonl" => "iSCSI login records",
+        "dnsmasq.log" => "DHCP server log",
+        "dnsmasq.args" => "DHCP server command line",
+        "dnsmasq.leases" => "DHCP leases",
+        "dnsmasq-chain-opts" => "chain-undionly boot files per node, as dnsmasq last read them",
+        "http.log" => "HTTP requests",
+        "tgtd.log" => "iSCSI target log",
+        "tgtadm.log" => "iSCSI target configuration commands",
+        "image-build.log" => "image build log",
+        n if n.starts_with("ipxe-embedded-") => "the iPXE script the node's firmware ran first",
+        "summary.json" => "verdict, step times, artifacts",
+        "timeline.svg" => "boot timeline picture",
+        "harness.log" => "the harness's own log",
+        _ => "",
+    }
+}
+
+/// A run killed before its lab started has no summary; say what is known.
+pub fn record_orphaned_run(run_dir: &Path) {
+    if run_dir.join("summary.json").exists() {
+        return;
+    }
+    let scenario = run_dir
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut s = Summary::error(
+        &scenario,
+        Path::new(""),
+        "the run's process was killed (SIGKILL or a crash) before its lab started, leaving its \
+         disk copy; a later run removed it"
+            .into(),
+    );
+    s.verdict = "interrupted".into();
+    s.artifacts = collect_artifacts(run_dir);
+    if let Err(e) = s.write(run_dir) {
+        tracing::warn!(run_dir = %run_dir.display(), "cannot write the summary of an orphaned run: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_orphaned_run_gets_an_interrupted_summary_and_a_summarized_one_keeps_its_own() {
+        let runs = tempfile::tempdir().unwrap();
+        let dead = runs.path().join("scen/20261125T000001Z-2");
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::write(dead.join("console-node01.log"), b"SeaBIOS").unwrap();
+        record_orphaned_run(&dead);
+        let s = Summary::read(&dead).unwrap();
+        assert_eq!(s.verdict, "interrupted");
+        assert_eq!(s.scenario, "scen");
+        assert_eq!(s.artifacts[0].path, "console-node01.log");
+        // A second sweep over a run that has its summary leaves it alone.
+        let mut own = s.clone();
+        own.message = "its own".into();
+        own.write(&dead).unwrap();
+        record_orphaned_run(&dead);
+        assert_eq!(Summary::read(&dead).unwrap().message, "its own");
+    }
 
     fn ev(at: f64, kind: EventKind) -> Event {
         Event { at, kind }

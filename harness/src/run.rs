@@ -31,7 +31,7 @@ use crate::guest::{self, Accel, Guest, GuestConfig};
 use crate::image;
 use crate::iscsi_proxy::LoginFaults;
 use crate::lab;
-use crate::report::{self, Artifact, Summary};
+use crate::report::{self, Summary};
 use crate::scenario::{self, ImageRef, Scenario};
 use crate::services::{ServiceContext, ServiceOptions, Services};
 use crate::timeouts;
@@ -116,7 +116,11 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     let scratch = crate::scratch::Scratch::create(&run_dir)?;
     // After our own folder is locked, so the sweep cannot take it for an orphan. Each removal
     // is logged (a warning, on stderr too).
-    crate::scratch::sweep(&opts.runs_dir);
+    for swept in crate::scratch::sweep(&opts.runs_dir) {
+        if let Some(run_dir) = swept.parent() {
+            report::record_orphaned_run(run_dir);
+        }
+    }
 
     let result = (|| -> miette::Result<RunResult> {
         let base = resolve_image(&scenario, &run_dir)?;
@@ -478,7 +482,7 @@ fn panic_summary(args: &LabArgs, p: &crate::tasks::HarnessPanic) -> Summary {
     let mut s = Summary::error(&name, &args.scenario, p.to_string());
     s.verdict = report::HARNESS_PANIC.into();
     s.failed_step = Some(report::FailedStep::outside_the_steps(p.to_string()));
-    s.artifacts = collect_artifacts(&args.run_dir);
+    s.artifacts = report::collect_artifacts(&args.run_dir);
     s
 }
 
@@ -494,11 +498,16 @@ impl expect::LabControl for RunControl<'_> {
         service: scenario::Service,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
     {
-        expect::LabControl::restart(self.services, service)
+        Box::pin(async move {
+            self.services
+                .restart(service)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn lun_file(&self) -> Option<PathBuf> {
-        expect::LabControl::lun_file(self.services)
+        Some(self.services.lun_file().to_path_buf())
     }
 
     fn broken(
@@ -507,7 +516,7 @@ impl expect::LabControl for RunControl<'_> {
         Box::pin(async move {
             tokio::select! {
                 p = crate::tasks::panicked() => expect::LabFault::Panic(p),
-                f = expect::LabControl::broken(self.services) => f,
+                died = self.services.died() => expect::LabFault::Died(died),
             }
         })
     }
@@ -580,7 +589,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         Ok(s) => s,
         Err(e) => {
             base.message = format!("services: {e}");
-            base.artifacts = collect_artifacts(&args.run_dir);
+            base.artifacts = report::collect_artifacts(&args.run_dir);
             return base;
         }
     };
@@ -751,7 +760,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
             .map(|n| n.name.clone())
     };
     summary.faults = report::injected_faults(&events.snapshot(), &node_of_mac);
-    summary.artifacts = collect_artifacts(&args.run_dir);
+    summary.artifacts = report::collect_artifacts(&args.run_dir);
     summary
 }
 
@@ -868,56 +877,5 @@ fn remove_sockets(run_dir: &Path) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-    }
-}
-
-/// Every file in the run directory, with what it is, for the report.
-pub fn collect_artifacts(run_dir: &Path) -> Vec<Artifact> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(run_dir) else {
-        return out;
-    };
-    let mut names: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    names.sort();
-    for n in names {
-        let what = describe_artifact(&n);
-        out.push(Artifact {
-            path: n,
-            what: what.into(),
-        });
-    }
-    out
-}
-
-fn describe_artifact(name: &str) -> &'static str {
-    match name {
-        n if n.starts_with("console-") && n.ends_with(".log") => {
-            "raw serial console (bytes as sent)"
-        }
-        n if n.starts_with("console-") && n.ends_with(".txt") => {
-            "console lines, cleaned, with times"
-        }
-        n if n.starts_with("qemu-") && n.ends_with(".args") => "QEMU command line",
-        n if n.starts_with("qemu-") && n.ends_with(".log") => "QEMU's own messages",
-        "events.jsonl" => "every service event (DHCP, HTTP, iSCSI), timed",
-        "iscsi-logins.jsonl" => "iSCSI login records",
-        "dnsmasq.log" => "DHCP server log",
-        "dnsmasq.args" => "DHCP server command line",
-        "dnsmasq.leases" => "DHCP leases",
-        "dnsmasq-chain-opts" => "chain-undionly boot files per node, as dnsmasq last read them",
-        "http.log" => "HTTP requests",
-        "tgtd.log" => "iSCSI target log",
-        "tgtadm.log" => "iSCSI target configuration commands",
-        "image-build.log" => "image build log",
-        n if n.starts_with("ipxe-embedded-") => "the iPXE script the node's firmware ran first",
-        "summary.json" => "verdict, step times, artifacts",
-        "timeline.svg" => "boot timeline picture",
-        "harness.log" => "the harness's own log",
-        _ => "",
     }
 }

@@ -12,8 +12,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::report::Summary;
-
 /// The lock file inside a scratch folder.
 pub const LOCK_FILE: &str = ".lock";
 
@@ -93,7 +91,8 @@ fn try_lock(f: &File) -> std::io::Result<()> {
 }
 
 /// Removes every scratch folder under `runs` (`<runs>/<scenario>/<stamp>/scratch`) whose run is
-/// dead, and gives its run directory a summary if it has none. Returns the folders removed.
+/// dead. Returns the folders removed; their run directories may lack a summary (the caller
+/// writes one: [`crate::report::record_orphaned_run`]).
 pub fn sweep(runs: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for run_dir in run_dirs(runs) {
@@ -104,7 +103,6 @@ pub fn sweep(runs: &Path) -> Vec<PathBuf> {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {
                 tracing::warn!(dir = %dir.display(), "removed the scratch folder of a run that died without cleaning up");
-                record_orphan(&run_dir);
                 removed.push(dir);
             }
             Err(e) => {
@@ -142,30 +140,6 @@ fn orphaned(dir: &Path) -> bool {
     }
 }
 
-/// A run killed before its lab started has no summary; say what is known.
-fn record_orphan(run_dir: &Path) {
-    if run_dir.join("summary.json").exists() {
-        return;
-    }
-    let scenario = run_dir
-        .parent()
-        .and_then(Path::file_name)
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut s = Summary::error(
-        &scenario,
-        Path::new(""),
-        "the run's process was killed (SIGKILL or a crash) before its lab started, leaving its \
-         disk copy; a later run removed it"
-            .into(),
-    );
-    s.verdict = "interrupted".into();
-    s.artifacts = crate::run::collect_artifacts(run_dir);
-    if let Err(e) = s.write(run_dir) {
-        tracing::warn!(run_dir = %run_dir.display(), "cannot write the summary of an orphaned run: {e}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,13 +168,6 @@ mod tests {
             "a live run's copy was removed"
         );
         assert!(!dead_run.join("scratch").exists());
-        let s = Summary::read(&dead_run).unwrap();
-        assert_eq!(s.verdict, "interrupted");
-        assert_eq!(s.scenario, "scen");
-        assert!(
-            Summary::read(&live_run).is_err(),
-            "a live run got a summary"
-        );
 
         // Once the live run ends its folder is an orphan like any other.
         drop(live);

@@ -585,31 +585,6 @@ async fn dhcp_down_windows(slot: Arc<Mutex<Option<DhcpSlot>>>, again: Again) {
     }
 }
 
-impl crate::expect::LabControl for Services {
-    fn restart(
-        &self,
-        service: Service,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
-    {
-        Box::pin(async move {
-            Services::restart(self, service)
-                .await
-                .map_err(|e| e.to_string())
-        })
-    }
-
-    fn lun_file(&self) -> Option<PathBuf> {
-        Some(self.again.cx.disk.clone())
-    }
-
-    fn broken(
-        &self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::expect::LabFault> + Send + '_>>
-    {
-        Box::pin(async move { crate::expect::LabFault::Died(self.died().await) })
-    }
-}
-
 fn service_event(service: &str, state: &str) -> EventKind {
     EventKind::Service {
         service: service.into(),
