@@ -1,0 +1,175 @@
+//! Which service record meets which step, and the `iscsi_logins_all` check over all of them.
+
+use super::*;
+
+/// For `iscsi_logins_all`: `Err` names the first accepted login that does not match, `Ok(None)`
+/// means too few so far, `Ok(Some)` describes the logins that all matched.
+pub(super) fn all_logins(
+    action: &Action,
+    events: &[Event],
+    at_least: u32,
+) -> Result<Option<String>, Fail> {
+    let Action::AllLogins {
+        initiator,
+        target,
+        from,
+        mac,
+        ..
+    } = action
+    else {
+        return Ok(None);
+    };
+    let probe = Action::IscsiLogin {
+        initiator: initiator.clone(),
+        target: target.clone(),
+        from: *from,
+        mac: *mac,
+        session: SessionType::Normal,
+    };
+    let mut seen = Vec::new();
+    for e in events {
+        // Discovery sessions reach no LUN: the claim is about the sessions that do.
+        if let EventKind::IscsiLogin {
+            initiator: ei,
+            source_ip,
+            session_type,
+            ..
+        } = &e.kind
+        {
+            if session_type != SessionType::Normal.key_value() {
+                continue;
+            }
+            if !event_matches(&probe, e) {
+                return Err(Fail::new(
+                    Cause::RecordMismatch,
+                    format!(
+                        "the iSCSI login at {:.1}s does not match: {}",
+                        e.at,
+                        serde_json::to_string(e).unwrap_or_default()
+                    ),
+                    vec![Evidence::record(e)],
+                ));
+            }
+            seen.push(format!("{ei} from {source_ip} at {:.1}s", e.at));
+        }
+    }
+    if seen.len() >= at_least as usize {
+        Ok(Some(format!("{} logins: {}", seen.len(), seen.join("; "))))
+    } else {
+        Ok(None)
+    }
+}
+
+pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
+    match (action, &e.kind) {
+        (
+            Action::DhcpAck {
+                mac,
+                hostname,
+                boot_file,
+            },
+            EventKind::Dhcp {
+                message,
+                mac: emac,
+                hostname: ehost,
+                boot_file: efile,
+                ..
+            },
+        ) => {
+            message == "DHCPACK"
+                && mac.is_none_or(|m| emac.eq_ignore_ascii_case(&m.to_string()))
+                && hostname
+                    .as_ref()
+                    .is_none_or(|h| ehost.as_deref() == Some(h.as_str()))
+                && boot_file
+                    .as_ref()
+                    .is_none_or(|f| efile.as_deref() == Some(f.as_str()))
+        }
+        (
+            Action::TftpSent { file, mac },
+            EventKind::TftpSent {
+                file: efile,
+                mac: emac,
+                ..
+            },
+        ) => {
+            file == efile
+                && mac.is_none_or(|m| {
+                    emac.as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(&m.to_string()))
+                })
+        }
+        (Action::HttpGet(p), EventKind::HttpRequest { path, status, .. }) => {
+            path == p && (200..300).contains(status)
+        }
+        (
+            Action::IscsiLogin {
+                initiator,
+                target,
+                from,
+                mac,
+                session,
+            },
+            EventKind::IscsiLogin {
+                initiator: ei,
+                target: et,
+                source_ip,
+                source_mac,
+                session_type,
+                ..
+            },
+        ) => {
+            session_type == session.key_value()
+                && initiator
+                    .as_ref()
+                    .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
+                && target
+                    .as_ref()
+                    .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
+                && from.is_none_or(|f| f == *source_ip)
+                && mac.is_none_or(|m| {
+                    source_mac
+                        .as_deref()
+                        .is_some_and(|sm| sm.eq_ignore_ascii_case(&m.to_string()))
+                })
+        }
+        (
+            Action::HttpStatus {
+                path: p,
+                status: want,
+            },
+            EventKind::HttpRequest { path, status, .. },
+        ) => path == p && status == want,
+        (
+            Action::IscsiLoginRefused {
+                initiator,
+                target,
+                status,
+            },
+            EventKind::IscsiLoginFailed {
+                initiator: ei,
+                target: et,
+                status: es,
+                ..
+            },
+        ) => {
+            status.is_none_or(|s| es.as_deref() == Some(s.name()))
+                && initiator
+                    .as_ref()
+                    .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
+                && target
+                    .as_ref()
+                    .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
+        }
+        (
+            Action::Refused { service, from },
+            EventKind::Refused {
+                service: es, peer, ..
+            },
+        ) => es == service.name() && from.is_none_or(|f| f == *peer),
+        (Action::ServiceStarted(service), EventKind::Service { service: es, state }) => {
+            es == service.name() && state == "started"
+        }
+        _ => false,
+    }
+}
