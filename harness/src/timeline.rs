@@ -1415,10 +1415,13 @@ mod tests {
 
     #[test]
     fn write_for_run_puts_the_picture_next_to_the_summary() {
-        let dir = std::env::temp_dir().join(format!("nbh-timeline-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-timeline-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("summary.json"), PASSED).unwrap();
-        let p = write_for_run(&dir).unwrap();
+        let p = write_for_run(dir).unwrap();
         assert_eq!(p, dir.join("timeline.svg"));
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
@@ -1426,7 +1429,7 @@ mod tests {
             "data-label=\"{}\"",
             dir.file_name().unwrap().to_string_lossy()
         )));
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 
     #[test]
