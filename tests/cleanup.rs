@@ -78,40 +78,45 @@ fn reason_says(s: &serde_json::Value, want: &str) -> Result<(), Failed> {
     Ok(())
 }
 
-fn temp_runs(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nbh-cleanup-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+/// The runs folder of one test; removed when dropped, also when the test panics, so each test
+/// keeps it until its run has ended.
+fn temp_runs(name: &str) -> Result<tempfile::TempDir, Failed> {
+    tempfile::Builder::new()
+        .prefix(&format!("nbh-cleanup-{name}-"))
+        .tempdir()
+        .map_err(|e| e.to_string().into())
 }
 
 fn normal_end() -> Result<(), Failed> {
-    let runs = temp_runs("normal");
+    let tmp = temp_runs("normal")?;
+    let runs = tmp.path();
     let before = host_state();
     let out = harness()
         .args(["run", "--runs-dir"])
-        .arg(&runs)
+        .arg(runs)
         .arg("scenarios/sanboot-wrong-target.yaml")
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("run failed: {}", String::from_utf8_lossy(&out.stdout)).into());
     }
-    let run = only_run_dir(&runs)?;
+    let run = only_run_dir(runs)?;
     check_clean(&before, &run)?;
-    let _ = std::fs::remove_dir_all(&runs);
+    drop(tmp);
     Ok(())
 }
 
 /// Runs `sanboot-wrong-target` with a harness task told to panic: the run must end with a
 /// `harness-panic` verdict naming the task, exit 3, keep `kept` and leave nothing.
 fn injected_panic(task: &str, task_name: &str, kept: &[&str]) -> Result<(), Failed> {
-    let runs = temp_runs(&format!("panic-{task}"));
+    let tmp = temp_runs(&format!("panic-{task}"))?;
+    let runs = tmp.path();
     let before = host_state();
     let t = std::time::Instant::now();
     let out = harness()
         .env("NETBOOT_HARNESS_INJECT_PANIC", task)
         .args(["run", "--runs-dir"])
-        .arg(&runs)
+        .arg(runs)
         .arg("scenarios/sanboot-wrong-target.yaml")
         .output()
         .map_err(|e| e.to_string())?;
@@ -120,7 +125,7 @@ fn injected_panic(task: &str, task_name: &str, kept: &[&str]) -> Result<(), Fail
     if out.status.code() != Some(3) {
         return Err(format!("exit {:?} instead of 3:\n{stdout}", out.status.code()).into());
     }
-    let run = only_run_dir(&runs)?;
+    let run = only_run_dir(runs)?;
     check_clean_with(&before, &run, kept)?;
     let s = summary(&run)?;
     if s["verdict"] != "harness-panic" || s["ok"] != false {
@@ -132,7 +137,7 @@ fn injected_panic(task: &str, task_name: &str, kept: &[&str]) -> Result<(), Fail
     }
     reason_says(&s, &format!("`{task_name}` panicked: injected panic"))?;
     ended_at_once(took, &s)?;
-    let _ = std::fs::remove_dir_all(&runs);
+    drop(tmp);
     Ok(())
 }
 
@@ -185,9 +190,10 @@ fn pid_of(run: &Path, program: &str) -> Option<i32> {
 /// SIGKILLs `program` of a booting run from outside; the run must fail at once with `want` in
 /// its reason, keep its artifacts and leave nothing behind.
 fn killed_from_outside(program: &str, want: &str) -> Result<(), Failed> {
-    let runs = temp_runs(&format!("killed-{program}"));
+    let tmp = temp_runs(&format!("killed-{program}"))?;
+    let runs = tmp.path();
     let before = host_state();
-    let (mut child, run) = start_boot(&runs)?;
+    let (mut child, run) = start_boot(runs)?;
     let pid = pid_of(&run, program).ok_or_else(|| {
         format!(
             "no {program} among the run's processes: {:?}",
@@ -213,7 +219,7 @@ fn killed_from_outside(program: &str, want: &str) -> Result<(), Failed> {
     }
     reason_says(&s, want)?;
     ended_at_once(took, &s)?;
-    let _ = std::fs::remove_dir_all(&runs);
+    drop(tmp);
     Ok(())
 }
 
@@ -261,9 +267,10 @@ fn start_boot(runs: &Path) -> Result<(Child, PathBuf), Failed> {
 }
 
 fn ctrl_c() -> Result<(), Failed> {
-    let runs = temp_runs("sigint");
+    let tmp = temp_runs("sigint")?;
+    let runs = tmp.path();
     let before = host_state();
-    let (mut child, run) = start_boot(&runs)?;
+    let (mut child, run) = start_boot(runs)?;
     // Ctrl-C in a terminal signals the whole foreground process group.
     let pgid = child.id() as i32;
     // SAFETY: plain kill(2) on the group we created.
@@ -277,18 +284,19 @@ fn ctrl_c() -> Result<(), Failed> {
     if s["verdict"] != "interrupted" {
         return Err(format!("verdict {} instead of interrupted", s["verdict"]).into());
     }
-    let _ = std::fs::remove_dir_all(&runs);
+    drop(tmp);
     Ok(())
 }
 
 fn sigkill() -> Result<(), Failed> {
-    let runs = temp_runs("sigkill");
+    let tmp = temp_runs("sigkill")?;
+    let runs = tmp.path();
     let before = host_state();
-    let (mut child, run) = start_boot(&runs)?;
+    let (mut child, run) = start_boot(runs)?;
     child.kill().map_err(|e| e.to_string())?;
     let _ = child.wait();
     check_clean(&before, &run)?;
-    let _ = std::fs::remove_dir_all(&runs);
+    drop(tmp);
     Ok(())
 }
 

@@ -28,10 +28,19 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// A temporary folder `nbh-cli-NAME-*`, removed when dropped, also when the test panics.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("nbh-cli-{name}-"))
+        .tempdir()
+        .expect("a temporary folder")
+}
+
 /// A scratch folder inside scenarios/ is not allowed (tests run in parallel with `list`), so
 /// broken scenarios go to a temp folder with a copy of the boot script they reference.
-fn temp_scenario(name: &str, body: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("nbh-cli-{name}-{}", std::process::id()));
+fn temp_scenario(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = temp_dir(name);
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("boot")).unwrap();
     std::fs::copy(
         root().join("scenarios/boot/sanboot.ipxe"),
@@ -40,7 +49,7 @@ fn temp_scenario(name: &str, body: &str) -> (PathBuf, PathBuf) {
     .unwrap();
     let f = dir.join(format!("{name}.yaml"));
     std::fs::write(&f, body).unwrap();
-    (dir, f)
+    (tmp, f)
 }
 
 #[test]
@@ -65,7 +74,7 @@ fn check_names_file_line_and_column() {
         "    memory_mib: 1024\n",
         "    memory_mib: 1024\n    ram: 2G\n",
     );
-    let (dir, f) = temp_scenario("typo", &bad);
+    let (tmp, f) = temp_scenario("typo", &bad);
     let o = harness(&["check", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
@@ -75,15 +84,15 @@ fn check_names_file_line_and_column() {
         "location said twice: {t}"
     );
     assert!(t.contains("ram"), "{t}");
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }
 
 #[test]
 fn run_refuses_a_broken_scenario_before_starting_anything() {
     let good = std::fs::read_to_string(root().join("scenarios/debian-ibft-e1000.yaml")).unwrap();
     let bad = good.replace("model: e1000,", "model: tg3,");
-    let (dir, f) = temp_scenario("badnic", &bad);
-    let runs = dir.join("runs");
+    let (tmp, f) = temp_scenario("badnic", &bad);
+    let runs = tmp.path().join("runs");
     let o = harness(&[
         "run",
         "--runs-dir",
@@ -101,7 +110,7 @@ fn run_refuses_a_broken_scenario_before_starting_anything() {
         !runs.exists(),
         "a run directory was created for a scenario that never ran"
     );
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }
 
 #[test]
@@ -115,7 +124,8 @@ fn list_shows_scenarios_with_descriptions() {
 
 #[test]
 fn doctor_reports_each_tool_with_its_package() {
-    let dir = std::env::temp_dir().join(format!("nbh-cli-doctor-{}", std::process::id()));
+    let tmp = temp_dir("doctor");
+    let dir = tmp.path();
     let runs = dir.join("runs");
     let o = Command::new(env!("CARGO_BIN_EXE_netboot-harness"))
         .args(["doctor", "--runs-dir", runs.to_str().unwrap()])
@@ -178,7 +188,8 @@ fn doctor_without_root_explains_the_user_namespace_mode() {
     ) {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("nbh-cli-doctor-nobody-{}", std::process::id()));
+    let tmp = temp_dir("doctor-nobody");
+    let dir = tmp.path();
     let o = as_nobody()
         .args(["env", "HOME=/nonexistent"])
         .arg(format!(
@@ -223,7 +234,6 @@ fn doctor_without_root_explains_the_user_namespace_mode() {
         .lines()
         .any(|l| l.starts_with("MISSING") || l.starts_with("FAIL"));
     assert_eq!(o.status.success(), !broken, "{t}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `setpriv` dropping to `nobody`, with no capability to inherit.
@@ -265,7 +275,8 @@ fn help_reads_well() {
 
 #[test]
 fn report_prints_each_run_and_draws_one_timeline_for_all() {
-    let dir = std::env::temp_dir().join(format!("nbh-cli-report-{}", std::process::id()));
+    let tmp = temp_dir("report");
+    let dir = tmp.path();
     let fixture = root().join("harness/tests-data/summary-passed.json");
     let runs: Vec<PathBuf> = ["20261124T232729Z-1", "20261124T232729Z-2"]
         .iter()
@@ -307,7 +318,7 @@ fn report_prints_each_run_and_draws_one_timeline_for_all() {
     let o = harness(&["report", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("summary.json"), "{}", text(&o));
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }
 
 /// An unchanged recipe is reused from the cache, and the harness says so. (A changed parameter
@@ -347,8 +358,8 @@ fn harness_with_cache(cache: &Path, args: &[&str]) -> Output {
 #[test]
 fn image_prune_keeps_wanted_images_and_removes_the_rest() {
     use netboot_harness::image;
-    let dir = std::env::temp_dir().join(format!("nbh-cli-prune-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let tmp = temp_dir("prune");
+    let dir = tmp.path();
     let cache = dir.join("cache");
     let images = root().join("images");
     let recipe = image::load_recipe(&images, "debian-initramfs-tools").unwrap();
@@ -431,15 +442,15 @@ fn image_prune_keeps_wanted_images_and_removes_the_rest() {
     let o = harness_with_cache(&dir.join("none"), &["image", "prune"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("freed 0 B"), "{}", text(&o));
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }
 
 /// `--keep` and `--console` hold one run open for a person: with several scenarios, or
 /// `--console` without a terminal, they are refused before anything starts.
 #[test]
 fn keep_and_console_are_refused_where_they_cannot_work() {
-    let dir = std::env::temp_dir().join(format!("nbh-cli-hold-{}", std::process::id()));
-    let runs = dir.join("runs");
+    let tmp = temp_dir("hold");
+    let runs = tmp.path().join("runs");
     let two = [
         "scenarios/debian-ibft-e1000.yaml",
         "scenarios/sanboot-wrong-target.yaml",
@@ -486,7 +497,8 @@ fn console_names_a_node_of_the_scenario() {
     if let Err(e) = Command::new("script").arg("--version").output() {
         panic!("cannot run `script` (Debian package util-linux, ci/setup installs it): {e}");
     }
-    let runs = std::env::temp_dir().join(format!("nbh-cli-console-{}", std::process::id()));
+    let tmp = temp_dir("console");
+    let runs = tmp.path().join("runs");
     let cmd = format!(
         "{} run --console=node09 --runs-dir {} scenarios/debian-ibft-e1000.yaml",
         env!("CARGO_BIN_EXE_netboot-harness"),
@@ -513,7 +525,8 @@ fn console_names_a_node_of_the_scenario() {
 #[test]
 fn read_only_verbs_end_quietly_on_a_closed_pipe() {
     use std::os::unix::process::ExitStatusExt;
-    let dir = std::env::temp_dir().join(format!("nbh-cli-pipe-{}", std::process::id()));
+    let tmp = temp_dir("pipe");
+    let dir = tmp.path();
     let run = dir.join("20261124T232729Z-1");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::copy(
@@ -562,5 +575,5 @@ fn read_only_verbs_end_quietly_on_a_closed_pipe() {
     }
     // The picture is drawn even though nobody reads the report.
     assert!(std::fs::read_to_string(svg).unwrap().starts_with("<svg "));
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }

@@ -48,24 +48,27 @@ const NO_LOCATION: &[&str] = &[
     "special-missing",
 ];
 
-/// The empty folders one case may not write to, plus one for inputs it makes.
+/// The empty folders one case may not write to, plus one for inputs it makes; removed when
+/// dropped, also when the case panics.
 struct Sandbox {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Sandbox {
     fn new(case: &str) -> Result<Sandbox, Failed> {
-        let dir = std::env::temp_dir().join(format!("nbh-corpus-{case}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("nbh-corpus-{case}-"))
+            .tempdir()
+            .map_err(|e| format!("a temporary folder for {case}: {e}"))?;
         for sub in ["home", "cache", "tmp", "runs", "input"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir.path().join(sub))
+                .map_err(|e| format!("{}: {e}", dir.path().display()))?;
         }
         Ok(Sandbox { dir })
     }
 
     fn path(&self, sub: &str) -> PathBuf {
-        self.dir.join(sub)
+        self.dir.path().join(sub)
     }
 
     /// Everything under the folders the harness may not write to.
@@ -74,12 +77,6 @@ impl Sandbox {
             .iter()
             .flat_map(|sub| listing(&self.path(sub)))
             .collect()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -221,7 +218,7 @@ fn refused(case: &str, cwd: &Path, arg: &str, why: &str, sandbox: &Sandbox) -> R
     assert!(took <= QUICK);
 
     let snapshot = stderr
-        .replace(&sandbox.dir.display().to_string(), "[SANDBOX]")
+        .replace(&sandbox.dir.path().display().to_string(), "[SANDBOX]")
         .replace(&root().display().to_string(), "[ROOT]");
     let mut settings = insta::Settings::clone_current();
     settings.set_description(why);

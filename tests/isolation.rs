@@ -89,17 +89,21 @@ expect:
     )
 }
 
-/// A folder holding a scenario file and the boot script it serves.
-fn scenario_dir(tag: &str) -> Result<PathBuf, Failed> {
-    let dir = std::env::temp_dir().join(format!("nbh-isolation-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+/// A folder holding a scenario file and the boot script it serves; removed when dropped, also
+/// when the test panics, so the test keeps it until its runs have ended.
+fn scenario_dir(tag: &str) -> Result<tempfile::TempDir, Failed> {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("nbh-isolation-{tag}-"))
+        .tempdir()
+        .map_err(err)?;
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("boot")).map_err(err)?;
     std::fs::copy(
         root().join("scenarios/boot/sanboot.ipxe"),
         dir.join("boot/sanboot.ipxe"),
     )
     .map_err(err)?;
-    Ok(dir)
+    Ok(tmp)
 }
 
 /// The cached image of the default recipe, built if needed.
@@ -335,7 +339,8 @@ fn check_host(run: &Path, before: &HostView, own_ns: &str) -> Result<usize, Fail
 fn host_namespace_untouched() -> Result<(), Failed> {
     let base = cached_image()?;
     let base_hash = sha256(&base)?;
-    let dir = scenario_dir("host")?;
+    let tmp = scenario_dir("host")?;
+    let dir = tmp.path();
     let file = dir.join("isolation-host.yaml");
     std::fs::write(
         &file,
@@ -404,7 +409,7 @@ fn host_namespace_untouched() -> Result<(), Failed> {
             base.display()
         )));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     Ok(())
 }
 
@@ -448,7 +453,8 @@ fn only_own_guest(run: &Path, own: &str, other: &str) -> Result<(), Failed> {
 }
 
 fn two_runs_at_once() -> Result<(), Failed> {
-    let dir = scenario_dir("two")?;
+    let tmp = scenario_dir("two")?;
+    let dir = tmp.path();
     // The user's own disk: a copy of the cached image, booted by both runs at once.
     let disk = dir.join("my-disk.img");
     let st = Command::new("cp")
@@ -494,7 +500,7 @@ fn two_runs_at_once() -> Result<(), Failed> {
             "the user's image changed: {before} -> {after}"
         )));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     Ok(())
 }
 

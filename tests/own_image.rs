@@ -87,8 +87,12 @@ fn own_image_is_unchanged() -> Result<(), Failed> {
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
-    let dir = std::env::temp_dir().join(format!("nbh-own-image-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed when dropped, also on a panic; kept until the run below has ended.
+    let tmp = tempfile::Builder::new()
+        .prefix("nbh-own-image-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("boot")).map_err(|e| e.to_string())?;
     std::fs::copy(
         root().join("scenarios/boot/sanboot.ipxe"),
@@ -117,7 +121,7 @@ fn own_image_is_unchanged() -> Result<(), Failed> {
         .map_err(|e| e.to_string())?;
     let report = String::from_utf8_lossy(&run.stdout).into_owned();
     let after = sha256(&disk)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(tmp);
     if !run.status.success() {
         return Err(format!("the run failed:\n{report}").into());
     }

@@ -558,13 +558,17 @@ fn runs_wanted() -> Result<usize, Failed> {
 
 fn soak() -> Result<(), Failed> {
     let count = runs_wanted()?;
-    let dir = std::env::temp_dir().join(format!("nbh-soak-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // Removed when dropped, also on a panic; kept on purpose below when runs had problems.
+    let tmp = tempfile::Builder::new()
+        .prefix("nbh-soak-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = tmp.path();
     let soak = Soak {
         runs: dir.join("runs"),
         scenarios: Scenarios::write(&dir.join("scenarios"))?,
         timeout_scale: std::env::var("NETBOOT_HARNESS_TIMEOUT_SCALE").ok(),
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
     };
     let host_before = host_state();
     let trees_before = build_trees();
@@ -644,9 +648,10 @@ fn soak() -> Result<(), Failed> {
     print_totals(&rows, &end_problems, t.elapsed());
     let failed = rows.iter().filter(|r| !r.problems.is_empty()).count();
     if failed == 0 && end_problems.is_empty() {
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(tmp);
         return Ok(());
     }
+    let _ = tmp.keep();
     Err(format!(
         "{failed} of {count} runs had problems, {} at the end; run directories kept in {}",
         end_problems.len(),

@@ -309,11 +309,16 @@ fn ci_test_goes_on_without_boots_when_asked() {
     if !needs_root("ci_test_goes_on_without_boots_when_asked") {
         return;
     }
-    let stub = std::env::temp_dir().join(format!("nbh-cargo-stub-{}", std::process::id()));
-    std::fs::create_dir_all(&stub).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::Builder::new()
+        .prefix("nbh-cargo-stub-")
+        .tempdir()
+        .unwrap();
+    let stub = tmp.path();
+    // `nobody` runs the stub: the folder must be open to it, as a plain new folder is.
+    std::fs::set_permissions(stub, std::fs::Permissions::from_mode(0o755)).unwrap();
     let cargo = stub.join("cargo");
     std::fs::write(&cargo, "#!/bin/sh\necho \"cargo stub: $*\" >&2\nexit 97\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!("PATH={}:/usr/bin:/bin", stub.display());
     let (o, _) = as_user(
@@ -321,7 +326,7 @@ fn ci_test_goes_on_without_boots_when_asked() {
         &[&path, "NETBOOT_HARNESS_SKIP_BOOTS=1"],
         &["bash", "ci/test"],
     );
-    let _ = std::fs::remove_dir_all(&stub);
+    drop(tmp);
     let t = both(&o);
     let first = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -367,8 +372,11 @@ fn the_rule_for_tests_this_machine_cannot_run() {
 /// The skip log ci/test sums: one line per decision, the count first, one line of reason.
 #[test]
 fn skipped_tests_are_counted_one_line_each() {
-    let log = std::env::temp_dir().join(format!("nbh-skip-log-{}", std::process::id()));
-    let _ = std::fs::remove_file(&log);
+    let tmp = tempfile::Builder::new()
+        .prefix("nbh-skip-log-")
+        .tempdir()
+        .unwrap();
+    let log = tmp.path().join("skipped");
     boots::record_to(&log, 25, "scenarios", "not root: the lab needs\nmore lines");
     boots::record_to(&log, 1, "own_image", "not root");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -376,7 +384,7 @@ fn skipped_tests_are_counted_one_line_each() {
         text,
         "25\tscenarios\tnot root: the lab needs\n1\town_image\tnot root\n"
     );
-    std::fs::remove_file(&log).unwrap();
+    tmp.close().unwrap();
 }
 
 /// A libtest-mimic binary under the rule: each verdict does to the trials what it says, and the
@@ -386,8 +394,11 @@ fn skipped_tests_are_counted_one_line_each() {
 fn trials_follow_the_rule_and_ignored_ones_are_counted() {
     use boots::{Boots, Verdict};
     use libtest_mimic::{Arguments, Trial};
-    let log = std::env::temp_dir().join(format!("nbh-skip-trials-{}", std::process::id()));
-    let _ = std::fs::remove_file(&log);
+    let tmp = tempfile::Builder::new()
+        .prefix("nbh-skip-trials-")
+        .tempdir()
+        .unwrap();
+    let log = tmp.path().join("skipped");
     // The inner runs' own report goes here, not into this test's output.
     let report = log.with_extension("report");
     let logfile = format!("--logfile={}", report.display());
@@ -419,6 +430,5 @@ fn trials_follow_the_rule_and_ignored_ones_are_counted() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.starts_with("2\tworkflow\tno tun"), "{text}");
-    std::fs::remove_file(&log).unwrap();
-    let _ = std::fs::remove_file(&report);
+    tmp.close().unwrap();
 }

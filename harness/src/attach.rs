@@ -227,11 +227,14 @@ mod tests {
 
     #[test]
     fn instructions_name_pid_nsenter_bridge_and_console() {
-        let dir = std::env::temp_dir().join(format!("nbh-attach-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-attach-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join(LAB_PID_FILE), "4242\n").unwrap();
         let k = KeptLab {
-            run_dir: &dir,
+            run_dir: dir,
             bridge: "nbr0",
             server: "10.77.0.1/24".into(),
             nodes: vec!["node01".into()],
@@ -241,7 +244,7 @@ mod tests {
         assert!(s.contains("nsenter -t 4242 -n -m"), "{s}");
         assert!(s.contains("nbr0 (10.77.0.1/24)"), "{s}");
         assert!(s.contains("console-node01.log"), "{s}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 
     #[test]
@@ -258,8 +261,11 @@ mod tests {
 
     #[tokio::test]
     async fn keys_go_to_the_guest_until_ctrl_bracket() {
-        let dir = std::env::temp_dir().join(format!("nbh-attach-pump-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-attach-pump-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let (mut w, r) = tokio::io::duplex(64);
         let raw = dir.join("console.log");
         let (console, _t) =
@@ -274,6 +280,6 @@ mod tests {
         assert_eq!(typed.recv().await.unwrap(), b"ls\r");
         assert_eq!(typed.recv().await.unwrap(), b"x");
         assert!(typed.try_recv().is_err(), "bytes after Ctrl-] were sent");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

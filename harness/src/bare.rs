@@ -53,8 +53,11 @@ mod tests {
 
     #[tokio::test]
     async fn finds_a_text_split_across_reads_and_keeps_the_bytes() {
-        let dir = std::env::temp_dir().join(format!("nbh-bare-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-bare-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let log = dir.join("raw.log");
         let (mut w, r) = tokio::io::duplex(8);
         let writer = tokio::spawn(async move {
@@ -87,6 +90,5 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(none, None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

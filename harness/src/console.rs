@@ -331,8 +331,11 @@ mod tests {
 
     #[tokio::test]
     async fn console_drains_logs_and_notifies() {
-        let dir = std::env::temp_dir().join(format!("nbh-console-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-console-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let (mut w, r) = tokio::io::duplex(64);
         let (console, task) = Console::spawn(
             r,
@@ -358,6 +361,6 @@ mod tests {
         assert_eq!(raw, b"\x1b[0mhello\r\nworld\r\nprompt# ");
         let cleaned = std::fs::read_to_string(dir.join("clean.txt")).unwrap();
         assert!(cleaned.contains("] hello"), "{cleaned}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

@@ -226,8 +226,11 @@ mod tests {
 
     #[test]
     fn jsonl_sink_gets_every_event() {
-        let dir = std::env::temp_dir().join(format!("nbh-events-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-events-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let path = dir.join("events.jsonl");
         let log = EventLog::new(RunClock::start(), Some(&path)).unwrap();
         log.push(EventKind::HttpRequest {
@@ -245,6 +248,6 @@ mod tests {
             v.get("fault").is_none(),
             "no fault key on a plain answer: {v}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

@@ -527,16 +527,13 @@ fn is_qcow2(p: &Path) -> bool {
 mod tests {
     use super::*;
 
-    struct TempTree(PathBuf);
-    impl Drop for TempTree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn tree(name: &str) -> TempTree {
-        let d = std::env::temp_dir().join(format!("nbh-image-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+    /// Removed when dropped, also when a test panics.
+    fn tree(name: &str) -> tempfile::TempDir {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("nbh-image-{name}-"))
+            .tempdir()
+            .unwrap();
+        let d = tmp.path();
         std::fs::create_dir_all(d.join("lib/flavours")).unwrap();
         std::fs::create_dir_all(d.join("alpha")).unwrap();
         std::fs::write(d.join("lib/build-image"), "#!/bin/sh\n").unwrap();
@@ -546,13 +543,13 @@ mod tests {
             "description: test\nflavour: plain\nparams:\n  device: { default: eth0, help: nic }\n",
         )
         .unwrap();
-        TempTree(d)
+        tmp
     }
 
     #[test]
     fn loads_and_resolves_params() {
         let t = tree("load");
-        let r = load_recipe(&t.0, "alpha").unwrap();
+        let r = load_recipe(t.path(), "alpha").unwrap();
         assert_eq!(r.flavour, "plain");
         let p = r.resolve(&BTreeMap::new()).unwrap();
         assert_eq!(p["device"], "eth0");
@@ -565,19 +562,19 @@ mod tests {
     #[test]
     fn unknown_recipe_lists_valid_ones() {
         let t = tree("unknown");
-        let e = load_recipe(&t.0, "beta").unwrap_err().to_string();
+        let e = load_recipe(t.path(), "beta").unwrap_err().to_string();
         assert!(
             e.contains("unknown image recipe `beta`") && e.contains("`alpha`"),
             "{e}"
         );
-        let e = load_recipe(&t.0, "../alpha").unwrap_err().to_string();
+        let e = load_recipe(t.path(), "../alpha").unwrap_err().to_string();
         assert!(e.contains("unknown image recipe"), "{e}");
     }
 
     #[test]
     fn unknown_param_lists_valid_ones() {
         let t = tree("param");
-        let r = load_recipe(&t.0, "alpha").unwrap();
+        let r = load_recipe(t.path(), "alpha").unwrap();
         let e = r
             .resolve(&BTreeMap::from([("devcie".into(), "eth1".into())]))
             .unwrap_err()
@@ -591,17 +588,17 @@ mod tests {
     #[test]
     fn cache_key_is_stable_and_sensitive() {
         let t = tree("key");
-        let r = load_recipe(&t.0, "alpha").unwrap();
+        let r = load_recipe(t.path(), "alpha").unwrap();
         let p = r.resolve(&BTreeMap::new()).unwrap();
-        let k1 = cache_key(&r, &t.0, &p).unwrap();
-        assert_eq!(k1, cache_key(&r, &t.0, &p).unwrap());
+        let k1 = cache_key(&r, t.path(), &p).unwrap();
+        assert_eq!(k1, cache_key(&r, t.path(), &p).unwrap());
         let p2 = r
             .resolve(&BTreeMap::from([("device".into(), "eth1".into())]))
             .unwrap();
-        let k2 = cache_key(&r, &t.0, &p2).unwrap();
+        let k2 = cache_key(&r, t.path(), &p2).unwrap();
         assert_ne!(k1, k2, "a parameter must change the key");
-        std::fs::write(t.0.join("lib/flavours/plain.sh"), "# changed\n").unwrap();
-        let k3 = cache_key(&r, &t.0, &p).unwrap();
+        std::fs::write(t.path().join("lib/flavours/plain.sh"), "# changed\n").unwrap();
+        let k3 = cache_key(&r, t.path(), &p).unwrap();
         assert_ne!(k1, k3, "a shared file must change the key");
     }
 
@@ -624,9 +621,9 @@ mod tests {
             return;
         }
         let t = tree("qcow2");
-        let raw = t.0.join("src.raw");
+        let raw = t.path().join("src.raw");
         std::fs::write(&raw, vec![0x5au8; 65536]).unwrap();
-        let q = t.0.join("src.qcow2");
+        let q = t.path().join("src.qcow2");
         let st = Command::new("qemu-img")
             .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
             .arg(&raw)
@@ -636,7 +633,7 @@ mod tests {
         assert!(st.success());
         assert!(is_qcow2(&q) && !is_qcow2(&raw));
         let before = std::fs::read(&q).unwrap();
-        let dest = t.0.join("run.img");
+        let dest = t.path().join("run.img");
         per_run_copy(&q, &dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), vec![0x5au8; 65536]);
         assert_eq!(
@@ -650,7 +647,7 @@ mod tests {
     fn build_output_goes_to_the_log_and_stages_are_reported() {
         use std::io::Write;
         let t = tree("output");
-        let log = t.0.join("build.log");
+        let log = t.path().join("build.log");
         let (r, w) = nix::unistd::pipe().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let log_file = std::fs::File::create(&log).unwrap();
@@ -673,10 +670,10 @@ mod tests {
     #[test]
     fn per_run_copy_is_writable_and_leaves_base_alone() {
         let t = tree("copy");
-        let base = t.0.join("base.img");
+        let base = t.path().join("base.img");
         std::fs::write(&base, b"disk").unwrap();
         set_read_only(&base).unwrap();
-        let dest = t.0.join("run.img");
+        let dest = t.path().join("run.img");
         per_run_copy(&base, &dest).unwrap();
         std::fs::write(&dest, b"written").unwrap();
         assert_eq!(std::fs::read(&base).unwrap(), b"disk");

@@ -541,11 +541,10 @@ IP address       HW type     Flags       HW address            Mask     Device
     async fn proxy(
         faults: LoginFaults,
         name: &str,
-    ) -> (IscsiProxy, Arc<EventLog>, std::path::PathBuf) {
+    ) -> (IscsiProxy, Arc<EventLog>, tempfile::TempPath) {
         let up = upstream().await;
         let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
-        let file =
-            std::env::temp_dir().join(format!("nbh-proxy-{name}-{}.jsonl", std::process::id()));
+        let file = records_file(&format!("nbh-proxy-{name}-"));
         let p = IscsiProxy::start(
             "127.0.0.1:0".parse().unwrap(),
             up,
@@ -556,6 +555,16 @@ IP address       HW type     Flags       HW address            Mask     Device
         .await
         .unwrap();
         (p, events, file)
+    }
+
+    /// A file for the proxy's records, removed when dropped, also when a test panics.
+    fn records_file(prefix: &str) -> tempfile::TempPath {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .suffix(".jsonl")
+            .tempfile()
+            .unwrap()
+            .into_temp_path()
     }
 
     fn failed_logins(events: &EventLog) -> usize {
@@ -595,7 +604,6 @@ IP address       HW type     Flags       HW address            Mask     Device
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("\"accepted\""), "{text}");
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 
     #[tokio::test]
@@ -604,7 +612,7 @@ IP address       HW type     Flags       HW address            Mask     Device
             refuse_first: 2,
             ..Default::default()
         };
-        let (p, events, file) = proxy(faults, "refuse").await;
+        let (p, events, _file) = proxy(faults, "refuse").await;
         for _ in 0..2 {
             let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
             assert_eq!((resp.status_class, resp.status_detail), (3, 1));
@@ -617,7 +625,6 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert_eq!(results[2], "accepted");
         assert_eq!(failed_logins(&events), 2);
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 
     #[tokio::test]
@@ -650,7 +657,6 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert!(text.contains("refuses logins until 1s"), "{text}");
         assert_eq!(failed_logins(&events), 2);
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 
     #[tokio::test]
@@ -662,7 +668,7 @@ IP address       HW type     Flags       HW address            Mask     Device
             },
             ..Default::default()
         };
-        let (p, events, file) = proxy(faults, "window").await;
+        let (p, events, _file) = proxy(faults, "window").await;
         let (mut early, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
         assert!(resp.completes_login());
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -700,7 +706,6 @@ IP address       HW type     Flags       HW address            Mask     Device
         let results: Vec<String> = p.records().into_iter().map(|r| r.result).collect();
         assert_eq!(results, ["accepted", "accepted"]);
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 
     #[tokio::test]
@@ -712,8 +717,7 @@ IP address       HW type     Flags       HW address            Mask     Device
             .local_addr()
             .unwrap();
         let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
-        let file =
-            std::env::temp_dir().join(format!("nbh-proxy-down-{}.jsonl", std::process::id()));
+        let file = records_file("nbh-proxy-down-");
         let p = IscsiProxy::start(
             "127.0.0.1:0".parse().unwrap(),
             down,
@@ -737,7 +741,6 @@ IP address       HW type     Flags       HW address            Mask     Device
             EventKind::IscsiLoginFailed { .. }
         ));
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 
     #[tokio::test]
@@ -746,17 +749,16 @@ IP address       HW type     Flags       HW address            Mask     Device
             allow_from: vec!["10.77.0.99".parse().unwrap()],
             ..Default::default()
         };
-        let (p, _events, file) = proxy(faults, "acl").await;
+        let (p, _events, _file) = proxy(faults, "acl").await;
         let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
         assert_eq!(resp.status_class, 2);
         assert!(p.records()[0].result.contains("not allowed"));
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 
     #[tokio::test]
     async fn truncated_pdu_is_recorded_and_the_proxy_keeps_serving() {
-        let (p, _events, file) = proxy(LoginFaults::default(), "trunc").await;
+        let (p, _events, _file) = proxy(LoginFaults::default(), "trunc").await;
         {
             let mut c = TcpStream::connect(p.listen).await.unwrap();
             c.write_all(&login_request("iqn.2026-11.lab:x")[..20])
@@ -775,6 +777,5 @@ IP address       HW type     Flags       HW address            Mask     Device
         );
         assert!(recs.iter().any(|r| r.result == "accepted"), "{recs:?}");
         p.stop();
-        let _ = std::fs::remove_file(file);
     }
 }

@@ -112,13 +112,16 @@ mod tests {
     #[test]
     fn a_run_log_gets_debug_events_without_colours() {
         init(0);
-        let dir = std::env::temp_dir().join(format!("nbh-logging-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-logging-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         tracing::debug!("before the run");
         let span = tracing::info_span!("lab", scenario = "demo");
         {
             let _g = span.enter();
-            let _log = log_run(&dir).unwrap();
+            let _log = log_run(dir).unwrap();
             tracing::debug!(step = "sanboot", "met at debug level");
         }
         tracing::debug!("after the run");
@@ -127,6 +130,6 @@ mod tests {
         assert!(text.contains("lab{scenario=\"demo\"}"), "{text}");
         assert!(!text.contains('\x1b'), "colour codes in the file: {text:?}");
         assert!(!text.contains("before the run") && !text.contains("after the run"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

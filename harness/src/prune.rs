@@ -341,18 +341,14 @@ pub fn human_bytes(n: u64) -> String {
 mod tests {
     use super::*;
 
-    struct Temp(PathBuf);
-    impl Drop for Temp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn temp(name: &str) -> Temp {
-        let d = std::env::temp_dir().join(format!("nbh-prune-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(d.join("cache/images")).unwrap();
-        Temp(d)
+    /// Removed when dropped, also when a test panics.
+    fn temp(name: &str) -> tempfile::TempDir {
+        let d = tempfile::Builder::new()
+            .prefix(&format!("nbh-prune-{name}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(d.path().join("cache/images")).unwrap();
+        d
     }
 
     #[test]
@@ -381,7 +377,7 @@ mod tests {
     #[test]
     fn keeps_wanted_removes_the_rest_and_counts_bytes() {
         let t = temp("keep");
-        let cache = t.0.join("cache");
+        let cache = t.path().join("cache");
         let keep = cache.join("images/alpha-00000000000000aa");
         let old = cache.join("images/alpha-00000000000000bb");
         for d in [&keep, &old] {
@@ -428,8 +424,8 @@ mod tests {
     #[test]
     fn symlinks_out_of_the_cache_are_refused_and_left() {
         let t = temp("link");
-        let cache = t.0.join("cache");
-        let outside = t.0.join("outside");
+        let cache = t.path().join("cache");
+        let outside = t.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(outside.join("precious"), b"keep me").unwrap();
         let link = cache.join("images/evil-00000000000000cc");
@@ -451,9 +447,9 @@ mod tests {
     #[test]
     fn an_images_folder_leading_outside_is_an_error() {
         let t = temp("escape");
-        let cache = t.0.join("cache2");
+        let cache = t.path().join("cache2");
         std::fs::create_dir_all(&cache).unwrap();
-        std::os::unix::fs::symlink(t.0.join("cache/images"), cache.join("images")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("cache/images"), cache.join("images")).unwrap();
         let e = prune(&cache, &Wanted::new(), PruneOptions::default()).unwrap_err();
         assert!(matches!(e, PruneError::Escapes { .. }), "{e}");
     }
@@ -461,7 +457,7 @@ mod tests {
     #[test]
     fn a_live_build_is_left_alone() {
         let t = temp("live");
-        let cache = t.0.join("cache");
+        let cache = t.path().join("cache");
         let live = cache.join(format!(
             "images/.build-00000000000000dd-{}",
             std::process::id()

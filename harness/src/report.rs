@@ -784,8 +784,11 @@ mod tests {
 
     #[test]
     fn error_summary_round_trips_and_renders() {
-        let dir = std::env::temp_dir().join(format!("nbh-report-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-report-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let mut s = Summary::error(
             "demo",
             Path::new("scenarios/demo.yaml"),
@@ -795,14 +798,14 @@ mod tests {
             path: "tgtd.log".into(),
             what: "iSCSI target log".into(),
         });
-        s.write(&dir).unwrap();
-        let back = Summary::read(&dir).unwrap();
+        s.write(dir).unwrap();
+        let back = Summary::read(dir).unwrap();
         assert_eq!(back.verdict, "error");
         assert!(!back.ok);
-        let text = render_text(&back, &dir);
+        let text = render_text(&back, dir);
         assert!(text.starts_with("NOT OK: scenario demo ERROR"), "{text}");
         assert!(text.contains("tgtd did not start"), "{text}");
         assert!(text.contains("tgtd.log"), "{text}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

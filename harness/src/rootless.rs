@@ -77,7 +77,11 @@ mod tests {
 
     #[test]
     fn each_closed_switch_is_named_with_its_fix() {
-        let d = std::env::temp_dir().join(format!("nbh-rootless-{}", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-rootless-")
+            .tempdir()
+            .unwrap();
+        let d = tmp.path();
         for (f, v) in [
             ("user/max_user_namespaces", "0\n"),
             ("kernel/unprivileged_userns_clone", "0\n"),
@@ -86,7 +90,7 @@ mod tests {
             std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
             std::fs::write(d.join(f), v).unwrap();
         }
-        let b = userns_blockers(&d);
+        let b = userns_blockers(d);
         assert_eq!(b.len(), 3, "{b:?}");
         assert!(b[2].contains("AppArmor"), "{b:?}");
         std::fs::write(d.join("user/max_user_namespaces"), "15000\n").unwrap();
@@ -96,7 +100,7 @@ mod tests {
             "0\n",
         )
         .unwrap();
-        assert!(userns_blockers(&d).is_empty());
-        std::fs::remove_dir_all(d).unwrap();
+        assert!(userns_blockers(d).is_empty());
+        tmp.close().unwrap();
     }
 }

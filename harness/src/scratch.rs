@@ -144,15 +144,18 @@ fn orphaned(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
-    fn runs_root(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("nbh-scratch-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    /// Removed when dropped, also when a test panics.
+    fn runs_root(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("nbh-scratch-{name}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn a_live_lock_is_kept_and_a_dead_one_removed() {
-        let runs = runs_root("sweep");
+        let tmp = runs_root("sweep");
+        let runs = tmp.path();
         let live_run = runs.join("scen/20261125T000000Z-1");
         let dead_run = runs.join("scen/20261125T000001Z-2");
         let live = Scratch::create(&live_run).unwrap();
@@ -161,7 +164,7 @@ mod tests {
         drop(Scratch::create(&dead_run).unwrap());
         std::fs::write(dead_run.join("scratch/disk.img"), b"left behind").unwrap();
 
-        let removed = sweep(&runs);
+        let removed = sweep(runs);
         assert_eq!(removed, vec![dead_run.join("scratch")]);
         assert!(
             live.path().join("disk.img").is_file(),
@@ -171,13 +174,14 @@ mod tests {
 
         // Once the live run ends its folder is an orphan like any other.
         drop(live);
-        assert_eq!(sweep(&runs), vec![live_run.join("scratch")]);
-        std::fs::remove_dir_all(&runs).unwrap();
+        assert_eq!(sweep(runs), vec![live_run.join("scratch")]);
+        tmp.close().unwrap();
     }
 
     #[test]
     fn a_lock_held_by_another_process_keeps_the_folder() {
-        let runs = runs_root("child");
+        let tmp = runs_root("child");
+        let runs = tmp.path();
         let run = runs.join("scen/20261125T000000Z-3");
         let scratch = Scratch::create(&run).unwrap();
         scratch.inherit_lock().unwrap();
@@ -189,22 +193,23 @@ mod tests {
         let dir = scratch.path().to_path_buf();
         drop(scratch);
         assert!(
-            sweep(&runs).is_empty(),
+            sweep(runs).is_empty(),
             "removed while the child holds the lock"
         );
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(sweep(&runs), vec![dir]);
-        std::fs::remove_dir_all(&runs).unwrap();
+        assert_eq!(sweep(runs), vec![dir]);
+        tmp.close().unwrap();
     }
 
     #[test]
     fn a_fresh_folder_without_a_lock_is_left_alone() {
-        let runs = runs_root("fresh");
+        let tmp = runs_root("fresh");
+        let runs = tmp.path();
         let run = runs.join("scen/20261125T000000Z-4");
         std::fs::create_dir_all(run.join("scratch")).unwrap();
-        assert!(sweep(&runs).is_empty());
+        assert!(sweep(runs).is_empty());
         assert!(run.join("scratch").is_dir());
-        std::fs::remove_dir_all(&runs).unwrap();
+        tmp.close().unwrap();
     }
 }

@@ -13,6 +13,12 @@
 //! hatched band over every node row for the time it was down, one lane per late service, and a
 //! single fault (a reset connection, a refused or dropped login, an HTTP error the plan
 //! answered) is a small triangle under its node's bar.
+//!
+//! The SVG is written by hand because no maintained crate makes it simpler: `svg` 0.18 is a
+//! generic element builder (untyped name/value attributes, numbers at full precision, its own
+//! line breaks) that would take over only the escaping and the closing tags while the layout
+//! stays here, and `plotters` 0.3 draws charts without the per-element `<title>` tooltips and
+//! `data-*` attributes this picture carries; the tests parse the whole output with `roxmltree`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -924,6 +930,7 @@ pub fn write_for_run(run_dir: &Path) -> std::io::Result<PathBuf> {
 mod tests {
     use super::*;
     use crate::report::{FailedStep, FaultKind};
+    use roxmltree::{Document, Node};
     use std::collections::BTreeMap;
 
     const PASSED: &str = include_str!("../tests-data/summary-passed.json");
@@ -1007,94 +1014,89 @@ mod tests {
         }
     }
 
-    /// Balanced tags, one root `svg`, no raw `<` or bare `&` in text or attribute values.
+    const SVG_NS: &str = "http://www.w3.org/2000/svg";
+
+    /// The whole picture through a real XML parser, which refuses anything not well-formed
+    /// (unbalanced tags, unquoted attributes, a raw `<` or a bare `&`, an unknown entity, a
+    /// second root); the one root is `svg` in the SVG namespace.
+    fn parse(svg: &str) -> Document<'_> {
+        let doc =
+            Document::parse(svg).unwrap_or_else(|e| panic!("not well-formed XML: {e}\n{svg:.300}"));
+        let root = doc.root_element();
+        assert!(
+            root.has_tag_name((SVG_NS, "svg")),
+            "root element {:?}",
+            root.tag_name()
+        );
+        doc
+    }
+
     fn assert_well_formed(svg: &str) {
-        let mut stack: Vec<String> = Vec::new();
-        let mut roots = 0;
-        let mut rest = svg;
-        while let Some(open) = rest.find('<') {
-            check_text(&rest[..open]);
-            let after = &rest[open + 1..];
-            let close = tag_end(after).unwrap_or_else(|| panic!("unclosed tag at {after:.60}"));
-            let tag = &after[..close];
-            rest = &after[close + 1..];
-            if let Some(name) = tag.strip_prefix('/') {
-                let top = stack.pop().unwrap_or_else(|| panic!("stray </{name}>"));
-                assert_eq!(top, name.trim(), "</{name}> closes <{top}>");
-                continue;
-            }
-            let name: String = tag
-                .chars()
-                .take_while(|c| !c.is_whitespace() && *c != '/')
-                .collect();
-            assert!(
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
-                "bad tag <{tag}>"
-            );
-            check_text(tag);
-            if stack.is_empty() {
-                roots += 1;
-                assert_eq!(name, "svg", "root element");
-            }
-            if !tag.ends_with('/') {
-                stack.push(name);
-            }
-        }
-        check_text(rest);
-        assert!(stack.is_empty(), "unclosed: {stack:?}");
-        assert_eq!(roots, 1);
+        parse(svg);
     }
 
-    /// End of a tag: the first `>` outside a quoted attribute value.
-    fn tag_end(s: &str) -> Option<usize> {
-        let mut quote = None;
-        for (i, c) in s.char_indices() {
-            match (quote, c) {
-                (None, '"' | '\'') => quote = Some(c),
-                (Some(q), c) if c == q => quote = None,
-                (None, '>') => return Some(i),
-                (Some(_), '<') => panic!("raw < in an attribute: {s:.80}"),
-                _ => {}
-            }
-        }
-        None
+    /// The `tag` elements of class `class` under `node`, in drawing order.
+    fn of_class<'a, 'i>(node: Node<'a, 'i>, tag: &str, class: &str) -> Vec<Node<'a, 'i>> {
+        node.descendants()
+            .filter(|n| n.has_tag_name((SVG_NS, tag)) && n.attribute("class") == Some(class))
+            .collect()
     }
 
-    fn check_text(t: &str) {
-        for (i, _) in t.match_indices('&') {
-            let ent = &t[i..];
-            assert!(
-                ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;"]
-                    .iter()
-                    .any(|e| ent.starts_with(e)),
-                "bare & in {t:.80}"
-            );
-        }
+    /// The elements `tag` under `node`, in drawing order.
+    fn elements<'a, 'i>(node: Node<'a, 'i>, tag: &str) -> Vec<Node<'a, 'i>> {
+        node.descendants()
+            .filter(|n| n.has_tag_name((SVG_NS, tag)))
+            .collect()
     }
 
-    fn attr(tag: &str, name: &str) -> Option<String> {
-        let key = format!(" {name}=\"");
-        let i = tag.find(&key)? + key.len();
-        Some(tag[i..i + tag[i..].find('"')?].to_string())
+    /// A number attribute of `node`.
+    fn num(node: Node, name: &str) -> f64 {
+        let v = node
+            .attribute(name)
+            .unwrap_or_else(|| panic!("no {name} on {node:?}"));
+        v.parse()
+            .unwrap_or_else(|e| panic!("{name}=\"{v}\" on {node:?}: {e}"))
+    }
+
+    /// The text of each element `tag` under `node` (its first text, unescaped).
+    fn texts<'a>(node: Node<'a, '_>, tag: &str) -> Vec<&'a str> {
+        elements(node, tag)
+            .into_iter()
+            .map(|n| n.text().unwrap_or(""))
+            .collect()
+    }
+
+    /// The `data-label` of each run, top to bottom.
+    fn run_labels<'a>(doc: &'a Document) -> Vec<&'a str> {
+        of_class(doc.root_element(), "g", "run")
+            .into_iter()
+            .map(|r| r.attribute("data-label").expect("a run without a label"))
+            .collect()
     }
 
     /// Per row: (phase, x, width) of each bar in drawing order.
     fn bars(svg: &str) -> Vec<Vec<(String, f64, f64)>> {
-        let mut rows = Vec::new();
-        for line in svg.lines() {
-            if line.starts_with("<g class=\"row\"") {
-                rows.push(Vec::new());
-            }
-            if line.starts_with("<rect class=\"seg\"") {
-                let num = |n| attr(line, n).unwrap().parse::<f64>().unwrap();
-                rows.last_mut().expect("bar outside a row").push((
-                    attr(line, "data-phase").unwrap(),
-                    num("x"),
-                    num("width"),
-                ));
-            }
+        let doc = parse(svg);
+        let root = doc.root_element();
+        for seg in of_class(root, "rect", "seg") {
+            assert!(
+                seg.ancestors()
+                    .any(|a| a.has_tag_name((SVG_NS, "g")) && a.attribute("class") == Some("row")),
+                "bar outside a row: {seg:?}"
+            );
         }
-        rows
+        of_class(root, "g", "row")
+            .into_iter()
+            .map(|row| {
+                of_class(row, "rect", "seg")
+                    .into_iter()
+                    .map(|seg| {
+                        let phase = seg.attribute("data-phase").expect("a bar without a phase");
+                        (phase.to_string(), num(seg, "x"), num(seg, "width"))
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     fn assert_monotonic(svg: &str) {
@@ -1145,9 +1147,11 @@ mod tests {
         assert_eq!(phases, expected);
         assert!(svg.contains("PASSED"), "verdict in the header");
         assert!(svg.contains("in 72.4 s"), "total time in the header");
+        let doc = parse(&svg);
         assert!(
-            !svg.lines()
-                .any(|l| l.starts_with("<rect class=\"seg\"") && l.contains(FAILED_FILL)),
+            of_class(doc.root_element(), "rect", "seg")
+                .iter()
+                .all(|r| r.attribute("fill") != Some(FAILED_FILL)),
             "no red bar in a passed run"
         );
         // The last bar ends at the last step, at the right edge of the time range.
@@ -1173,11 +1177,12 @@ mod tests {
             phases,
             ["firmware", "DHCP", "other", "other", "sanboot", "kernel"]
         );
-        let failed = svg
-            .lines()
-            .find(|l| l.contains("data-phase=\"kernel\""))
+        let doc = parse(&svg);
+        let failed = of_class(doc.root_element(), "rect", "seg")
+            .into_iter()
+            .find(|r| r.attribute("data-phase") == Some("kernel"))
             .unwrap();
-        assert!(failed.contains(FAILED_FILL), "{failed}");
+        assert_eq!(failed.attribute("fill"), Some(FAILED_FILL), "{failed:?}");
         assert!(!svg.contains("root mounted from the iSCSI disk"));
         assert!(svg.contains("FAILED"));
         // The failed bar runs for the time the step waited: 60 s of the 66.1 s run.
@@ -1192,16 +1197,16 @@ mod tests {
         let svg = render_svg(&[("run-a".into(), failed_summary())]);
         // `sanboot` was met by a record at 6.05 s, after a step met at 6.1 s.
         let scale = (PLOT_X1 - PLOT_X0) / 70.0;
-        let tick = svg
-            .lines()
-            .find(|l| l.contains(r#"class="tick""#) && l.contains("<title>sanboot: met at 6.050"))
+        let doc = parse(&svg);
+        let tick = of_class(doc.root_element(), "g", "tick")
+            .into_iter()
+            .find(|t| {
+                texts(*t, "title")
+                    .iter()
+                    .any(|s| s.starts_with("sanboot: met at 6.050"))
+            })
             .expect("a mark for sanboot");
-        let x: f64 = tick
-            .split("x1=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap();
+        let x = num(elements(tick, "line")[0], "x1");
         assert!((x - (PLOT_X0 + 6.05 * scale)).abs() < 0.15, "x {x}");
     }
 
@@ -1223,7 +1228,7 @@ mod tests {
         };
         assert!((dhcp_end(&rows[0]) - dhcp_end(&rows[1])).abs() < 3.0);
         assert!(svg.contains("2 runs on one time scale"));
-        assert!(svg.contains("data-label=\"passed\"") && svg.contains("data-label=\"failed\""));
+        assert_eq!(run_labels(&parse(&svg)), ["passed", "failed"]);
     }
 
     #[test]
@@ -1236,29 +1241,23 @@ mod tests {
         assert!(svg.contains("ERROR"));
     }
 
-    /// The opening tags of one class, e.g. every `<g class="fault" ...>`.
-    fn opening_tags<'s>(svg: &'s str, class: &str) -> Vec<&'s str> {
-        let key = format!("<g class=\"{class}\"");
-        svg.match_indices(&key)
-            .map(|(i, _)| &svg[i..i + svg[i..].find('>').unwrap_or(0) + 1])
-            .collect()
-    }
-
-    /// (x, y, width, height) of the hatched rect of each outage band.
+    /// (service, x, y, width, height) of the hatched rect of each outage band.
     fn bands(svg: &str) -> Vec<(String, f64, f64, f64, f64)> {
-        svg.lines()
-            .filter(|l| l.starts_with("<g class=\"outage\""))
-            .map(|l| {
-                let hatch = &l[l.find(&format!("fill=\"url(#{HATCH_ID})\"")).unwrap()..];
-                let rect = &l[..l.len() - hatch.len()];
-                let rect = &rect[rect.rfind("<rect").unwrap()..];
-                let num = |n| attr(rect, n).unwrap().parse::<f64>().unwrap();
+        let doc = parse(svg);
+        let hatch = format!("url(#{HATCH_ID})");
+        of_class(doc.root_element(), "g", "outage")
+            .into_iter()
+            .map(|g| {
+                let rect = elements(g, "rect")
+                    .into_iter()
+                    .find(|r| r.attribute("fill") == Some(hatch.as_str()))
+                    .unwrap_or_else(|| panic!("no hatched rect in {g:?}"));
                 (
-                    attr(l, "data-service").unwrap(),
-                    num("x"),
-                    num("y"),
-                    num("width"),
-                    num("height"),
+                    g.attribute("data-service").unwrap().to_string(),
+                    num(rect, "x"),
+                    num(rect, "y"),
+                    num(rect, "width"),
+                    num(rect, "height"),
                 )
             })
             .collect()
@@ -1303,27 +1302,36 @@ mod tests {
             assert!((x - x_of(start, 90.0)).abs() < 0.2, "{x} for {start}");
             assert!((x + w - x_of(end, 90.0)).abs() < 0.2, "{} for {end}", x + w);
         }
-        assert!(svg.contains("&gt;dhcp down&lt;") || svg.contains(">dhcp down<"));
-        assert!(svg.contains("<title>http down from 0.1 s to 40.0 s (39.9 s)"));
+        let doc = parse(&svg);
+        let root = doc.root_element();
+        assert!(texts(root, "text").contains(&"dhcp down"));
+        let tips = texts(root, "title");
+        assert!(tips
+            .iter()
+            .any(|t| t.starts_with("http down from 0.1 s to 40.0 s (39.9 s)")));
 
         // Ten resets, each a marker with its own tooltip, under the bar and not a step tick.
-        let markers = opening_tags(&svg, "fault");
+        let markers = of_class(root, "g", "fault");
         assert_eq!(markers.len(), 10, "{markers:?}");
-        assert!(markers.iter().all(|m| m.contains("data-kind=\"reset\"")));
+        assert!(markers
+            .iter()
+            .all(|m| m.attribute("data-kind") == Some("reset")));
         assert_eq!(
-            svg.matches("<title>31.249 s: http reset a connection from 10.77.0.198")
+            tips.iter()
+                .filter(|t| t.starts_with("31.249 s: http reset a connection from 10.77.0.198"))
                 .count(),
             1
         );
         assert_eq!(
-            svg.matches("<polygon").count(),
+            elements(root, "polygon").len(),
             10 + 1,
             "ten markers and the legend's"
         );
 
         assert!(svg.contains("3 service outages and 10 injected faults"));
-        assert!(svg.contains(&format!(">{LEGEND_OUTAGE}<")));
-        assert!(svg.contains(&format!(">{LEGEND_FAULT}<")));
+        let legend = texts(of_class(root, "g", "legend")[0], "text");
+        assert!(legend.contains(&LEGEND_OUTAGE), "{legend:?}");
+        assert!(legend.contains(&LEGEND_FAULT), "{legend:?}");
     }
 
     fn two_node_summary(faults: Vec<InjectedFault>) -> Summary {
@@ -1365,12 +1373,13 @@ mod tests {
         let svg = render_svg(&[("run".into(), s)]);
         assert_well_formed(&svg);
         assert!(svg.contains("fault at 3 &lt;with&gt; &amp; markup"));
-        let rows: Vec<&str> = svg.split("<g class=\"row\"").skip(1).collect();
+        let doc = parse(&svg);
+        let rows = of_class(doc.root_element(), "g", "row");
         assert_eq!(rows.len(), 2);
-        let kinds = |row: &str| -> Vec<String> {
-            opening_tags(row, "fault")
+        let kinds = |row: Node| -> Vec<String> {
+            of_class(row, "g", "fault")
                 .iter()
-                .map(|t| attr(t, "data-kind").unwrap())
+                .map(|t| t.attribute("data-kind").unwrap().to_string())
                 .collect()
         };
         // node01 does not get node02's refusal; an unknown or missing node goes on every row.
@@ -1407,26 +1416,33 @@ mod tests {
         let both = render_svg(&[("old".into(), old), ("outage".into(), outage)]);
         assert_well_formed(&both);
         assert_monotonic(&both);
-        let runs: Vec<&str> = both.split("<g class=\"run\"").skip(1).collect();
-        assert!(!runs[0].contains("class=\"fault\"") && !runs[0].contains("class=\"outage\""));
-        assert_eq!(opening_tags(runs[1], "fault").len(), 10);
-        assert!(both.contains(LEGEND_OUTAGE));
+        let doc = parse(&both);
+        let runs = of_class(doc.root_element(), "g", "run");
+        assert!(!runs[0]
+            .descendants()
+            .any(|n| matches!(n.attribute("class"), Some("fault" | "outage"))));
+        assert_eq!(of_class(runs[1], "g", "fault").len(), 10);
+        let legend = texts(of_class(doc.root_element(), "g", "legend")[0], "text");
+        assert!(legend.contains(&LEGEND_OUTAGE), "{legend:?}");
     }
 
     #[test]
     fn write_for_run_puts_the_picture_next_to_the_summary() {
-        let dir = std::env::temp_dir().join(format!("nbh-timeline-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-timeline-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("summary.json"), PASSED).unwrap();
-        let p = write_for_run(&dir).unwrap();
+        let p = write_for_run(dir).unwrap();
         assert_eq!(p, dir.join("timeline.svg"));
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
-        assert!(svg.contains(&format!(
-            "data-label=\"{}\"",
-            dir.file_name().unwrap().to_string_lossy()
-        )));
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            run_labels(&parse(&svg)),
+            [dir.file_name().unwrap().to_string_lossy()]
+        );
+        tmp.close().unwrap();
     }
 
     #[test]
@@ -1497,14 +1513,23 @@ mod tests {
         let passed: Summary = serde_json::from_str(PASSED).unwrap();
         let svg = render_svg_with(&[("run 1".into(), passed)], Some(&band));
         assert_well_formed(&svg);
-        let drawn = svg.split("<g class=\"band\"").nth(1).unwrap();
-        let drawn = &drawn[..drawn.find("</g>\n<g class=\"run\"").unwrap()];
-        assert_eq!(opening_tags(drawn, "spread").len(), 6);
-        assert_eq!(opening_tags(drawn, "mark").len(), 1);
-        assert!(drawn.contains("ratio 0.977 &lt;&amp;&gt;"));
+        let doc = parse(&svg);
+        let drawn = of_class(doc.root_element(), "g", "band");
+        assert_eq!(drawn.len(), 1);
+        let drawn = drawn[0];
+        assert_eq!(of_class(drawn, "g", "spread").len(), 6);
+        assert_eq!(of_class(drawn, "g", "mark").len(), 1);
+        assert!(texts(drawn, "text").contains(&"bare QEMU ratio 0.977 <&>"));
+        assert!(svg.contains("ratio 0.977 &lt;&amp;&gt;"));
         assert!(svg.contains("Benchmark: debian-ibft-e1000, median of 3 passed runs"));
         // The run below keeps its own rows.
-        assert!(svg.contains("data-label=\"run 1\""));
+        assert_eq!(
+            drawn
+                .next_sibling_element()
+                .and_then(|n| n.attribute("class")),
+            Some("run")
+        );
+        assert_eq!(run_labels(&doc), ["run 1"]);
         assert!(!render_svg(&[]).contains("class=\"band\""));
     }
 }

@@ -453,17 +453,18 @@ fn echoed_values_are_escaped_and_cut() {
     assert!(e.contains("(5000 characters)") && e.len() < 300, "{e}");
 }
 
-/// A scratch folder of its own for a test, removed first if an earlier run left it.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nbh-scenario-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A scratch folder of its own for a test, removed when dropped, also when the test panics.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("nbh-scenario-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn http_files_may_not_add_up_past_the_limit() {
-    let dir = scratch("http-total");
+    let tmp = scratch("http-total");
+    let dir = tmp.path();
     // Sparse: 15 MiB on paper, nothing on disk.
     let f = std::fs::File::create(dir.join("big.bin")).unwrap();
     f.set_len(15 * 1024 * 1024).unwrap();
@@ -485,12 +486,13 @@ fn http_files_may_not_add_up_past_the_limit() {
         e.contains("the HTTP files add up to more than 64 MiB"),
         "{e}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }
 
 #[test]
 fn scenario_files_that_are_not_small_regular_text_files_are_refused_unread() {
-    let dir = scratch("not-a-file");
+    let tmp = scratch("not-a-file");
+    let dir = tmp.path();
     let fifo = dir.join("fifo.yaml");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     // Without a writer, a blocking open would hang here.
@@ -501,7 +503,7 @@ fn scenario_files_that_are_not_small_regular_text_files_are_refused_unread() {
     );
     let e = load(Path::new("/dev/zero")).unwrap_err().summary();
     assert!(e.contains("not a regular file"), "{e}");
-    let e = load(&dir).unwrap_err().summary();
+    let e = load(dir).unwrap_err().summary();
     assert!(e.contains("not a regular file (a folder)"), "{e}");
 
     let big = dir.join("big.yaml");
@@ -519,7 +521,7 @@ fn scenario_files_that_are_not_small_regular_text_files_are_refused_unread() {
         e.contains("latin1.yaml:1:10: byte 0xe9 is not UTF-8 text"),
         "{e}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
+    tmp.close().unwrap();
 }
 
 #[test]

@@ -308,8 +308,11 @@ mod tests {
 
     #[tokio::test]
     async fn serves_files_404s_and_records_requests() {
-        let dir = std::env::temp_dir().join(format!("nbh-http-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-http-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let scen = crate::scenario::load(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../scenarios/debian-ibft-e1000.yaml"),
@@ -319,7 +322,7 @@ mod tests {
         let cx = ServiceContext {
             bridge: "unused".into(),
             server_ip: "127.0.0.1".parse().unwrap(),
-            run_dir: dir.clone(),
+            run_dir: dir.to_path_buf(),
             disk: dir.join("disk.img"),
             events: events.clone(),
         };
@@ -365,13 +368,16 @@ mod tests {
             log.contains("GET /boot.ipxe 200") && log.contains("GET /nope 404"),
             "{log}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 
     #[tokio::test]
     async fn injected_faults_answer_first_requests_then_serve() {
-        let dir = std::env::temp_dir().join(format!("nbh-http-fault-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-http-fault-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let scen = crate::scenario::load(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/http-late.yaml"),
         )
@@ -380,7 +386,7 @@ mod tests {
         let cx = ServiceContext {
             bridge: "unused".into(),
             server_ip: "127.0.0.1".parse().unwrap(),
-            run_dir: dir.clone(),
+            run_dir: dir.to_path_buf(),
             disk: dir.join("disk.img"),
             events: events.clone(),
         };
@@ -426,6 +432,6 @@ mod tests {
         h.stop().await;
         let log = std::fs::read_to_string(dir.join("http.log")).unwrap();
         assert_eq!(log.matches("(injected fault)").count(), 4, "{log}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

@@ -802,12 +802,11 @@ mod tests {
         ip(&["addr", "add", "10.77.0.1/24", "dev", BRIDGE]);
         ip(&["link", "set", BRIDGE, "up"]);
 
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let run_dir = std::env::temp_dir().join(format!("nbh-services-ns-{nanos}"));
-        std::fs::create_dir_all(&run_dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-services-ns-")
+            .tempdir()
+            .unwrap();
+        let run_dir = tmp.path();
         eprintln!("run directory: {}", run_dir.display());
         let disk = run_dir.join("disk.img");
         std::fs::File::create(&disk)
@@ -819,13 +818,13 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(exercise(&run_dir, &disk));
+        rt.block_on(exercise(run_dir, &disk));
         assert_eq!(
             processes_named(&["dnsmasq", "tgtd", "tgtadm"]),
             Vec::<String>::new(),
             "left running after stop"
         );
-        std::fs::remove_dir_all(&run_dir).unwrap();
+        tmp.close().unwrap();
     }
 
     async fn exercise(run_dir: &Path, disk: &Path) {
