@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use netboot_harness::iscsi_pdu;
 use netboot_harness::scenario;
+use netboot_harness::support::iscsi_pdu;
 
 /// Far above what one input takes (milliseconds; a regex at the size limit about 0.3 s in a
 /// debug build), far below a hang.

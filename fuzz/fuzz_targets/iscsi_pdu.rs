@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netboot_harness::iscsi_pdu;
+use netboot_harness::support::iscsi_pdu;
 
 fuzz_target!(|data: &[u8]| {
     let _ = iscsi_pdu::opcode(data);

@@ -1,39 +1,33 @@
 //! netboot-harness: end-to-end tests for diskless network boot.
 //!
-//! Data flows one way through the modules:
+//! One run flows one way through the stages, each a module: a later stage may use an earlier
+//! one, never the reverse (`tests/architecture.rs` checks it; ARCHITECTURE.md tells the story).
+//!
 //! [`scenario`] (parse + validate) -> [`image`] (build, cache, per-run copy) -> [`lab`] (netns,
-//! bridge, taps) -> [`services`] (dhcp, http, iscsi) -> [`guest`] (qemu, serial) -> [`expect`]
-//! (steps over console + service events) -> [`report`] (verdict, timeline, artifacts).
+//! bridge, taps) -> [`services`] (dhcp, http, iscsi, and their records) -> [`guest`] (QEMU,
+//! serial console) -> [`expect`] (steps over consoles and records, the verdict) -> [`report`]
+//! (summary, text, timeline) -> [`cli`] (the verbs, and the orchestration of a run).
+//!
+//! [`support`] holds what every stage may use: paths, owned child processes, supervised tasks,
+//! tool lookup, logging, the iSCSI login PDU parser.
 
-pub mod accel_probe;
-pub mod attach;
-pub mod bare;
-pub mod bench;
-pub mod console;
-pub mod doctor;
-pub mod events;
-pub mod expect;
-pub mod guest;
-pub mod image;
-pub mod iscsi_pdu;
-pub mod iscsi_proxy;
-pub mod lab;
-pub mod logging;
-pub mod paths;
-pub mod process;
-pub mod progress;
-pub mod prune;
-pub mod report;
-pub mod rootless;
-pub mod run;
+pub mod support;
+
 pub mod scenario;
-pub mod scratch;
+
+pub mod image;
+
+pub mod lab;
+
 pub mod services;
-pub mod stdout;
-pub mod tasks;
-pub mod timeline;
-pub mod timeouts;
-pub mod tools;
+
+pub mod guest;
+
+pub mod expect;
+
+pub mod report;
+
+pub mod cli;
 
 /// The test suite's rule for tests this machine cannot run (README.md, Tests): the same file the
 /// test binaries use, so unit tests follow it too.

@@ -4,10 +4,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use netboot_harness::cli::run;
 use netboot_harness::guest::Accel;
+use netboot_harness::report::timeline;
 use netboot_harness::report::{self, Summary};
-use netboot_harness::stdout::print;
-use netboot_harness::{image, paths, run, scenario, timeline, tools};
+use netboot_harness::support::stdout::print;
+use netboot_harness::support::{paths, tools};
+use netboot_harness::{image, scenario};
 
 #[derive(Parser)]
 #[command(
@@ -54,7 +57,7 @@ enum Cmd {
         runs: usize,
         /// The console step whose time bare QEMU runs (same lab, services and command line; no
         /// login proxy, no step engine) are compared against.
-        #[arg(long, default_value = netboot_harness::bench::COMPARE_STEP)]
+        #[arg(long, default_value = netboot_harness::cli::bench::COMPARE_STEP)]
         compare_step: String,
         #[command(flatten)]
         boot: BootArgs,
@@ -193,7 +196,7 @@ fn main() -> ExitCode {
     if only_prints(&cli.command) {
         end_quietly_on_a_closed_pipe();
     }
-    netboot_harness::logging::init(cli.verbose);
+    netboot_harness::support::logging::init(cli.verbose);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(report) => {
@@ -257,8 +260,8 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             let opts = boot.options()?;
             scenario::load(&scenario)?;
             let (report, json) =
-                netboot_harness::bench::bench(&scenario, runs, &opts, &compare_step)?;
-            print(&netboot_harness::bench::render(&report));
+                netboot_harness::cli::bench::bench(&scenario, runs, &opts, &compare_step)?;
+            print(&netboot_harness::cli::bench::render(&report));
             print(&format!("  results: {}\n", json.display()));
             if let Some(svg) = &report.picture {
                 print(&format!("  picture: {}\n", svg.display()));
@@ -309,9 +312,9 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
         Cmd::Image { command } => image_cmd(command),
         Cmd::Doctor { runs_dir } => {
             let runs = runs_dir.unwrap_or_else(paths::runs_dir);
-            let checks = netboot_harness::doctor::run(&image::cache_dir(), &runs);
-            print!("{}", netboot_harness::doctor::render(&checks));
-            Ok(if netboot_harness::doctor::ok(&checks) {
+            let checks = netboot_harness::cli::doctor::run(&image::cache_dir(), &runs);
+            print!("{}", netboot_harness::cli::doctor::render(&checks));
+            Ok(if netboot_harness::cli::doctor::ok(&checks) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
@@ -385,7 +388,7 @@ fn only_prints(cmd: &Cmd) -> bool {
 /// Only for verbs that just print ([`only_prints`]). The others own child processes, sockets
 /// and a cleanup: there a write to a dead QEMU's monitor socket must stay an error the run
 /// handles, never a death that skips the cleanup, and their own output goes through
-/// `netboot_harness::stdout::print`, which drops what nobody reads and goes on.
+/// `netboot_harness::support::stdout::print`, which drops what nobody reads and goes on.
 fn end_quietly_on_a_closed_pipe() {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // SAFETY: SIG_DFL installs no handler, and this runs before any other thread starts.
@@ -468,7 +471,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
 }
 
 fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Result<ExitCode> {
-    use netboot_harness::prune::{self, Action};
+    use netboot_harness::image::prune::{self, Action};
     let cache = image::cache_dir();
     // With --all nothing is kept, so an invalid scenario must not stand in the way.
     let wanted = if all {

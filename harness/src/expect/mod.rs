@@ -13,15 +13,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::console::{Console, ConsoleLine};
-use crate::events::{Event, EventKind, EventLog};
+use crate::guest::console::{Console, ConsoleLine};
 use crate::scenario::{Action, Cause, FailPattern, Scenario, Service, SessionType, Step};
+use crate::services::events::{Event, EventKind, EventLog};
 
 mod describe;
 mod exit;
 mod oracle;
 mod records;
 mod shell;
+pub mod timeouts;
 mod verdict;
 mod wait;
 
@@ -74,7 +75,7 @@ enum Wait {
 #[derive(Debug, Clone, PartialEq)]
 pub enum LabFault {
     /// A task of the harness panicked.
-    Panic(crate::tasks::HarnessPanic),
+    Panic(crate::support::tasks::HarnessPanic),
     /// A service (or other process the run needs) ended without the harness stopping it.
     Died(String),
 }

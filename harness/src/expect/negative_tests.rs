@@ -12,8 +12,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::test_rig::{no_cancel, rig, Rig};
 use super::{judge, run_steps, Judgement};
-use crate::events::EventKind;
 use crate::scenario::Scenario;
+use crate::services::events::EventKind;
 
 /// The shipped scenario, with its steps from `from` on, each allowed `within_ms`.
 fn negative(file: &str, from: &str, within_ms: u64) -> Scenario {

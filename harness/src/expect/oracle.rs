@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::console::ConsoleLine;
-use crate::events::{Event, EventKind};
+use crate::guest::console::ConsoleLine;
 use crate::scenario::{Node, Scenario, SessionType};
+use crate::services::events::{Event, EventKind};
 
 use super::verdict::Evidence;
 

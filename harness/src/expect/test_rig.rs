@@ -8,9 +8,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use super::NodeIo;
-use crate::console::Console;
-use crate::events::{EventKind, EventLog, RunClock};
+use crate::guest::console::Console;
 use crate::scenario::{default_fail_patterns, Action, Scenario, Step};
+use crate::services::events::{EventKind, EventLog, RunClock};
 
 pub fn scenario(steps: Vec<(&str, Action, u64)>) -> Scenario {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::console::ConsoleLine;
-use crate::events::Event;
+use crate::guest::console::ConsoleLine;
 use crate::scenario::{Cause, ExpectedFailure};
+use crate::services::events::Event;
 
 /// One piece of evidence for a failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -352,7 +352,7 @@ pub enum Action {
         initiator: Option<Iqn>,
         target: Option<Iqn>,
         /// The refusing response's status; `None`: any failure, no answer included.
-        status: Option<crate::iscsi_pdu::LoginStatus>,
+        status: Option<crate::support::iscsi_pdu::LoginStatus>,
     },
     /// Every accepted iSCSI login so far matches, and there are at least `at_least` of them:
     /// fails at once on the first login that does not match.

@@ -408,7 +408,7 @@ pub struct RawLoginRefused {
     pub target: Option<Iqn>,
     /// The status of the refusing login response.
     #[serde(default)]
-    pub status: Option<crate::iscsi_pdu::LoginStatus>,
+    pub status: Option<crate::support::iscsi_pdu::LoginStatus>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,7 +61,7 @@ fn the_base_case_is_valid() {
 
 #[test]
 fn every_shipped_scenario_is_valid() {
-    let files = crate::paths::scenario_files(&scenarios_dir()).unwrap();
+    let files = crate::support::paths::scenario_files(&scenarios_dir()).unwrap();
     assert!(!files.is_empty());
     for f in files {
         if let Err(e) = load(&f) {

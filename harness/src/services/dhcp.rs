@@ -20,9 +20,9 @@ use super::chain::ChainMarks;
 use super::dnsmasq_records::{Effect, Records};
 use super::ServiceError;
 use super::{command_line, find_binary, log_tail, service_command, ServiceContext};
-use crate::events::EventLog;
-use crate::process::Owned;
 use crate::scenario::Scenario;
+use crate::services::events::EventLog;
+use crate::support::process::Owned;
 
 const SERVICE: &str = "dhcp";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -68,7 +68,7 @@ pub fn args(
         // parent-death signal: a killed harness would leave dnsmasq running (seen). It stays
         // root, confined to the lab's namespaces and to DHCP. An empty group means no group
         // change at all: even `--group=root` calls setgroups, which a user namespace without
-        // root (crate::rootless) refuses ("failed to change group-id", seen on 2.90).
+        // root (crate::lab::rootless) refuses ("failed to change group-id", seen on 2.90).
         "--user=root".into(),
         "--group=".into(),
         "--port=0".into(),
@@ -287,7 +287,8 @@ async fn ensure_ipv6_prefix(bridge: &str) -> Result<(), String> {
     if has_global_ipv6(&table, bridge) {
         return Ok(());
     }
-    let ip = crate::tools::find("ip").ok_or("`ip` (Debian package iproute2) is not installed")?;
+    let ip = crate::support::tools::find("ip")
+        .ok_or("`ip` (Debian package iproute2) is not installed")?;
     let args: Vec<String> = [
         "-6",
         "addr",
@@ -408,7 +409,7 @@ impl Dhcp {
         tracing::debug!(%command, pid = ?child.pid(), "dnsmasq spawned");
 
         let (ready_tx, ready_rx) = oneshot::channel();
-        let mut pump = crate::tasks::spawn(
+        let mut pump = crate::support::tasks::spawn(
             "dhcp-log",
             pump(
                 stderr,

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use super::chain::ChainMarks;
 use super::dhcp::{line_xid, parse_boot_file, parse_line, parse_sent_address, DhcpLine};
 use super::tftp;
-use crate::events::EventKind;
+use crate::services::events::EventKind;
 
 /// What one log line asks of the pump.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 
 use super::outage::{Downtime, Gate};
 use super::{ServiceContext, ServiceError};
-use crate::events::{EventKind, EventLog};
 use crate::scenario::Scenario;
+use crate::services::events::{EventKind, EventLog};
 
 const SERVICE: &str = "http";
 
@@ -127,7 +127,7 @@ impl Http {
             Downtime::new(s.http.start_after, &s.http.down),
             cx.events.clone(),
         );
-        let task = crate::tasks::spawn("http", async move {
+        let task = crate::support::tasks::spawn("http", async move {
             // `tap_io` only to reach axum's peer-address extractor, which it offers for its own
             // listener and for tapped ones.
             let served = axum::serve(
@@ -280,7 +280,7 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::RunClock;
+    use crate::services::events::RunClock;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn request(addr: SocketAddr, method: &str, path: &str) -> String {

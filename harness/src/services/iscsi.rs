@@ -4,7 +4,7 @@
 //! Its control socket is `/var/run/tgtd/socket.<port>`; every run picks its own control port, so
 //! parallel runs never reach each other's tgtd even without a private /run.
 //!
-//! Logins are recorded by the login proxy ([`crate::iscsi_proxy`]) in front of tgtd, which sees
+//! Logins are recorded by the login proxy ([`crate::services::iscsi_proxy`]) in front of tgtd, which sees
 //! every attempt, failed ones too; every scenario run has it. Without it (`bench`'s bare arm)
 //! the guest talks to tgtd directly and nothing records logins: that arm only times a console
 //! text, and relaying its bytes through the proxy would time the proxy too.
@@ -22,10 +22,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::{command_line, find_binary, log_tail, service_command, ServiceContext, ServiceError};
-use crate::events::{EventKind, EventLog};
-use crate::iscsi_proxy::{IscsiProxy, LoginFaults};
-use crate::process::Owned;
 use crate::scenario::Scenario;
+use crate::services::events::{EventKind, EventLog};
+use crate::services::iscsi_proxy::{IscsiProxy, LoginFaults};
+use crate::support::process::Owned;
 
 const SERVICE: &str = "iscsi";
 pub const PORTAL_PORT: u16 = 3260;

@@ -9,8 +9,10 @@
 pub mod chain;
 pub mod dhcp;
 pub mod dnsmasq_records;
+pub mod events;
 pub mod http;
 pub mod iscsi;
+pub mod iscsi_proxy;
 pub mod outage;
 pub mod tftp;
 
@@ -24,9 +26,9 @@ use tokio::process::Command;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
-use crate::events::{EventKind, EventLog};
-use crate::iscsi_proxy::LoginFaults;
 use crate::scenario::{Scenario, Service};
+use crate::services::events::{EventKind, EventLog};
+use crate::services::iscsi_proxy::LoginFaults;
 
 /// Where the services run and what they serve, as the lab set it up.
 #[derive(Clone)]
@@ -49,7 +51,7 @@ pub struct ServiceOptions {
     /// has none). Without router advertisements iPXE's automatic configuration waits about 13 s
     /// for IPv6 after DHCPv4 is long done; `false` reproduces that slow default.
     pub ipv6_ra: bool,
-    /// Put the login-recording proxy ([`crate::iscsi_proxy`]) on `<server_ip>:3260` with this
+    /// Put the login-recording proxy ([`crate::services::iscsi_proxy`]) on `<server_ip>:3260` with this
     /// fault plan, and tgtd behind it on the namespace's loopback. The proxy then records every
     /// login attempt, failed ones included; every scenario run has it. `None`: tgtd listens on
     /// `<server_ip>:3260` itself, nothing of the harness is between the guest and the target,
@@ -267,7 +269,7 @@ impl Services {
             let scenario = scenario.clone();
             let late_events = events.clone();
             let start_at = after.as_secs_f64();
-            let pending = crate::tasks::spawn(
+            let pending = crate::support::tasks::spawn(
                 "dhcp-late-start",
                 async move {
                     cx.events.clock().sleep_until(start_at).await;
@@ -324,7 +326,7 @@ impl Services {
     ) -> Services {
         let dhcp = Arc::new(Mutex::new(Some(dhcp)));
         let dhcp_windows = (!again.scenario.dhcp.down.is_empty()).then(|| {
-            crate::tasks::spawn(
+            crate::support::tasks::spawn(
                 "dhcp-down-windows",
                 dhcp_down_windows(dhcp.clone(), again.clone())
                     .instrument(tracing::info_span!("dhcp", windows = true)),
@@ -627,7 +629,7 @@ pub(crate) fn find_binary(
     binary: &'static str,
     package: &'static str,
 ) -> Result<PathBuf, ServiceError> {
-    crate::tools::find(binary).ok_or(ServiceError::MissingBinary {
+    crate::support::tools::find(binary).ok_or(ServiceError::MissingBinary {
         service,
         binary,
         package,
@@ -641,7 +643,7 @@ pub(crate) fn service_command(program: &Path, args: &[String]) -> Command {
     // No process_group(0): the children must stay in the lab's PID namespace and session so
     // that they die with it. The parent-death signal covers a harness killed outright, which
     // runs no Drop.
-    crate::process::die_with_parent(&mut cmd);
+    crate::support::process::die_with_parent(&mut cmd);
     cmd
 }
 
@@ -702,7 +704,7 @@ mod tests {
             return Some("creating network namespaces needs root".into());
         }
         for tool in ["unshare", "ip", "dnsmasq", "tgtd", "tgtadm"] {
-            if crate::tools::find(tool).is_none() {
+            if crate::support::tools::find(tool).is_none() {
                 return Some(format!("`{tool}` is not installed (ci/setup installs it)"));
             }
         }
@@ -828,7 +830,7 @@ mod tests {
     }
 
     async fn exercise(run_dir: &Path, disk: &Path) {
-        use crate::events::RunClock;
+        use crate::services::events::RunClock;
         let s = crate::scenario::load(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/debian-ibft-e1000.yaml"),
         )
@@ -930,7 +932,9 @@ mod tests {
             server_ip: s.subnet.server(),
             run_dir: run_dir.to_path_buf(),
             disk: disk.to_path_buf(),
-            events: Arc::new(EventLog::new(crate::events::RunClock::start(), None).unwrap()),
+            events: Arc::new(
+                EventLog::new(crate::services::events::RunClock::start(), None).unwrap(),
+            ),
         }
     }
 
@@ -943,7 +947,7 @@ mod tests {
             .iter()
             .map(|a| a.to_string())
             .collect();
-        let tgtd = crate::tools::find("tgtd").unwrap();
+        let tgtd = crate::support::tools::find("tgtd").unwrap();
         let mut decoy = service_command(&tgtd, &decoy_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1158,7 +1162,7 @@ mod tests {
     /// Logs in to the target like an initiator would, in one step from operational
     /// negotiation to full feature phase; keeps the connection open.
     async fn login(s: &Scenario, isid: [u8; 6]) -> tokio::net::TcpStream {
-        use crate::iscsi_pdu::{self, LoginPdu};
+        use crate::support::iscsi_pdu::{self, LoginPdu};
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut keys = std::collections::BTreeMap::new();
         keys.insert("InitiatorName".into(), "iqn.2026-11.lab:servicetest".into());

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::events::{EventKind, EventLog};
 use crate::scenario::DownWindow;
+use crate::services::events::{EventKind, EventLog};
 
 /// When a service is down, on the run clock (seconds from the lab's start).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -252,7 +252,7 @@ pub fn down_state(start_at: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::RunClock;
+    use crate::services::events::RunClock;
     use tokio::io::AsyncReadExt;
 
     /// Connects and reads: a reset comes with the connect or the first read; an accepted

@@ -1,11 +1,11 @@
 //! Against a real report: the marker's lines and the lab's records of one run of
 //! `debian-ibft-e1000`, then the same with one fact changed at a time.
 
-use crate::console::ConsoleLine;
-use crate::events::Event;
 use crate::expect::oracle::*;
 use crate::expect::Evidence;
+use crate::guest::console::ConsoleLine;
 use crate::scenario::Scenario;
+use crate::services::events::Event;
 
 const MARKER: &str = include_str!("../../../tests-data/marker-debian-ibft-e1000.txt");
 const EVENTS: &str = include_str!("../../../tests-data/events-debian-ibft-e1000.jsonl");

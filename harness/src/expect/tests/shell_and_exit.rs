@@ -353,7 +353,7 @@ async fn a_broken_lab_ends_the_step_it_is_in() {
         died.verdict
     );
     assert_eq!(died.steps[2].status, StepStatus::Skipped);
-    let panicked = run(LabFault::Panic(crate::tasks::HarnessPanic {
+    let panicked = run(LabFault::Panic(crate::support::tasks::HarnessPanic {
         task: "console:node01".into(),
         message: "boom".into(),
     }))

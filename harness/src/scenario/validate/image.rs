@@ -81,7 +81,7 @@ impl Validator<'_> {
         set: &BTreeMap<String, String>,
     ) -> Result<(), ScenarioError> {
         use crate::image::ImageError;
-        let images = crate::paths::images_dir();
+        let images = crate::support::paths::images_dir();
         let checked = crate::image::load_recipe(&images, name).and_then(|r| r.resolve(set));
         match checked {
             Ok(_) => Ok(()),

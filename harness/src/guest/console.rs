@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::events::RunClock;
+use crate::services::events::RunClock;
 
 /// Longer lines are cut: a runaway guest must not eat the harness's memory.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -166,7 +166,7 @@ impl Console {
                     .to_string()
             })
             .unwrap_or_default();
-        let task = crate::tasks::spawn(format!("console:{node}"), async move {
+        let task = crate::support::tasks::spawn(format!("console:{node}"), async move {
             let mut cleaner = Cleaner::default();
             let mut buf = vec![0u8; 8192];
             let mut generation = 0u64;

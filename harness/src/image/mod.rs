@@ -1,6 +1,9 @@
 //! Guest images: recipes under `images/`, built by `images/lib/build-image`, cached by a hash of
 //! everything that goes into them, and copied per run so the cached image is never written.
 
+pub mod prune;
+pub mod scratch;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -40,7 +43,7 @@ pub enum ImageError {
         tail: String,
     },
     #[error("image `{recipe}` is not in the cache {cache}, and this user cannot build it")]
-    #[diagnostic(help("{}", crate::rootless::IMAGE_BUILD_NEEDS_ROOT))]
+    #[diagnostic(help("{}", crate::lab::rootless::IMAGE_BUILD_NEEDS_ROOT))]
     NeedsRoot { recipe: String, cache: String },
     #[error("cannot copy {from} to {to}: {message}")]
     Copy {
@@ -295,7 +298,7 @@ pub fn ensure_built(
         });
     }
     // Said before the build starts rather than as mmdebstrap's failure minutes into it.
-    if !crate::rootless::is_root() {
+    if !crate::lab::rootless::is_root() {
         return Err(ImageError::NeedsRoot {
             recipe: recipe.name.clone(),
             cache: cache.display().to_string(),
@@ -361,11 +364,13 @@ fn build_into(
     tmp: &Path,
     log: &Path,
 ) -> Result<(f64, ()), ImageError> {
-    crate::tools::check(crate::tools::IMAGE_TOOLS, &[]).map_err(|e| ImageError::BuildFailed {
-        recipe: recipe.name.clone(),
-        status: "missing tools".into(),
-        log: log.display().to_string(),
-        tail: format!("{e}: {}", e.help),
+    crate::support::tools::check(crate::support::tools::IMAGE_TOOLS, &[]).map_err(|e| {
+        ImageError::BuildFailed {
+            recipe: recipe.name.clone(),
+            status: "missing tools".into(),
+            log: log.display().to_string(),
+            tail: format!("{e}: {}", e.help),
+        }
     })?;
     let log_file = std::fs::File::create(log).map_err(io(log))?;
     // One pipe for both streams keeps the log in the order the script wrote it, and lets the
@@ -391,16 +396,16 @@ fn build_into(
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
     }
-    crate::process::signal_on_parent_death(&mut cmd, libc::SIGTERM);
+    crate::support::process::signal_on_parent_death(&mut cmd, libc::SIGTERM);
     eprintln!("image {}: building (log: {})", recipe.name, log.display());
-    let board = crate::progress::Board::start();
+    let board = crate::cli::progress::Board::start();
     if let Some(b) = &board {
         b.line("build", &format!("image {}", recipe.name), "starting");
     }
     let t = Instant::now();
     // Dropped before the build ends (the harness is interrupted), the whole group gets SIGTERM
     // and the script cleans up its tree and mounts.
-    let (child, _) = crate::process::Owned::spawn_std(
+    let (child, _) = crate::support::process::Owned::spawn_std(
         format!("image build {}", recipe.name),
         &mut cmd,
         nix::sys::signal::Signal::SIGTERM,
@@ -458,7 +463,7 @@ fn copy_build_output(
         }
         let _ = log.write_all(&line);
         let text = String::from_utf8_lossy(&line);
-        if let Some(stage) = crate::progress::build_stage(text.trim_end()) {
+        if let Some(stage) = crate::cli::progress::build_stage(text.trim_end()) {
             let _ = stages.send(stage.to_string());
         }
     }
@@ -614,7 +619,7 @@ mod tests {
 
     #[test]
     fn qcow2_is_converted_to_raw() {
-        let blocker = crate::tools::find("qemu-img").is_none().then(|| {
+        let blocker = crate::support::tools::find("qemu-img").is_none().then(|| {
             "qemu-img is missing (Debian package qemu-utils, ci/setup installs it)".into()
         });
         if !crate::test_boots::require("image::tests::qcow2_is_converted_to_raw", blocker) {

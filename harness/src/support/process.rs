@@ -183,7 +183,7 @@ impl Owned {
         let (tx, ended) = tokio::sync::watch::channel(None);
         let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let who = name.clone();
-        crate::tasks::spawn(format!("reap:{name}"), async move {
+        crate::support::tasks::spawn(format!("reap:{name}"), async move {
             let (status, by_us) = tokio::select! {
                 status = child.wait() => (status, false),
                 // Asked to kill, or the owner is gone: either way the child goes too.

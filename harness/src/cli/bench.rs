@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::cli::run::{self, RunOptions};
+use crate::report::timeline::MedianBand;
 use crate::report::Summary;
-use crate::run::{self, RunOptions};
-use crate::timeline::MedianBand;
 
 /// The median and spread of one quantity over the runs.
 ///
@@ -385,7 +385,7 @@ pub fn bench(
     if let Some(text) = &text {
         report.bare = compare_bare(compare, text, &report, &bare);
     }
-    let stamp = crate::paths::run_stamp();
+    let stamp = crate::support::paths::run_stamp();
     let dir = opts.runs_dir.join(&name);
     let svg_path = dir.join(format!("bench-{stamp}.svg"));
     let svg = picture(&report, &runs, &bare);
@@ -413,7 +413,7 @@ pub fn band(report: &BenchReport, runs: &[(Summary, f64, PathBuf)]) -> MedianBan
             .find(|st| st.name == name)
             .and_then(|st| st.phase)
     };
-    let steps: Vec<crate::timeline::BandStep> = report
+    let steps: Vec<crate::report::timeline::BandStep> = report
         .reached_at
         .iter()
         .map(|(n, st)| (n.clone(), phase_of(n), st.median, st.min, st.max))
@@ -467,7 +467,7 @@ fn picture(
                 .map(|(i, (s, _))| (format!("bare {}", i + 1), s.clone())),
         )
         .collect();
-    crate::timeline::render_svg_with(&labelled, Some(&band(report, runs)))
+    crate::report::timeline::render_svg_with(&labelled, Some(&band(report, runs)))
 }
 
 #[cfg(test)]

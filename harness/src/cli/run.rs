@@ -7,7 +7,7 @@
 //! namespaces, so when the lab process ends the kernel kills what is left and removes the
 //! bridge and taps: no run can leak into the host or into another run. Without root, a user
 //! namespace (`--user --map-root-user`) comes first and owns the others (see
-//! [`crate::rootless`]).
+//! [`crate::lab::rootless`]).
 //!
 //! Endings: on Ctrl-C the whole foreground process group gets SIGINT and the lab stops its
 //! steps, collects artifacts and writes the summary. If only the host process is signalled
@@ -25,17 +25,17 @@ use std::time::{Duration, Instant};
 
 use miette::{Context, IntoDiagnostic};
 
-use crate::events::{EventLog, RunClock};
+use crate::expect::timeouts;
 use crate::expect::{self, NodeIo};
 use crate::guest::{self, Accel, Guest, GuestConfig};
 use crate::image;
-use crate::iscsi_proxy::LoginFaults;
 use crate::lab;
 use crate::report::{self, Summary};
 use crate::scenario::{self, ImageRef, Scenario};
+use crate::services::events::{EventLog, RunClock};
+use crate::services::iscsi_proxy::LoginFaults;
 use crate::services::{ServiceContext, ServiceOptions, Services};
-use crate::timeouts;
-use crate::tools;
+use crate::support::tools;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -104,19 +104,19 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     let run_dir = opts
         .runs_dir
         .join(&scenario.name)
-        .join(crate::paths::run_stamp());
+        .join(crate::support::paths::run_stamp());
     std::fs::create_dir_all(&run_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("creating run directory {}", run_dir.display()))?;
     // From here on, everything this process logs about the run is in the run's harness.log.
-    let _log = crate::logging::log_run(&run_dir)
+    let _log = crate::support::logging::log_run(&run_dir)
         .into_diagnostic()
         .wrap_err_with(|| format!("creating {}/harness.log", run_dir.display()))?;
     tracing::info!(scenario = %path.display(), run_dir = %run_dir.display(), %accel, %why, "run starts");
-    let scratch = crate::scratch::Scratch::create(&run_dir)?;
+    let scratch = crate::image::scratch::Scratch::create(&run_dir)?;
     // After our own folder is locked, so the sweep cannot take it for an orphan. Each removal
     // is logged (a warning, on stderr too).
-    for swept in crate::scratch::sweep(&opts.runs_dir) {
+    for swept in crate::image::scratch::sweep(&opts.runs_dir) {
         if let Some(run_dir) = swept.parent() {
             report::record_orphaned_run(run_dir);
         }
@@ -204,7 +204,7 @@ fn resolve_image_logged(s: &Scenario, log: &Path) -> miette::Result<PathBuf> {
     match &s.image {
         ImageRef::File(p) => Ok(p.clone()),
         ImageRef::Recipe { name, set } => {
-            let images = crate::paths::images_dir();
+            let images = crate::support::paths::images_dir();
             let recipe = image::load_recipe(&images, name)?;
             let params = recipe.resolve(set)?;
             let cache = image::cache_dir();
@@ -232,27 +232,29 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     let (path, run_dir) = (lab.scenario.as_path(), lab.run_dir.as_path());
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut cmd = std::process::Command::new("unshare");
-    // Without root, a user namespace owns the others (see crate::rootless).
-    cmd.args(crate::rootless::lab_namespaces(crate::rootless::is_root()))
-        .args(["--kill-child=SIGTERM", "--mount-proc"])
-        .arg(&exe)
-        .arg("__lab")
-        .arg("--scenario")
-        .arg(path)
-        .arg("--run-dir")
-        .arg(run_dir)
-        .arg("--disk")
-        .arg(&lab.disk)
-        .arg("--accel")
-        .arg(lab.accel.to_string())
-        .arg("--timeout-scale")
-        .arg(lab.timeout_scale.to_string())
-        .arg("--timeout-why")
-        .arg(&lab.timeout_why)
-        .arg("--host-netns")
-        .arg(lab.host_netns.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    // Without root, a user namespace owns the others (see crate::lab::rootless).
+    cmd.args(crate::lab::rootless::lab_namespaces(
+        crate::lab::rootless::is_root(),
+    ))
+    .args(["--kill-child=SIGTERM", "--mount-proc"])
+    .arg(&exe)
+    .arg("__lab")
+    .arg("--scenario")
+    .arg(path)
+    .arg("--run-dir")
+    .arg(run_dir)
+    .arg("--disk")
+    .arg(&lab.disk)
+    .arg("--accel")
+    .arg(lab.accel.to_string())
+    .arg("--timeout-scale")
+    .arg(lab.timeout_scale.to_string())
+    .arg("--timeout-why")
+    .arg(&lab.timeout_why)
+    .arg("--host-netns")
+    .arg(lab.host_netns.to_string())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     if lab.keep {
         cmd.arg("--keep");
     }
@@ -265,23 +267,26 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
             cmd.arg("--console").arg(node).stdin(Stdio::inherit());
             // The lab changes the terminal's mode; if it is killed before it can undo that,
             // the host puts it back.
-            crate::attach::TerminalMode::save(std::io::stdin()).ok()
+            crate::cli::attach::TerminalMode::save(std::io::stdin()).ok()
         }
         None => {
             cmd.stdin(Stdio::null());
             None
         }
     };
-    crate::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
+    crate::support::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
     install_host_signal_handlers();
-    let (mut child, pipes) =
-        crate::process::Owned::spawn_std("lab", &mut cmd, nix::sys::signal::Signal::SIGKILL)
-            .into_diagnostic()
-            .wrap_err("starting the lab process with unshare (package util-linux)")?;
+    let (mut child, pipes) = crate::support::process::Owned::spawn_std(
+        "lab",
+        &mut cmd,
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .into_diagnostic()
+    .wrap_err("starting the lab process with unshare (package util-linux)")?;
     if lab.keep {
-        if let Some(pid) = child.pid().and_then(crate::attach::lab_pid) {
+        if let Some(pid) = child.pid().and_then(crate::cli::attach::lab_pid) {
             let _ = std::fs::write(
-                run_dir.join(crate::attach::LAB_PID_FILE),
+                run_dir.join(crate::cli::attach::LAB_PID_FILE),
                 format!("{pid}\n"),
             );
         }
@@ -293,7 +298,7 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     let relay = std::thread::spawn(move || {
         if let Some(out) = stdout {
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                crate::stdout::print(&format!("{line}\n"));
+                crate::support::stdout::print(&format!("{line}\n"));
             }
         }
     });
@@ -372,7 +377,7 @@ pub struct LabArgs {
     pub disk: PathBuf,
     pub accel: Accel,
     pub timeout_scale: f64,
-    /// Where the factor comes from, for the report (see [`crate::timeouts`]).
+    /// Where the factor comes from, for the report (see [`crate::expect::timeouts`]).
     pub timeout_why: String,
     pub host_netns: u64,
     pub keep: bool,
@@ -385,7 +390,7 @@ pub fn lab_main(args: LabArgs) -> i32 {
     // Every process of the run inherits this: a check from outside can find any straggler by
     // its environment (see tests/cleanup.rs).
     std::env::set_var(RUN_ENV, &args.run_dir);
-    let _log = match crate::logging::log_run(&args.run_dir) {
+    let _log = match crate::support::logging::log_run(&args.run_dir) {
         Ok(l) => Some(l),
         Err(e) => {
             eprintln!("netboot-harness: cannot open the run's harness.log: {e}");
@@ -403,17 +408,17 @@ pub fn lab_main(args: LabArgs) -> i32 {
             return 2;
         }
     };
-    crate::tasks::inject_from_env();
+    crate::support::tasks::inject_from_env();
     // A panic outside the supervised tasks (in the lab's own code) still ends with a summary;
     // the guests and services it held were dropped on the way out, which kills them, and the
     // namespaces take whatever is left.
-    let summary = match rt.block_on(crate::tasks::CatchUnwind::new(lab_run(&args))) {
+    let summary = match rt.block_on(crate::support::tasks::CatchUnwind::new(lab_run(&args))) {
         Ok(s) => s,
         Err(payload) => panic_summary(
             &args,
-            &crate::tasks::HarnessPanic {
+            &crate::support::tasks::HarnessPanic {
                 task: "lab".into(),
-                message: crate::tasks::panic_message(payload.as_ref()),
+                message: crate::support::tasks::panic_message(payload.as_ref()),
             },
         ),
     };
@@ -422,7 +427,7 @@ pub fn lab_main(args: LabArgs) -> i32 {
     if let Err(e) = summary.write(&args.run_dir) {
         eprintln!("netboot-harness: cannot write summary.json: {e}");
     } else {
-        let _ = crate::timeline::write_for_run(&args.run_dir);
+        let _ = crate::report::timeline::write_for_run(&args.run_dir);
     }
     // The per-run disk and the QMP sockets are working files, not evidence. The host side
     // removes the disk too, but it may have been killed.
@@ -430,8 +435,8 @@ pub fn lab_main(args: LabArgs) -> i32 {
         let _ = std::fs::remove_dir_all(scratch);
     }
     remove_sockets(&args.run_dir);
-    let _ = std::fs::remove_file(args.run_dir.join(crate::attach::LAB_PID_FILE));
-    crate::stdout::print(&report::render_text(&summary, &args.run_dir));
+    let _ = std::fs::remove_file(args.run_dir.join(crate::cli::attach::LAB_PID_FILE));
+    crate::support::stdout::print(&report::render_text(&summary, &args.run_dir));
     // Threads blocked on reads must not keep the lab (and so the namespaces) alive.
     rt.shutdown_timeout(Duration::from_secs(2));
     code
@@ -456,7 +461,7 @@ pub const EXIT_HARNESS_PANIC: i32 = 3;
 /// A harness task that panicked outside the steps (while the services started, say) still
 /// decides the verdict: the run's evidence cannot be trusted whatever the steps said.
 fn panicked_meanwhile(mut s: Summary) -> Summary {
-    let Some(p) = crate::tasks::supervisor().first() else {
+    let Some(p) = crate::support::tasks::supervisor().first() else {
         return s;
     };
     if s.verdict == report::HARNESS_PANIC {
@@ -475,7 +480,7 @@ fn panicked_meanwhile(mut s: Summary) -> Summary {
 }
 
 /// The summary of a run the lab's own code panicked in, outside any step.
-fn panic_summary(args: &LabArgs, p: &crate::tasks::HarnessPanic) -> Summary {
+fn panic_summary(args: &LabArgs, p: &crate::support::tasks::HarnessPanic) -> Summary {
     let name = scenario::load(&args.scenario)
         .map(|s| s.name)
         .unwrap_or_else(|_| "?".into());
@@ -515,7 +520,7 @@ impl expect::LabControl for RunControl<'_> {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = expect::LabFault> + Send + '_>> {
         Box::pin(async move {
             tokio::select! {
-                p = crate::tasks::panicked() => expect::LabFault::Panic(p),
+                p = crate::support::tasks::panicked() => expect::LabFault::Panic(p),
                 died = self.services.died() => expect::LabFault::Died(died),
             }
         })
@@ -536,7 +541,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     base.timeout_why = args.timeout_why.clone();
 
     let (cancel_tx, cancel_rx) = tokio::sync::watch::channel(false);
-    crate::tasks::spawn("signals", async move {
+    crate::support::tasks::spawn("signals", async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
             signal(SignalKind::interrupt()),
@@ -594,7 +599,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         }
     };
 
-    let progress = crate::progress::BootProgress::start();
+    let progress = crate::cli::progress::BootProgress::start();
     let mut guests = Vec::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
@@ -643,14 +648,14 @@ async fn lab_run(args: &LabArgs) -> Summary {
                     let raw = args.run_dir.join(format!("console-{}.log", node.name));
                     let text = text.clone().into_bytes();
                     let limit = Duration::from_secs_f64(600.0 * args.timeout_scale);
-                    bare = Some(crate::tasks::spawn("bare", async move {
-                        crate::bare::time_to_text(out, &raw, &text, clock, limit).await
+                    bare = Some(crate::support::tasks::spawn("bare", async move {
+                        crate::cli::bare::time_to_text(out, &raw, &text, clock, limit).await
                     }));
                     guests.push(g);
                     // The comparison boots one node, as the harness-driven runs it is set against.
                     break;
                 }
-                match crate::console::Console::spawn(
+                match crate::guest::console::Console::spawn(
                     out,
                     &args.run_dir.join(format!("console-{}.log", node.name)),
                     &args.run_dir.join(format!("console-{}.txt", node.name)),
@@ -660,16 +665,19 @@ async fn lab_run(args: &LabArgs) -> Summary {
                         let exit = g.process.end_watch();
                         let noted = console.clone();
                         let who = node.name.clone();
-                        crate::tasks::spawn(format!("qemu-exit:{}", node.name), async move {
-                            if let Some(e) = exit.ended().await {
-                                if !e.by_us {
-                                    // A poweroff (a `qemu_exit` step) or a kill from outside:
-                                    // the steps judge which.
-                                    tracing::info!(node = %who, how = %e.how, "QEMU exited by itself");
+                        crate::support::tasks::spawn(
+                            format!("qemu-exit:{}", node.name),
+                            async move {
+                                if let Some(e) = exit.ended().await {
+                                    if !e.by_us {
+                                        // A poweroff (a `qemu_exit` step) or a kill from outside:
+                                        // the steps judge which.
+                                        tracing::info!(node = %who, how = %e.how, "QEMU exited by itself");
+                                    }
+                                    noted.note_end(&e.how);
                                 }
-                                noted.note_end(&e.how);
-                            }
-                        });
+                            },
+                        );
                         nodes.insert(
                             node.name.clone(),
                             NodeIo {
@@ -702,9 +710,12 @@ async fn lab_run(args: &LabArgs) -> Summary {
         let control = RunControl {
             services: &services,
         };
-        let steps = crate::tasks::CatchUnwind::new(async {
-            if crate::tasks::supervisor().injects("expect") {
-                panic!("injected panic ({})", crate::tasks::INJECT_PANIC_ENV);
+        let steps = crate::support::tasks::CatchUnwind::new(async {
+            if crate::support::tasks::supervisor().injects("expect") {
+                panic!(
+                    "injected panic ({})",
+                    crate::support::tasks::INJECT_PANIC_ENV
+                );
             }
             expect::run_steps_controlled(
                 &scenario,
@@ -725,7 +736,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
                 verdict: expect::Verdict::HarnessPanic {
                     step: "(the step loop)".into(),
                     task: "expect".into(),
-                    message: crate::tasks::panic_message(payload.as_ref()),
+                    message: crate::support::tasks::panic_message(payload.as_ref()),
                 },
                 steps: Vec::new(),
                 console_tails: nodes
@@ -831,7 +842,7 @@ async fn hold_after_steps(
     summary: &Summary,
     cancel: tokio::sync::watch::Receiver<bool>,
 ) {
-    use crate::attach::{self, Detached};
+    use crate::cli::attach::{self, Detached};
     eprintln!(
         "netboot-harness: steps over ({}): {}",
         summary.verdict, summary.message

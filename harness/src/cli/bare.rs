@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use crate::events::RunClock;
+use crate::services::events::RunClock;
 
 /// Copies `from` to `raw_log` as it comes and returns the run-clock time at which `needle`
 /// first appeared, or `None` if it did not within `limit` (or the stream ended).

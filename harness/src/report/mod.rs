@@ -1,14 +1,16 @@
 //! The run's verdict, written as `summary.json` and told to a person: which step failed, what it
 //! waited for and how long, the console tail, and where every artifact is.
 
+pub mod timeline;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::events::{Event, EventKind};
 use crate::expect::{Judgement, Outcome, StepStatus, Verdict};
+use crate::services::events::{Event, EventKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Summary {
@@ -736,7 +738,7 @@ mod tests {
 
     #[test]
     fn summaries_without_faults_still_read_and_unknown_kinds_survive() {
-        let old = include_str!("../tests-data/summary-passed.json");
+        let old = include_str!("../../tests-data/summary-passed.json");
         let s: Summary = serde_json::from_str(old).unwrap();
         assert!(s.faults.is_empty());
         let newer = r#"{"at": 1.0, "service": "dhcp", "kind": "lease_stolen", "what": "x"}"#;
@@ -777,8 +779,8 @@ mod tests {
         let text = render_text(&s, Path::new("/tmp/run"));
         assert!(text.contains("PANIC "), "{text}");
         assert_eq!(
-            crate::run::lab_exit_code(&s),
-            crate::run::EXIT_HARNESS_PANIC
+            crate::cli::run::lab_exit_code(&s),
+            crate::cli::run::EXIT_HARNESS_PANIC
         );
     }
 

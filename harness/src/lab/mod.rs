@@ -2,9 +2,11 @@
 //! run's own network namespace.
 //!
 //! The namespaces themselves come from how the lab process is started (`unshare --net --mount
-//! --pid`, see [`crate::run`]): when the lab process exits, the kernel tears down the namespace
+//! --pid`, see [`crate::cli::run`]): when the lab process exits, the kernel tears down the namespace
 //! and everything in it, so nothing here can outlive a run. Before creating anything this module
 //! proves it is not in the host's namespace.
+
+pub mod rootless;
 
 use std::net::Ipv4Addr;
 use std::path::Path;

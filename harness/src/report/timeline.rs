@@ -933,10 +933,10 @@ mod tests {
     use roxmltree::{Document, Node};
     use std::collections::BTreeMap;
 
-    const PASSED: &str = include_str!("../tests-data/summary-passed.json");
+    const PASSED: &str = include_str!("../../tests-data/summary-passed.json");
     /// A real power-outage run: DHCP, HTTP and iSCSI kept down for 25, 40 and 55 s, ten
     /// connections reset meanwhile.
-    const OUTAGE: &str = include_str!("../tests-data/summary-power-outage.json");
+    const OUTAGE: &str = include_str!("../../tests-data/summary-power-outage.json");
 
     fn step(name: &str, status: &str, started: f64, met: Option<f64>, waited: f64) -> StepSummary {
         StepSummary {

@@ -2,7 +2,7 @@
 //! `run --console` puts a guest's serial console on the terminal.
 //!
 //! Both run in the lab process, which owns everything that stays up. For `--console` the host
-//! side hands the lab its terminal as stdin (see [`crate::run`]); the lab puts it in
+//! side hands the lab its terminal as stdin (see [`crate::cli::run`]); the lab puts it in
 //! character mode, so keys reach the guest as typed (the guest echoes them, as a serial console
 //! does) and Ctrl-] is seen at once. Ctrl-C keeps its meaning: the terminal sends SIGINT to
 //! every process of the run, which ends the run in the usual orderly way.
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::console::Console;
+use crate::guest::console::Console;
 
 /// Ctrl-]: detaches, as in telnet and virsh.
 pub const DETACH: u8 = 0x1d;
@@ -222,7 +222,7 @@ pub fn lab_pid(unshare_pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::RunClock;
+    use crate::services::events::RunClock;
     use tokio::io::AsyncWriteExt;
 
     #[test]

@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::events::{EventKind, EventLog};
-use crate::iscsi_pdu::{self, LoginPdu, BHS_LEN, OP_LOGIN_RESPONSE};
+use crate::services::events::{EventKind, EventLog};
+use crate::support::iscsi_pdu::{self, LoginPdu, BHS_LEN, OP_LOGIN_RESPONSE};
 
 /// What the proxy does to logins, decided per login attempt (discovery sessions included).
 #[derive(Debug, Clone, Default)]
@@ -129,7 +129,7 @@ impl IscsiProxy {
         let attempts = Arc::new(AtomicU32::new(0));
         let faults = Arc::new(faults);
         let recs = records.clone();
-        let task = crate::tasks::spawn("iscsi-proxy", async move {
+        let task = crate::support::tasks::spawn("iscsi-proxy", async move {
             loop {
                 let (client, peer) = match gate.accept().await {
                     Ok(accepted) => accepted,
@@ -149,7 +149,7 @@ impl IscsiProxy {
                     records: recs.clone(),
                     sink: sink.clone(),
                 };
-                crate::tasks::spawn("iscsi-proxy-conn", async move {
+                crate::support::tasks::spawn("iscsi-proxy-conn", async move {
                     if let Err(e) = cx.serve(client).await {
                         tracing::debug!(%peer, "iscsi proxy connection ended: {e}");
                     }
@@ -484,7 +484,7 @@ IP address       HW type     Flags       HW address            Mask     Device
         assert_eq!(mac("10.77.0.7"), None);
         assert_eq!(neighbour_mac("", "10.77.0.42".parse().unwrap()), None);
     }
-    use crate::events::RunClock;
+    use crate::services::events::RunClock;
     use std::collections::BTreeMap;
 
     fn login_request(initiator: &str) -> Vec<u8> {

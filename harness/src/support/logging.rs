@@ -1,7 +1,7 @@
 //! Where tracing output goes: stderr, filtered by `-v` or `NETBOOT_HARNESS_LOG`, and while a
 //! run is on, that run's `harness.log` at debug level without colours.
 //!
-//! A run is two processes (host side and lab side, see [`crate::run`]); each appends to the
+//! A run is two processes (host side and lab side, see [`crate::cli::run`]); each appends to the
 //! same `harness.log`. The fmt layer hands over one formatted event per write and the file is
 //! opened with `O_APPEND`, so lines of the two processes interleave whole.
 
@@ -34,7 +34,7 @@ pub fn init(verbose: u8) {
     let stderr_filter =
         EnvFilter::try_from_env("NETBOOT_HARNESS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(crate::progress::StderrWriter)
+        .with_writer(crate::cli::progress::StderrWriter)
         .with_target(false)
         .with_filter(stderr_filter);
     let file_filter = Targets::new()

@@ -1,6 +1,9 @@
 //! QEMU guests: the command line built from typed values (never a shell string), the process,
 //! its serial console and QMP socket.
 
+pub mod accel_probe;
+pub mod console;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -45,7 +48,7 @@ impl std::fmt::Display for Accel {
 /// KVM only when it can really run firmware: `/dev/kvm` opening is not enough (on some hosts
 /// the module is a paravirtual stand-in without VMX/SVM, and SeaBIOS/iPXE reset-loop under it).
 /// The CPU flags and modules rule out the known stand-ins cheaply; what passes them must still
-/// boot the firmware in a probe ([`crate::accel_probe`]).
+/// boot the firmware in a probe ([`crate::guest::accel_probe`]).
 ///
 /// Decided once per process: `bench` runs many boots, and a probe is a QEMU start.
 pub fn detect_accel() -> (Accel, String) {
@@ -68,7 +71,7 @@ fn probe_accel() -> (Accel, String) {
     let pvm = modules.lines().any(|l| l.starts_with("kvm_pvm"));
     match (dev, hw, pvm) {
         (true, true, false) => {
-            match crate::accel_probe::firmware_runs(Accel::Kvm, crate::accel_probe::PROBE_LIMIT) {
+            match crate::guest::accel_probe::firmware_runs(Accel::Kvm, crate::guest::accel_probe::PROBE_LIMIT) {
                 Ok(took) => (
                     Accel::Kvm,
                     format!(
@@ -188,7 +191,7 @@ pub struct Guest {
     pub argv: Vec<OsString>,
     /// The QEMU process. Killed from outside it must be told apart from one that powered
     /// off, and the steps learn of either at once: its owner publishes how it ended.
-    pub process: crate::process::Owned,
+    pub process: crate::support::process::Owned,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -216,13 +219,13 @@ impl Guest {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
-        crate::process::die_with_parent(&mut cmd);
+        crate::support::process::die_with_parent(&mut cmd);
         let (process, pipes) =
-            crate::process::Owned::spawn(format!("QEMU {name}"), &mut cmd).map_err(err)?;
+            crate::support::process::Owned::spawn(format!("QEMU {name}"), &mut cmd).map_err(err)?;
         let stdout = pipes.stdout;
         let mut stdin = pipes.stdin;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
-        crate::tasks::spawn(format!("qemu-input:{name}"), async move {
+        crate::support::tasks::spawn(format!("qemu-input:{name}"), async move {
             while let Some(bytes) = rx.recv().await {
                 let Some(w) = stdin.as_mut() else { break };
                 if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {

@@ -23,7 +23,7 @@ pub const PROBE_LIMIT: Duration = Duration::from_secs(8);
 
 /// Kills and reaps the probe's QEMU and removes its script whatever way the probe ends.
 struct Probe {
-    child: Option<crate::process::Owned>,
+    child: Option<crate::support::process::Owned>,
     script: PathBuf,
 }
 
@@ -65,9 +65,9 @@ pub fn firmware_runs(accel: Accel, limit: Duration) -> Result<Duration, String> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    crate::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
+    crate::support::process::signal_on_parent_death(&mut cmd, libc::SIGKILL);
     let t0 = Instant::now();
-    let (child, pipes) = match crate::process::Owned::spawn_std(
+    let (child, pipes) = match crate::support::process::Owned::spawn_std(
         format!("QEMU {accel} probe"),
         &mut cmd,
         nix::sys::signal::Signal::SIGKILL,

@@ -53,7 +53,7 @@ pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneEr
             .or_default()
             .push(format!("default parameters of {}", r.name));
     }
-    let files = crate::paths::scenario_files(scenarios_dir).map_err(io(scenarios_dir))?;
+    let files = crate::support::paths::scenario_files(scenarios_dir).map_err(io(scenarios_dir))?;
     for f in files {
         let s = scenario::load(&f).map_err(|e| PruneError::Scenario {
             path: f.display().to_string(),
