@@ -3,7 +3,7 @@
 //! Every check is what a run really needs, tried the way a run does it: the tools and files
 //! (each with its Debian package), private namespaces (the same `unshare` a run uses), the
 //! accelerator probe, and room on disk for images and run directories. Without root it also
-//! says what a run in a user namespace needs and cannot do (see [`crate::lab::rootless`]).
+//! says what a run in a user namespace needs and cannot do (see [`crate::support::rootless`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,7 +87,7 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
         c.package = Some(pkg);
         out.push(c);
     }
-    let root = crate::lab::rootless::is_root();
+    let root = crate::support::rootless::is_root();
     out.push(namespaces(root));
     if !root {
         out.extend(rootless_checks());
@@ -106,7 +106,7 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
 
 /// Tries the namespaces a run's lab gets, with the command a run uses.
 fn namespaces(root: bool) -> Check {
-    let mut args = crate::lab::rootless::lab_namespaces(root);
+    let mut args = crate::support::rootless::lab_namespaces(root);
     args.extend(["--mount-proc", "true"]);
     let what = "namespaces";
     let tried = format!("unshare {}", args.join(" "));
@@ -132,7 +132,7 @@ fn namespaces(root: bool) -> Check {
                     String::from_utf8_lossy(&o.stderr).trim()
                 ),
             );
-            let blockers = crate::lab::rootless::userns_blockers(Path::new("/proc/sys"));
+            let blockers = crate::support::rootless::userns_blockers(Path::new("/proc/sys"));
             c.fix = Some(namespace_fix(root, &blockers));
             c
         }
@@ -185,7 +185,7 @@ fn rootless_checks() -> Vec<Check> {
         "image builds",
         "not root: this user cannot build guest images, only use cached ones",
     );
-    b.fix = Some(crate::lab::rootless::IMAGE_BUILD_NEEDS_ROOT.into());
+    b.fix = Some(crate::support::rootless::IMAGE_BUILD_NEEDS_ROOT.into());
     vec![t, b]
 }
 

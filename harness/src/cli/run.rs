@@ -7,7 +7,7 @@
 //! namespaces, so when the lab process ends the kernel kills what is left and removes the
 //! bridge and taps: no run can leak into the host or into another run. Without root, a user
 //! namespace (`--user --map-root-user`) comes first and owns the others (see
-//! [`crate::lab::rootless`]).
+//! [`crate::support::rootless`]).
 //!
 //! Endings: on Ctrl-C the whole foreground process group gets SIGINT and the lab stops its
 //! steps, collects artifacts and writes the summary. If only the host process is signalled
@@ -232,9 +232,9 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
     let (path, run_dir) = (lab.scenario.as_path(), lab.run_dir.as_path());
     let exe = std::env::current_exe().into_diagnostic()?;
     let mut cmd = std::process::Command::new("unshare");
-    // Without root, a user namespace owns the others (see crate::lab::rootless).
-    cmd.args(crate::lab::rootless::lab_namespaces(
-        crate::lab::rootless::is_root(),
+    // Without root, a user namespace owns the others (see crate::support::rootless).
+    cmd.args(crate::support::rootless::lab_namespaces(
+        crate::support::rootless::is_root(),
     ))
     .args(["--kill-child=SIGTERM", "--mount-proc"])
     .arg(&exe)

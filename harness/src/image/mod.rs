@@ -43,7 +43,7 @@ pub enum ImageError {
         tail: String,
     },
     #[error("image `{recipe}` is not in the cache {cache}, and this user cannot build it")]
-    #[diagnostic(help("{}", crate::lab::rootless::IMAGE_BUILD_NEEDS_ROOT))]
+    #[diagnostic(help("{}", crate::support::rootless::IMAGE_BUILD_NEEDS_ROOT))]
     NeedsRoot { recipe: String, cache: String },
     #[error("cannot copy {from} to {to}: {message}")]
     Copy {
@@ -298,7 +298,7 @@ pub fn ensure_built(
         });
     }
     // Said before the build starts rather than as mmdebstrap's failure minutes into it.
-    if !crate::lab::rootless::is_root() {
+    if !crate::support::rootless::is_root() {
         return Err(ImageError::NeedsRoot {
             recipe: recipe.name.clone(),
             cache: cache.display().to_string(),
@@ -398,7 +398,7 @@ fn build_into(
     }
     crate::support::process::signal_on_parent_death(&mut cmd, libc::SIGTERM);
     eprintln!("image {}: building (log: {})", recipe.name, log.display());
-    let board = crate::cli::progress::Board::start();
+    let board = crate::support::progress::Board::start();
     if let Some(b) = &board {
         b.line("build", &format!("image {}", recipe.name), "starting");
     }
@@ -463,7 +463,7 @@ fn copy_build_output(
         }
         let _ = log.write_all(&line);
         let text = String::from_utf8_lossy(&line);
-        if let Some(stage) = crate::cli::progress::build_stage(text.trim_end()) {
+        if let Some(stage) = build_stage(text.trim_end()) {
             let _ = stages.send(stage.to_string());
         }
     }
@@ -528,9 +528,23 @@ fn is_qcow2(p: &Path) -> bool {
         && magic == *b"QFI\xfb"
 }
 
+/// What `build-image` says when it enters a stage: `build-image: stage: <what>`.
+pub fn build_stage(line: &str) -> Option<&str> {
+    line.strip_prefix("build-image: stage: ").map(str::trim)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_lines_are_recognised() {
+        assert_eq!(
+            build_stage("build-image: stage: debootstrap (bookworm: 12 packages)"),
+            Some("debootstrap (bookworm: 12 packages)")
+        );
+        assert_eq!(build_stage("build-image: kernel 6.1.0"), None);
+    }
 
     /// Removed when dropped, also when a test panics.
     fn tree(name: &str) -> tempfile::TempDir {

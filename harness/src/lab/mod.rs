@@ -6,8 +6,6 @@
 //! and everything in it, so nothing here can outlive a run. Before creating anything this module
 //! proves it is not in the host's namespace.
 
-pub mod rootless;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;

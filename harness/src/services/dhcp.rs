@@ -68,7 +68,7 @@ pub fn args(
         // parent-death signal: a killed harness would leave dnsmasq running (seen). It stays
         // root, confined to the lab's namespaces and to DHCP. An empty group means no group
         // change at all: even `--group=root` calls setgroups, which a user namespace without
-        // root (crate::lab::rootless) refuses ("failed to change group-id", seen on 2.90).
+        // root (crate::support::rootless) refuses ("failed to change group-id", seen on 2.90).
         "--user=root".into(),
         "--group=".into(),
         "--port=0".into(),

@@ -34,7 +34,7 @@ pub fn init(verbose: u8) {
     let stderr_filter =
         EnvFilter::try_from_env("NETBOOT_HARNESS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(crate::cli::progress::StderrWriter)
+        .with_writer(crate::support::progress::StderrWriter)
         .with_target(false)
         .with_filter(stderr_filter);
     let file_filter = Targets::new()

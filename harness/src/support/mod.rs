@@ -6,6 +6,8 @@ pub mod iscsi_pdu;
 pub mod logging;
 pub mod paths;
 pub mod process;
+pub mod progress;
+pub mod rootless;
 pub mod stdout;
 pub mod tasks;
 pub mod tools;
