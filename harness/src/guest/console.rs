@@ -5,7 +5,6 @@
 //! (colours, cursor moves, screen clears), `\r\n` line ends, bare `\r` for progress redraws and
 //! the odd NUL or non-UTF-8 byte; [`Cleaner`] turns that into plain lines.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -149,8 +148,10 @@ impl Console {
         clean_log: &Path,
         clock: RunClock,
     ) -> std::io::Result<(Console, JoinHandle<()>)> {
-        let mut raw = std::fs::File::create(raw_log)?;
-        let mut clean = std::io::BufWriter::new(std::fs::File::create(clean_log)?);
+        // Written by threads of their own: a slow disk must not stall the reader of the guest's
+        // output (QEMU blocks when its serial pipe is full).
+        let raw = crate::support::filesink::FileSink::create(raw_log)?;
+        let clean = crate::support::filesink::FileSink::create(clean_log)?;
         let (changed, _) = watch::channel(0u64);
         let console = Console {
             shared: Arc::new(Mutex::new(Shared::default())),
@@ -176,14 +177,16 @@ impl Console {
                     Ok(n) => n,
                 };
                 // The raw log is the evidence of last resort: write it before anything else.
-                let _ = raw.write_all(&buf[..n]);
-                let _ = raw.flush();
+                raw.write(buf[..n].to_vec());
                 let done = cleaner.feed(&buf[..n]);
                 let at = clock.now();
-                for l in &done {
-                    let _ = writeln!(clean, "[{at:9.3}] {l}");
+                if !done.is_empty() {
+                    let mut text = String::new();
+                    for l in &done {
+                        text.push_str(&format!("[{at:9.3}] {l}\n"));
+                    }
+                    clean.write(text.into_bytes());
                 }
-                let _ = clean.flush();
                 {
                     let mut s = c.lock();
                     s.lines

@@ -3,8 +3,6 @@
 //! Services push events; expectations wait on them. Every event is also appended to
 //! `events.jsonl` in the run directory as it happens, so a crashed run still leaves its records.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Mutex;
@@ -139,21 +137,22 @@ pub struct Event {
 pub struct EventLog {
     clock: RunClock,
     events: Mutex<Vec<Event>>,
-    sink: Mutex<Option<BufWriter<File>>>,
+    /// `events.jsonl`, written by a thread of its own so that recording never blocks a task.
+    sink: Option<crate::support::filesink::FileSink>,
     changed: watch::Sender<usize>,
 }
 
 impl EventLog {
     pub fn new(clock: RunClock, jsonl: Option<&Path>) -> std::io::Result<Self> {
         let sink = match jsonl {
-            Some(p) => Some(BufWriter::new(File::create(p)?)),
+            Some(p) => Some(crate::support::filesink::FileSink::create(p)?),
             None => None,
         };
         let (changed, _) = watch::channel(0);
         Ok(Self {
             clock,
             events: Mutex::new(Vec::new()),
-            sink: Mutex::new(sink),
+            sink,
             changed,
         })
     }
@@ -171,12 +170,12 @@ impl EventLog {
     pub fn push_at(&self, at: f64, kind: EventKind) {
         let ev = Event { at, kind };
         tracing::debug!(?ev, "event");
-        if let Ok(mut sink) = self.sink.lock() {
-            if let Some(w) = sink.as_mut() {
-                // Records are evidence: flush each one so a killed run keeps them.
-                let _ = serde_json::to_writer(&mut *w, &ev);
-                let _ = w.write_all(b"\n");
-                let _ = w.flush();
+        if let Some(sink) = &self.sink {
+            // Records are evidence: each one is written and flushed as it comes, so a killed
+            // run keeps them.
+            if let Ok(mut line) = serde_json::to_vec(&ev) {
+                line.push(b'\n');
+                sink.write(line);
             }
         }
         let len = {
@@ -185,6 +184,13 @@ impl EventLog {
             events.len()
         };
         self.changed.send_replace(len);
+    }
+
+    /// Waits until every event pushed so far is in `events.jsonl`.
+    pub fn sync(&self) {
+        if let Some(sink) = &self.sink {
+            sink.sync();
+        }
     }
 
     pub fn snapshot(&self) -> Vec<Event> {
@@ -240,6 +246,7 @@ mod tests {
             peer: "10.0.0.2".parse().unwrap(),
             fault: None,
         });
+        log.sync();
         let text = std::fs::read_to_string(&path).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(v["kind"], "http_request");

@@ -2,6 +2,7 @@
 //! the harness owns, supervised tasks, finding host tools, logging, printing to a reader that
 //! may go away, and the iSCSI login PDU parser the scenario format and the login proxy share.
 
+pub mod filesink;
 pub mod iscsi_pdu;
 pub mod logging;
 pub mod paths;
