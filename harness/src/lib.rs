@@ -9,6 +9,7 @@ pub mod accel_probe;
 pub mod attach;
 pub mod bare;
 pub mod bench;
+pub mod boot_files;
 pub mod console;
 pub mod doctor;
 pub mod events;

@@ -83,7 +83,7 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     let t0 = Instant::now();
     let scenario = scenario::load(path)?;
     let console = console_node(&scenario, opts.console.as_deref())?;
-    tools::check(tools::BOOT_TOOLS, tools::BOOT_FILES)?;
+    tools::check(tools::BOOT_TOOLS, &crate::boot_files::required())?;
     let span = tracing::info_span!("scenario", name = %scenario.name);
     let _g = span.enter();
 
@@ -316,7 +316,11 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
             Summary::error(
                 &scenario.name,
                 path,
-                "the lab process ended without writing a summary (killed?)".into(),
+                match crate::rootless::chroot_hint() {
+                    // unshare's own message is on stderr above; this is its cause.
+                    Some(fix) => format!("the lab process ended without writing a summary: {fix}"),
+                    None => "the lab process ended without writing a summary (killed?)".into(),
+                },
             )
         });
         let _ = s.write(run_dir);
@@ -619,6 +623,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
             accel: args.accel,
             qmp_socket: args.run_dir.join(format!("qmp-{}.sock", node.name)),
             embedded_script,
+            files: crate::boot_files::SearchPath::host(),
         };
         let _ = std::fs::write(
             args.run_dir.join(format!("qemu-{}.args", node.name)),

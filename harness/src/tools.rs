@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::boot_files::{BootFile, SearchPath};
+
 #[derive(Debug, Clone, Copy)]
 pub struct Tool {
     pub binary: &'static str,
@@ -48,14 +50,6 @@ pub const BOOT_TOOLS: &[Tool] = &[
     },
 ];
 
-/// Files that must exist (option ROMs, firmware).
-pub const BOOT_FILES: &[(&str, &str)] = &[
-    ("/usr/lib/ipxe/qemu/pxe-e1000.rom", "ipxe-qemu"),
-    ("/usr/share/seabios/bios-256k.bin", "seabios"),
-    (crate::guest::IPXE_LKRN, "ipxe"),
-    (crate::services::tftp::UNDIONLY_KPXE, "ipxe"),
-];
-
 /// Everything an image build needs.
 pub const IMAGE_TOOLS: &[Tool] = &[
     Tool {
@@ -99,28 +93,36 @@ fn is_executable(p: &Path) -> bool {
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("missing host tools: {}", .missing.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join(", "))]
+#[error("missing host tools or files: {}", .missing.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join("; "))]
 #[diagnostic(code(host::missing_tools))]
 pub struct MissingTools {
-    /// (what is missing, Debian package)
+    /// (what is missing, with the folders searched for a file; Debian package)
     pub missing: Vec<(String, String)>,
     #[help]
     pub help: String,
 }
 
-/// Checks that every tool and file is there; the error names the packages to install.
-pub fn check(tools: &[Tool], files: &[(&str, &str)]) -> Result<(), MissingTools> {
+/// Checks that every tool and file is there; the error names the packages to install, and for
+/// a file every folder searched.
+pub fn check(tools: &[Tool], files: &[BootFile]) -> Result<(), MissingTools> {
+    check_in(tools, files, &SearchPath::host())
+}
+
+fn check_in(tools: &[Tool], files: &[BootFile], search: &SearchPath) -> Result<(), MissingTools> {
     let mut missing: Vec<(String, String)> = tools
         .iter()
         .filter(|t| find(t.binary).is_none())
         .map(|t| (t.binary.to_string(), t.package.to_string()))
         .collect();
-    missing.extend(
-        files
+    missing.extend(files.iter().filter_map(|f| search.find(f).err()).map(|e| {
+        let searched = e
+            .searched
             .iter()
-            .filter(|(f, _)| !Path::new(f).exists())
-            .map(|(f, p)| (f.to_string(), p.to_string())),
-    );
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        (format!("{} (searched {searched})", e.name), e.package)
+    }));
     if missing.is_empty() {
         return Ok(());
     }
@@ -152,9 +154,22 @@ mod tests {
             package: "nbh-pkg",
             purpose: "test",
         }];
-        let e = check(&fake, &[("/nonexistent/rom", "rom-pkg")]).unwrap_err();
+        let rom = BootFile {
+            name: "nbh-no-such.rom",
+            search: crate::boot_files::Search::QemuData(&["/usr/lib/nbh-roms"]),
+            package: "rom-pkg",
+            purpose: "test",
+        };
+        let search = SearchPath::new(vec!["/nonexistent/qemu".into()], "/nonexistent/root");
+        let e = check_in(&fake, &[rom], &search).unwrap_err();
         assert_eq!(e.missing.len(), 2);
         assert!(e.to_string().contains("nbh-no-such-tool"));
+        assert!(
+            e.to_string().contains(
+                "nbh-no-such.rom (searched /nonexistent/qemu, /nonexistent/root/usr/lib/nbh-roms)"
+            ),
+            "{e}"
+        );
         assert!(
             e.help.contains("apt-get install nbh-pkg rom-pkg"),
             "{}",

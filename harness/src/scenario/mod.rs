@@ -103,7 +103,8 @@ pub struct Segment {
     pub dhcp: bool,
 }
 
-/// NIC models QEMU emulates that have an iPXE option ROM in Debian's ipxe-qemu.
+/// NIC models QEMU emulates that have an iPXE option ROM in Debian's ipxe-qemu (which ROM
+/// each boots, and how QEMU gets it: [`crate::boot_files::NIC_ROMS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NicModel {
@@ -137,19 +138,6 @@ impl NicModel {
             NicModel::Pcnet => "pcnet",
             NicModel::Ne2kPci => "ne2k_pci",
             NicModel::Eepro100 => "i82557b",
-        }
-    }
-
-    /// The BIOS option ROM (from ipxe-qemu) that makes this NIC boot iPXE.
-    pub fn option_rom(self) -> &'static str {
-        match self {
-            NicModel::E1000 => "/usr/lib/ipxe/qemu/pxe-e1000.rom",
-            NicModel::E1000e => "/usr/lib/ipxe/qemu/pxe-e1000e.rom",
-            NicModel::Rtl8139 => "/usr/lib/ipxe/qemu/pxe-rtl8139.rom",
-            NicModel::VirtioNet => "/usr/lib/ipxe/qemu/pxe-virtio.rom",
-            NicModel::Pcnet => "/usr/lib/ipxe/qemu/pxe-pcnet.rom",
-            NicModel::Ne2kPci => "/usr/lib/ipxe/qemu/pxe-ne2k_pci.rom",
-            NicModel::Eepro100 => "/usr/lib/ipxe/qemu/pxe-eepro100.rom",
         }
     }
 
