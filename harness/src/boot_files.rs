@@ -38,6 +38,9 @@ pub struct NicRom {
     /// The ROM image's file name (package ipxe-qemu).
     pub file: &'static str,
     pub load: RomLoad,
+    /// PCI vendor and device ID of the device QEMU emulates for this model: a `Named` ROM must
+    /// carry the same in its PCI data structure, or SeaBIOS skips it.
+    pub pci_id: (u16, u16),
 }
 
 /// The NIC models' boot ROMs: one row per model and platform.
@@ -47,42 +50,56 @@ pub const NIC_ROMS: &[NicRom] = &[
         platform: Platform::Bios,
         file: "pxe-e1000.rom",
         load: RomLoad::Named,
+        pci_id: (0x8086, 0x100e),
     },
     NicRom {
         model: NicModel::E1000e,
         platform: Platform::Bios,
         file: "pxe-e1000e.rom",
         load: RomLoad::Named,
+        pci_id: (0x8086, 0x10d3),
     },
     NicRom {
         model: NicModel::Rtl8139,
         platform: Platform::Bios,
         file: "pxe-rtl8139.rom",
         load: RomLoad::Named,
+        pci_id: (0x10ec, 0x8139),
     },
+    // ipxe-qemu's virtio ROMs (pxe-virtio.rom and efi-virtio.rom) say 1af4:1041, the
+    // modern-only virtio-net ID, while QEMU's virtio-net-pci on the pc machine is the
+    // transitional 1af4:1000. Named with `romfile=`, the ROM is never run (bookworm, QEMU 7.2:
+    // SeaBIOS prints `No bootable device.`); as QEMU's default ROM it is patched to 1000 and
+    // iPXE starts.
     NicRom {
         model: NicModel::VirtioNet,
         platform: Platform::Bios,
-        file: "pxe-virtio.rom",
-        load: RomLoad::Named,
+        file: "efi-virtio.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x1af4, 0x1000),
     },
     NicRom {
         model: NicModel::Pcnet,
         platform: Platform::Bios,
         file: "pxe-pcnet.rom",
         load: RomLoad::Named,
+        pci_id: (0x1022, 0x2000),
     },
+    // ipxe-qemu's ne2k_pci ROMs carry no IDs at all (0000:0000), so only QEMU's patched
+    // default can match the device.
     NicRom {
         model: NicModel::Ne2kPci,
         platform: Platform::Bios,
-        file: "pxe-ne2k_pci.rom",
-        load: RomLoad::Named,
+        file: "efi-ne2k_pci.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x10ec, 0x8029),
     },
     NicRom {
         model: NicModel::Eepro100,
         platform: Platform::Bios,
         file: "pxe-eepro100.rom",
         load: RomLoad::Named,
+        pci_id: (0x8086, 0x1229),
     },
 ];
 
@@ -301,6 +318,20 @@ fn parse_data_path(s: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The PCI vendor and device ID in a ROM image's first PCI data structure.
+pub fn rom_pci_id(rom: &[u8]) -> Option<(u16, u16)> {
+    if rom.get(..2)? != [0x55, 0xaa] {
+        return None;
+    }
+    let word =
+        |at: usize| -> Option<u16> { Some(u16::from_le_bytes([*rom.get(at)?, *rom.get(at + 1)?])) };
+    let pcir = usize::from(word(0x18)?);
+    if rom.get(pcir..pcir + 4)? != b"PCIR" {
+        return None;
+    }
+    Some((word(pcir + 4)?, word(pcir + 6)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,6 +435,13 @@ mod tests {
     }
 
     #[test]
+    fn models_whose_rom_ids_differ_from_the_device_take_qemus_default() {
+        let s = SearchPath::new(vec![], "/nonexistent");
+        assert_eq!(s.romfile(NicModel::VirtioNet, Platform::Bios), None);
+        assert_eq!(s.romfile(NicModel::Ne2kPci, Platform::Bios), None);
+    }
+
+    #[test]
     fn qemu_help_output_parses() {
         let d =
             parse_data_path("/usr/bin/../share/qemu\n/usr/bin/../share/seabios\n\nnot a path\n");
@@ -427,14 +465,36 @@ mod tests {
         );
     }
 
-    /// On this host: ipxe-qemu has every ROM or none.
     #[test]
-    fn installed_roms_are_all_found() {
+    fn rom_ids_are_read_from_the_pci_data_structure() {
+        let mut rom = vec![0u8; 64];
+        rom[..2].copy_from_slice(&[0x55, 0xaa]);
+        rom[0x18] = 0x20;
+        rom[0x20..0x24].copy_from_slice(b"PCIR");
+        rom[0x24..0x28].copy_from_slice(&[0xf4, 0x1a, 0x41, 0x10]);
+        assert_eq!(rom_pci_id(&rom), Some((0x1af4, 0x1041)));
+        assert_eq!(rom_pci_id(b"MZ"), None);
+        assert_eq!(rom_pci_id(&rom[..0x22]), None);
+    }
+
+    /// On this host: every ROM is found, and one named with `romfile=` carries its device's
+    /// IDs (QEMU patches only its own default, so a mismatch would never run).
+    #[test]
+    fn installed_roms_match_their_devices() {
         let s = SearchPath::host();
         let installed = s.find(&e1000()).is_ok();
         for r in NIC_ROMS {
-            if let Err(e) = s.find(&r.boot_file()) {
-                assert!(!installed, "{e}");
+            let p = match s.find(&r.boot_file()) {
+                Ok(p) => p,
+                // ipxe-qemu has them all or none.
+                Err(e) => {
+                    assert!(!installed, "{e}");
+                    continue;
+                }
+            };
+            if r.load == RomLoad::Named {
+                let id = rom_pci_id(&std::fs::read(&p).unwrap());
+                assert_eq!(id, Some(r.pci_id), "{} at {}", r.model.name(), p.display());
             }
         }
     }

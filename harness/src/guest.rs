@@ -394,6 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn a_virtio_boot_nic_keeps_qemus_default_rom() {
+        let mut n = node();
+        n.nics[1].model = NicModel::VirtioNet;
+        let (_t, files) = files();
+        let cfg = GuestConfig {
+            node: n,
+            taps: vec![],
+            accel: Accel::Tcg,
+            qmp_socket: "/tmp/run/qmp.sock".into(),
+            embedded_script: None,
+            files,
+        };
+        let s = joined(&cfg);
+        assert!(
+            s.contains(
+                "-device virtio-net-pci,netdev=net1,mac=52:54:00:aa:00:01,bus=pci.0,addr=0x4,bootindex=1"
+            ),
+            "{s}"
+        );
+        assert_eq!(s.matches("romfile=").count(), 1, "{s}");
+    }
+
+    #[test]
     fn an_embedded_script_boots_ipxe_lkrn_with_the_script_as_initrd() {
         let (t, files) = files();
         let mut n = node();
@@ -417,7 +440,7 @@ mod tests {
             )),
             "{s}"
         );
-        // No NIC may bring a ROM.
+        // No NIC may bring a ROM, not even QEMU's default.
         assert_eq!(s.matches("romfile=").count(), 2, "{s}");
         assert!(!s.contains("romfile=/"), "{s}");
     }

@@ -448,6 +448,17 @@ pub fn default_fail_patterns() -> Vec<FailPattern> {
             "No configuration methods",
             "iPXE got no address (DHCP failed)",
         ),
+        // SeaBIOS, when no boot entry worked: with a boot NIC, its option ROM never ran or
+        // gave up. It retries only after 60 s, the same way.
+        (
+            "No bootable device.",
+            "the BIOS found nothing to boot (the boot NIC's option ROM did not run, or gave up)",
+        ),
+        // iPXE's autoboot, when it has tried every NIC and none booted.
+        (
+            "No more network devices",
+            "iPXE tried every network device and booted from none",
+        ),
         ("Kernel panic", "the guest kernel panicked"),
         ("ALERT!", "the initramfs dropped to its emergency shell"),
         (
