@@ -421,7 +421,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
     let images = paths::images_dir();
     match cmd {
         ImageCmd::Prepare { scenarios } => {
-            tools::check(tools::IMAGE_TOOLS, &[])?;
+            tools::check(tools::IMAGE_TOOLS, Vec::new())?;
             let cache = image::cache_dir();
             std::fs::create_dir_all(&cache)
                 .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
@@ -433,7 +433,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ImageCmd::Build { recipe, set } => {
-            tools::check(tools::IMAGE_TOOLS, &[])?;
+            tools::check(tools::IMAGE_TOOLS, Vec::new())?;
             let mut overrides = std::collections::BTreeMap::new();
             for kv in set {
                 let (k, v) = kv

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::guest::boot_files::{BootFile, RomLoad, SearchPath};
 use crate::support::tools;
 
 /// Less free space than this in the cache or the runs folder gets a warning: an image takes
@@ -78,14 +79,23 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
         c.package = Some(t.package);
         out.push(c);
     }
-    for (f, pkg) in tools::BOOT_FILES {
-        let mut c = if Path::new(f).exists() {
-            Check::new(Status::Ok, *f, "")
-        } else {
-            Check::new(Status::Missing, *f, "")
+    let search = crate::guest::boot_files::SearchPath::host();
+    for r in crate::guest::boot_files::NIC_ROMS {
+        let what = match r.load {
+            RomLoad::Named => format!("{} boot ROM", r.model.name()),
+            RomLoad::QemuDefault => format!(
+                "{} boot ROM (QEMU's default for the device: no romfile=)",
+                r.model.name()
+            ),
         };
-        c.package = Some(pkg);
-        out.push(c);
+        out.push(boot_file(&search, &r.boot_file(), &what));
+    }
+    for f in [
+        crate::guest::boot_files::SEABIOS,
+        crate::guest::boot_files::IPXE_LKRN,
+        crate::guest::boot_files::UNDIONLY_KPXE,
+    ] {
+        out.push(boot_file(&search, &f, f.purpose));
     }
     let root = crate::support::rootless::is_root();
     out.push(namespaces(root));
@@ -102,6 +112,27 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
     out.push(disk("cache", cache));
     out.push(disk("runs", runs));
     out
+}
+
+/// A file a boot needs: where it was found, or every folder searched.
+fn boot_file(search: &SearchPath, f: &BootFile, purpose: &str) -> Check {
+    let mut c = match search.find(f) {
+        Ok(p) => Check::new(Status::Ok, f.name, format!("{} ({purpose})", p.display())),
+        Err(e) => Check::new(
+            Status::Missing,
+            f.name,
+            format!(
+                "{purpose}: in none of {}",
+                e.searched
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    };
+    c.package = Some(f.package);
+    c
 }
 
 /// Tries the namespaces a run's lab gets, with the command a run uses.
@@ -124,16 +155,14 @@ fn namespaces(root: bool) -> Check {
             Check::new(Status::Ok, what, format!("`{tried}` works{how}"))
         }
         Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
             let mut c = Check::new(
                 Status::Fail,
                 what,
-                format!(
-                    "`{tried}` failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
+                format!("`{tried}` failed: {}", stderr.trim()),
             );
             let blockers = crate::support::rootless::userns_blockers(Path::new("/proc/sys"));
-            c.fix = Some(namespace_fix(root, &blockers));
+            c.fix = Some(namespace_fix(root, &blockers, &stderr));
             c
         }
         Err(e) => {
@@ -144,7 +173,11 @@ fn namespaces(root: bool) -> Check {
     }
 }
 
-fn namespace_fix(root: bool, userns_blockers: &[String]) -> String {
+/// What to do about namespaces that failed, given unshare's own message.
+fn namespace_fix(root: bool, userns_blockers: &[String], stderr: &str) -> String {
+    if stderr.contains(crate::support::rootless::ROOT_NOT_A_MOUNT) {
+        return crate::support::rootless::CHROOT_FIX.into();
+    }
     if root {
         return "the lab needs CAP_SYS_ADMIN and CAP_NET_ADMIN for its namespaces, bridge and \
                 taps; in a container, start it privileged"
@@ -296,7 +329,11 @@ mod tests {
         let mut b = Check::new(Status::Missing, "dnsmasq", "DHCP server");
         b.package = Some("dnsmasq-base");
         let mut n = Check::new(Status::Fail, "namespaces", "`unshare ...` failed");
-        n.fix = Some(namespace_fix(true, &[]));
+        n.fix = Some(namespace_fix(
+            true,
+            &[],
+            "unshare: unshare failed: Operation not permitted",
+        ));
         let checks = [a, b, n];
         assert!(!ok(&checks));
         let r = render(&checks);
@@ -314,6 +351,7 @@ mod tests {
         let f = namespace_fix(
             false,
             &["AppArmor restricts unprivileged user namespaces".into()],
+            "",
         );
         assert!(
             f.starts_with("not root, so the lab needs an unprivileged user namespace"),
@@ -321,8 +359,55 @@ mod tests {
         );
         assert!(f.contains("AppArmor restricts"), "{f}");
         assert!(f.ends_with("or run as root"), "{f}");
-        let f = namespace_fix(false, &[]);
+        let f = namespace_fix(false, &[], "");
         assert!(f.contains("may not create user namespaces"), "{f}");
+    }
+
+    #[test]
+    fn in_a_plain_chroot_the_fix_is_a_bind_mount_of_the_root() {
+        // util-linux 2.38's words, seen running the lab's unshare in a chroot whose root is
+        // not a mount point.
+        let stderr = "unshare: cannot change root filesystem propagation: Invalid argument\n";
+        for root in [true, false] {
+            let f = namespace_fix(root, &[], stderr);
+            assert!(f.contains("`/` is not a mount point"), "{f}");
+            assert!(f.contains("mount --bind ROOT ROOT"), "{f}");
+            assert!(!f.contains("privileged"), "{f}");
+        }
+    }
+
+    #[test]
+    fn boot_files_show_where_they_were_found_or_every_folder_searched() {
+        let t = tempfile::tempdir().unwrap();
+        let rom = t.path().join("usr/share/qemu/pxe-e1000.rom");
+        std::fs::create_dir_all(rom.parent().unwrap()).unwrap();
+        std::fs::write(&rom, b"x").unwrap();
+        let search = SearchPath::new(vec![], t.path());
+        let e1000 = crate::guest::boot_files::nic_rom(
+            crate::scenario::NicModel::E1000,
+            crate::guest::boot_files::Platform::Bios,
+        );
+        let c = boot_file(&search, &e1000.boot_file(), "e1000 boot ROM");
+        assert_eq!(c.status, Status::Ok);
+        assert!(
+            c.detail
+                .ends_with("usr/share/qemu/pxe-e1000.rom (e1000 boot ROM)"),
+            "{}",
+            c.detail
+        );
+        let c = boot_file(&search, &crate::guest::boot_files::UNDIONLY_KPXE, "chain");
+        assert_eq!(c.status, Status::Missing);
+        assert!(
+            c.detail.contains(&format!(
+                "in none of {}",
+                t.path().join("usr/lib/ipxe").display()
+            )),
+            "{}",
+            c.detail
+        );
+        let r = render(&[c]);
+        assert!(r.contains("[Debian: ipxe]"), "{r}");
+        assert!(r.contains("fix: apt-get install ipxe"), "{r}");
     }
 
     #[test]

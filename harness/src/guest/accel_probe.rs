@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::guest::{Accel, IPXE_LKRN};
+use crate::guest::boot_files::SearchPath;
+use crate::guest::Accel;
 
 /// What the probe's script prints; nothing else in the boot prints it.
 const MARK: &[u8] = b"netboot-harness: accelerator probe ok";
@@ -60,7 +61,9 @@ pub fn firmware_runs(accel: Accel, limit: Duration) -> Result<Duration, String> 
             "none",
         ])
         .args(["-serial", "stdio", "-monitor", "none", "-no-reboot"])
-        .args(["-kernel", IPXE_LKRN, "-initrd"])
+        .arg("-kernel")
+        .arg(SearchPath::host().ipxe_lkrn())
+        .arg("-initrd")
         .arg(&script)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -119,8 +122,10 @@ mod tests {
     /// KVM either.
     #[test]
     fn tcg_runs_the_probe_script() {
-        let blocker = (!std::path::Path::new(IPXE_LKRN).exists())
-            .then(|| format!("{IPXE_LKRN} is missing (Debian package ipxe, ci/setup installs it)"));
+        let blocker = SearchPath::host()
+            .find(&crate::guest::boot_files::IPXE_LKRN)
+            .err()
+            .map(|e| format!("{e} (ci/setup installs it)"));
         if !crate::test_boots::require("accel_probe::tests::tcg_runs_the_probe_script", blocker) {
             return;
         }

@@ -2,6 +2,7 @@
 //! its serial console and QMP socket.
 
 pub mod accel_probe;
+pub mod boot_files;
 pub mod console;
 
 use std::ffi::OsString;
@@ -12,6 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
+use crate::guest::boot_files::{Platform, SearchPath};
 use crate::lab::TapPlan;
 use crate::scenario::Node;
 
@@ -103,11 +105,9 @@ pub struct GuestConfig {
     pub qmp_socket: PathBuf,
     /// For `firmware: { embedded-script: ... }`: the rendered script, handed to `ipxe.lkrn`.
     pub embedded_script: Option<PathBuf>,
+    /// Where the NIC ROMs and `ipxe.lkrn` are found.
+    pub files: SearchPath,
 }
-
-/// Debian's iPXE as a Linux-kernel-format image (package ipxe): QEMU boots it directly and it
-/// runs its initrd as its first script, as a ROM with an embedded script would.
-pub const IPXE_LKRN: &str = "/usr/lib/ipxe/ipxe.lkrn";
 
 impl GuestConfig {
     /// The argument vector after the program name.
@@ -144,7 +144,7 @@ impl GuestConfig {
         ));
         if let Some(script) = &self.embedded_script {
             push("-kernel");
-            push(IPXE_LKRN);
+            push(&self.files.ipxe_lkrn().display().to_string());
             push("-initrd");
             push(&script.display().to_string());
         }
@@ -161,17 +161,22 @@ impl GuestConfig {
             ));
             // With an embedded script the firmware is ipxe.lkrn alone, as on a NIC flashed with
             // a custom ROM: no stock option ROM may take over the boot when the script gives up.
+            // Otherwise the model's ROM, or QEMU's default where that is the one that runs
+            // (see crate::guest::boot_files::NIC_ROMS).
             let rom = if self.embedded_script.is_some() {
-                ""
+                Some(String::new())
             } else {
-                nic.model.option_rom()
+                self.files.romfile(nic.model, Platform::Bios)
             };
             let mut dev = format!(
-                "{},netdev=net{i},mac={},bus=pci.0,addr={:#x},romfile={rom}",
+                "{},netdev=net{i},mac={},bus=pci.0,addr={:#x}",
                 nic.model.qemu_device(),
                 nic.mac,
                 nic.slot,
             );
+            if let Some(rom) = rom {
+                dev.push_str(&format!(",romfile={rom}"));
+            }
             if nic.boot {
                 dev.push_str(",bootindex=1");
             }
@@ -287,6 +292,22 @@ mod tests {
             .join(" ")
     }
 
+    /// A host tree with bookworm's layout, and the search path over it.
+    fn files() -> (tempfile::TempDir, SearchPath) {
+        let t = tempfile::tempdir().unwrap();
+        for f in [
+            "usr/lib/ipxe/qemu/pxe-rtl8139.rom",
+            "usr/lib/ipxe/qemu/pxe-e1000.rom",
+            "usr/lib/ipxe/ipxe.lkrn",
+        ] {
+            let p = t.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let s = SearchPath::new(vec![], t.path());
+        (t, s)
+    }
+
     #[test]
     fn qemu_args_carry_nics_slots_roms_and_boot_order() {
         let taps = vec![
@@ -305,12 +326,15 @@ mod tests {
                 bridge: "nbr0".into(),
             },
         ];
+        let (t, files) = files();
+        let root = std::fs::canonicalize(t.path()).unwrap();
         let cfg = GuestConfig {
             node: node(),
             taps,
             accel: Accel::Tcg,
             qmp_socket: "/tmp/run/qmp.sock".into(),
             embedded_script: None,
+            files,
         };
         let s = joined(&cfg);
         assert!(s.contains("-machine pc,graphics=off"), "{s}");
@@ -321,12 +345,14 @@ mod tests {
             s.contains("-netdev tap,id=net0,ifname=t0n0,script=no,downscript=no"),
             "{s}"
         );
-        assert!(s.contains(
-            "-device rtl8139,netdev=net0,mac=52:54:00:bb:00:01,bus=pci.0,addr=0x3,romfile=/usr/lib/ipxe/qemu/pxe-rtl8139.rom -netdev"
-        ), "{s}");
-        assert!(s.contains(
-            "-device e1000,netdev=net1,mac=52:54:00:aa:00:01,bus=pci.0,addr=0x4,romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom,bootindex=1"
-        ), "{s}");
+        assert!(s.contains(&format!(
+            "-device rtl8139,netdev=net0,mac=52:54:00:bb:00:01,bus=pci.0,addr=0x3,romfile={}/usr/lib/ipxe/qemu/pxe-rtl8139.rom -netdev",
+            root.display()
+        )), "{s}");
+        assert!(s.contains(&format!(
+            "-device e1000,netdev=net1,mac=52:54:00:aa:00:01,bus=pci.0,addr=0x4,romfile={}/usr/lib/ipxe/qemu/pxe-e1000.rom,bootindex=1",
+            root.display()
+        )), "{s}");
         assert_eq!(s.matches("bootindex").count(), 1);
         assert!(!s.contains("-kernel"), "{s}");
         assert!(
@@ -336,35 +362,55 @@ mod tests {
     }
 
     #[test]
-    fn an_embedded_script_boots_ipxe_lkrn_with_the_script_as_initrd() {
+    fn a_virtio_boot_nic_keeps_qemus_default_rom() {
+        let mut n = node();
+        n.nics[1].model = NicModel::VirtioNet;
+        let (_t, files) = files();
         let cfg = GuestConfig {
-            node: node(),
+            node: n,
             taps: vec![],
             accel: Accel::Tcg,
             qmp_socket: "/tmp/run/qmp.sock".into(),
-            embedded_script: Some("/tmp/run/ipxe-embedded-node01.ipxe".into()),
+            embedded_script: None,
+            files,
         };
         let s = joined(&cfg);
         assert!(
             s.contains(
-                "-kernel /usr/lib/ipxe/ipxe.lkrn -initrd /tmp/run/ipxe-embedded-node01.ipxe"
+                "-device virtio-net-pci,netdev=net1,mac=52:54:00:aa:00:01,bus=pci.0,addr=0x4,bootindex=1"
             ),
             "{s}"
         );
+        assert_eq!(s.matches("romfile=").count(), 1, "{s}");
     }
 
     #[test]
-    fn every_model_has_its_rom_installed() {
-        for m in NicModel::ALL {
-            if Path::new("/usr/lib/ipxe/qemu").is_dir() {
-                assert!(
-                    Path::new(m.option_rom()).exists(),
-                    "{} has no ROM at {}",
-                    m.name(),
-                    m.option_rom()
-                );
-            }
-        }
+    fn an_embedded_script_boots_ipxe_lkrn_with_the_script_as_initrd() {
+        let (t, files) = files();
+        let mut n = node();
+        n.nics[0].model = NicModel::VirtioNet;
+        let cfg = GuestConfig {
+            node: n,
+            taps: vec![],
+            accel: Accel::Tcg,
+            qmp_socket: "/tmp/run/qmp.sock".into(),
+            embedded_script: Some("/tmp/run/ipxe-embedded-node01.ipxe".into()),
+            files,
+        };
+        let s = joined(&cfg);
+        let lkrn = std::fs::canonicalize(t.path())
+            .unwrap()
+            .join("usr/lib/ipxe/ipxe.lkrn");
+        assert!(
+            s.contains(&format!(
+                "-kernel {} -initrd /tmp/run/ipxe-embedded-node01.ipxe",
+                lkrn.display()
+            )),
+            "{s}"
+        );
+        // No NIC may bring a ROM, not even QEMU's default.
+        assert_eq!(s.matches("romfile=").count(), 2, "{s}");
+        assert!(!s.contains("romfile=/"), "{s}");
     }
 
     #[test]

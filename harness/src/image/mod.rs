@@ -364,7 +364,7 @@ fn build_into(
     tmp: &Path,
     log: &Path,
 ) -> Result<(f64, ()), ImageError> {
-    crate::support::tools::check(crate::support::tools::IMAGE_TOOLS, &[]).map_err(|e| {
+    crate::support::tools::check(crate::support::tools::IMAGE_TOOLS, Vec::new()).map_err(|e| {
         ImageError::BuildFailed {
             recipe: recipe.name.clone(),
             status: "missing tools".into(),

@@ -103,7 +103,8 @@ pub struct Segment {
     pub dhcp: bool,
 }
 
-/// NIC models QEMU emulates that have an iPXE option ROM in Debian's ipxe-qemu.
+/// NIC models QEMU emulates that have an iPXE option ROM in Debian's ipxe-qemu (which ROM
+/// each boots, and how QEMU gets it: [`crate::guest::boot_files::NIC_ROMS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NicModel {
@@ -137,19 +138,6 @@ impl NicModel {
             NicModel::Pcnet => "pcnet",
             NicModel::Ne2kPci => "ne2k_pci",
             NicModel::Eepro100 => "i82557b",
-        }
-    }
-
-    /// The BIOS option ROM (from ipxe-qemu) that makes this NIC boot iPXE.
-    pub fn option_rom(self) -> &'static str {
-        match self {
-            NicModel::E1000 => "/usr/lib/ipxe/qemu/pxe-e1000.rom",
-            NicModel::E1000e => "/usr/lib/ipxe/qemu/pxe-e1000e.rom",
-            NicModel::Rtl8139 => "/usr/lib/ipxe/qemu/pxe-rtl8139.rom",
-            NicModel::VirtioNet => "/usr/lib/ipxe/qemu/pxe-virtio.rom",
-            NicModel::Pcnet => "/usr/lib/ipxe/qemu/pxe-pcnet.rom",
-            NicModel::Ne2kPci => "/usr/lib/ipxe/qemu/pxe-ne2k_pci.rom",
-            NicModel::Eepro100 => "/usr/lib/ipxe/qemu/pxe-eepro100.rom",
         }
     }
 
@@ -510,6 +498,17 @@ pub fn default_fail_patterns() -> Vec<FailPattern> {
         (
             "No configuration methods",
             "iPXE got no address (DHCP failed)",
+        ),
+        // SeaBIOS, when no boot entry worked: with a boot NIC, its option ROM never ran or
+        // gave up. It retries only after 60 s, the same way.
+        (
+            "No bootable device.",
+            "the BIOS found nothing to boot (the boot NIC's option ROM did not run, or gave up)",
+        ),
+        // iPXE's autoboot, when it has tried every NIC and none booted.
+        (
+            "No more network devices",
+            "iPXE tried every network device and booted from none",
         ),
         ("Kernel panic", "the guest kernel panicked"),
         ("ALERT!", "the initramfs dropped to its emergency shell"),

@@ -70,6 +70,34 @@ fn every_shipped_scenario_is_valid() {
     }
 }
 
+/// A shipped scenario may not wait for a text its own failure texts would stop it at.
+#[test]
+fn no_shipped_scenario_waits_for_one_of_its_failure_texts() {
+    let defaults: Vec<String> = default_fail_patterns()
+        .into_iter()
+        .map(|p| p.text)
+        .collect();
+    assert!(defaults.iter().any(|t| t == "No bootable device."));
+    assert!(defaults.iter().any(|t| t == "No more network devices"));
+    for f in crate::support::paths::scenario_files(&scenarios_dir()).unwrap() {
+        let s = load(&f).unwrap();
+        for step in &s.steps {
+            let Action::Console(text) = &step.action else {
+                continue;
+            };
+            for p in &s.fail_on {
+                assert!(
+                    !text.contains(&p.text),
+                    "{}: step `{}` waits for `{text}`, which fails on `{}`",
+                    f.display(),
+                    step.name,
+                    p.text
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn unknown_key_names_line_and_column() {
     let e = err(&GOOD.replace("  - name: node01\n", "  - name: node01\n    memroy: 512\n"));

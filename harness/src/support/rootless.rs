@@ -57,6 +57,33 @@ pub fn userns_blockers(proc_sys: &Path) -> Vec<String> {
     out
 }
 
+/// What `unshare --mount` says when `/` is not a mount point, as in a plain chroot: it cannot
+/// make the mounts below `/` private (util-linux 2.38, seen in a chroot of a plain folder).
+pub const ROOT_NOT_A_MOUNT: &str = "cannot change root filesystem propagation";
+
+/// The cause of [`ROOT_NOT_A_MOUNT`] and its fix.
+pub const CHROOT_FIX: &str = "`/` is not a mount point here (a plain chroot?), so unshare cannot \
+    make the lab's mounts private (`cannot change root filesystem propagation: Invalid \
+    argument`); bind-mount the chroot's folder onto itself before chrooting into it: \
+    `mount --bind ROOT ROOT`, then `chroot ROOT`";
+
+/// Whether `/` is a mount point, from `/proc/self/mountinfo`'s text (mount points there are
+/// relative to this process's root, so a chroot of a plain folder has no `/` line); `None`
+/// when there is no such text to read (no `/proc`).
+pub fn root_is_mount_point(mountinfo: Option<&str>) -> Option<bool> {
+    let text = mountinfo?;
+    Some(
+        text.lines()
+            .any(|l| l.split_whitespace().nth(4) == Some("/")),
+    )
+}
+
+/// [`CHROOT_FIX`] when this process's `/` is known not to be a mount point.
+pub fn chroot_hint() -> Option<&'static str> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok();
+    (root_is_mount_point(text.as_deref()) == Some(false)).then_some(CHROOT_FIX)
+}
+
 /// Why building an image needs root, for errors and `doctor`.
 pub const IMAGE_BUILD_NEEDS_ROOT: &str = "image builds need root (mmdebstrap --mode=root makes \
     files owned by many users): build the images once as root (`netboot-harness image prepare \
@@ -65,6 +92,18 @@ pub const IMAGE_BUILD_NEEDS_ROOT: &str = "image builds need root (mmdebstrap --m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chroot_of_a_plain_folder_has_no_root_mount() {
+        let host = "22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+                    23 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n";
+        assert_eq!(root_is_mount_point(Some(host)), Some(true));
+        // Inside the chroot only what is mounted below it shows.
+        let chroot = "40 22 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n";
+        assert_eq!(root_is_mount_point(Some(chroot)), Some(false));
+        assert_eq!(root_is_mount_point(None), None);
+        assert!(CHROOT_FIX.contains("mount --bind ROOT ROOT"));
+    }
 
     #[test]
     fn only_a_user_gets_a_user_namespace() {

@@ -48,14 +48,6 @@ pub const BOOT_TOOLS: &[Tool] = &[
     },
 ];
 
-/// Files that must exist (option ROMs, firmware).
-pub const BOOT_FILES: &[(&str, &str)] = &[
-    ("/usr/lib/ipxe/qemu/pxe-e1000.rom", "ipxe-qemu"),
-    ("/usr/share/seabios/bios-256k.bin", "seabios"),
-    (crate::guest::IPXE_LKRN, "ipxe"),
-    (crate::services::tftp::UNDIONLY_KPXE, "ipxe"),
-];
-
 /// Everything an image build needs.
 pub const IMAGE_TOOLS: &[Tool] = &[
     Tool {
@@ -99,28 +91,24 @@ fn is_executable(p: &Path) -> bool {
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-#[error("missing host tools: {}", .missing.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join(", "))]
+#[error("missing host tools or files: {}", .missing.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join("; "))]
 #[diagnostic(code(host::missing_tools))]
 pub struct MissingTools {
-    /// (what is missing, Debian package)
+    /// (what is missing, with the folders searched for a file; Debian package)
     pub missing: Vec<(String, String)>,
     #[help]
     pub help: String,
 }
 
-/// Checks that every tool and file is there; the error names the packages to install.
-pub fn check(tools: &[Tool], files: &[(&str, &str)]) -> Result<(), MissingTools> {
+/// Checks that every tool is there, given the files already found missing (each with the
+/// package that brings it); the error names the packages to install.
+pub fn check(tools: &[Tool], missing_files: Vec<(String, String)>) -> Result<(), MissingTools> {
     let mut missing: Vec<(String, String)> = tools
         .iter()
         .filter(|t| find(t.binary).is_none())
         .map(|t| (t.binary.to_string(), t.package.to_string()))
         .collect();
-    missing.extend(
-        files
-            .iter()
-            .filter(|(f, _)| !Path::new(f).exists())
-            .map(|(f, p)| (f.to_string(), p.to_string())),
-    );
+    missing.extend(missing_files);
     if missing.is_empty() {
         return Ok(());
     }
@@ -152,9 +140,17 @@ mod tests {
             package: "nbh-pkg",
             purpose: "test",
         }];
-        let e = check(&fake, &[("/nonexistent/rom", "rom-pkg")]).unwrap_err();
+        let rom = (
+            "nbh-no-such.rom (searched /x)".to_string(),
+            "rom-pkg".to_string(),
+        );
+        let e = check(&fake, vec![rom]).unwrap_err();
         assert_eq!(e.missing.len(), 2);
         assert!(e.to_string().contains("nbh-no-such-tool"));
+        assert!(
+            e.to_string().contains("nbh-no-such.rom (searched /x)"),
+            "{e}"
+        );
         assert!(
             e.help.contains("apt-get install nbh-pkg rom-pkg"),
             "{}",

@@ -274,6 +274,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
             accel: args.accel,
             qmp_socket: args.run_dir.join(format!("qmp-{}.sock", node.name)),
             embedded_script,
+            files: crate::guest::boot_files::SearchPath::host(),
         };
         let _ = std::fs::write(
             args.run_dir.join(format!("qemu-{}.args", node.name)),

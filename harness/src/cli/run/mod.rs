@@ -80,7 +80,13 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     let t0 = Instant::now();
     let scenario = scenario::load(path)?;
     let console = console_node(&scenario, opts.console.as_deref())?;
-    tools::check(tools::BOOT_TOOLS, tools::BOOT_FILES)?;
+    {
+        use crate::guest::boot_files;
+        tools::check(
+            tools::BOOT_TOOLS,
+            boot_files::missing(&boot_files::required(), &boot_files::SearchPath::host()),
+        )?;
+    }
     let span = tracing::info_span!("scenario", name = %scenario.name);
     let _g = span.enter();
 
@@ -327,7 +333,11 @@ fn spawn_lab(scenario: &Scenario, lab: &LabArgs) -> miette::Result<Option<Summar
             Summary::error(
                 &scenario.name,
                 path,
-                "the lab process ended without writing a summary (killed?)".into(),
+                match crate::support::rootless::chroot_hint() {
+                    // unshare's own message is on stderr above; this is its cause.
+                    Some(fix) => format!("the lab process ended without writing a summary: {fix}"),
+                    None => "the lab process ended without writing a summary (killed?)".into(),
+                },
             )
         });
         let _ = s.write(run_dir);
