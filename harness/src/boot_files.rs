@@ -41,6 +41,18 @@ pub struct NicRom {
     /// PCI vendor and device ID of the device QEMU emulates for this model: a `Named` ROM must
     /// carry the same in its PCI data structure, or SeaBIOS skips it.
     pub pci_id: (u16, u16),
+    /// Whether the model may be a node's boot NIC on this platform.
+    pub as_boot_nic: AsBootNic,
+}
+
+/// What booting from a model measured (README.md, NIC models and networks, has the times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsBootNic {
+    /// Booted to the root mount from the iSCSI disk.
+    Boots,
+    /// Did not boot in reasonable time: validation refuses it as a boot NIC, with this reason.
+    /// It stays allowed as a second NIC.
+    Refused(&'static str),
 }
 
 /// The NIC models' boot ROMs: one row per model and platform.
@@ -51,6 +63,7 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "pxe-e1000.rom",
         load: RomLoad::Named,
         pci_id: (0x8086, 0x100e),
+        as_boot_nic: AsBootNic::Boots,
     },
     NicRom {
         model: NicModel::E1000e,
@@ -58,6 +71,7 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "pxe-e1000e.rom",
         load: RomLoad::Named,
         pci_id: (0x8086, 0x10d3),
+        as_boot_nic: AsBootNic::Boots,
     },
     NicRom {
         model: NicModel::Rtl8139,
@@ -65,6 +79,7 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "pxe-rtl8139.rom",
         load: RomLoad::Named,
         pci_id: (0x10ec, 0x8139),
+        as_boot_nic: AsBootNic::Boots,
     },
     // ipxe-qemu's virtio ROMs (pxe-virtio.rom and efi-virtio.rom) say 1af4:1041, the
     // modern-only virtio-net ID, while QEMU's virtio-net-pci on the pc machine is the
@@ -77,6 +92,7 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "efi-virtio.rom",
         load: RomLoad::QemuDefault,
         pci_id: (0x1af4, 0x1000),
+        as_boot_nic: AsBootNic::Boots,
     },
     NicRom {
         model: NicModel::Pcnet,
@@ -84,6 +100,7 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "pxe-pcnet.rom",
         load: RomLoad::Named,
         pci_id: (0x1022, 0x2000),
+        as_boot_nic: AsBootNic::Refused(PCNET_REFUSED),
     },
     // ipxe-qemu's ne2k_pci ROMs carry no IDs at all (0000:0000), so only QEMU's patched
     // default can match the device.
@@ -93,6 +110,7 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "efi-ne2k_pci.rom",
         load: RomLoad::QemuDefault,
         pci_id: (0x10ec, 0x8029),
+        as_boot_nic: AsBootNic::Boots,
     },
     NicRom {
         model: NicModel::Eepro100,
@@ -100,8 +118,20 @@ pub const NIC_ROMS: &[NicRom] = &[
         file: "pxe-eepro100.rom",
         load: RomLoad::Named,
         pci_id: (0x8086, 0x1229),
+        as_boot_nic: AsBootNic::Refused(EEPRO100_REFUSED),
     },
 ];
+
+/// Measured booting from a pcnet alone (bookworm, TCG, two runs): SYSLINUX loaded the kernel
+/// through iPXE's INT13, then the iSCSI connection stalled and iPXE reconnected again and again.
+const PCNET_REFUSED: &str = "booting from it alone, iPXE's iSCSI connection stalled after \
+    SYSLINUX's `Loading vmlinuz` and no kernel started within 115 s, nor within 228 s in a second \
+    run (TCG; e1000 on the same host: iBFT detected at 27 s, root mounted at 34 s)";
+
+/// Measured booting from an eepro100 (i82557b) alone (bookworm, TCG, two runs).
+const EEPRO100_REFUSED: &str = "booting from it alone, SYSLINUX could not read the disk \
+    through iPXE (`EDD Load error - Boot error` at 6 s) in one run and stalled after its banner, \
+    with iPXE's iSCSI connection reset, in another: no kernel within 97 s and 86 s (TCG)";
 
 /// This model's ROM row for the platform.
 pub fn nic_rom(model: NicModel, platform: Platform) -> &'static NicRom {
@@ -110,6 +140,14 @@ pub fn nic_rom(model: NicModel, platform: Platform) -> &'static NicRom {
         .find(|r| r.model == model && r.platform == platform)
         // A unit test checks every model has its row for every platform.
         .expect("every NIC model has a ROM row")
+}
+
+/// Why this model may not be a boot NIC (BIOS nodes), if it may not.
+pub fn boot_refusal(model: NicModel) -> Option<&'static str> {
+    match nic_rom(model, Platform::Bios).as_boot_nic {
+        AsBootNic::Boots => None,
+        AsBootNic::Refused(why) => Some(why),
+    }
 }
 
 /// Folders the NIC ROM packages use, after QEMU's own data path: ipxe-qemu on bookworm and

@@ -909,6 +909,22 @@ impl Validator<'_> {
                     ));
                 }
                 let boot = x.boot || nics_raw.len() == 1;
+                if let Some(why) = crate::boot_files::boot_refusal(x.model).filter(|_| boot) {
+                    let bootable = super::NicModel::ALL
+                        .into_iter()
+                        .filter(|m| crate::boot_files::boot_refusal(*m).is_none())
+                        .map(|m| m.name())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(self.at(
+                        &x.mac,
+                        format!("a {} NIC cannot be the boot NIC: {why}", x.model.name()),
+                        Some(format!(
+                            "boot from one of {bootable}; a {} may be a second NIC (`boot: false`)",
+                            x.model.name()
+                        )),
+                    ));
+                }
                 let segment = match &x.segment {
                     None => None,
                     Some(sg) if sg.value == BOOT_SEGMENT => None,
