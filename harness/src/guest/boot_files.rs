@@ -112,6 +112,12 @@ pub fn nic_rom(model: NicModel, platform: Platform) -> &'static NicRom {
         .expect("every NIC model has a ROM row")
 }
 
+/// Why this model may not be a boot NIC (BIOS nodes), if it may not: the scenario format's
+/// own rule ([`NicModel::boot_refusal`]), measured with these ROMs.
+pub fn boot_refusal(model: NicModel) -> Option<&'static str> {
+    model.boot_refusal()
+}
+
 /// Folders the NIC ROM packages use, after QEMU's own data path: ipxe-qemu on bookworm and
 /// Ubuntu 24.04, then on trixie.
 pub const ROM_FOLDERS: &[&str] = &["/usr/lib/ipxe/qemu", "/usr/share/qemu"];

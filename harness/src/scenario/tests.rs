@@ -122,6 +122,32 @@ fn unknown_nic_model_lists_valid_ones() {
 }
 
 #[test]
+fn a_model_that_did_not_boot_is_refused_as_boot_nic_but_not_as_a_second_nic() {
+    for m in ["pcnet", "eepro100"] {
+        let e = err(&GOOD.replace("model: e1000,", &format!("model: {m},")));
+        assert!(e.contains("test.yaml:6:"), "{e}");
+        assert!(
+            e.contains(&format!(
+                "a {m} NIC cannot be the boot NIC: booting from it alone"
+            )),
+            "{e}"
+        );
+        assert!(e.contains("no kernel"), "{e}");
+        assert!(
+            e.contains("boot from one of e1000, e1000e, rtl8139, virtio-net, ne2k-pci"),
+            "{e}"
+        );
+        let second = GOOD.replace(
+            "boot: true }\n",
+            &format!("boot: true }}\n      - {{ model: {m}, mac: \"52:54:00:bb:00:01\" }}\n"),
+        );
+        let s = load_text(&second).unwrap();
+        assert_eq!(s.nodes[0].nics.len(), 2);
+        assert!(!s.nodes[0].nics[1].boot);
+    }
+}
+
+#[test]
 fn bad_mac_is_located() {
     let e = err(&GOOD.replace(
         "mac: \"52:54:00:aa:00:01\", boot",

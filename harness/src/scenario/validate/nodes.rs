@@ -152,6 +152,22 @@ impl Validator<'_> {
                     ));
                 }
                 let boot = x.boot || nics_raw.len() == 1;
+                if let Some(why) = x.model.boot_refusal().filter(|_| boot) {
+                    let bootable = crate::scenario::NicModel::ALL
+                        .into_iter()
+                        .filter(|m| m.boot_refusal().is_none())
+                        .map(|m| m.name())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(self.at(
+                        &x.mac,
+                        format!("a {} NIC cannot be the boot NIC: {why}", x.model.name()),
+                        Some(format!(
+                            "boot from one of {bootable}; a {} may be a second NIC (`boot: false`)",
+                            x.model.name()
+                        )),
+                    ));
+                }
                 let segment = match &x.segment {
                     None => None,
                     Some(sg) if sg.value == BOOT_SEGMENT => None,
