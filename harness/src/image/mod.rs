@@ -4,6 +4,8 @@
 pub mod prune;
 pub mod scratch;
 
+pub use crate::scenario::recipe::{list_recipes, load_recipe, ParamSpec, Recipe};
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -15,17 +17,9 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ImageError {
-    #[error("unknown image recipe `{name}`; valid: {valid}")]
-    #[diagnostic(help("recipes are the folders of images/ that hold a recipe.yaml"))]
-    UnknownRecipe { name: String, valid: String },
-    #[error("recipe `{recipe}` has no parameter `{param}`; valid: {valid}")]
-    UnknownParam {
-        recipe: String,
-        param: String,
-        valid: String,
-    },
-    #[error("{path}: {message}")]
-    BadRecipe { path: String, message: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Recipe(#[from] crate::scenario::recipe::RecipeError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -58,135 +52,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecipeFile {
-    description: String,
-    flavour: String,
-    #[serde(default)]
-    suite: Option<String>,
-    #[serde(default)]
-    packages: Vec<String>,
-    #[serde(default)]
-    params: BTreeMap<String, ParamSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ParamSpec {
-    pub default: String,
-    pub help: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct Recipe {
-    pub name: String,
-    pub dir: PathBuf,
-    pub description: String,
-    pub flavour: String,
-    pub params: BTreeMap<String, ParamSpec>,
-}
-
-impl Recipe {
-    /// Recipe defaults overlaid with the scenario's `set`; unknown names are errors.
-    pub fn resolve(
-        &self,
-        set: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, ImageError> {
-        let mut out: BTreeMap<String, String> = self
-            .params
-            .iter()
-            .map(|(k, p)| (k.clone(), p.default.clone()))
-            .collect();
-        for (k, v) in set {
-            if !self.params.contains_key(k) {
-                return Err(ImageError::UnknownParam {
-                    recipe: self.name.clone(),
-                    param: k.clone(),
-                    valid: names(self.params.keys()),
-                });
-            }
-            out.insert(k.clone(), v.clone());
-        }
-        Ok(out)
-    }
-}
-
-fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
-    let v: Vec<String> = it.map(|n| format!("`{n}`")).collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
-}
-
-pub fn list_recipes(images_dir: &Path) -> Result<Vec<Recipe>, ImageError> {
-    let mut out = Vec::new();
-    let rd = std::fs::read_dir(images_dir).map_err(io(images_dir))?;
-    let mut dirs: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("recipe.yaml").is_file())
-        .collect();
-    dirs.sort();
-    for d in dirs {
-        let name = d
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        out.push(load_recipe(images_dir, &name)?);
-    }
-    Ok(out)
-}
-
-pub fn load_recipe(images_dir: &Path, name: &str) -> Result<Recipe, ImageError> {
-    let valid_name = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    let dir = images_dir.join(name);
-    let file = dir.join("recipe.yaml");
-    if !valid_name || !file.is_file() {
-        let valid = std::fs::read_dir(images_dir)
-            .map(|rd| {
-                let mut v: Vec<String> = rd
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.path().join("recipe.yaml").is_file())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                v.sort();
-                names(v.iter())
-            })
-            .unwrap_or_else(|_| "none".into());
-        return Err(ImageError::UnknownRecipe {
-            name: name.to_string(),
-            valid,
-        });
-    }
-    let text = std::fs::read_to_string(&file).map_err(io(&file))?;
-    let rf: RecipeFile = serde_saphyr::from_str(&text).map_err(|e| ImageError::BadRecipe {
-        path: file.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let flavour_file = images_dir
-        .join("lib/flavours")
-        .join(format!("{}.sh", rf.flavour));
-    if !flavour_file.is_file() {
-        return Err(ImageError::BadRecipe {
-            path: file.display().to_string(),
-            message: format!("flavour `{}` has no {}", rf.flavour, flavour_file.display()),
-        });
-    }
-    let _ = (rf.suite, rf.packages);
-    Ok(Recipe {
-        name: name.to_string(),
-        dir,
-        description: rf.description,
-        flavour: rf.flavour,
-        params: rf.params,
-    })
 }
 
 /// Hash of every input of a build: the shared `images/lib` tree, the recipe's folder and the

@@ -19,6 +19,9 @@ pub enum PruneError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Recipe(#[from] crate::scenario::recipe::RecipeError),
     #[error("scenario {path} is invalid, so the images it needs are unknown: {message}")]
     #[diagnostic(help("fix the scenario (see `netboot-harness check`), or use `--all`"))]
     Scenario { path: String, message: String },

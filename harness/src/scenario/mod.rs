@@ -2,6 +2,7 @@
 //! rest of the harness can trust. Nothing here starts a process or writes a file.
 
 mod raw;
+pub mod recipe;
 mod validate;
 pub mod values;
 mod windows;

@@ -80,19 +80,20 @@ impl Validator<'_> {
         name: &str,
         set: &BTreeMap<String, String>,
     ) -> Result<(), ScenarioError> {
-        use crate::image::ImageError;
+        use crate::scenario::recipe::RecipeError;
         let images = crate::support::paths::images_dir();
-        let checked = crate::image::load_recipe(&images, name).and_then(|r| r.resolve(set));
+        let checked =
+            crate::scenario::recipe::load_recipe(&images, name).and_then(|r| r.resolve(set));
         match checked {
             Ok(_) => Ok(()),
-            Err(ImageError::UnknownRecipe { name, valid }) => Err(self.at(
+            Err(RecipeError::UnknownRecipe { name, valid }) => Err(self.at(
                 img,
                 format!("unknown image recipe `{name}`"),
                 Some(format!(
                     "valid: {valid}; recipes are the folders of images/ that hold a recipe.yaml"
                 )),
             )),
-            Err(ImageError::UnknownParam {
+            Err(RecipeError::UnknownParam {
                 recipe,
                 param,
                 valid,
