@@ -197,8 +197,14 @@ async fn no_retry_strands_passes_only_on_dhcp_silence_from_a_live_node() {
     assert_fail(&judged(&s, &r).await, "a lease the node got after all");
 }
 
-/// A guest that answers the shell step's command with `reply` and then its status line.
-fn shell_answers(r: &mut Rig, reply: &'static str, status: u8) -> tokio::task::JoinHandle<()> {
+/// A guest whose shell echoes the command it is given, then prints `reply`, then (when
+/// `status` is given) the status line as bash prints it: the tag the harness typed, `$?`
+/// expanded. Without a status the shell stops answering after `reply`.
+fn guest_shell(
+    r: &mut Rig,
+    reply: &'static str,
+    status: Option<u8>,
+) -> tokio::task::JoinHandle<()> {
     let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
     let (_, dummy) = tokio::sync::mpsc::channel(1);
     let mut typed = std::mem::replace(&mut r.typed, dummy);
@@ -210,30 +216,15 @@ fn shell_answers(r: &mut Rig, reply: &'static str, status: u8) -> tokio::task::J
             .await
             .unwrap();
         w.write_all(reply.as_bytes()).await.unwrap();
-        // The status line as bash prints it: the tag the harness typed, and `$?` expanded.
-        let tag = text
-            .rsplit_once("echo \"")
-            .map(|(_, t)| t.trim_end_matches(" $?\""))
-            .unwrap_or_default();
-        w.write_all(format!("{tag} {status}\r\n").as_bytes())
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    })
-}
-
-/// A guest whose shell takes the command and then says nothing more but `reply`.
-fn shell_hangs(r: &mut Rig, reply: &'static str) -> tokio::task::JoinHandle<()> {
-    let mut w = std::mem::replace(&mut r.writer, tokio::io::duplex(1).0);
-    let (_, dummy) = tokio::sync::mpsc::channel(1);
-    let mut typed = std::mem::replace(&mut r.typed, dummy);
-    tokio::spawn(async move {
-        let line = typed.recv().await.unwrap();
-        let text = String::from_utf8(line).unwrap();
-        w.write_all(format!("root@netboot-guest:~# {}\r\n", text.trim_end()).as_bytes())
-            .await
-            .unwrap();
-        w.write_all(reply.as_bytes()).await.unwrap();
+        if let Some(status) = status {
+            let tag = text
+                .rsplit_once("echo \"")
+                .map(|(_, t)| t.trim_end_matches(" $?\""))
+                .unwrap_or_default();
+            w.write_all(format!("{tag} {status}\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
         tokio::time::sleep(Duration::from_secs(5)).await;
     })
 }
@@ -243,23 +234,23 @@ async fn logout_kills_root_passes_only_on_the_kernels_offline_device() {
     let s = negative("logout-kills-root.yaml", "the root still answers", 1500);
 
     let mut r = rig("offline");
-    let g = shell_answers(
+    let g = guest_shell(
         &mut r,
         "[   48.1] sd 2:0:0:1: rejecting I/O to offline device\r\n\
          [   48.1] I/O error, dev sda, sector 2048 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 2\r\n\
          [   48.1] device offline error, dev sda, sector 2048 op 0x0:(READ)\r\n\
          dd: error reading '/etc/os-release': Input/output error\r\n",
-        1,
+        Some(1),
     );
     assert_pass(&judged(&s, &r).await);
     g.abort();
 
     // dd failing for a reason of its own: the root is fine.
     let mut r = rig("offline-other");
-    let g = shell_answers(
+    let g = guest_shell(
         &mut r,
         "dd: failed to open '/etc/os-release': No such file or directory\r\n",
-        1,
+        Some(1),
     );
     assert_fail(&judged(&s, &r).await, "a command that failed on its own");
     g.abort();
@@ -278,17 +269,18 @@ async fn bridge_ibft_nic_passes_only_on_the_kernels_ping_timeout() {
     );
 
     let mut r = rig("ping");
-    let g = shell_hangs(
+    let g = guest_shell(
         &mut r,
         "[   70.2]  connection1:0: ping timeout of 5 secs expired, recv timeout 5, last rx 4294, last ping 4295, now 4296\r\n\
          [   70.2]  connection1:0: detected conn error (1022)\r\n",
+        None,
     );
     assert_pass(&judged(&s, &r).await);
     g.abort();
 
     // A shell that hangs with nothing said about the root disk.
     let mut r = rig("ping-silent");
-    let g = shell_hangs(&mut r, "");
+    let g = guest_shell(&mut r, "", None);
     assert_fail(&judged(&s, &r).await, "a silent shell with no kernel line");
     g.abort();
 

@@ -120,12 +120,7 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
             },
         ) => {
             session_type == session.key_value()
-                && initiator
-                    .as_ref()
-                    .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
-                && target
-                    .as_ref()
-                    .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
+                && names_match(initiator, target, ei, et)
                 && from.is_none_or(|f| f == *source_ip)
                 && mac.is_none_or(|m| {
                     source_mac
@@ -154,12 +149,7 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
             },
         ) => {
             status.is_none_or(|s| es.as_deref() == Some(s.name()))
-                && initiator
-                    .as_ref()
-                    .is_none_or(|i| i.as_str().eq_ignore_ascii_case(ei))
-                && target
-                    .as_ref()
-                    .is_none_or(|t| t.as_str().eq_ignore_ascii_case(et))
+                && names_match(initiator, target, ei, et)
         }
         (
             Action::Refused { service, from },
@@ -172,4 +162,20 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
         }
         _ => false,
     }
+}
+
+/// The initiator and target names a login step asks for (IQNs compare without regard to case),
+/// against a record's.
+fn names_match(
+    initiator: &Option<crate::scenario::Iqn>,
+    target: &Option<crate::scenario::Iqn>,
+    record_initiator: &str,
+    record_target: &str,
+) -> bool {
+    initiator
+        .as_ref()
+        .is_none_or(|i| i.as_str().eq_ignore_ascii_case(record_initiator))
+        && target
+            .as_ref()
+            .is_none_or(|t| t.as_str().eq_ignore_ascii_case(record_target))
 }

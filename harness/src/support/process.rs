@@ -245,6 +245,20 @@ impl Owned {
         }
     }
 
+    /// Asks it to stop. Only while it has not ended: until its reaper publishes the end, the pid
+    /// is still this child's and cannot have been reused.
+    fn sigterm(&self) {
+        if self.has_ended().is_some() {
+            return;
+        }
+        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+
     /// Kills it now (SIGKILL; for [`Owned::spawn_std`], its drop signal) without waiting.
     pub fn kill(&mut self) {
         if let Some(kill) = self.kill.take() {
@@ -270,12 +284,7 @@ impl Owned {
         if let Some(e) = self.has_ended() {
             return Some(e);
         }
-        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        self.sigterm();
         if let Some(e) = poll(grace) {
             return Some(Ended { by_us: true, ..e });
         }
@@ -291,14 +300,7 @@ impl Owned {
         if let Some(e) = self.has_ended() {
             return Some(e);
         }
-        // The reaper has not reaped it (it has not published an end), so the pid is still
-        // this child's and cannot have been reused.
-        if let Some(pid) = self.pid.and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        self.sigterm();
         if let Ok(e) = tokio::time::timeout(grace, self.ended()).await {
             return Some(Ended { by_us: true, ..e });
         }
