@@ -354,8 +354,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_child_that_ignores_sigterm_is_killed_after_the_grace() {
-        // The shell ignores TERM and so does the sleep it runs in the foreground.
-        let owned = Owned::adopt("stubborn", spawn("trap '' TERM; sleep 30; true"));
+        // The shell ignores TERM, and the sleep it becomes keeps ignoring it (an ignored signal
+        // stays ignored across exec): only SIGKILL ends it, and nothing is left behind.
+        let owned = Owned::adopt("stubborn", spawn("trap '' TERM; exec sleep 30"));
         // Let the shell set its trap before the signal comes.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t = Instant::now();
