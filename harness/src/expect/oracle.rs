@@ -383,7 +383,7 @@ pub fn ibft(report: &Report, lab: &Lab<'_>, events: &[Event], node_name: &str) -
 }
 
 /// The root-on-session check: `/` is on a disk of an iSCSI session to the scenario's target,
-/// through the lab's portal, logged in.
+/// through the lab's portal, on the scenario's LUN.
 pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Checked {
     let Some(f) = &report.root_disk else {
         return Checked {
@@ -427,14 +427,10 @@ pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Check
             &lun,
             "the scenario's LUN",
         );
-        compare(
-            &mut diff,
-            "root-disk",
-            "state",
-            f.get("state"),
-            "LOGGED_IN",
-            "a session in use",
-        );
+        // The state is reported, not required: the booted system's iscsid takes the session
+        // over from the initramfs while the marker runs, and the session reads FAILED for the
+        // moment of that re-login (seen on bookworm and trixie). The marker ran from this root,
+        // so the session did serve it.
     }
     Checked {
         differences: diff,
