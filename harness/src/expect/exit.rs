@@ -2,6 +2,7 @@
 //! step, met only by a guest poweroff.
 
 use super::*;
+use crate::support::process::CLEAN_EXIT;
 
 /// The verdict of a step whose guest stopped under it.
 pub(super) async fn guest_gone(io: &NodeIo, node: &str, action: &Action) -> Wait {
@@ -17,18 +18,15 @@ pub(super) async fn guest_gone(io: &NodeIo, node: &str, action: &Action) -> Wait
     ))
 }
 
-/// The status QEMU exits with when the guest powers itself off.
-pub(super) const POWEROFF_STATUS: &str = "exited with status 0";
-
 /// A `qemu_exit` step is met only by a guest that powered itself off: QEMU then exits with
 /// status 0. Killed by a signal, crashed, or an exit nobody reported is a failure with that
 /// status as its evidence.
 pub(super) async fn powered_off(io: &NodeIo, node: &str, at: f64) -> Wait {
     let end = qemu_end(io).await;
     match end.status.as_deref() {
-        Some(POWEROFF_STATUS) => Wait::Met {
+        Some(CLEAN_EXIT) => Wait::Met {
             at,
-            detail: format!("QEMU {POWEROFF_STATUS}: the guest powered off"),
+            detail: format!("QEMU {CLEAN_EXIT}: the guest powered off"),
         },
         _ => Wait::Failed(Fail::new(
             Cause::QemuExited,

@@ -54,10 +54,14 @@ pub struct Ended {
     pub by_us: bool,
 }
 
+/// How [`describe_exit`] words a process that exited by itself with status 0 (for QEMU: the
+/// guest powered off).
+pub const CLEAN_EXIT: &str = "exited with status 0";
+
 impl Ended {
     /// It exited by itself with status 0.
     pub fn success(&self) -> bool {
-        self.how == "exited with status 0"
+        self.how == CLEAN_EXIT
     }
 }
 
@@ -233,12 +237,7 @@ impl Owned {
 
     /// Resolves when it has ended; never, if it never does.
     pub async fn ended(&self) -> Ended {
-        let mut rx = self.ended.clone();
-        let ended = match rx.wait_for(Option::is_some).await {
-            Ok(e) => e.clone(),
-            Err(_) => None,
-        };
-        match ended {
+        match self.end_watch().ended().await {
             Some(e) => e,
             // The reaper gave up on a child that would not die: it never ends, as far as we know.
             None => std::future::pending().await,
