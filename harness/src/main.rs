@@ -463,6 +463,9 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                 println!("{:<28} {}", r.name, r.description);
                 for (k, p) in &r.params {
                     println!("    {k:<14} default {:?}: {}", p.default, p.help);
+                    if !p.values.is_empty() {
+                        println!("    {:<14} one of: {}", "", p.values.join(", "));
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

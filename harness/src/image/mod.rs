@@ -470,6 +470,51 @@ mod tests {
     }
 
     #[test]
+    fn a_value_outside_the_allowed_ones_is_refused() {
+        let t = tree("values");
+        std::fs::write(
+            t.0.join("alpha/recipe.yaml"),
+            "description: test\nflavour: plain\nparams:\n  suite: { default: bookworm, values: [bookworm, trixie], help: s }\n",
+        )
+        .unwrap();
+        let r = load_recipe(&t.0, "alpha").unwrap();
+        let p = r
+            .resolve(&BTreeMap::from([("suite".into(), "trixie".into())]))
+            .unwrap();
+        assert_eq!(p["suite"], "trixie");
+        let e = r
+            .resolve(&BTreeMap::from([("suite".into(), "sid".into())]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`suite` cannot be `sid`") && e.contains("`bookworm`, `trixie`"),
+            "{e}"
+        );
+        // The suite is a parameter like the others: it changes the key.
+        let k1 = cache_key(&r, &t.0, &r.resolve(&BTreeMap::new()).unwrap()).unwrap();
+        assert_ne!(k1, cache_key(&r, &t.0, &p).unwrap());
+    }
+
+    #[test]
+    fn recipes_that_contradict_themselves_are_refused() {
+        let t = tree("contradict");
+        std::fs::write(
+            t.0.join("alpha/recipe.yaml"),
+            "description: test\nflavour: plain\nparams:\n  suite: { default: sid, values: [bookworm], help: s }\n",
+        )
+        .unwrap();
+        let e = load_recipe(&t.0, "alpha").unwrap_err().to_string();
+        assert!(e.contains("default `sid` is not one of its values"), "{e}");
+        std::fs::write(
+            t.0.join("alpha/recipe.yaml"),
+            "description: test\nflavour: plain\nsuite: trixie\nparams:\n  suite: { default: bookworm, help: s }\n",
+        )
+        .unwrap();
+        let e = load_recipe(&t.0, "alpha").unwrap_err().to_string();
+        assert!(e.contains("give the suite once"), "{e}");
+    }
+
+    #[test]
     fn cache_key_is_stable_and_sensitive() {
         let t = tree("key");
         let r = load_recipe(t.path(), "alpha").unwrap();

@@ -18,6 +18,13 @@ pub enum RecipeError {
         param: String,
         valid: String,
     },
+    #[error("recipe `{recipe}`: parameter `{param}` cannot be `{value}`; valid: {valid}")]
+    BadParamValue {
+        recipe: String,
+        param: String,
+        value: String,
+        valid: String,
+    },
     #[error("{path}: {message}")]
     BadRecipe { path: String, message: String },
     #[error("{path}: {source}")]
@@ -53,6 +60,9 @@ struct RecipeFile {
 pub struct ParamSpec {
     pub default: String,
     pub help: String,
+    /// The values the parameter may take; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +91,15 @@ impl Recipe {
                     recipe: self.name.clone(),
                     param: k.clone(),
                     valid: names(self.params.keys()),
+                });
+            }
+            let spec = &self.params[k];
+            if !spec.values.is_empty() && !spec.values.contains(v) {
+                return Err(RecipeError::BadParamValue {
+                    recipe: self.name.clone(),
+                    param: k.clone(),
+                    value: v.clone(),
+                    valid: names(spec.values.iter()),
                 });
             }
             out.insert(k.clone(), v.clone());
@@ -154,7 +173,27 @@ pub fn load_recipe(images_dir: &Path, name: &str) -> Result<Recipe, RecipeError>
             message: format!("flavour `{}` has no {}", rf.flavour, flavour_file.display()),
         });
     }
-    let _ = (rf.suite, rf.packages);
+    let bad = |message: String| RecipeError::BadRecipe {
+        path: file.display().to_string(),
+        message,
+    };
+    for (k, p) in &rf.params {
+        if !p.values.is_empty() && !p.values.contains(&p.default) {
+            return Err(bad(format!(
+                "parameter `{k}`: the default `{}` is not one of its values ({})",
+                p.default,
+                names(p.values.iter())
+            )));
+        }
+    }
+    // build-image takes the suite from the parameter when there is one: one place to say it.
+    if rf.suite.is_some() && rf.params.contains_key("suite") {
+        return Err(bad(
+            "`suite:` and a `suite` parameter: give the suite once, as the parameter's default"
+                .into(),
+        ));
+    }
+    let _ = rf.packages;
     Ok(Recipe {
         name: name.to_string(),
         dir,

@@ -102,6 +102,19 @@ impl Validator<'_> {
                 format!("recipe `{recipe}` has no parameter `{}`", shown(&param)),
                 Some(format!("valid: {valid}")),
             )),
+            Err(RecipeError::BadParamValue {
+                recipe,
+                param,
+                value,
+                valid,
+            }) => Err(self.at(
+                img,
+                format!(
+                    "recipe `{recipe}`: parameter `{param}` cannot be `{}`",
+                    shown(&value)
+                ),
+                Some(format!("valid: {valid}")),
+            )),
             Err(other) => Err(self.at(img, format!("image recipe `{name}`: {other}"), None)),
         }
     }
