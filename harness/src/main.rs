@@ -425,10 +425,26 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             let cache = image::cache_dir();
             std::fs::create_dir_all(&cache)
                 .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
-            for f in &scenarios {
-                let s = scenario::load(f)?;
-                let p = run::resolve_image(&s, &cache)?;
-                print(&format!("{}: {}\n", s.name, p.display()));
+            // Validate every scenario before building anything.
+            let loaded = scenarios
+                .iter()
+                .map(|f| scenario::load(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            for s in loaded {
+                let path = match &s.image {
+                    scenario::ImageRef::File(p) => p.clone(),
+                    scenario::ImageRef::Recipe { name, set } => {
+                        let built = image::ensure_recipe(&images, name, set, &cache)?;
+                        eprintln!(
+                            "image {name}: {} {} (key {})",
+                            if built.reused { "reused" } else { "built" },
+                            built.path.display(),
+                            &built.key[..16]
+                        );
+                        built.path
+                    }
+                };
+                print(&format!("{}: {}\n", s.name, path.display()));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -441,14 +457,7 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                     .ok_or_else(|| miette::miette!("--set takes NAME=VALUE, not `{kv}`"))?;
                 overrides.insert(k.to_string(), v.to_string());
             }
-            let r = image::load_recipe(&images, &recipe)?;
-            let params = r.resolve(&overrides)?;
-            let cache = image::cache_dir();
-            let key = image::cache_key(&r, &images, &params)?;
-            let log = cache.join(format!("build-{recipe}-{}.log", &key[..16]));
-            std::fs::create_dir_all(&cache)
-                .map_err(|e| miette::miette!("{}: {e}", cache.display()))?;
-            let built = image::ensure_built(&images, &r, &params, &cache, &log)?;
+            let built = image::ensure_recipe(&images, &recipe, &overrides, &image::cache_dir())?;
             print(&format!(
                 "{} {} ({})\n",
                 if built.reused { "reused" } else { "built" },

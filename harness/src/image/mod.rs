@@ -111,6 +111,33 @@ pub fn image_dir_name(recipe: &str, key: &str) -> String {
     format!("{recipe}-{}", &key[..key.len().min(16)])
 }
 
+/// The build log `image build` and `image prepare` keep per image, at the top of the cache
+/// (`build-<recipe>-<key16>.log`); `image prune` removes it with its image.
+pub fn build_log(cache: &Path, recipe: &str, key: &str) -> PathBuf {
+    cache.join(format!("build-{}.log", image_dir_name(recipe, key)))
+}
+
+/// Builds or reuses a recipe's image with these parameter settings, its build log kept per
+/// image ([`build_log`]).
+pub fn ensure_recipe(
+    images_dir: &Path,
+    name: &str,
+    set: &BTreeMap<String, String>,
+    cache: &Path,
+) -> Result<BuiltImage, ImageError> {
+    let recipe = load_recipe(images_dir, name)?;
+    let params = recipe.resolve(set)?;
+    let key = cache_key(&recipe, images_dir, &params)?;
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    ensure_built(
+        images_dir,
+        &recipe,
+        &params,
+        cache,
+        &build_log(cache, name, &key),
+    )
+}
+
 /// `$NETBOOT_HARNESS_CACHE`, else `$XDG_CACHE_HOME/netboot-harness`, else `~/.cache/netboot-harness`.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("NETBOOT_HARNESS_CACHE") {
