@@ -353,8 +353,9 @@ fn harness_with_cache(cache: &Path, args: &[&str]) -> Output {
 }
 
 /// `image prune` keeps the image the default recipe parameters give (which the default scenario
-/// uses too), removes an outdated one with its lock and build log, counts the bytes, never
-/// follows a symlink out of the cache, and `--dry-run` changes nothing.
+/// uses too), removes an outdated one this checkout used, with its lock and build log, keeps one
+/// without a record of who uses it (another checkout may), counts the bytes, never follows a
+/// symlink out of the cache, and `--dry-run` changes nothing.
 #[test]
 fn image_prune_keeps_wanted_images_and_removes_the_rest() {
     use netboot_harness::image;
@@ -369,10 +370,16 @@ fn image_prune_keeps_wanted_images_and_removes_the_rest() {
         .join("images")
         .join(image::image_dir_name(&recipe.name, &key));
     let stale = cache.join("images/debian-initramfs-tools-0123456789abcdef");
-    for d in [&current, &stale] {
+    let unrecorded = cache.join("images/debian-initramfs-tools-00000000000000aa");
+    for d in [&current, &stale, &unrecorded] {
         std::fs::create_dir_all(d).unwrap();
         std::fs::write(d.join("disk.img"), vec![7u8; 1 << 20]).unwrap();
     }
+    std::fs::write(
+        stale.join(image::USERS_FILE),
+        format!("{}\t{}\n", image::KEY_SCHEME, root().display()),
+    )
+    .unwrap();
     std::fs::write(
         cache.join("images/.debian-initramfs-tools-0123456789abcdef.lock"),
         b"",
@@ -404,6 +411,12 @@ fn image_prune_keeps_wanted_images_and_removes_the_rest() {
         "{t}"
     );
     assert!(t.contains("would free 1.0 MiB"), "{t}");
+    assert!(
+        t.contains(&format!("kept          {}", unrecorded.display()))
+            && t.contains("no record of the checkouts that use it"),
+        "{t}"
+    );
+    assert!(t.contains("kept 2 image(s)"), "{t}");
     assert!(stale.exists(), "a dry run removed something");
     assert_eq!(
         o.status.code(),
@@ -423,6 +436,7 @@ fn image_prune_keeps_wanted_images_and_removes_the_rest() {
     );
     assert!(t.contains("freed 1.0 MiB"), "{t}");
     assert!(!stale.exists() && current.join("disk.img").exists(), "{t}");
+    assert!(unrecorded.exists(), "{t}");
     assert!(!cache
         .join("build-debian-initramfs-tools-0123456789abcdef.log")
         .exists());
@@ -435,7 +449,7 @@ fn image_prune_keeps_wanted_images_and_removes_the_rest() {
     std::fs::remove_file(&link).unwrap();
     let o = harness_with_cache(&cache, &["image", "prune", "--all"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!current.exists(), "{}", text(&o));
+    assert!(!current.exists() && !unrecorded.exists(), "{}", text(&o));
     assert!(outside.join("precious.img").exists());
 
     // An empty or missing cache is not an error.

@@ -491,7 +491,12 @@ fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Resu
     } else {
         prune::wanted(images, &paths::scenarios_dir())?
     };
-    let out = prune::prune(&cache, &wanted, prune::PruneOptions { all, dry_run })?;
+    let out = prune::prune(
+        &cache,
+        &wanted,
+        &paths::project_root(),
+        prune::PruneOptions { all, dry_run },
+    )?;
     for e in &out.entries {
         let size = prune::human_bytes(e.bytes);
         let path = e.path.display();
@@ -502,6 +507,19 @@ fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Resu
             Action::InUse => println!("in use        {path}  ({})", e.note),
             Action::Refused => println!("REFUSED       {path}  ({})", e.note),
         }
+    }
+    let kept: Vec<_> = out
+        .entries
+        .iter()
+        .filter(|e| e.action == Action::Kept && e.path.join("disk.img").exists())
+        .collect();
+    if !kept.is_empty() {
+        println!(
+            "kept {} image(s), {}: wanted by this checkout's recipes and scenarios, or not \
+             known to be unwanted by the other checkouts that used them (--all removes them too)",
+            kept.len(),
+            prune::human_bytes(kept.iter().map(|e| e.bytes).sum())
+        );
     }
     let freed = out.freed();
     println!(

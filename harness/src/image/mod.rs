@@ -54,6 +54,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     }
 }
 
+/// The version of [`cache_key`]'s recipe: a checkout whose harness keys images another way
+/// (recorded in [`USERS_FILE`]) cannot be judged by this one's keys.
+pub const KEY_SCHEME: &str = "v1";
+
+/// In an image's folder: one line per checkout that built or used the image,
+/// `<KEY_SCHEME>\t<checkout folder>`, so `image prune` run from one checkout can ask the others.
+pub const USERS_FILE: &str = "used-by";
+
 /// Hash of every input of a build: the shared `images/lib` tree, the recipe's folder and the
 /// resolved parameters. Same inputs, same key; any change, a new image.
 pub fn cache_key(
@@ -62,7 +70,7 @@ pub fn cache_key(
     params: &BTreeMap<String, String>,
 ) -> Result<String, ImageError> {
     let mut h = Sha256::new();
-    h.update(b"netboot-harness image v1\0");
+    h.update(format!("netboot-harness image {KEY_SCHEME}\0").as_bytes());
     for (label, root) in [
         ("lib", images_dir.join("lib")),
         ("recipe", recipe.dir.clone()),
@@ -138,6 +146,52 @@ pub fn ensure_recipe(
     )
 }
 
+/// The checkouts recorded in an image folder's [`USERS_FILE`]: (key scheme, folder), each once.
+pub fn image_users(image_dir: &Path) -> Option<Vec<(String, PathBuf)>> {
+    let text = std::fs::read_to_string(image_dir.join(USERS_FILE)).ok()?;
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for line in text.lines() {
+        if let Some((scheme, root)) = line.split_once('\t') {
+            let user = (scheme.to_string(), PathBuf::from(root));
+            if !root.is_empty() && !out.contains(&user) {
+                out.push(user);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Notes in the image's folder that the checkout owning `images_dir` uses it. Best effort: a
+/// cache this user cannot write (a root-built cache read by a rootless run) records nothing.
+fn record_user(image_dir: &Path, images_dir: &Path) {
+    use std::io::Write;
+    let Some(root) = images_dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    else {
+        return;
+    };
+    let Some(root) = root.to_str().filter(|r| !r.contains(['\n', '\t'])) else {
+        return;
+    };
+    let known = image_users(image_dir).unwrap_or_default();
+    if known
+        .iter()
+        .any(|(s, r)| s == KEY_SCHEME && r == Path::new(root))
+    {
+        return;
+    }
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(image_dir.join(USERS_FILE))
+        .and_then(|mut f| f.write_all(format!("{KEY_SCHEME}\t{root}\n").as_bytes()));
+    if let Err(e) = appended {
+        tracing::debug!(dir = %image_dir.display(), "cannot record the image's user: {e}");
+    }
+}
+
 /// `$NETBOOT_HARNESS_CACHE`, else `$XDG_CACHE_HOME/netboot-harness`, else `~/.cache/netboot-harness`.
 pub fn cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("NETBOOT_HARNESS_CACHE") {
@@ -183,6 +237,7 @@ pub fn ensure_built(
         .join(image_dir_name(&recipe.name, &key));
     let disk = dir.join("disk.img");
     if disk.is_file() {
+        record_user(&dir, images_dir);
         return Ok(BuiltImage {
             path: disk,
             key,
@@ -210,6 +265,7 @@ pub fn ensure_built(
         })?;
     // Someone else may have finished the build while we waited for the lock.
     if disk.is_file() {
+        record_user(&dir, images_dir);
         return Ok(BuiltImage {
             path: disk,
             key,
@@ -241,6 +297,7 @@ pub fn ensure_built(
     )
     .map_err(io(&meta_path))?;
     set_read_only(&tmp.join("disk.img"))?;
+    record_user(&tmp, images_dir);
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     Ok(BuiltImage {
         path: disk,
@@ -539,6 +596,22 @@ mod tests {
         .unwrap();
         let e = load_recipe(&t.0, "alpha").unwrap_err().to_string();
         assert!(e.contains("give the suite once"), "{e}");
+    }
+
+    #[test]
+    fn uses_are_recorded_once_per_checkout() {
+        let t = tree("users");
+        let img = t.0.join("cache/alpha-0000000000000000");
+        std::fs::create_dir_all(&img).unwrap();
+        assert!(image_users(&img).is_none());
+        record_user(&img, &t.0);
+        record_user(&img, &t.0);
+        let root = t.0.canonicalize().unwrap();
+        let root = root.parent().unwrap();
+        assert_eq!(
+            image_users(&img).unwrap(),
+            vec![(KEY_SCHEME.to_string(), root.to_path_buf())]
+        );
     }
 
     #[test]

@@ -3,12 +3,21 @@
 //! An image is wanted when the current recipes build it with their default parameters or a
 //! scenario under `scenarios/` names it; the names come from [`image::cache_key`] and
 //! [`image::image_dir_name`], exactly as [`image::ensure_built`] makes them, so a recipe edit
-//! turns the old image into garbage and nothing else does. Only entries the harness itself
-//! makes are touched (image folders, their lock files, leftovers of killed builds and build
-//! logs); anything else in the cache is left alone, and a symlink that leads out of the cache is
-//! never followed nor removed.
+//! turns the old image into garbage and nothing else does.
+//!
+//! The cache is shared by every checkout of the user, each at its own commit. Every build and
+//! every reuse records the checkout in the image's folder ([`image::USERS_FILE`]), and an image
+//! this checkout does not want goes only when no other recorded checkout wants it either: each
+//! one that still exists is asked the same question (its recipes' defaults and its
+//! `scenarios/`, keyed by this harness). An image is kept when that cannot be told: no record
+//! (built before images kept one), a checkout whose harness keys images another way, or whose
+//! recipes or scenarios this harness cannot read. `--all` removes them all.
+//!
+//! Only entries the harness itself makes are touched (image folders, their lock files,
+//! leftovers of killed builds and build logs); anything else in the cache is left alone, and a
+//! symlink that leads out of the cache is never followed nor removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use crate::image::{self, ImageError};
@@ -46,8 +55,124 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PruneError + '_ {
 /// Image folder name -> why it is kept (recipe defaults, scenario names).
 pub type Wanted = BTreeMap<String, Vec<String>>;
 
-/// The images the current recipes (default parameters) and the shipped scenarios ask for.
-pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneError> {
+/// Why an image this checkout does not want is kept all the same, if it is: what other checkouts
+/// that recorded using it ([`image::USERS_FILE`]) want, judged once per checkout.
+struct OtherCheckouts {
+    here: Option<PathBuf>,
+    judged: HashMap<PathBuf, Result<Wanted, String>>,
+}
+
+impl OtherCheckouts {
+    fn new(here: &Path) -> OtherCheckouts {
+        OtherCheckouts {
+            here: here.canonicalize().ok(),
+            judged: HashMap::new(),
+        }
+    }
+
+    /// `Some(why)` to keep the image folder `dir` named `name`, `None` when nobody wants it.
+    fn keep(&mut self, dir: &Path, name: &str) -> Option<String> {
+        let Some(users) = image::image_users(dir) else {
+            return Some(
+                "no record of the checkouts that use it (built before images kept one); \
+                 --all removes it"
+                    .into(),
+            );
+        };
+        let mut why = Vec::new();
+        for (scheme, root) in users {
+            if self.here.as_deref() == Some(root.as_path()) || !is_checkout(&root) {
+                continue;
+            }
+            if scheme != image::KEY_SCHEME {
+                why.push(format!(
+                    "used by {}, whose harness keys images another way ({scheme})",
+                    root.display()
+                ));
+                continue;
+            }
+            let judged = self
+                .judged
+                .entry(root.clone())
+                .or_insert_with(|| checkout_wants(&root));
+            match judged {
+                Ok(w) => {
+                    if let Some(reasons) = w.get(name) {
+                        why.push(format!("{} in {}", reasons.join(", "), root.display()));
+                    }
+                }
+                Err(e) => why.push(format!(
+                    "used by {}, whose images this harness cannot tell: {e}",
+                    root.display()
+                )),
+            }
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+fn is_checkout(root: &Path) -> bool {
+    root.join("images").is_dir() && root.join("scenarios").is_dir()
+}
+
+/// What another checkout's recipes and scenarios ask for, read loosely: only each scenario's
+/// `image`, since that checkout may be at a commit whose scenario format this one does not know.
+fn checkout_wants(root: &Path) -> Result<Wanted, String> {
+    let images_dir = root.join("images");
+    let mut out = recipe_defaults(&images_dir).map_err(|e| e.to_string())?;
+    let dir = root.join("scenarios");
+    let files =
+        crate::support::paths::scenario_files(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for f in files {
+        let text = std::fs::read(&f)
+            .ok()
+            .filter(|t| t.len() <= scenario::MAX_SCENARIO_BYTES as usize)
+            .and_then(|t| String::from_utf8(t).ok())
+            .ok_or_else(|| format!("{}: unreadable", f.display()))?;
+        let s: LooseScenario =
+            serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        let (name, set) = match s.image {
+            LooseImage::Name(name) => (name, BTreeMap::new()),
+            LooseImage::Recipe {
+                recipe: Some(name),
+                set,
+            } => (name, set),
+            // `{ file: PATH }`: a disk of the user's, not in the cache.
+            LooseImage::Recipe { recipe: None, .. } => continue,
+        };
+        let at = |e: ImageError| format!("{}: {e}", f.display());
+        let r = image::load_recipe(&images_dir, &name)
+            .map_err(ImageError::from)
+            .map_err(at)?;
+        let params = r.resolve(&set).map_err(ImageError::from).map_err(at)?;
+        let key = image::cache_key(&r, &images_dir, &params).map_err(at)?;
+        out.entry(image::image_dir_name(&name, &key))
+            .or_default()
+            .push(format!("scenario {}", s.name.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// A scenario of another checkout, as far as its image goes.
+#[derive(serde::Deserialize)]
+struct LooseScenario {
+    #[serde(default)]
+    name: Option<String>,
+    image: LooseImage,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum LooseImage {
+    Name(String),
+    Recipe {
+        recipe: Option<String>,
+        #[serde(default)]
+        set: BTreeMap<String, String>,
+    },
+}
+
+fn recipe_defaults(images_dir: &Path) -> Result<Wanted, ImageError> {
     let mut out = Wanted::new();
     for r in image::list_recipes(images_dir)? {
         let params = r.resolve(&BTreeMap::new())?;
@@ -56,6 +181,12 @@ pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneEr
             .or_default()
             .push(format!("default parameters of {}", r.name));
     }
+    Ok(out)
+}
+
+/// The images the current recipes (default parameters) and the shipped scenarios ask for.
+pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneError> {
+    let mut out = recipe_defaults(images_dir)?;
     let files = crate::support::paths::scenario_files(scenarios_dir).map_err(io(scenarios_dir))?;
     for f in files {
         let s = scenario::load(&f).map_err(|e| PruneError::Scenario {
@@ -165,9 +296,19 @@ fn kind_at_top(name: &str) -> Option<Kind> {
     is_image_name(n).then(|| Kind::Log(n.to_string()))
 }
 
-/// Removes (or lists, with `dry_run`) what is not wanted. Touches nothing outside `cache`.
-pub fn prune(cache: &Path, wanted: &Wanted, opts: PruneOptions) -> Result<Outcome, PruneError> {
+/// Removes (or lists, with `dry_run`) what neither this checkout (`here`, whose images are
+/// `wanted`) nor another checkout recorded in an image's folder wants. Touches nothing outside
+/// `cache`.
+pub fn prune(
+    cache: &Path,
+    wanted: &Wanted,
+    here: &Path,
+    opts: PruneOptions,
+) -> Result<Outcome, PruneError> {
     let mut out = Outcome::default();
+    let mut others = OtherCheckouts::new(here);
+    // Image name -> why it stays (None: it goes), shared by its folder, lock and log.
+    let mut verdicts: HashMap<String, Option<String>> = HashMap::new();
     if !cache.exists() {
         return Ok(out);
     }
@@ -223,10 +364,20 @@ pub fn prune(cache: &Path, wanted: &Wanted, opts: PruneOptions) -> Result<Outcom
             }
         }
         let (keep, note) = match &kind {
-            Kind::Image(n) | Kind::Lock(n) | Kind::Log(n) => match wanted.get(n) {
-                Some(why) if !opts.all => (true, why.join(", ")),
-                _ => (false, String::new()),
-            },
+            Kind::Image(_) | Kind::Lock(_) | Kind::Log(_) if opts.all => (false, String::new()),
+            Kind::Image(n) | Kind::Lock(n) | Kind::Log(n) => {
+                let why = verdicts.entry(n.clone()).or_insert_with(|| {
+                    if let Some(why) = wanted.get(n) {
+                        return Some(why.join(", "));
+                    }
+                    let dir = images.join(n);
+                    dir.is_dir().then(|| others.keep(&dir, n)).flatten()
+                });
+                match why {
+                    Some(why) => (true, why.clone()),
+                    None => (false, String::new()),
+                }
+            }
             Kind::Build(_) => (false, "left over from a build that ended".into()),
         };
         // Only the link itself goes when an entry is a symlink: its size is not ours to count.
@@ -354,6 +505,120 @@ mod tests {
         d
     }
 
+    /// A checkout folder: `images/` (one recipe, `alpha`) and `scenarios/`.
+    fn checkout(root: &Path) -> PathBuf {
+        std::fs::create_dir_all(root.join("images/lib/flavours")).unwrap();
+        std::fs::create_dir_all(root.join("images/alpha")).unwrap();
+        std::fs::create_dir_all(root.join("scenarios")).unwrap();
+        std::fs::write(root.join("images/lib/flavours/plain.sh"), "# plain\n").unwrap();
+        std::fs::write(
+            root.join("images/alpha/recipe.yaml"),
+            "description: test\nflavour: plain\nparams:\n  device: { default: eth0, help: nic }\n",
+        )
+        .unwrap();
+        root.canonicalize().unwrap()
+    }
+
+    fn used_by(image_dir: &Path, root: &Path) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(image_dir.join(image::USERS_FILE))
+            .unwrap();
+        writeln!(f, "{}\t{}", image::KEY_SCHEME, root.display()).unwrap();
+    }
+
+    /// The image folder name `root`'s recipe `alpha` gives with these settings.
+    fn alpha_image(root: &Path, set: &[(&str, &str)]) -> String {
+        let images = root.join("images");
+        let r = image::load_recipe(&images, "alpha").unwrap();
+        let set = set
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let key = image::cache_key(&r, &images, &r.resolve(&set).unwrap()).unwrap();
+        image::image_dir_name("alpha", &key)
+    }
+
+    #[test]
+    fn images_other_checkouts_want_or_may_want_are_kept() {
+        let t = temp("others");
+        let cache = t.path().join("cache");
+        let here = checkout(&t.path().join("here"));
+        let other = checkout(&t.path().join("other"));
+        std::fs::write(
+            other.join("scenarios/eth1.yaml"),
+            "name: on-eth1\nimage: { recipe: alpha, set: { device: eth1 } }\nnodes: []\n",
+        )
+        .unwrap();
+        let image = |name: &str, users: &[&Path]| {
+            let d = cache.join("images").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("disk.img"), b"disk").unwrap();
+            for u in users {
+                used_by(&d, u);
+            }
+            d
+        };
+        // The other checkout's scenario and its recipe's defaults: kept, with the reason.
+        let scenario_image = image(&alpha_image(&other, &[("device", "eth1")]), &[&other]);
+        let default_image = image(&alpha_image(&other, &[]), &[&here, &other]);
+        // Used by the other checkout once, wanted by it no more.
+        let stale = image("alpha-00000000000000ee", &[&here, &other]);
+        // Used by a checkout that is gone.
+        let gone = image("alpha-00000000000000ef", &[&t.path().join("deleted")]);
+        // No record at all: nobody can tell.
+        let unknown = image("alpha-00000000000000f0", &[]);
+        // A checkout whose scenarios cannot be read.
+        let broken = checkout(&t.path().join("broken"));
+        std::fs::write(broken.join("scenarios/bad.yaml"), "image: [\n").unwrap();
+        let from_broken = image("alpha-00000000000000f1", &[&broken]);
+
+        let out = prune(&cache, &Wanted::new(), &here, PruneOptions::default()).unwrap();
+        let note = |p: &Path| {
+            out.entries
+                .iter()
+                .find(|e| e.path == p)
+                .map(|e| (e.action, e.note.clone()))
+                .unwrap()
+        };
+        let (action, why) = note(&scenario_image);
+        assert_eq!(action, Action::Kept);
+        assert!(
+            why.contains("scenario on-eth1") && why.contains(&other.display().to_string()),
+            "{why}"
+        );
+        let (action, why) = note(&default_image);
+        assert_eq!(action, Action::Kept);
+        assert!(why.contains("default parameters of alpha"), "{why}");
+        assert!(!stale.exists() && !gone.exists());
+        assert!(unknown.exists(), "an image without a record was removed");
+        assert!(
+            note(&unknown).1.contains("no record"),
+            "{:?}",
+            note(&unknown)
+        );
+        assert!(from_broken.exists());
+        assert!(
+            note(&from_broken).1.contains("cannot tell"),
+            "{:?}",
+            note(&from_broken)
+        );
+
+        prune(
+            &cache,
+            &Wanted::new(),
+            &here,
+            PruneOptions {
+                all: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!scenario_image.exists() && !unknown.exists() && !from_broken.exists());
+    }
+
     #[test]
     fn names_are_classified_by_the_harness_patterns() {
         assert_eq!(
@@ -381,11 +646,13 @@ mod tests {
     fn keeps_wanted_removes_the_rest_and_counts_bytes() {
         let t = temp("keep");
         let cache = t.path().join("cache");
+        let here = checkout(&t.path().join("here"));
         let keep = cache.join("images/alpha-00000000000000aa");
         let old = cache.join("images/alpha-00000000000000bb");
         for d in [&keep, &old] {
             std::fs::create_dir_all(d).unwrap();
             std::fs::write(d.join("disk.img"), vec![1u8; 64 * 1024]).unwrap();
+            used_by(d, &here);
         }
         std::fs::write(cache.join("images/.alpha-00000000000000bb.lock"), b"").unwrap();
         std::fs::write(cache.join("build-alpha-00000000000000bb.log"), b"log").unwrap();
@@ -395,6 +662,7 @@ mod tests {
         let dry = prune(
             &cache,
             &wanted,
+            &here,
             PruneOptions {
                 dry_run: true,
                 ..Default::default()
@@ -404,7 +672,7 @@ mod tests {
         assert!(old.exists(), "a dry run removed something");
         assert!(dry.freed() >= 64 * 1024, "{}", dry.freed());
 
-        let done = prune(&cache, &wanted, PruneOptions::default()).unwrap();
+        let done = prune(&cache, &wanted, &here, PruneOptions::default()).unwrap();
         assert_eq!(done.freed(), dry.freed());
         assert!(keep.join("disk.img").exists());
         assert!(!old.exists());
@@ -415,6 +683,7 @@ mod tests {
         prune(
             &cache,
             &wanted,
+            &here,
             PruneOptions {
                 all: true,
                 ..Default::default()
@@ -436,6 +705,7 @@ mod tests {
         let out = prune(
             &cache,
             &Wanted::new(),
+            t.path(),
             PruneOptions {
                 all: true,
                 ..Default::default()
@@ -453,7 +723,7 @@ mod tests {
         let cache = t.path().join("cache2");
         std::fs::create_dir_all(&cache).unwrap();
         std::os::unix::fs::symlink(t.path().join("cache/images"), cache.join("images")).unwrap();
-        let e = prune(&cache, &Wanted::new(), PruneOptions::default()).unwrap_err();
+        let e = prune(&cache, &Wanted::new(), t.path(), PruneOptions::default()).unwrap_err();
         assert!(matches!(e, PruneError::Escapes { .. }), "{e}");
     }
 
@@ -466,7 +736,7 @@ mod tests {
             std::process::id()
         ));
         std::fs::create_dir_all(&live).unwrap();
-        let out = prune(&cache, &Wanted::new(), PruneOptions::default()).unwrap();
+        let out = prune(&cache, &Wanted::new(), t.path(), PruneOptions::default()).unwrap();
         assert!(live.exists());
         assert_eq!(out.entries[0].action, Action::InUse);
     }
