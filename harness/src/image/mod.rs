@@ -62,6 +62,10 @@ pub const KEY_SCHEME: &str = "v1";
 /// `<KEY_SCHEME>\t<checkout folder>`, so `image prune` run from one checkout can ask the others.
 pub const USERS_FILE: &str = "used-by";
 
+/// The first line of a [`USERS_FILE`] begun on a reuse rather than by the build: the image is
+/// older than the records, and the checkouts that used it before are unknown.
+pub const EARLIER_USES_UNKNOWN: &str = "earlier-uses-unknown";
+
 /// Hash of every input of a build: the shared `images/lib` tree, the recipe's folder and the
 /// resolved parameters. Same inputs, same key; any change, a new image.
 pub fn cache_key(
@@ -146,11 +150,16 @@ pub fn ensure_recipe(
     )
 }
 
-/// The checkouts recorded in an image folder's [`USERS_FILE`]: (key scheme, folder), each once.
+/// The checkouts recorded in an image folder's [`USERS_FILE`]: (key scheme, folder), each once;
+/// an [`EARLIER_USES_UNKNOWN`] line comes back as that scheme with an empty folder.
 pub fn image_users(image_dir: &Path) -> Option<Vec<(String, PathBuf)>> {
     let text = std::fs::read_to_string(image_dir.join(USERS_FILE)).ok()?;
     let mut out: Vec<(String, PathBuf)> = Vec::new();
     for line in text.lines() {
+        if line == EARLIER_USES_UNKNOWN {
+            out.push((EARLIER_USES_UNKNOWN.to_string(), PathBuf::new()));
+            continue;
+        }
         if let Some((scheme, root)) = line.split_once('\t') {
             let user = (scheme.to_string(), PathBuf::from(root));
             if !root.is_empty() && !out.contains(&user) {
@@ -161,9 +170,10 @@ pub fn image_users(image_dir: &Path) -> Option<Vec<(String, PathBuf)>> {
     Some(out)
 }
 
-/// Notes in the image's folder that the checkout owning `images_dir` uses it. Best effort: a
-/// cache this user cannot write (a root-built cache read by a rootless run) records nothing.
-fn record_user(image_dir: &Path, images_dir: &Path) {
+/// Notes in the image's folder that the checkout owning `images_dir` uses it; `built`: the
+/// record starts with the build, so it names every user. Best effort: a cache this user cannot
+/// write (a root-built cache read by a rootless run) records nothing.
+fn record_user(image_dir: &Path, images_dir: &Path, built: bool) {
     use std::io::Write;
     let Some(root) = images_dir
         .canonicalize()
@@ -175,18 +185,25 @@ fn record_user(image_dir: &Path, images_dir: &Path) {
     let Some(root) = root.to_str().filter(|r| !r.contains(['\n', '\t'])) else {
         return;
     };
-    let known = image_users(image_dir).unwrap_or_default();
+    let known = image_users(image_dir);
     if known
         .iter()
+        .flatten()
         .any(|(s, r)| s == KEY_SCHEME && r == Path::new(root))
     {
         return;
     }
+    // An image older than the records: other checkouts may have used it, unrecorded.
+    let first = if known.is_none() && !built {
+        format!("{EARLIER_USES_UNKNOWN}\n")
+    } else {
+        String::new()
+    };
     let appended = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(image_dir.join(USERS_FILE))
-        .and_then(|mut f| f.write_all(format!("{KEY_SCHEME}\t{root}\n").as_bytes()));
+        .and_then(|mut f| f.write_all(format!("{first}{KEY_SCHEME}\t{root}\n").as_bytes()));
     if let Err(e) = appended {
         tracing::debug!(dir = %image_dir.display(), "cannot record the image's user: {e}");
     }
@@ -237,7 +254,7 @@ pub fn ensure_built(
         .join(image_dir_name(&recipe.name, &key));
     let disk = dir.join("disk.img");
     if disk.is_file() {
-        record_user(&dir, images_dir);
+        record_user(&dir, images_dir, false);
         return Ok(BuiltImage {
             path: disk,
             key,
@@ -265,7 +282,7 @@ pub fn ensure_built(
         })?;
     // Someone else may have finished the build while we waited for the lock.
     if disk.is_file() {
-        record_user(&dir, images_dir);
+        record_user(&dir, images_dir, false);
         return Ok(BuiltImage {
             path: disk,
             key,
@@ -297,7 +314,7 @@ pub fn ensure_built(
     )
     .map_err(io(&meta_path))?;
     set_read_only(&tmp.join("disk.img"))?;
-    record_user(&tmp, images_dir);
+    record_user(&tmp, images_dir, true);
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     Ok(BuiltImage {
         path: disk,
@@ -604,13 +621,18 @@ mod tests {
         let img = t.0.join("cache/alpha-0000000000000000");
         std::fs::create_dir_all(&img).unwrap();
         assert!(image_users(&img).is_none());
-        record_user(&img, &t.0);
-        record_user(&img, &t.0);
+        record_user(&img, &t.0, true);
+        record_user(&img, &t.0, false);
         let root = t.0.canonicalize().unwrap();
-        let root = root.parent().unwrap();
+        let me = (KEY_SCHEME.to_string(), root.parent().unwrap().to_path_buf());
+        assert_eq!(image_users(&img).unwrap(), vec![me.clone()]);
+        // A record begun on a reuse says that earlier users are unknown.
+        let old = t.0.join("cache/alpha-0000000000000001");
+        std::fs::create_dir_all(&old).unwrap();
+        record_user(&old, &t.0, false);
         assert_eq!(
-            image_users(&img).unwrap(),
-            vec![(KEY_SCHEME.to_string(), root.to_path_buf())]
+            image_users(&old).unwrap(),
+            vec![(EARLIER_USES_UNKNOWN.to_string(), PathBuf::new()), me]
         );
     }
 

@@ -10,8 +10,9 @@
 //! this checkout does not want goes only when no other recorded checkout wants it either: each
 //! one that still exists is asked the same question (its recipes' defaults and its
 //! `scenarios/`, keyed by this harness). An image is kept when that cannot be told: no record
-//! (built before images kept one), a checkout whose harness keys images another way, or whose
-//! recipes or scenarios this harness cannot read. `--all` removes them all.
+//! (built before images kept one), a record begun on a reuse (earlier users unknown), a
+//! checkout whose harness keys images another way, or whose recipes or scenarios this harness
+//! cannot read. `--all` removes them all.
 //!
 //! Only entries the harness itself makes are touched (image folders, their lock files,
 //! leftovers of killed builds and build logs); anything else in the cache is left alone, and a
@@ -81,6 +82,14 @@ impl OtherCheckouts {
         };
         let mut why = Vec::new();
         for (scheme, root) in users {
+            if scheme == image::EARLIER_USES_UNKNOWN {
+                why.push(
+                    "used before images recorded their checkouts, so others may still want it; \
+                     --all removes it"
+                        .to_string(),
+                );
+                continue;
+            }
             if self.here.as_deref() == Some(root.as_path()) || !is_checkout(&root) {
                 continue;
             }
@@ -570,6 +579,18 @@ mod tests {
         let gone = image("alpha-00000000000000ef", &[&t.path().join("deleted")]);
         // No record at all: nobody can tell.
         let unknown = image("alpha-00000000000000f0", &[]);
+        // A record begun on a reuse: the uses before it are unknown.
+        let older = image("alpha-00000000000000f2", &[]);
+        std::fs::write(
+            older.join(image::USERS_FILE),
+            format!(
+                "{}\n{}\t{}\n",
+                image::EARLIER_USES_UNKNOWN,
+                image::KEY_SCHEME,
+                here.display()
+            ),
+        )
+        .unwrap();
         // A checkout whose scenarios cannot be read.
         let broken = checkout(&t.path().join("broken"));
         std::fs::write(broken.join("scenarios/bad.yaml"), "image: [\n").unwrap();
@@ -598,6 +619,12 @@ mod tests {
             note(&unknown).1.contains("no record"),
             "{:?}",
             note(&unknown)
+        );
+        assert!(older.exists());
+        assert!(
+            note(&older).1.contains("others may still want it"),
+            "{:?}",
+            note(&older)
         );
         assert!(from_broken.exists());
         assert!(
