@@ -1,0 +1,228 @@
+use super::*;
+
+#[test]
+fn stage_lines_are_recognised() {
+    assert_eq!(
+        build_stage("build-image: stage: debootstrap (bookworm: 12 packages)"),
+        Some("debootstrap (bookworm: 12 packages)")
+    );
+    assert_eq!(build_stage("build-image: kernel 6.1.0"), None);
+}
+
+/// Removed when dropped, also when a test panics.
+fn tree(name: &str) -> tempfile::TempDir {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("nbh-image-{name}-"))
+        .tempdir()
+        .unwrap();
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("lib/flavours")).unwrap();
+    std::fs::create_dir_all(d.join("alpha")).unwrap();
+    std::fs::write(d.join("lib/build-image"), "#!/bin/sh\n").unwrap();
+    std::fs::write(d.join("lib/flavours/plain.sh"), "# plain\n").unwrap();
+    std::fs::write(
+        d.join("alpha/recipe.yaml"),
+        "description: test\nflavour: plain\nparams:\n  device: { default: eth0, help: nic }\n",
+    )
+    .unwrap();
+    tmp
+}
+
+#[test]
+fn loads_and_resolves_params() {
+    let t = tree("load");
+    let r = load_recipe(t.path(), "alpha").unwrap();
+    assert_eq!(r.flavour, "plain");
+    let p = r.resolve(&BTreeMap::new()).unwrap();
+    assert_eq!(p["device"], "eth0");
+    let p = r
+        .resolve(&BTreeMap::from([("device".into(), "eth1".into())]))
+        .unwrap();
+    assert_eq!(p["device"], "eth1");
+}
+
+#[test]
+fn unknown_recipe_lists_valid_ones() {
+    let t = tree("unknown");
+    let e = load_recipe(t.path(), "beta").unwrap_err().to_string();
+    assert!(
+        e.contains("unknown image recipe `beta`") && e.contains("`alpha`"),
+        "{e}"
+    );
+    let e = load_recipe(t.path(), "../alpha").unwrap_err().to_string();
+    assert!(e.contains("unknown image recipe"), "{e}");
+}
+
+#[test]
+fn unknown_param_lists_valid_ones() {
+    let t = tree("param");
+    let r = load_recipe(t.path(), "alpha").unwrap();
+    let e = r
+        .resolve(&BTreeMap::from([("devcie".into(), "eth1".into())]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no parameter `devcie`") && e.contains("`device`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_value_outside_the_allowed_ones_is_refused() {
+    let t = tree("values");
+    std::fs::write(
+        t.path().join("alpha/recipe.yaml"),
+        "description: test\nflavour: plain\nparams:\n  suite: { default: bookworm, values: [bookworm, trixie], help: s }\n",
+    )
+    .unwrap();
+    let r = load_recipe(t.path(), "alpha").unwrap();
+    let p = r
+        .resolve(&BTreeMap::from([("suite".into(), "trixie".into())]))
+        .unwrap();
+    assert_eq!(p["suite"], "trixie");
+    let e = r
+        .resolve(&BTreeMap::from([("suite".into(), "sid".into())]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`suite` cannot be `sid`") && e.contains("`bookworm`, `trixie`"),
+        "{e}"
+    );
+    // The suite is a parameter like the others: it changes the key.
+    let k1 = cache_key(&r, t.path(), &r.resolve(&BTreeMap::new()).unwrap()).unwrap();
+    assert_ne!(k1, cache_key(&r, t.path(), &p).unwrap());
+}
+
+#[test]
+fn recipes_that_contradict_themselves_are_refused() {
+    let t = tree("contradict");
+    std::fs::write(
+        t.path().join("alpha/recipe.yaml"),
+        "description: test\nflavour: plain\nparams:\n  suite: { default: sid, values: [bookworm], help: s }\n",
+    )
+    .unwrap();
+    let e = load_recipe(t.path(), "alpha").unwrap_err().to_string();
+    assert!(e.contains("default `sid` is not one of its values"), "{e}");
+    std::fs::write(
+        t.path().join("alpha/recipe.yaml"),
+        "description: test\nflavour: plain\nsuite: trixie\nparams:\n  suite: { default: bookworm, help: s }\n",
+    )
+    .unwrap();
+    let e = load_recipe(t.path(), "alpha").unwrap_err().to_string();
+    assert!(e.contains("give the suite once"), "{e}");
+}
+
+#[test]
+fn uses_are_recorded_once_per_checkout() {
+    let t = tree("users");
+    let img = t.path().join("cache/alpha-0000000000000000");
+    std::fs::create_dir_all(&img).unwrap();
+    assert!(image_users(&img).is_none());
+    record_user(&img, t.path(), true);
+    record_user(&img, t.path(), false);
+    let root = t.path().canonicalize().unwrap();
+    let me = (KEY_SCHEME.to_string(), root.parent().unwrap().to_path_buf());
+    assert_eq!(image_users(&img).unwrap(), vec![me.clone()]);
+    // A record begun on a reuse says that earlier users are unknown.
+    let old = t.path().join("cache/alpha-0000000000000001");
+    std::fs::create_dir_all(&old).unwrap();
+    record_user(&old, t.path(), false);
+    assert_eq!(
+        image_users(&old).unwrap(),
+        vec![(EARLIER_USES_UNKNOWN.to_string(), PathBuf::new()), me]
+    );
+}
+
+#[test]
+fn cache_key_is_stable_and_sensitive() {
+    let t = tree("key");
+    let r = load_recipe(t.path(), "alpha").unwrap();
+    let p = r.resolve(&BTreeMap::new()).unwrap();
+    let k1 = cache_key(&r, t.path(), &p).unwrap();
+    assert_eq!(k1, cache_key(&r, t.path(), &p).unwrap());
+    let p2 = r
+        .resolve(&BTreeMap::from([("device".into(), "eth1".into())]))
+        .unwrap();
+    let k2 = cache_key(&r, t.path(), &p2).unwrap();
+    assert_ne!(k1, k2, "a parameter must change the key");
+    std::fs::write(t.path().join("lib/flavours/plain.sh"), "# changed\n").unwrap();
+    let k3 = cache_key(&r, t.path(), &p).unwrap();
+    assert_ne!(k1, k3, "a shared file must change the key");
+}
+
+#[test]
+fn shipped_recipes_load() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+    let all = list_recipes(&images).unwrap();
+    assert!(all.iter().any(|r| r.name == "debian-initramfs-tools"));
+    for r in all {
+        assert!(!r.description.is_empty(), "{}", r.name);
+    }
+}
+
+#[test]
+fn qcow2_is_converted_to_raw() {
+    let blocker = crate::support::tools::find("qemu-img")
+        .is_none()
+        .then(|| "qemu-img is missing (Debian package qemu-utils, ci/setup installs it)".into());
+    if !crate::test_boots::require("image::tests::qcow2_is_converted_to_raw", blocker) {
+        return;
+    }
+    let t = tree("qcow2");
+    let raw = t.path().join("src.raw");
+    std::fs::write(&raw, vec![0x5au8; 65536]).unwrap();
+    let q = t.path().join("src.qcow2");
+    let st = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&q)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(is_qcow2(&q) && !is_qcow2(&raw));
+    let before = std::fs::read(&q).unwrap();
+    let dest = t.path().join("run.img");
+    per_run_copy(&q, &dest).unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), vec![0x5au8; 65536]);
+    assert_eq!(
+        std::fs::read(&q).unwrap(),
+        before,
+        "the user's image was changed"
+    );
+}
+
+#[test]
+fn build_output_goes_to_the_log_and_stages_are_reported() {
+    use std::io::Write;
+    let t = tree("output");
+    let log = t.path().join("build.log");
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log_file = std::fs::File::create(&log).unwrap();
+    let reader = std::thread::spawn(move || copy_build_output(r, log_file, tx));
+    let mut w = std::fs::File::from(w);
+    w.write_all(b"build-image: stage: configure\nnoise\nbuild-image: stage: disk\nno newline")
+        .unwrap();
+    drop(w);
+    reader.join().unwrap();
+    let stages: Vec<String> = rx.iter().collect();
+    assert_eq!(stages, vec!["configure", "disk"]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.starts_with("build-image: stage: configure\nnoise\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("no newline"), "{text}");
+}
+
+#[test]
+fn per_run_copy_is_writable_and_leaves_base_alone() {
+    let t = tree("copy");
+    let base = t.path().join("base.img");
+    std::fs::write(&base, b"disk").unwrap();
+    set_read_only(&base).unwrap();
+    let dest = t.path().join("run.img");
+    per_run_copy(&base, &dest).unwrap();
+    std::fs::write(&dest, b"written").unwrap();
+    assert_eq!(std::fs::read(&base).unwrap(), b"disk");
+}
