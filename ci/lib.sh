@@ -49,7 +49,7 @@ sudo_blocker() {
 if [[ $(id -u) -ne 0 ]]; then
   why=$(sudo_blocker)
   if [[ -z $why ]]; then
-    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CI,CARGO_TARGET_DIR,NETBOOT_HARNESS_CACHE,NETBOOT_HARNESS_SKIP_BOOTS "$0" "$@"
+    exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CI,CARGO_TARGET_DIR,NETBOOT_HARNESS_CACHE,NETBOOT_HARNESS_SKIP_BOOTS,NETBOOT_HARNESS_TIER "$0" "$@"
   fi
   cannot_boot "$why"
 elif ! why=$(bash ci/can-boot); then

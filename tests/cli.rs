@@ -123,6 +123,49 @@ fn list_shows_scenarios_with_descriptions() {
 }
 
 #[test]
+fn list_splits_the_scenarios_into_the_two_tiers() {
+    let paths = |tier: &str| {
+        let o = harness(&["list", "--tier", tier, "--paths"]);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| {
+                let p = Path::new(l);
+                assert!(p.is_file(), "not a scenario file: {l}");
+                p.file_stem().unwrap().to_string_lossy().into_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    let fast = paths("fast");
+    let full = paths("full");
+    assert!(fast.contains(&"debian-ibft-e1000".to_string()), "{fast:?}");
+    assert!(full.contains(&"all-intel".to_string()), "{full:?}");
+    assert!(fast.iter().all(|n| !full.contains(n)), "{fast:?} {full:?}");
+    let shipped = std::fs::read_dir(root().join("scenarios"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "yaml")
+        })
+        .count();
+    assert_eq!(
+        fast.len() + full.len(),
+        shipped,
+        "each scenario in one tier"
+    );
+    let o = harness(&["list", "--tier", "nightly"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("possible values: fast, full"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn doctor_reports_each_tool_with_its_package() {
     let tmp = temp_dir("doctor");
     let dir = tmp.path();

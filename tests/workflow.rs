@@ -107,13 +107,27 @@ fn sets_up_the_host_and_runs_its_nextest_partition_as_root() {
 }
 
 #[test]
-fn builds_the_image_as_ci_test_does() {
+fn builds_the_images_as_ci_test_does() {
+    // ci/test prepares the images of the scenarios its tier boots; with --full, all of them,
+    // which is what the workflow's shards boot.
     let ci_test = read("ci/test");
-    let build = ci_test
+    let code: Vec<&str> = ci_test
         .lines()
         .map(str::trim)
-        .find(|l| !l.starts_with('#') && l.contains(" image prepare "))
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    let build = code
+        .iter()
+        .find(|l| l.contains(" image prepare "))
         .expect("ci/test prepares the images");
+    assert!(
+        build.ends_with(r#"image prepare "${scenario_files[@]}""#),
+        "{build}"
+    );
+    assert!(
+        code.contains(&"scenario_files=(scenarios/*.yaml)"),
+        "ci/test --full prepares every scenario's image"
+    );
     let w = workflow();
     let lines = run_lines(&w);
     let ours = lines
@@ -122,8 +136,8 @@ fn builds_the_image_as_ci_test_does() {
         .unwrap_or_else(|| panic!("the workflow prepares no image: {lines:#?}"));
     assert!(ours.starts_with("sudo "), "{ours}");
     assert!(
-        ours.ends_with(build),
-        "workflow: `{ours}`, ci/test: `{build}`"
+        ours.ends_with("target/debug/netboot-harness image prepare scenarios/*.yaml"),
+        "the workflow boots every tier, so it prepares every scenario's image: `{ours}`"
     );
     let cache = steps(&w)
         .into_iter()
@@ -431,4 +445,34 @@ fn trials_follow_the_rule_and_ignored_ones_are_counted() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.starts_with("2\tworkflow\tno tun"), "{text}");
     tmp.close().unwrap();
+}
+
+#[test]
+fn ci_test_refuses_an_unknown_tier_before_anything_runs() {
+    for (args, env, want) in [
+        (&["--fastest"][..], None, "unknown argument: --fastest"),
+        (
+            &[][..],
+            Some("nightly"),
+            "NETBOOT_HARNESS_TIER is `nightly`; valid: fast, full",
+        ),
+    ] {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(root().join("ci/test"))
+            .args(args)
+            .current_dir(root());
+        cmd.env_remove("NETBOOT_HARNESS_TIER");
+        if let Some(t) = env {
+            cmd.env("NETBOOT_HARNESS_TIER", t);
+        }
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "refused before the set-up ran: {err}"
+        );
+    }
 }

@@ -67,8 +67,15 @@ enum Cmd {
         #[arg(required = true)]
         scenarios: Vec<PathBuf>,
     },
-    /// List the scenarios with their descriptions.
-    List,
+    /// List the scenarios with their tier and descriptions.
+    List {
+        /// Only the scenarios of this tier of the test suite.
+        #[arg(long, value_enum)]
+        tier: Option<scenario::Tier>,
+        /// Print each scenario's file path alone, one a line (for scripts).
+        #[arg(long)]
+        paths: bool,
+    },
     /// Guest images: build, list.
     Image {
         #[command(subcommand)]
@@ -294,20 +301,38 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Cmd::List => {
+        Cmd::List {
+            tier,
+            paths: only_paths,
+        } => {
             let dir = paths::scenarios_dir();
             let files = paths::scenario_files(&dir)
                 .map_err(|e| miette::miette!("listing {}: {e}", dir.display()))?;
+            let mut invalid = false;
             for f in files {
                 match scenario::load(&f) {
+                    Ok(s) if tier.is_some_and(|t| t != s.tier) => {}
+                    Ok(_) if only_paths => println!("{}", f.display()),
                     Ok(s) => {
                         let first = s.description.lines().next().unwrap_or("").to_string();
-                        println!("{:<28} {}", s.name, first);
+                        let t = match s.tier {
+                            scenario::Tier::Fast => "fast",
+                            scenario::Tier::Full => "full",
+                        };
+                        println!("{:<28} {t:<5} {}", s.name, first);
                     }
-                    Err(e) => println!("{:<28} INVALID: {}", f.display(), e.summary()),
+                    // A script asking for a tier's files must not lose an invalid one silently.
+                    Err(e) => {
+                        invalid = true;
+                        eprintln!("{:<28} INVALID: {}", f.display(), e.summary());
+                    }
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if invalid && only_paths {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Cmd::Image { command } => image_cmd(command),
         Cmd::Doctor { runs_dir } => {
@@ -375,7 +400,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
 /// `report --svg` draws its picture before it prints.
 fn only_prints(cmd: &Cmd) -> bool {
     match cmd {
-        Cmd::Check { .. } | Cmd::List | Cmd::Doctor { .. } | Cmd::Report { .. } => true,
+        Cmd::Check { .. } | Cmd::List { .. } | Cmd::Doctor { .. } | Cmd::Report { .. } => true,
         Cmd::Image { command } => matches!(command, ImageCmd::List | ImageCmd::Prune { .. }),
         Cmd::Run { .. } | Cmd::Bench { .. } | Cmd::Lab { .. } => false,
     }

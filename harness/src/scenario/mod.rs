@@ -38,6 +38,29 @@ pub struct Scenario {
     /// Console patterns that end the current step at once as a failure.
     pub fail_on: Vec<FailPattern>,
     pub expect_failure: Option<ExpectedFailure>,
+    pub tier: Tier,
+}
+
+/// Which run of the test suite boots the scenario: `ci/test` boots the fast tier, `ci/test
+/// --full` (and the CI workflow's shards) both. The harness itself runs any scenario it is given.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Its point is made by no other fast scenario.
+    #[default]
+    Fast,
+    /// A variant whose point a fast scenario also makes, or a slow repeat of one.
+    Full,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -35,6 +35,8 @@ pub struct RawScenario {
     pub default_fail_on: bool,
     #[serde(default)]
     pub expect_failure: Option<Spanned<RawExpectedFailure>>,
+    #[serde(default)]
+    pub tier: super::Tier,
 }
 
 fn yes() -> bool {

@@ -463,6 +463,7 @@ impl Validator<'_> {
             steps,
             fail_on,
             expect_failure,
+            tier: raw.tier,
         })
     }
 
