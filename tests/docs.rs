@@ -30,6 +30,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawIscsi", "services.iscsi"),
     ("RawIscsiFaults", "services.iscsi.faults"),
     ("RawAcl", "services.iscsi.acl"),
+    ("RawPerNode", "services.iscsi.per_node"),
     ("RawStep", "expect[]"),
     ("RawDhcpAck", "expect[].dhcp_ack"),
     ("RawTftpSent", "expect[].tftp_sent"),

@@ -99,8 +99,8 @@ pub trait LabControl: Send + Sync {
         &self,
         service: Service,
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
-    /// The per-run disk copy the iSCSI target exports.
-    fn lun_file(&self) -> Option<PathBuf>;
+    /// The disk `node`'s iSCSI target exports (its own in a fleet, else the run's one copy).
+    fn lun_file(&self, node: &str) -> Option<PathBuf>;
     /// Resolves when the lab broke (a service died, a harness task panicked); never, by
     /// default.
     fn broken(&self) -> Pin<Box<dyn Future<Output = LabFault> + Send + '_>> {
@@ -119,7 +119,7 @@ impl LabControl for NoControl {
         let name = service.name();
         Box::pin(async move { Err(format!("this run cannot restart {name}")) })
     }
-    fn lun_file(&self) -> Option<PathBuf> {
+    fn lun_file(&self, _node: &str) -> Option<PathBuf> {
         None
     }
 }

@@ -317,3 +317,82 @@ async fn dracut_iscsid_unfixed_passes_only_on_iscsids_failure() {
     kill_qemu(&mut r);
     assert_fail(&judged(&s, &r).await, "a killed QEMU");
 }
+
+#[tokio::test]
+async fn fleet_wrong_lun_refused_passes_only_when_the_other_nodes_target_refuses_it() {
+    let mut s = negative(
+        "fleet-wrong-lun-refused.yaml",
+        "node01's target refuses node02",
+        1500,
+    );
+    // The rig has one console; node02's steps read it.
+    for st in &mut s.steps {
+        st.node = "node01".into();
+    }
+    let refusal = |target: &str, status: Option<&str>, by: Option<&str>, result: &str| {
+        EventKind::IscsiLoginFailed {
+            initiator: "iqn.2026-11.lab:node02".into(),
+            target: target.into(),
+            source_ip: "10.77.0.102".parse().unwrap(),
+            result: result.into(),
+            session_type: "Normal".into(),
+            status: status.map(str::to_string),
+            answered_by: by.map(str::to_string),
+        }
+    };
+    let tgtd_says_no = "rejected by target (class 2 detail 3)";
+
+    let mut r = rig("wrong-lun");
+    r.events.push(refusal(
+        "iqn.2026-11.lab:node01-root",
+        Some("not-found"),
+        Some("target"),
+        tgtd_says_no,
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_pass(&judged(&s, &r).await);
+
+    // Its own target refusing it is another fault (its own ACL, its own disk missing).
+    let mut r = rig("own-lun-refused");
+    r.events.push(refusal(
+        "iqn.2026-11.lab:node02-root",
+        Some("not-found"),
+        Some("target"),
+        tgtd_says_no,
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "its own target refusing it");
+
+    // The portal down: the same iPXE error, no answer from any target.
+    let mut r = rig("wrong-lun-portal-down");
+    r.events.push(refusal(
+        "iqn.2026-11.lab:node01-root",
+        None,
+        None,
+        "target unreachable: Connection refused (os error 111)",
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "an unreachable portal");
+
+    // Turned away by the login proxy's address ACL, not by the target.
+    let mut r = rig("wrong-lun-address-acl");
+    r.events.push(refusal(
+        "iqn.2026-11.lab:node01-root",
+        Some("authentication-failure"),
+        Some("login proxy"),
+        "refused: address 10.77.0.102 is not allowed",
+    ));
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "the proxy's address ACL");
+
+    // The target refused it, then the node was killed before iPXE said anything.
+    let mut r = rig("wrong-lun-killed");
+    r.events.push(refusal(
+        "iqn.2026-11.lab:node01-root",
+        Some("not-found"),
+        Some("target"),
+        tgtd_says_no,
+    ));
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU after the refusal");
+}

@@ -321,7 +321,7 @@ pub fn ibft(report: &Report, lab: &Lab<'_>, events: &[Event], node_name: &str) -
     if report.targets.is_empty() {
         diff.push("the iBFT has no target entry".into());
     }
-    let want_target = lab.scenario.iscsi.target.as_str();
+    let want_target = lab.scenario.iscsi.target_of(node_name).as_str();
     for (name, f) in &report.targets {
         evidence.push(Evidence::console(node_name, &f.line));
         compare(
@@ -394,7 +394,7 @@ pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Check
     };
     let mut diff = Vec::new();
     let portal = format!("{}:{PORTAL_PORT}", lab.server());
-    let target = lab.scenario.iscsi.target.as_str();
+    let target = lab.scenario.iscsi.target_of(node_name).as_str();
     let lun = lab.scenario.iscsi.lun.to_string();
     if f.get("transport") != "iscsi" {
         diff.push(format!(

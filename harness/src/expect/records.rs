@@ -31,12 +31,34 @@ pub(super) fn all_logins(
         // Discovery sessions reach no LUN: the claim is about the sessions that do.
         if let EventKind::IscsiLogin {
             initiator: ei,
+            target: et,
             source_ip,
+            source_mac,
             session_type,
             ..
         } = &e.kind
         {
             if session_type != SessionType::Normal.key_value() {
+                continue;
+            }
+            // The claim is about the logins that share one of its names: in a fleet, the other
+            // nodes' logins to their own targets are not this node's. One that shares any (this
+            // node's IQN to another target, another IQN to this node's target) must match all.
+            let shares = |a: Option<bool>| a == Some(true);
+            let any_named =
+                initiator.is_some() || target.is_some() || from.is_some() || mac.is_some();
+            let related = shares(
+                initiator
+                    .as_ref()
+                    .map(|i| i.as_str().eq_ignore_ascii_case(ei)),
+            ) || shares(target.as_ref().map(|t| t.as_str().eq_ignore_ascii_case(et)))
+                || shares(from.map(|f| f == *source_ip))
+                || shares(mac.map(|m| {
+                    source_mac
+                        .as_deref()
+                        .is_some_and(|sm| sm.eq_ignore_ascii_case(&m.to_string()))
+                }));
+            if any_named && !related {
                 continue;
             }
             if !event_matches(&probe, e) {

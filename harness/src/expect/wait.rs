@@ -102,7 +102,7 @@ pub(super) async fn wait_step(
         _ => None,
     };
     let lun_file = match &step.action {
-        Action::LunBytes { .. } => match cx.control.lun_file() {
+        Action::LunBytes { .. } => match cx.control.lun_file(&step.node) {
             Some(p) => Some(p),
             None => return Wait::Failed(Fail::action("this run has no LUN file to read")),
         },

@@ -1,6 +1,7 @@
 //! Guest images: recipes under `images/`, built by `images/lib/build-image`, cached by a hash of
 //! everything that goes into them, and copied per run so the cached image is never written.
 
+pub mod node_disks;
 pub mod prune;
 pub mod scratch;
 

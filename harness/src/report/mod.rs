@@ -528,6 +528,7 @@ fn describe_artifact(name: &str) -> &'static str {
         "http.log" => "HTTP requests",
         "tgtd.log" => "iSCSI target log",
         "tgtadm.log" => "iSCSI target configuration commands",
+        "node-disks.log" => "storage daemon exporting each node's own disk (a fleet)",
         "image-build.log" => "image build log",
         n if n.starts_with("ipxe-embedded-") => "the iPXE script the node's firmware ran first",
         "summary.json" => "verdict, step times, artifacts",

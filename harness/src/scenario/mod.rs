@@ -250,7 +250,10 @@ pub struct HttpFile {
 
 #[derive(Debug, Clone)]
 pub struct Iscsi {
+    /// The scenario's one target, or (a fleet) the first node's; see [`Iscsi::exports`].
     pub target: Iqn,
+    /// A fleet: one target, LUN and disk per node, in node order; empty for one shared target.
+    pub per_node: Vec<NodeExport>,
     /// tgtd's LUN 0 is its controller, so the disk starts at 1.
     pub lun: u8,
     pub refuse_first: u32,
@@ -266,6 +269,58 @@ pub struct Iscsi {
     /// Initiator addresses the login proxy accepts (tgtd sees only the proxy's address, so the
     /// address ACL is the proxy's); empty: any.
     pub allow_addresses: Vec<Ipv4Addr>,
+}
+
+/// A node's own target in a fleet, and the one initiator it admits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeExport {
+    pub node: String,
+    pub target: Iqn,
+    pub initiator: Option<Iqn>,
+}
+
+/// One target tgtd exports: its LUN's disk belongs to `node`, or (`None`) is the run's one disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub node: Option<String>,
+    pub target: Iqn,
+    /// tgtd's initiator-name ACL; empty: any initiator.
+    pub initiators: Vec<Iqn>,
+}
+
+impl Iscsi {
+    /// What tgtd exports, in target-id order (tid 1, 2, ...).
+    pub fn exports(&self) -> Vec<Export> {
+        if self.per_node.is_empty() {
+            return vec![Export {
+                node: None,
+                target: self.target.clone(),
+                initiators: self.allow_initiators.clone(),
+            }];
+        }
+        self.per_node
+            .iter()
+            .map(|n| Export {
+                node: Some(n.node.clone()),
+                target: n.target.clone(),
+                initiators: n.initiator.iter().cloned().collect(),
+            })
+            .collect()
+    }
+
+    /// The target `node` boots from.
+    pub fn target_of(&self, node: &str) -> &Iqn {
+        self.per_node
+            .iter()
+            .find(|n| n.node == node)
+            .map(|n| &n.target)
+            .unwrap_or(&self.target)
+    }
+
+    /// Every node has a disk of its own (a fleet).
+    pub fn is_per_node(&self) -> bool {
+        !self.per_node.is_empty()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -579,5 +634,7 @@ pub fn scenario_dir(path: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+#[cfg(test)]
+mod fleet_tests;
 #[cfg(test)]
 mod tests;

@@ -228,7 +228,12 @@ pub struct RawHttpFault {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIscsi {
-    pub target: Iqn,
+    /// One target with one LUN: for one node.
+    #[serde(default)]
+    pub target: Option<Spanned<Iqn>>,
+    /// One target, LUN and disk per node (a fleet), named from the node.
+    #[serde(default)]
+    pub per_node: Option<Spanned<RawPerNode>>,
     #[serde(default)]
     pub lun: Option<Spanned<u8>>,
     /// What the login proxy does to the first logins.
@@ -243,6 +248,16 @@ pub struct RawIscsi {
     /// Who may log in, as on a real SAN.
     #[serde(default)]
     pub acl: Option<Spanned<RawAcl>>,
+}
+
+/// `per_node: { target: "iqn...:{node}-root", initiator: "iqn...:{node}" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPerNode {
+    pub target: Spanned<String>,
+    /// The one initiator each node's target admits (tgtd's initiator-name ACL).
+    #[serde(default)]
+    pub initiator: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -10,7 +10,7 @@ fn scenarios_dir() -> PathBuf {
 }
 
 /// A good scenario to mutate; its HTTP file exists in the shipped scenarios folder.
-const GOOD: &str = r#"name: t
+pub(super) const GOOD: &str = r#"name: t
 image: debian-initramfs-tools
 nodes:
   - name: node01
@@ -30,11 +30,11 @@ expect:
     within: 90s
 "#;
 
-fn load_text(text: &str) -> Result<Scenario, ScenarioError> {
+pub(super) fn load_text(text: &str) -> Result<Scenario, ScenarioError> {
     load_str(&scenarios_dir().join("test.yaml"), text)
 }
 
-fn err(text: &str) -> String {
+pub(super) fn err(text: &str) -> String {
     match load_text(text) {
         Ok(_) => panic!("accepted:\n{text}"),
         Err(e) => e.summary(),
@@ -273,17 +273,6 @@ fn expect_failure_must_name_a_step() {
     let e = err(&format!("{GOOD}expect_failure:\n  step: nosuch\n"));
     assert!(e.contains("names no step"), "{e}");
     assert!(e.contains("Booting from SAN device"), "{e}");
-}
-
-#[test]
-fn several_nodes_need_node_on_steps() {
-    let text = GOOD.replace(
-        "services:",
-        "  - name: node02\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:09\" }\nservices:",
-    );
-    let e = err(&text);
-    assert!(e.contains("must say which `node`"), "{e}");
-    assert!(e.contains("`node01`, `node02`"), "{e}");
 }
 
 #[test]

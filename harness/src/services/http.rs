@@ -320,6 +320,7 @@ mod tests {
         .unwrap();
         let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
         let cx = ServiceContext {
+            node_disks: Default::default(),
             bridge: "unused".into(),
             server_ip: "127.0.0.1".parse().unwrap(),
             run_dir: dir.to_path_buf(),
@@ -384,6 +385,7 @@ mod tests {
         .unwrap();
         let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
         let cx = ServiceContext {
+            node_disks: Default::default(),
             bridge: "unused".into(),
             server_ip: "127.0.0.1".parse().unwrap(),
             run_dir: dir.to_path_buf(),

@@ -29,7 +29,6 @@ use crate::support::process::Owned;
 
 const SERVICE: &str = "iscsi";
 pub const PORTAL_PORT: u16 = 3260;
-const TID: &str = "1";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const TGTADM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where tgt 1.0.85 puts its control sockets (seen: `/var/run/tgtd/socket.<port>` and
@@ -49,6 +48,8 @@ pub struct Iscsi {
     proxy: Option<IscsiProxy>,
     log: PathBuf,
     logins: PathBuf,
+    /// How many targets tgtd exports (tids 1..=targets), for the stop.
+    targets: usize,
 }
 
 /// Whether the show output has `target` with `lun` backed by `disk`.
@@ -309,6 +310,7 @@ impl Iscsi {
             proxy: None,
             log,
             logins,
+            targets: s.iscsi.exports().len(),
         };
         if let Err(e) = this.configure(s, cx, login_proxy).await {
             this.stop().await;
@@ -334,7 +336,8 @@ impl Iscsi {
         self.start_proxy(cx, login_proxy).await
     }
 
-    /// The target, its LUN on the run's disk copy, and the ACL; checked with `show`.
+    /// Each target (one, or one per node of a fleet), its LUN on its disk, and its ACL;
+    /// checked with `show`.
     async fn configure_target(
         &self,
         s: &Scenario,
@@ -342,45 +345,42 @@ impl Iscsi {
     ) -> Result<(), ServiceError> {
         let adm = &self.tgtadm;
         let lun = s.iscsi.lun.to_string();
-        let disk = cx.disk.display().to_string();
         adm.run(&["--lld", "iscsi", "--op", "show", "--mode", "system"])
             .await?;
-        adm.run(&[
-            "--lld",
-            "iscsi",
-            "--op",
-            "new",
-            "--mode",
-            "target",
-            "--tid",
-            TID,
-            "-T",
-            s.iscsi.target.as_str(),
-        ])
-        .await?;
-        adm.run(&[
-            "--lld",
-            "iscsi",
-            "--op",
-            "new",
-            "--mode",
-            "logicalunit",
-            "--tid",
-            TID,
-            "--lun",
-            &lun,
-            "-b",
-            &disk,
-        ])
-        .await?;
-        if s.iscsi.allow_initiators.is_empty() {
+        let exports = s.iscsi.exports();
+        for (i, export) in exports.iter().enumerate() {
+            let tid = (i + 1).to_string();
+            let disk = cx.disk_of(export.node.as_deref());
+            let disk_text = disk.display().to_string();
+            let target = export.target.as_str();
             adm.run(&[
-                "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", TID, "-I", "ALL",
+                "--lld", "iscsi", "--op", "new", "--mode", "target", "--tid", &tid, "-T", target,
             ])
             .await?;
-        } else {
+            adm.run(&[
+                "--lld",
+                "iscsi",
+                "--op",
+                "new",
+                "--mode",
+                "logicalunit",
+                "--tid",
+                &tid,
+                "--lun",
+                &lun,
+                "-b",
+                &disk_text,
+            ])
+            .await?;
+            if export.initiators.is_empty() {
+                adm.run(&[
+                    "--lld", "iscsi", "--op", "bind", "--mode", "target", "--tid", &tid, "-I",
+                    "ALL",
+                ])
+                .await?;
+            }
             // tgtd's own initiator-name ACL: no address rule, so only these names get in.
-            for iqn in &s.iscsi.allow_initiators {
+            for iqn in &export.initiators {
                 adm.run(&[
                     "--lld",
                     "iscsi",
@@ -389,27 +389,25 @@ impl Iscsi {
                     "--mode",
                     "target",
                     "--tid",
-                    TID,
+                    &tid,
                     "-Q",
                     iqn.as_str(),
                 ])
                 .await?;
             }
-        }
-        let shown = adm
-            .run(&["--lld", "iscsi", "--op", "show", "--mode", "target"])
-            .await?;
-        if !has_lun(&shown, s.iscsi.target.as_str(), s.iscsi.lun, &cx.disk) {
-            return Err(ServiceError::Setup {
-                service: SERVICE,
-                message: format!(
-                    "tgtd does not list target {} with LUN {} backed by {} (see {})",
-                    s.iscsi.target,
-                    s.iscsi.lun,
-                    disk,
-                    adm.log.display()
-                ),
-            });
+            let shown = adm
+                .run(&["--lld", "iscsi", "--op", "show", "--mode", "target"])
+                .await?;
+            if !has_lun(&shown, target, s.iscsi.lun, disk) {
+                return Err(ServiceError::Setup {
+                    service: SERVICE,
+                    message: format!(
+                        "tgtd does not list target {target} with LUN {} backed by {disk_text} (see {})",
+                        s.iscsi.lun,
+                        adm.log.display()
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -448,7 +446,7 @@ impl Iscsi {
     ) -> Result<(), ServiceError> {
         let t = std::time::Instant::now();
         if let Some(old) = self.child.take() {
-            stop_tgtd(old, &self.tgtadm).await;
+            stop_tgtd(old, &self.tgtadm, self.targets).await;
         }
         tracing::info!(
             secs = t.elapsed().as_secs_f64(),
@@ -483,13 +481,14 @@ impl Iscsi {
             child,
             tgtadm,
             proxy,
+            targets,
             ..
         } = self;
         if let Some(p) = proxy {
             p.stop();
         }
         if let Some(child) = child {
-            stop_tgtd(child, &tgtadm).await;
+            stop_tgtd(child, &tgtadm, targets).await;
         }
     }
 
@@ -528,13 +527,17 @@ pub fn artifact_paths(run_dir: &Path, login_records: bool) -> Vec<PathBuf> {
 }
 
 /// Deletes the target (dropping its sessions) and the system, then makes sure tgtd is gone.
-async fn stop_tgtd(child: Owned, tgtadm: &Tgtadm) {
+async fn stop_tgtd(child: Owned, tgtadm: &Tgtadm, targets: usize) {
     if child.has_ended().is_none() {
-        let _ = tgtadm
-            .run(&[
-                "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", TID, "--force",
-            ])
-            .await;
+        for tid in 1..=targets.max(1) {
+            let tid = tid.to_string();
+            let _ = tgtadm
+                .run(&[
+                    "--lld", "iscsi", "--op", "delete", "--mode", "target", "--tid", &tid,
+                    "--force",
+                ])
+                .await;
+        }
         let _ = tgtadm.run(&["--op", "delete", "--mode", "system"]).await;
     }
     // SIGTERM is for form's sake (tgtd 1.0.85 ignores it); the system delete above or the

@@ -16,6 +16,7 @@ pub mod iscsi_proxy;
 pub mod outage;
 pub mod tftp;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -41,7 +42,18 @@ pub struct ServiceContext {
     pub run_dir: PathBuf,
     /// The per-run copy of the disk image, exported as the LUN.
     pub disk: PathBuf,
+    /// A fleet: each node's own disk (see [`crate::image::node_disks`]); empty otherwise.
+    pub node_disks: BTreeMap<String, PathBuf>,
     pub events: Arc<EventLog>,
+}
+
+impl ServiceContext {
+    /// The disk `node`'s target exports: its own in a fleet, else the run's one disk.
+    pub fn disk_of(&self, node: Option<&str>) -> &Path {
+        node.and_then(|n| self.node_disks.get(n))
+            .map(PathBuf::as_path)
+            .unwrap_or(&self.disk)
+    }
 }
 
 /// Choices a scenario may change; [`Default`] is what a normal run wants.
@@ -529,9 +541,9 @@ impl Services {
         self.http_addr
     }
 
-    /// The per-run disk copy the target exports.
-    pub fn lun_file(&self) -> &Path {
-        &self.again.cx.disk
+    /// The disk `node`'s target exports.
+    pub fn lun_file(&self, node: &str) -> &Path {
+        self.again.cx.disk_of(Some(node))
     }
 }
 

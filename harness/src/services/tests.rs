@@ -193,6 +193,7 @@ async fn exercise(run_dir: &Path, disk: &Path) {
     let services = Services::start(
         &s,
         ServiceContext {
+            node_disks: Default::default(),
             bridge: BRIDGE.into(),
             server_ip: s.subnet.server(),
             run_dir: run_dir.to_path_buf(),
@@ -278,6 +279,7 @@ async fn exercise(run_dir: &Path, disk: &Path) {
 
 fn context(s: &Scenario, bridge: &str, run_dir: &Path, disk: &Path) -> ServiceContext {
     ServiceContext {
+        node_disks: Default::default(),
         bridge: bridge.into(),
         server_ip: s.subnet.server(),
         run_dir: run_dir.to_path_buf(),

@@ -160,8 +160,8 @@ impl expect::LabControl for RunControl<'_> {
         })
     }
 
-    fn lun_file(&self) -> Option<PathBuf> {
-        Some(self.services.lun_file().to_path_buf())
+    fn lun_file(&self, node: &str) -> Option<PathBuf> {
+        Some(self.services.lun_file(node).to_path_buf())
     }
 
     fn broken(
@@ -227,6 +227,22 @@ async fn lab_run(args: &LabArgs) -> Summary {
         ipv6_ra: scenario.router_advertisements,
         ..ServiceOptions::default()
     };
+    // A fleet: every node's own disk, exported here, inside the lab's mount namespace.
+    let node_disks = if scenario.iscsi.is_per_node() {
+        let names: Vec<String> = scenario.nodes.iter().map(|n| n.name.clone()).collect();
+        let scratch = args.disk.parent().unwrap_or(&args.run_dir);
+        let log = args.run_dir.join("node-disks.log");
+        match crate::image::node_disks::NodeDisks::start(scratch, &names, &log).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                base.message = format!("node disks: {e}");
+                base.artifacts = report::collect_artifacts(&args.run_dir);
+                return base;
+            }
+        }
+    } else {
+        None
+    };
     let services = match Services::start_with(
         &scenario,
         ServiceContext {
@@ -234,6 +250,11 @@ async fn lab_run(args: &LabArgs) -> Summary {
             server_ip: plan.server_ip,
             run_dir: args.run_dir.clone(),
             disk: args.disk.clone(),
+            node_disks: node_disks
+                .iter()
+                .flat_map(|d| d.files())
+                .map(|(n, f)| (n.to_string(), f.to_path_buf()))
+                .collect(),
             events: events.clone(),
         },
         options,
@@ -244,6 +265,9 @@ async fn lab_run(args: &LabArgs) -> Summary {
         Err(e) => {
             base.message = format!("services: {e}");
             base.artifacts = report::collect_artifacts(&args.run_dir);
+            if let Some(d) = node_disks {
+                d.stop().await;
+            }
             return base;
         }
     };
@@ -411,6 +435,10 @@ async fn lab_run(args: &LabArgs) -> Summary {
         g.stop().await;
     }
     services.stop().await;
+    // After tgtd, the last reader and writer of the node disks.
+    if let Some(d) = node_disks {
+        d.stop().await;
+    }
     let mut summary = summary;
     // After the services stopped, so an outage that never ended is seen to the end.
     let node_of_mac = |mac: &str| {

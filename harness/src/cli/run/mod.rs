@@ -134,7 +134,13 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         install_host_signal_handlers();
         let disk = scratch.path().join("disk.img");
         let t = Instant::now();
-        let copied = image::per_run_copy(&base, &disk);
+        // A fleet gets a copy-on-write disk per node (image::node_disks); one node, a copy.
+        let copied = if scenario.iscsi.is_per_node() {
+            let names: Vec<String> = scenario.nodes.iter().map(|n| n.name.clone()).collect();
+            image::node_disks::create_overlays(&base, scratch.path(), &names)
+        } else {
+            image::per_run_copy(&base, &disk)
+        };
         if let Some(s) = interrupted_before_lab(&scenario, path) {
             eprintln!("netboot-harness: {}", s.message);
             let _ = s.write(&run_dir);

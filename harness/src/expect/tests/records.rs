@@ -345,3 +345,42 @@ async fn a_discovery_session_is_not_a_login() {
     let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
     assert!(!out.verdict.passed(), "{:?}", out.verdict);
 }
+
+#[tokio::test]
+async fn all_logins_in_a_fleet_are_each_nodes_own() {
+    let r = rig("fleet-all");
+    let node = |n: &str, ip: &str, target_of: &str| {
+        let mut k = login_record(&format!("iqn.2026-11.lab:{n}"), ip, None, "Normal");
+        if let EventKind::IscsiLogin { target, .. } = &mut k {
+            *target = format!("iqn.2026-11.lab:{target_of}-root");
+        }
+        k
+    };
+    let claim = |n: &str, ip: &str| Action::AllLogins {
+        initiator: Some(format!("iqn.2026-11.lab:{n}").parse().unwrap()),
+        target: Some(format!("iqn.2026-11.lab:{n}-root").parse().unwrap()),
+        from: Some(ip.parse().unwrap()),
+        mac: None,
+        at_least: 2,
+    };
+    for _ in 0..2 {
+        r.events.push(node("node01", "10.77.0.101", "node01"));
+        r.events.push(node("node02", "10.77.0.102", "node02"));
+    }
+    // Each node's claim holds beside the other node's own logins.
+    let s = scenario(vec![("01", claim("node01", "10.77.0.101"), 300)]);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert!(out.verdict.passed(), "{:?}", out.verdict);
+    // node02 asking for node01's target is node01's business: its claim fails, naming it.
+    r.events.push(node("node02", "10.77.0.102", "node01"));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert!(
+        matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("iqn.2026-11.lab:node02")),
+        "{:?}",
+        out.verdict
+    );
+    // And node02's own claim fails too: its IQN went to a target not its own.
+    let s = scenario(vec![("02", claim("node02", "10.77.0.102"), 300)]);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert!(!out.verdict.passed(), "{:?}", out.verdict);
+}

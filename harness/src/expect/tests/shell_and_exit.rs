@@ -105,7 +105,7 @@ impl LabControl for FakeLab {
             Ok("restarted".into())
         })
     }
-    fn lun_file(&self) -> Option<PathBuf> {
+    fn lun_file(&self, _node: &str) -> Option<PathBuf> {
         Some(self.disk.clone())
     }
 }
@@ -311,7 +311,7 @@ impl LabControl for Breaks {
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
         Box::pin(async { Err("no".into()) })
     }
-    fn lun_file(&self) -> Option<PathBuf> {
+    fn lun_file(&self, _node: &str) -> Option<PathBuf> {
         None
     }
     fn broken(&self) -> Pin<Box<dyn Future<Output = LabFault> + Send + '_>> {

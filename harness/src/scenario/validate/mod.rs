@@ -6,6 +6,7 @@
 //! own module.
 
 mod expect_failure;
+mod fleet;
 mod image;
 mod network;
 mod nodes;

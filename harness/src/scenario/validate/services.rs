@@ -286,8 +286,10 @@ impl Validator<'_> {
                 ));
             }
         }
+        let (target, per_node) = self.targets(raw)?;
         let iscsi = Iscsi {
-            target: raw.services.iscsi.target.clone(),
+            target,
+            per_node,
             lun,
             refuse_first: faults.map(|f| f.value.refuse_first).unwrap_or(0),
             drop_first: faults.map(|f| f.value.drop_first).unwrap_or(0),

@@ -91,7 +91,7 @@ impl Validator<'_> {
                     self.at(
                         src,
                         format!("{}: {m}", full.display()),
-                        Some(one_of(vars.keys().map(String::as_str))),
+                        Some(fleet_hint(one_of(vars.keys().map(String::as_str)), vars)),
                     )
                 })?
                 .into_bytes(),
@@ -111,16 +111,32 @@ fn builtin_vars(subnet: &Subnet, raw: &RawScenario) -> BTreeMap<String, String> 
         .as_ref()
         .map(|l| l.value)
         .unwrap_or(1);
-    let target = raw.services.iscsi.target.to_string();
-    BTreeMap::from([
+    let mut vars = BTreeMap::from([
         ("server".to_string(), server.clone()),
         ("subnet".to_string(), subnet.to_string()),
         ("http_url".to_string(), format!("http://{server}")),
-        ("target_iqn".to_string(), target.clone()),
         ("lun".to_string(), lun.to_string()),
-        (
+    ]);
+    // A fleet's target differs per node while its files are one for all: the script derives it
+    // from ${hostname} as the field's menus do (no `target_iqn` or `root_path` then).
+    if let Some(target) = &raw.services.iscsi.target {
+        let target = target.value.to_string();
+        vars.insert("target_iqn".to_string(), target.clone());
+        vars.insert(
             "root_path".to_string(),
             format!("iscsi:{server}:::{lun}:{target}"),
-        ),
-    ])
+        );
+    }
+    vars
+}
+
+/// In a fleet the per-node names are not harness variables: say so beside the valid names.
+fn fleet_hint(valid: String, vars: &BTreeMap<String, String>) -> String {
+    if vars.contains_key("root_path") {
+        valid
+    } else {
+        format!(
+            "{valid}; with `per_node` targets, root_path and target_iqn differ per node: build them in the script from ${{hostname}}, e.g. iscsi:{{{{server}}}}:::{{{{lun}}}}:iqn.2026-11.lab:${{hostname}}-root"
+        )
+    }
 }

@@ -1,0 +1,88 @@
+//! A scenario with several nodes: one target, LUN and disk per node, or a refusal.
+
+use super::tests::{err, load_text, GOOD};
+
+#[test]
+fn several_nodes_need_node_on_steps() {
+    let text = GOOD
+        .replace(
+            "services:",
+            "  - name: node02\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:09\" }\nservices:",
+        )
+        .replace("boot/sanboot.ipxe", "boot/fleet/menu.ipxe")
+        .replace(
+            "target: iqn.2026-11.lab:node01-root",
+            "per_node: { target: \"iqn.2026-11.lab:{node}-root\" }",
+        );
+    let e = err(&text);
+    assert!(e.contains("must say which `node`"), "{e}");
+    assert!(e.contains("`node01`, `node02`"), "{e}");
+}
+
+#[test]
+fn two_nodes_on_one_writable_lun_are_refused() {
+    let two = GOOD.replace(
+        "services:",
+        "  - name: node02\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:09\", boot: true }\nservices:",
+    );
+    let e = err(&two);
+    assert!(e.contains("2 nodes would share one writable LUN"), "{e}");
+    assert!(
+        e.contains("iqn.2026-11.lab:{node}-root"),
+        "the hint derives the template: {e}"
+    );
+    assert!(e.contains("test.yaml:18:13"), "{e}");
+    // The fix the message gives: one target per node, named from the node.
+    let fleet = two
+        .replace("boot/sanboot.ipxe", "boot/fleet/menu.ipxe")
+        .replace(
+            "target: iqn.2026-11.lab:node01-root",
+            "per_node: { target: \"iqn.2026-11.lab:{node}-root\", initiator: \"iqn.2026-11.lab:{node}\" }",
+        )
+        .replace("  - console:", "  - node: node01\n    console:");
+    let s = load_text(&fleet).unwrap();
+    let exports = s.iscsi.exports();
+    assert_eq!(exports.len(), 2);
+    assert_eq!(exports[1].node.as_deref(), Some("node02"));
+    assert_eq!(exports[1].target.as_str(), "iqn.2026-11.lab:node02-root");
+    assert_eq!(exports[1].initiators[0].as_str(), "iqn.2026-11.lab:node02");
+    assert_eq!(
+        s.iscsi.target_of("node02").as_str(),
+        "iqn.2026-11.lab:node02-root"
+    );
+}
+
+#[test]
+fn per_node_names_must_differ_per_node_and_be_iscsi_names() {
+    let fleet = |target: &str| {
+        GOOD.replace("boot/sanboot.ipxe", "boot/fleet/menu.ipxe")
+            .replace(
+                "target: iqn.2026-11.lab:node01-root",
+                &format!("per_node: {{ target: \"{target}\" }}"),
+            )
+    };
+    let e = err(&fleet("iqn.2026-11.lab:root"));
+    assert!(
+        e.contains("has no {node}: every node would get the same one"),
+        "{e}"
+    );
+    let e = err(&fleet("iqn.lab:{node}"));
+    assert!(e.contains("per_node target for node node01"), "{e}");
+    let e = err(&GOOD.replace(
+        "target: iqn.2026-11.lab:node01-root",
+        "per_node: { target: \"iqn.2026-11.lab:{node}-root\" }",
+    ));
+    assert!(e.contains("unknown variable `{{root_path}}`"), "{e}");
+    assert!(
+        e.contains("build them in the script from ${hostname}"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "    target: iqn.2026-11.lab:node01-root\n",
+        "    target: iqn.2026-11.lab:node01-root\n    per_node: { target: \"iqn.2026-11.lab:{node}\" }\n",
+    ));
+    assert!(
+        e.contains("`target` and `per_node` both name the targets"),
+        "{e}"
+    );
+}
