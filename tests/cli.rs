@@ -42,11 +42,14 @@ fn temp_scenario(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = temp_dir(name);
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("boot")).unwrap();
-    std::fs::copy(
-        root().join("scenarios/boot/sanboot.ipxe"),
-        dir.join("boot/sanboot.ipxe"),
-    )
-    .unwrap();
+    std::fs::create_dir_all(dir.join("boot/fleet")).unwrap();
+    for file in ["sanboot.ipxe", "fleet/menu.ipxe"] {
+        std::fs::copy(
+            root().join("scenarios/boot").join(file),
+            dir.join("boot").join(file),
+        )
+        .unwrap();
+    }
     let f = dir.join(format!("{name}.yaml"));
     std::fs::write(&f, body).unwrap();
     (tmp, f)
@@ -84,6 +87,28 @@ fn check_names_file_line_and_column() {
         "location said twice: {t}"
     );
     assert!(t.contains("ram"), "{t}");
+    tmp.close().unwrap();
+}
+
+#[test]
+fn run_refuses_a_fleet_that_cannot_fit_with_the_arithmetic() {
+    let fleet = std::fs::read_to_string(root().join("scenarios/fleet-four-nodes.yaml")).unwrap();
+    // 4 x 16 GiB: more than any machine this runs on has free, and allowed per node.
+    let big = fleet.replace("memory_mib: 1024", "memory_mib: 16384");
+    let (tmp, f) = temp_scenario("bigfleet", &big);
+    let runs = tmp.path().join("runs");
+    let o = harness(&[
+        "run",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(t.contains("the guests do not fit in memory"), "{t}");
+    assert!(t.contains("for 4 guest(s) and their QEMUs"), "{t}");
+    assert!(t.contains("= 66688 MiB, but this machine has"), "{t}");
+    assert!(!runs.exists(), "a run started before the refusal");
     tmp.close().unwrap();
 }
 

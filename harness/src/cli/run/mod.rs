@@ -15,6 +15,8 @@
 //! same orderly stop. If the host is SIGKILLed, `unshare` dies with it (parent-death signal) and
 //! the chain continues the same way.
 
+mod fit;
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -80,6 +82,8 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     let t0 = Instant::now();
     let scenario = scenario::load(path)?;
     let console = console_node(&scenario, opts.console.as_deref())?;
+    // Before anything is made: guests that cannot all fit are refused, never half-started.
+    fit::check_memory(&scenario).map_err(|why| miette::miette!("{}: {why}", scenario.name))?;
     {
         use crate::guest::boot_files;
         tools::check(
@@ -134,6 +138,9 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         install_host_signal_handlers();
         let disk = scratch.path().join("disk.img");
         let t = Instant::now();
+        if let Err(why) = fit::check_disks(&scenario, &base, scratch.path()) {
+            return Err(miette::miette!("{}: {why}", scenario.name));
+        }
         // A fleet gets a copy-on-write disk per node (image::node_disks); one node, a copy.
         let copied = if scenario.iscsi.is_per_node() {
             let names: Vec<String> = scenario.nodes.iter().map(|n| n.name.clone()).collect();
