@@ -456,20 +456,23 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                 .map(|f| scenario::load(f))
                 .collect::<Result<Vec<_>, _>>()?;
             for s in loaded {
-                let path = match &s.image {
-                    scenario::ImageRef::File(p) => p.clone(),
-                    scenario::ImageRef::Recipe { name, set } => {
-                        let built = image::ensure_recipe(&images, name, set, &cache)?;
-                        eprintln!(
-                            "image {name}: {} {} (key {})",
-                            if built.reused { "reused" } else { "built" },
-                            built.path.display(),
-                            &built.key[..16]
-                        );
-                        built.path
-                    }
-                };
-                print(&format!("{}: {}\n", s.name, path.display()));
+                // A fleet may boot several images: each node's own, besides the scenario's.
+                for wanted in s.images() {
+                    let path = match wanted {
+                        scenario::ImageRef::File(p) => p.clone(),
+                        scenario::ImageRef::Recipe { name, set } => {
+                            let built = image::ensure_recipe(&images, name, set, &cache)?;
+                            eprintln!(
+                                "image {name}: {} {} (key {})",
+                                if built.reused { "reused" } else { "built" },
+                                built.path.display(),
+                                &built.key[..16]
+                            );
+                            built.path
+                        }
+                    };
+                    print(&format!("{}: {}\n", s.name, path.display()));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

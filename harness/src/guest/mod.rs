@@ -265,6 +265,7 @@ mod tests {
             memory_mib: 1024,
             cpus: 1,
             firmware: crate::scenario::Firmware::Rom,
+            image: None,
             nics: vec![
                 Nic {
                     model: NicModel::Rtl8139,

@@ -38,21 +38,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     }
 }
 
-/// One overlay per node over `base` (raw, or a user's qcow2), in `scratch`.
-pub fn create_overlays(base: &Path, scratch: &Path, nodes: &[String]) -> Result<(), ImageError> {
+/// One overlay per node over its base image (raw, or a user's qcow2), in `scratch`.
+pub fn create_overlays(bases: &[(String, PathBuf)], scratch: &Path) -> Result<(), ImageError> {
     let qemu_img = crate::support::tools::find("qemu-img").ok_or_else(|| ImageError::Copy {
-        from: base.display().to_string(),
+        from: "the cached images".into(),
         to: scratch.display().to_string(),
         message: "qemu-img is missing: apt-get install qemu-utils".into(),
     })?;
-    // The overlay names its backing file by this path: absolute, so the daemon finds it.
-    let base = base.canonicalize().map_err(io(base))?;
-    let format = if super::is_qcow2(&base) {
-        "qcow2"
-    } else {
-        "raw"
-    };
-    for node in nodes {
+    for (node, base) in bases {
+        // The overlay names its backing file by this path: absolute, so the daemon finds it.
+        let base = base.canonicalize().map_err(io(base))?;
+        let format = if super::is_qcow2(&base) {
+            "qcow2"
+        } else {
+            "raw"
+        };
         let overlay = overlay_path(scratch, node);
         let out = Command::new(&qemu_img)
             .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])

@@ -86,3 +86,28 @@ fn per_node_names_must_differ_per_node_and_be_iscsi_names() {
         "{e}"
     );
 }
+
+#[test]
+fn a_nodes_own_image_needs_its_own_disk() {
+    let own = GOOD.replace(
+        "    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:01\", boot: true }",
+        "    image: debian-dracut\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:01\", boot: true }",
+    );
+    let e = err(&own);
+    assert!(
+        e.contains("a node's own `image` needs a disk of its own"),
+        "{e}"
+    );
+    let fleet = own
+        .replace("boot/sanboot.ipxe", "boot/fleet/menu.ipxe")
+        .replace(
+            "target: iqn.2026-11.lab:node01-root",
+            "per_node: { target: \"iqn.2026-11.lab:{node}-root\" }",
+        );
+    let s = load_text(&fleet).unwrap();
+    assert_eq!(s.images().len(), 2, "the scenario's image and node01's own");
+    assert!(matches!(
+        s.image_of("node01"),
+        crate::scenario::ImageRef::Recipe { name, .. } if name == "debian-dracut"
+    ));
+}

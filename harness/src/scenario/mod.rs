@@ -41,6 +41,28 @@ pub struct Scenario {
     pub tier: Tier,
 }
 
+impl Scenario {
+    /// The image `node` boots: its own, or the scenario's.
+    pub fn image_of(&self, node: &str) -> &ImageRef {
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.image.as_ref())
+            .unwrap_or(&self.image)
+    }
+
+    /// Every image the scenario boots, each once: the scenario's first, then the nodes' own.
+    pub fn images(&self) -> Vec<&ImageRef> {
+        let mut out = vec![&self.image];
+        for i in self.nodes.iter().filter_map(|n| n.image.as_ref()) {
+            if !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        out
+    }
+}
+
 /// Which run of the test suite boots the scenario: `ci/test` boots the fast tier, `ci/test
 /// --full` (and the CI workflow's shards) both. The harness itself runs any scenario it is given.
 #[derive(
@@ -81,6 +103,8 @@ pub struct Node {
     pub cpus: u8,
     pub nics: Vec<Nic>,
     pub firmware: Firmware,
+    /// Its own image instead of the scenario's (a fleet of mixed images).
+    pub image: Option<ImageRef>,
 }
 
 /// What runs first on a node: where its iPXE comes from.

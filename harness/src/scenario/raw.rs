@@ -128,6 +128,9 @@ pub struct RawNode {
     pub nics: Spanned<Vec<RawNic>>,
     #[serde(default)]
     pub firmware: Option<Spanned<RawFirmware>>,
+    /// This node's own image, in a fleet (`services.iscsi.per_node`).
+    #[serde(default)]
+    pub image: Option<Spanned<RawImage>>,
 }
 
 /// `firmware: rom`, `firmware: chain-undionly` or `firmware: { embedded-script: FILE }`.

@@ -3,7 +3,7 @@
 //! need if every node wrote its whole disk. More TCG guests than cores is allowed: the step
 //! timeouts are stretched by the measured demand per core (crate::expect::timeouts).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::scenario::Scenario;
 
@@ -24,16 +24,24 @@ pub fn check_memory(s: &Scenario) -> Result<(), String> {
     }
 }
 
-/// `Err` with the arithmetic when a fleet's disks could outgrow the scratch folder's room.
-pub fn check_disks(s: &Scenario, base: &Path, scratch: &Path) -> Result<(), String> {
-    if s.iscsi.is_per_node() {
-        let disk = std::fs::metadata(base).map(|m| m.len()).unwrap_or(0);
-        if let Ok(st) = nix::sys::statvfs::statvfs(scratch) {
-            let free = st.blocks_available().saturating_mul(st.fragment_size());
-            disks(s.nodes.len() as u64, disk, free, scratch)?;
-        }
+/// `Err` with the arithmetic when a fleet's disks (`(node, base image)`; empty for one node)
+/// could outgrow the scratch folder's room.
+pub fn check_disks(bases: &[(String, PathBuf)], scratch: &Path) -> Result<(), String> {
+    if bases.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let sizes: Vec<u64> = bases
+        .iter()
+        .map(|(_, b)| std::fs::metadata(b).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    match nix::sys::statvfs::statvfs(scratch) {
+        Ok(st) => disks(
+            &sizes,
+            st.blocks_available().saturating_mul(st.fragment_size()),
+            scratch,
+        ),
+        Err(_) => Ok(()),
+    }
 }
 
 fn memory(guests: &[u64], available_mib: u64) -> Result<(), String> {
@@ -52,14 +60,19 @@ fn memory(guests: &[u64], available_mib: u64) -> Result<(), String> {
     ))
 }
 
-fn disks(nodes: u64, disk_bytes: u64, free_bytes: u64, scratch: &Path) -> Result<(), String> {
-    let need = nodes * disk_bytes;
+fn disks(sizes: &[u64], free_bytes: u64, scratch: &Path) -> Result<(), String> {
+    let need: u64 = sizes.iter().sum();
     if need <= free_bytes {
         return Ok(());
     }
+    let each = sizes
+        .iter()
+        .map(|b| (b / MIB).to_string())
+        .collect::<Vec<_>>()
+        .join(" + ");
     Err(format!(
-        "the fleet's disks may not fit: {nodes} node(s) x {} MiB (each node's overlay grows up to its whole disk) = {} MiB, but {} has {} MiB free",
-        disk_bytes / MIB,
+        "the fleet's disks may not fit: {each} MiB for {} node(s) (each node's overlay grows up to its whole disk) = {} MiB, but {} has {} MiB free",
+        sizes.len(),
         need / MIB,
         scratch.display(),
         free_bytes / MIB
@@ -96,12 +109,12 @@ mod tests {
     #[test]
     fn a_fleet_needs_room_for_every_node_to_write_its_whole_disk() {
         let gib = 1024 * MIB;
-        assert!(disks(4, gib, 5 * gib, Path::new("/x")).is_ok());
-        let e = disks(8, gib, 5 * gib, Path::new("/x")).unwrap_err();
+        assert!(disks(&[gib; 4], 5 * gib, Path::new("/x")).is_ok());
+        let e = disks(&[gib; 8], 5 * gib, Path::new("/x")).unwrap_err();
         assert!(
-            e.contains("8 node(s) x 1024 MiB")
-                && e.contains("= 8192 MiB, but /x has 5120 MiB free"),
+            e.contains("1024 + 1024") && e.contains("MiB for 8 node(s)"),
             "{e}"
         );
+        assert!(e.contains("= 8192 MiB, but /x has 5120 MiB free"), "{e}");
     }
 }

@@ -130,7 +130,13 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     }
 
     let result = (|| -> miette::Result<RunResult> {
-        let base = resolve_image(&scenario, &run_dir)?;
+        // A fleet: each node's own base (the scenario's unless the node names another).
+        let (base, bases) = if scenario.iscsi.is_per_node() {
+            let bases = node_bases(&scenario, &run_dir)?;
+            (bases[0].1.clone(), bases)
+        } else {
+            (resolve_image(&scenario, &run_dir)?, Vec::new())
+        };
         // From the disk copy on, a signal must not end this process before it has cleaned up
         // and said so: the copy is large and the run directory would hold no summary (seen in
         // a test interrupting runs before their guests started). Not earlier: an image build
@@ -138,13 +144,12 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         install_host_signal_handlers();
         let disk = scratch.path().join("disk.img");
         let t = Instant::now();
-        if let Err(why) = fit::check_disks(&scenario, &base, scratch.path()) {
+        if let Err(why) = fit::check_disks(&bases, scratch.path()) {
             return Err(miette::miette!("{}: {why}", scenario.name));
         }
         // A fleet gets a copy-on-write disk per node (image::node_disks); one node, a copy.
         let copied = if scenario.iscsi.is_per_node() {
-            let names: Vec<String> = scenario.nodes.iter().map(|n| n.name.clone()).collect();
-            image::node_disks::create_overlays(&base, scratch.path(), &names)
+            image::node_disks::create_overlays(&bases, scratch.path())
         } else {
             image::per_run_copy(&base, &disk)
         };
@@ -213,11 +218,30 @@ fn console_node(s: &Scenario, asked: Option<&str>) -> miette::Result<Option<Stri
 
 /// Builds or reuses the image a scenario names; `log` receives the build's output.
 pub fn resolve_image(s: &Scenario, log_dir: &Path) -> miette::Result<PathBuf> {
-    resolve_image_logged(s, &log_dir.join("image-build.log"))
+    resolve_image_logged(&s.image, &log_dir.join("image-build.log"))
 }
 
-fn resolve_image_logged(s: &Scenario, log: &Path) -> miette::Result<PathBuf> {
-    match &s.image {
+/// Every node's base image (a fleet may mix them), each built or reused once.
+fn node_bases(s: &Scenario, log_dir: &Path) -> miette::Result<Vec<(String, PathBuf)>> {
+    let mut built: Vec<(&ImageRef, PathBuf)> = Vec::new();
+    let mut out = Vec::new();
+    for n in &s.nodes {
+        let want = s.image_of(&n.name);
+        let path = match built.iter().find(|(i, _)| *i == want) {
+            Some((_, p)) => p.clone(),
+            None => {
+                let p = resolve_image_logged(want, &log_dir.join("image-build.log"))?;
+                built.push((want, p.clone()));
+                p
+            }
+        };
+        out.push((n.name.clone(), path));
+    }
+    Ok(out)
+}
+
+fn resolve_image_logged(image: &ImageRef, log: &Path) -> miette::Result<PathBuf> {
+    match image {
         ImageRef::File(p) => Ok(p.clone()),
         ImageRef::Recipe { name, set } => {
             let images = crate::support::paths::images_dir();

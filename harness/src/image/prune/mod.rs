@@ -202,13 +202,15 @@ pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneEr
             path: f.display().to_string(),
             message: e.summary(),
         })?;
-        if let ImageRef::Recipe { name, set } = &s.image {
-            let r = image::load_recipe(images_dir, name)?;
-            let params = r.resolve(set)?;
-            let key = image::cache_key(&r, images_dir, &params)?;
-            out.entry(image::image_dir_name(name, &key))
-                .or_default()
-                .push(format!("scenario {}", s.name));
+        for wanted in s.images() {
+            if let ImageRef::Recipe { name, set } = wanted {
+                let r = image::load_recipe(images_dir, name)?;
+                let params = r.resolve(set)?;
+                let key = image::cache_key(&r, images_dir, &params)?;
+                out.entry(image::image_dir_name(name, &key))
+                    .or_default()
+                    .push(format!("scenario {}", s.name));
+            }
         }
     }
     Ok(out)

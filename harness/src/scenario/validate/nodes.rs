@@ -229,12 +229,23 @@ impl Validator<'_> {
                     }
                 },
             };
+            let image = match &n.image {
+                None => None,
+                // One disk for all would have one image: a node's own needs its own disk.
+                Some(img) if raw.services.iscsi.per_node.is_none() => return Err(self.at(
+                    img,
+                    "a node's own `image` needs a disk of its own: give `services.iscsi.per_node`",
+                    None,
+                )),
+                Some(img) => Some(self.image(img, &folder.dir)?),
+            };
             out.push(Node {
                 name: name.clone(),
                 memory_mib,
                 cpus,
                 nics,
                 firmware,
+                image,
             });
         }
         Ok(out)
