@@ -90,6 +90,7 @@ pub fn describe(a: &Action) -> String {
         }
         Action::Send(t) => format!("typing {t:?}"),
         Action::Restart(service) => format!("the {} server to restart", service.name()),
+        Action::DhcpAddHost(h) => format!("the DHCP server to take host {}", h.mac),
         Action::Shell(cmd) => format!("the shell to finish {cmd:?}"),
         Action::LunBytes { offset, text } => {
             format!("the LUN to hold {text:?} at byte {offset}")

@@ -101,6 +101,14 @@ pub trait LabControl: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
     /// The disk `node`'s iSCSI target exports (its own in a fleet, else the run's one copy).
     fn lun_file(&self, node: &str) -> Option<PathBuf>;
+    /// Adds a host to the running DHCP server, as an operator adds a node's MAC.
+    fn add_dhcp_host(
+        &self,
+        host: crate::scenario::DhcpHost,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let mac = host.mac;
+        Box::pin(async move { Err(format!("this run cannot add DHCP host {mac}")) })
+    }
     /// Resolves when the lab broke (a service died, a harness task panicked); never, by
     /// default.
     fn broken(&self) -> Pin<Box<dyn Future<Output = LabFault> + Send + '_>> {

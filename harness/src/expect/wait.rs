@@ -91,6 +91,15 @@ pub(super) async fn wait_step(
                 Err(e) => Wait::Failed(Fail::action(format!("restarting {}: {e}", service.name()))),
             };
         }
+        Action::DhcpAddHost(host) => {
+            return match cx.control.add_dhcp_host(host.clone()).await {
+                Ok(detail) => Wait::Met {
+                    at: events.clock().now(),
+                    detail,
+                },
+                Err(e) => Wait::Failed(Fail::action(format!("adding DHCP host {}: {e}", host.mac))),
+            };
+        }
         Action::Shell(cmd) => {
             let (typed, re) = shell_line(cx.index, cmd);
             cx.note_typed(&step.node, &typed);

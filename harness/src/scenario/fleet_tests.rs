@@ -111,3 +111,20 @@ fn a_nodes_own_image_needs_its_own_disk() {
         crate::scenario::ImageRef::Recipe { name, .. } if name == "debian-dracut"
     ));
 }
+
+#[test]
+fn an_added_dhcp_host_must_be_a_nodes_nic() {
+    let add =
+        |mac: &str| format!("{GOOD}  - dhcp_add_host: {{ mac: \"{mac}\", hostname: node01 }}\n");
+    let e = err(&add("52:54:00:aa:00:99"));
+    assert!(
+        e.contains("`dhcp_add_host` names MAC 52:54:00:aa:00:99, which no node's NIC has"),
+        "{e}"
+    );
+    let s = load_text(&add("52:54:00:aa:00:01")).unwrap();
+    assert!(s.adds_dhcp_hosts());
+    assert!(matches!(
+        &s.steps[1].action,
+        crate::scenario::Action::DhcpAddHost(h) if h.hostname.as_deref() == Some("node01")
+    ));
+}

@@ -51,6 +51,13 @@ impl Scenario {
             .unwrap_or(&self.image)
     }
 
+    /// Some step adds a DHCP host while the run goes on.
+    pub fn adds_dhcp_hosts(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::DhcpAddHost(_)))
+    }
+
     /// Every image the scenario boots, each once: the scenario's first, then the nodes' own.
     pub fn images(&self) -> Vec<&ImageRef> {
         let mut out = vec![&self.image];
@@ -233,6 +240,8 @@ pub struct Dhcp {
     pub down: Vec<DownWindow>,
     /// Boot-script URL handed to iPXE (already rendered).
     pub boot_url: String,
+    /// Answer known MACs only: `hosts` and those `dhcp_add_host` steps add.
+    pub known_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -491,6 +500,8 @@ pub enum Action {
     Shell(String),
     /// The per-run disk copy holds `text` at byte `offset`.
     LunBytes { offset: u64, text: String },
+    /// Add a host to the running DHCP server (its hosts file, reread on SIGHUP).
+    DhcpAddHost(DhcpHost),
     /// The node's QEMU exited.
     QemuExit,
     /// The booted guest's iBFT, as its marker reports it, matches what the lab served: the

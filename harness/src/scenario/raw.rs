@@ -179,6 +179,10 @@ pub struct RawDhcp {
     /// Fault plan: stop dnsmasq for these windows of the run.
     #[serde(default)]
     pub down: Vec<Spanned<RawDownWindow>>,
+    /// Answer only the MACs of `hosts` (and those a `dhcp_add_host` step adds), as a fleet's
+    /// DHCP server does; by default the pool answers anyone.
+    #[serde(default)]
+    pub known_only: bool,
 }
 
 /// `{ at: 60s, for: 20s }`: the service is down from `at` on the run clock for `for`.
@@ -198,6 +202,17 @@ pub struct RawDhcpHost {
     pub hostname: Option<Spanned<String>>,
     #[serde(default)]
     pub ip: Option<Spanned<Ipv4Addr>>,
+}
+
+/// `dhcp_add_host: { mac, hostname, ip }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAddedHost {
+    pub mac: MacAddr,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,6 +355,9 @@ pub struct RawStep {
     /// Wait until the per-run disk copy (the LUN's backing file) holds this text at an offset.
     #[serde(default)]
     pub lun_bytes: Option<RawLunBytes>,
+    /// Add a host to the DHCP server while the run goes on, as an operator adds a node's MAC.
+    #[serde(default)]
+    pub dhcp_add_host: Option<RawAddedHost>,
     /// Wait for the node's QEMU to exit (the guest powered off).
     #[serde(default)]
     pub qemu_exit: Option<bool>,

@@ -127,6 +127,17 @@ pub fn args(
             ));
         }
     }
+    if s.dhcp.known_only {
+        // A fleet's server: a MAC nobody added gets no answer at all.
+        a.push("--dhcp-ignore=tag:!known".into());
+    }
+    if s.adds_dhcp_hosts() {
+        // Hosts added while the run goes on; dnsmasq reads the file again on SIGHUP.
+        a.push(format!(
+            "--dhcp-hostsfile={}",
+            added_hosts_file(leasefile).display()
+        ));
+    }
     if ipv6_ra {
         // Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration after
         // DHCPv4 has long finished. ra-only: no DHCPv6 server.
@@ -385,6 +396,12 @@ impl Dhcp {
             }),
             _ => None,
         };
+        if s.adds_dhcp_hosts() {
+            let added = added_hosts_file(&leases);
+            if !added.exists() {
+                std::fs::write(&added, b"").map_err(io(&added))?;
+            }
+        }
         let argv = args(s, &cx.bridge, &leases, ra, chain_args);
         let mut listing = program.display().to_string();
         for a in &argv {
@@ -470,6 +487,50 @@ impl Dhcp {
             log,
             leases,
         })
+    }
+
+    /// Appends `host` to the added-hosts file and sends dnsmasq SIGHUP, on which it reads it.
+    pub fn add_host(&self, host: &crate::scenario::DhcpHost) -> Result<String, ServiceError> {
+        use std::io::Write;
+        let file = added_hosts_file(&self.leases);
+        let mut line = host.mac.to_string();
+        if let Some(ip) = host.ip {
+            line.push_str(&format!(",{ip}"));
+        }
+        if let Some(name) = &host.hostname {
+            line.push_str(&format!(",{name}"));
+        }
+        let io = |source| ServiceError::Io {
+            service: SERVICE,
+            what: file.display().to_string(),
+            source,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .map_err(io)?;
+        writeln!(f, "{line}").map_err(io)?;
+        let pid = self
+            .child
+            .pid()
+            .and_then(|p| i32::try_from(p).ok())
+            .ok_or_else(|| ServiceError::Setup {
+                service: SERVICE,
+                message: "dnsmasq's pid is unknown".into(),
+            })?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .map_err(|e| ServiceError::Setup {
+            service: SERVICE,
+            message: format!("SIGHUP to dnsmasq ({pid}): {e}"),
+        })?;
+        tracing::info!(%line, "DHCP host added");
+        Ok(format!(
+            "added `{line}` to {} and sent dnsmasq SIGHUP",
+            file.display()
+        ))
     }
 
     pub async fn stop(self) {
@@ -579,6 +640,12 @@ async fn apply(
             }
         }
     }
+}
+
+/// Beside the lease file: the hosts `dhcp_add_host` steps added, one `mac,ip,name` a line. It
+/// outlives a restart of dnsmasq, as an operator's hosts file does.
+pub fn added_hosts_file(leasefile: &Path) -> PathBuf {
+    leasefile.with_file_name("dnsmasq.hosts-added")
 }
 
 /// Writes the chain marks file and sends dnsmasq SIGHUP, on which it reads the file again.

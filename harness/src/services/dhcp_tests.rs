@@ -200,3 +200,34 @@ fn chain_args_serve_tftp_on_the_bridge_and_tag_the_chain_node() {
         .iter()
         .any(|x| x.contains("tftp") || x.starts_with("--dhcp-optsfile")));
 }
+
+#[test]
+fn a_fleets_server_answers_known_macs_and_reads_added_hosts() {
+    let lease = Path::new("/run/x/dnsmasq.leases");
+    // The default: anyone gets an address, and no hosts file is read.
+    let plain = args(&scenario(), "nbr0", lease, false, None);
+    assert!(
+        !plain.iter().any(|a| a.starts_with("--dhcp-ignore")),
+        "{plain:?}"
+    );
+    assert!(
+        !plain.iter().any(|a| a.starts_with("--dhcp-hostsfile")),
+        "{plain:?}"
+    );
+    let s = crate::scenario::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fleet-add-a-node.yaml"),
+    )
+    .expect("the fleet scenario loads");
+    let a = args(&s, "nbr0", lease, false, None);
+    assert!(a.contains(&"--dhcp-ignore=tag:!known".to_string()), "{a:?}");
+    assert!(
+        a.contains(&"--dhcp-hostsfile=/run/x/dnsmasq.hosts-added".to_string()),
+        "{a:?}"
+    );
+    // node01 is known from the start; node02 only once a step adds it.
+    assert!(
+        a.contains(&"--dhcp-host=52:54:00:aa:01:21,10.77.0.121,node01".to_string()),
+        "{a:?}"
+    );
+    assert!(!a.iter().any(|x| x.contains("52:54:00:aa:01:22")), "{a:?}");
+}

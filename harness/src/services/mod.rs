@@ -541,6 +541,24 @@ impl Services {
         self.http_addr
     }
 
+    /// Adds `host` to the running DHCP server's hosts file and has it read the file again.
+    pub async fn add_dhcp_host(
+        &self,
+        host: &crate::scenario::DhcpHost,
+    ) -> Result<String, ServiceError> {
+        let slot = self.dhcp.lock().await;
+        match slot.as_ref() {
+            Some(DhcpSlot::Running(d)) => d.add_host(host),
+            _ => Err(ServiceError::Setup {
+                service: SERVICE_DHCP,
+                message: format!(
+                    "cannot add host {}: the DHCP server is not running now",
+                    host.mac
+                ),
+            }),
+        }
+    }
+
     /// The disk `node`'s target exports.
     pub fn lun_file(&self, node: &str) -> &Path {
         self.again.cx.disk_of(Some(node))

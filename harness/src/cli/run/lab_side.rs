@@ -160,6 +160,19 @@ impl expect::LabControl for RunControl<'_> {
         })
     }
 
+    fn add_dhcp_host(
+        &self,
+        host: scenario::DhcpHost,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        Box::pin(async move {
+            self.services
+                .add_dhcp_host(&host)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
     fn lun_file(&self, node: &str) -> Option<PathBuf> {
         Some(self.services.lun_file(node).to_path_buf())
     }

@@ -141,6 +141,7 @@ impl Validator<'_> {
             boot_url,
             start_after,
             down: self.down_windows(&raw.services.dhcp.down, start_after)?,
+            known_only: raw.services.dhcp.known_only,
         })
     }
 

@@ -174,6 +174,29 @@ impl Validator<'_> {
                     },
                 ));
             }
+            if let Some(h) = &step.dhcp_add_host {
+                if !nodes
+                    .iter()
+                    .any(|n| n.nics.iter().any(|nic| nic.mac == h.mac))
+                {
+                    return Err(self.at(
+                        s,
+                        format!(
+                            "`dhcp_add_host` names MAC {}, which no node's NIC has",
+                            h.mac
+                        ),
+                        None,
+                    ));
+                }
+                actions.push((
+                    "dhcp_add_host",
+                    Action::DhcpAddHost(crate::scenario::DhcpHost {
+                        mac: h.mac,
+                        hostname: h.hostname.clone(),
+                        ip: h.ip,
+                    }),
+                ));
+            }
             for (kind, flag, action) in [
                 ("qemu_exit", step.qemu_exit, Action::QemuExit),
                 (
@@ -199,7 +222,7 @@ impl Validator<'_> {
                     None => {}
                 }
             }
-            const KINDS: [&str; 18] = [
+            const KINDS: [&str; 19] = [
                 "console",
                 "console_regex",
                 "dhcp_ack",
@@ -215,6 +238,7 @@ impl Validator<'_> {
                 "restart",
                 "shell",
                 "lun_bytes",
+                "dhcp_add_host",
                 "qemu_exit",
                 "ibft_matches_lab",
                 "root_on_session",
@@ -300,6 +324,7 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         }
         Action::Restart(service) => format!("{kind} {}", service.name()),
         Action::LunBytes { offset, .. } => format!("{kind} at {offset}"),
+        Action::DhcpAddHost(h) => format!("{kind} {}", h.mac),
         Action::QemuExit => kind.to_string(),
         Action::IbftMatchesLab => "the iBFT matches what the lab served".to_string(),
         Action::RootOnSession => "the root is on the iSCSI session".to_string(),
