@@ -113,6 +113,26 @@ fn a_nodes_own_image_needs_its_own_disk() {
 }
 
 #[test]
+fn a_per_host_file_must_name_a_node() {
+    let with = |url: &str| {
+        GOOD.replace(
+            "      boot.ipxe: boot/sanboot.ipxe\n",
+            &format!("      boot.ipxe: boot/sanboot.ipxe\n      {url}: boot/hosts/node01.ipxe\n"),
+        )
+    };
+    let e = err(&with("hosts/node09.ipxe"));
+    assert!(
+        e.contains("per-host file `hosts/node09.ipxe` names no node"),
+        "{e}"
+    );
+    assert!(e.contains("`node01`"), "the known names are listed: {e}");
+    load_text(&with("hosts/node01.ipxe")).unwrap();
+    // By MAC, or not a per-host file at all: not checked here.
+    load_text(&with("hosts/mac-52-54-00-aa-00-01.ipxe")).unwrap();
+    load_text(&with("menus/node09.ipxe")).unwrap();
+}
+
+#[test]
 fn an_added_dhcp_host_must_be_a_nodes_nic() {
     let add =
         |mac: &str| format!("{GOOD}  - dhcp_add_host: {{ mac: \"{mac}\", hostname: node01 }}\n");

@@ -145,6 +145,52 @@ impl Validator<'_> {
         })
     }
 
+    /// `hosts/<name>.ipxe` is a per-host file (the exceptions to a fleet's one menu, fetched as
+    /// `hosts/${hostname}.ipxe`): one that names no node nor DHCP host name is never fetched,
+    /// which in the field is a node silently booting the defaults. `hosts/mac-...` files go by MAC.
+    fn host_file_names_a_node(
+        &self,
+        raw: &RawScenario,
+        url: &str,
+        src: &Spanned<String>,
+    ) -> Result<(), ScenarioError> {
+        let Some(name) = url
+            .strip_prefix("hosts/")
+            .and_then(|n| n.strip_suffix(".ipxe"))
+            .filter(|n| !n.contains('/') && !n.starts_with("mac-"))
+        else {
+            return Ok(());
+        };
+        let mut known: Vec<&str> = raw
+            .nodes
+            .value
+            .iter()
+            .map(|n| n.name.value.as_str())
+            .collect();
+        for h in &raw.services.dhcp.hosts {
+            if let Some(n) = &h.hostname {
+                if !known.contains(&n.value.as_str()) {
+                    known.push(n.value.as_str());
+                }
+            }
+        }
+        if known.contains(&name) {
+            return Ok(());
+        }
+        Err(self.at(
+            src,
+            format!(
+                "per-host file `{}` names no node: no node or DHCP host is called `{}`",
+                shown(url),
+                shown(name)
+            ),
+            Some(format!(
+                "a node fetches hosts/${{hostname}}.ipxe; known names: {}",
+                one_of(known.into_iter())
+            )),
+        ))
+    }
+
     pub(super) fn http(
         &self,
         raw: &RawScenario,
@@ -168,6 +214,7 @@ impl Validator<'_> {
                     Some("use a relative path like `boot.ipxe` or `menus/node01.ipxe`".into()),
                 ));
             }
+            self.host_file_names_a_node(raw, url, src)?;
             let (full, body) = self.template(src, folder, vars, "HTTP file")?;
             total += body.len() as u64;
             if total > MAX_HTTP_TOTAL {
