@@ -148,3 +148,63 @@ fn an_added_dhcp_host_must_be_a_nodes_nic() {
         crate::scenario::Action::DhcpAddHost(h) if h.hostname.as_deref() == Some("node01")
     ));
 }
+
+#[test]
+fn each_node_repeats_a_step_for_every_node_with_its_name() {
+    let fleet = |steps: &str| {
+        GOOD.replace(
+            "services:",
+            "  - name: node02\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:09\", boot: true }\nservices:",
+        )
+        .replace("boot/sanboot.ipxe", "boot/fleet/menu.ipxe")
+        .replace(
+            "target: iqn.2026-11.lab:node01-root",
+            "per_node: { target: \"iqn.2026-11.lab:{node}-root\" }",
+        )
+        .replace(
+            "expect:\n  - console: \"Booting from SAN device\"\n    within: 90s\n",
+            &format!("expect:\n{steps}"),
+        )
+    };
+    let s = load_text(&fleet(
+        "  - name: firmware\n    each_node: true\n    console: \"SeaBIOS\"\n\
+         \x20 - name: lease\n    node: node02\n    dhcp_ack: { mac: \"52:54:00:aa:00:09\" }\n    after: firmware\n\
+         \x20 - name: mark\n    each_node: true\n    shell: \"echo {node} > /tmp/x\"\n",
+    ))
+    .unwrap();
+    let names: Vec<_> = s
+        .steps
+        .iter()
+        .map(|st| (st.name.as_str(), st.node.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("firmware (node01)", "node01"),
+            ("firmware (node02)", "node02"),
+            ("lease", "node02"),
+            ("mark (node01)", "node01"),
+            ("mark (node02)", "node02"),
+        ]
+    );
+    // `after` a repeated step means this node's own instance of it.
+    assert_eq!(s.steps[2].after.as_deref(), Some("firmware (node02)"));
+    assert!(
+        matches!(&s.steps[4].action, crate::scenario::Action::Shell(c) if c == "echo node02 > /tmp/x")
+    );
+    // A record step names one node's MAC or IQN: repeating it would be wrong.
+    let e = err(&fleet(
+        "  - each_node: true\n    dhcp_ack: { mac: \"52:54:00:aa:00:09\" }\n",
+    ));
+    assert!(
+        e.contains("`each_node` cannot repeat a `dhcp_ack` step"),
+        "{e}"
+    );
+    let e = err(&fleet(
+        "  - each_node: true\n    node: node01\n    console: \"SeaBIOS\"\n",
+    ));
+    assert!(
+        e.contains("one `node` or runs for `each_node`, not both"),
+        "{e}"
+    );
+}

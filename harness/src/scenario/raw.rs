@@ -317,6 +317,9 @@ pub struct RawStep {
     pub phase: Option<super::Phase>,
     #[serde(default)]
     pub node: Option<String>,
+    /// The step once for every node, in node order (`{node}` in its texts becomes each name).
+    #[serde(default)]
+    pub each_node: bool,
     /// For a step met by a service record: the earlier step whose time the record must follow
     /// (by default the step just before).
     #[serde(default)]

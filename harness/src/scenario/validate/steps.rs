@@ -259,39 +259,48 @@ impl Validator<'_> {
             if matches!(&action, Action::Console(t) if t.is_empty()) {
                 return Err(self.at(s, "an empty `console` text matches any line", None));
             }
-            let node = match &step.node {
-                Some(n) if nodes.iter().any(|x| &x.name == n) => n.clone(),
-                Some(n) => {
+            let targets: Vec<String> = match (&step.node, step.each_node) {
+                (Some(_), true) => {
+                    return Err(self.at(
+                        s,
+                        "a step names one `node` or runs for `each_node`, not both",
+                        None,
+                    ))
+                }
+                (None, true) => {
+                    if !per_node_action(&action) {
+                        return Err(self.at(
+                            s,
+                            format!("`each_node` cannot repeat a `{kind}` step: it names one node's MAC, IQN or service"),
+                            Some("write one step per node".into()),
+                        ));
+                    }
+                    nodes.iter().map(|n| n.name.clone()).collect()
+                }
+                (Some(n), false) if nodes.iter().any(|x| &x.name == n) => vec![n.clone()],
+                (Some(n), false) => {
                     return Err(self.at(
                         s,
                         format!("step names unknown node `{}`", shown(n)),
                         Some(one_of(nodes.iter().map(|x| x.name.as_str()))),
                     ))
                 }
-                None if nodes.len() == 1 => nodes[0].name.clone(),
-                None => {
+                (None, false) if nodes.len() == 1 => vec![nodes[0].name.clone()],
+                (None, false) => {
                     return Err(self.at(
                         s,
                         "with several nodes every step must say which `node` it is about",
-                        Some(one_of(nodes.iter().map(|x| x.name.as_str()))),
+                        Some(format!(
+                            "{}; or `each_node: true` for all of them",
+                            one_of(nodes.iter().map(|x| x.name.as_str()))
+                        )),
                     ))
                 }
             };
-            let name = step
+            let base_name = step
                 .name
                 .clone()
                 .unwrap_or_else(|| default_step_name(kind, &action));
-            let after = match &step.after {
-                None => None,
-                Some(a) if out.iter().any(|p: &Step| p.name == a.value) => Some(a.value.clone()),
-                Some(a) => {
-                    return Err(self.at(
-                        a,
-                        format!("`after` names no earlier step: `{}`", shown(&a.value)),
-                        Some(one_of(out.iter().map(|p| p.name.as_str()))),
-                    ))
-                }
-            };
             let (within, stretch) =
                 match (step.within, step.bound) {
                     (Some(_), Some(_)) => return Err(self.at(
@@ -303,17 +312,72 @@ impl Validator<'_> {
                     (None, Some(b)) => (b.0, false),
                     (w, None) => (w.map(|d| d.0).unwrap_or(DEFAULT_WITHIN), true),
                 };
-            out.push(Step {
-                name,
-                node,
-                within,
-                stretch,
-                action,
-                phase: step.phase,
-                after,
-            });
+            for node in targets {
+                let (name, action) = if step.each_node {
+                    (format!("{base_name} ({node})"), for_node(&action, &node))
+                } else {
+                    (base_name.clone(), action.clone())
+                };
+                // After a step repeated for each node: this node's own instance of it.
+                let after = match &step.after {
+                    None => None,
+                    Some(a) => {
+                        let own = format!("{} ({node})", a.value);
+                        if out.iter().any(|p: &Step| p.name == own) {
+                            Some(own)
+                        } else if out.iter().any(|p: &Step| p.name == a.value) {
+                            Some(a.value.clone())
+                        } else {
+                            return Err(self.at(
+                                a,
+                                format!("`after` names no earlier step: `{}`", shown(&a.value)),
+                                Some(one_of(out.iter().map(|p| p.name.as_str()))),
+                            ));
+                        }
+                    }
+                };
+                out.push(Step {
+                    name,
+                    node,
+                    within,
+                    stretch,
+                    action,
+                    phase: step.phase,
+                    after,
+                });
+            }
         }
         Ok(out)
+    }
+}
+
+/// Actions that are about the node they run on, and so can be repeated for each node.
+fn per_node_action(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::Console(_)
+            | Action::ConsoleRegex(_)
+            | Action::Send(_)
+            | Action::Shell(_)
+            | Action::LunBytes { .. }
+            | Action::QemuExit
+            | Action::IbftMatchesLab
+            | Action::RootOnSession
+    )
+}
+
+/// `{node}` in a repeated step's texts becomes the node's name.
+fn for_node(a: &Action, node: &str) -> Action {
+    let fill = |t: &str| t.replace("{node}", node);
+    match a {
+        Action::Console(t) => Action::Console(fill(t)),
+        Action::Send(t) => Action::Send(fill(t)),
+        Action::Shell(t) => Action::Shell(fill(t)),
+        Action::LunBytes { offset, text } => Action::LunBytes {
+            offset: *offset,
+            text: fill(text),
+        },
+        other => other.clone(),
     }
 }
 
