@@ -342,7 +342,9 @@ fn build_into(
     let log_file = std::fs::File::create(log).map_err(io(log))?;
     // One pipe for both streams keeps the log in the order the script wrote it, and lets the
     // harness see the script's stage lines as they come.
-    let (pipe_r, pipe_w) = nix::unistd::pipe().map_err(|e| io(log)(e.into()))?;
+    // Close-on-exec: the script gets its ends as stdout and stderr only.
+    let (pipe_r, pipe_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(log)(e.into()))?;
     let pipe_w2 = pipe_w.try_clone().map_err(io(log))?;
     let script = images_dir.join("lib/build-image");
     let mut cmd = Command::new("bash");
