@@ -16,6 +16,8 @@ fn root() -> PathBuf {
 const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawScenario", ""),
     ("RawImageMap", "image"),
+    // The same keys as RawImageMap's, once checked: what a scenario adds to a recipe.
+    ("RawAdditions", "image"),
     ("RawNetwork", "network"),
     ("RawSegment", "network.segments[]"),
     ("RawNode", "nodes[]"),

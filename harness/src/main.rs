@@ -172,6 +172,16 @@ enum ImageCmd {
         /// Recipe parameters, NAME=VALUE.
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// A folder copied into the guest root before the initramfs is built (modes kept).
+        #[arg(long, value_name = "DIR")]
+        overlay: Option<PathBuf>,
+        /// A script run as root in the guest root (chroot) before the initramfs is built.
+        #[arg(long, value_name = "FILE")]
+        customize: Option<PathBuf>,
+        /// A dracut source tree built and installed instead of the distribution's dracut
+        /// (recipes of the dracut flavour).
+        #[arg(long, value_name = "DIR")]
+        dracut_source: Option<PathBuf>,
     },
     /// Build (or reuse) every image the given scenarios name, before running them.
     Prepare {
@@ -460,8 +470,8 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                 for wanted in s.images() {
                     let path = match wanted {
                         scenario::ImageRef::File(p) => p.clone(),
-                        scenario::ImageRef::Recipe { name, set } => {
-                            let built = image::ensure_recipe(&images, name, set, &cache)?;
+                        scenario::ImageRef::Recipe { name, set, add } => {
+                            let built = image::ensure_recipe(&images, name, set, add, &cache)?;
                             eprintln!(
                                 "image {name}: {} {} (key {})",
                                 if built.reused { "reused" } else { "built" },
@@ -471,12 +481,19 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                             built.path
                         }
                     };
-                    print(&format!("{}: {}\n", s.name, path.display()));
+                    print(&format!("{}: {}
+", s.name, path.display()));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        ImageCmd::Build { recipe, set } => {
+        ImageCmd::Build {
+            recipe,
+            set,
+            overlay,
+            customize,
+            dracut_source,
+        } => {
             tools::check(tools::IMAGE_TOOLS, Vec::new())?;
             let mut overrides = std::collections::BTreeMap::new();
             for kv in set {
@@ -485,7 +502,9 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                     .ok_or_else(|| miette::miette!("--set takes NAME=VALUE, not `{kv}`"))?;
                 overrides.insert(k.to_string(), v.to_string());
             }
-            let built = image::ensure_recipe(&images, &recipe, &overrides, &image::cache_dir())?;
+            let add = cli_additions(&images, &recipe, overlay, customize, dracut_source)?;
+            let built =
+                image::ensure_recipe(&images, &recipe, &overrides, &add, &image::cache_dir())?;
             print(&format!(
                 "{} {} ({})\n",
                 if built.reused { "reused" } else { "built" },
@@ -508,6 +527,38 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `image build`'s `--overlay`, `--customize` and `--dracut-source`: checked as a scenario's
+/// are, except that paths are the user's own (relative to the current folder, anywhere).
+fn cli_additions(
+    images: &std::path::Path,
+    recipe: &str,
+    overlay: Option<PathBuf>,
+    customize: Option<PathBuf>,
+    dracut_source: Option<PathBuf>,
+) -> miette::Result<scenario::Additions> {
+    use scenario::additions;
+    let fail = |(m, h): (String, Option<String>)| match h {
+        Some(h) => miette::miette!(help = h, "{m}"),
+        None => miette::miette!("{m}"),
+    };
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let mut add = scenario::Additions::default();
+    if let Some(o) = overlay {
+        additions::check_overlay(&o).map_err(fail)?;
+        add.overlay = Some(abs(o));
+    }
+    if let Some(c) = customize {
+        additions::check_customize(&c).map_err(fail)?;
+        add.customize = Some(abs(c));
+    }
+    if let Some(d) = dracut_source {
+        let flavour = image::load_recipe(images, recipe)?.flavour;
+        additions::check_dracut_source(&d, &flavour).map_err(fail)?;
+        add.dracut_source = Some(abs(d));
+    }
+    Ok(add)
 }
 
 fn prune_cmd(images: &std::path::Path, all: bool, dry_run: bool) -> miette::Result<ExitCode> {

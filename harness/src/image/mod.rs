@@ -5,6 +5,7 @@ pub mod node_disks;
 pub mod prune;
 pub mod scratch;
 
+pub use crate::scenario::additions::Additions;
 pub use crate::scenario::recipe::{list_recipes, load_recipe, ParamSpec, Recipe};
 
 use std::collections::BTreeMap;
@@ -74,6 +75,18 @@ pub fn cache_key(
     images_dir: &Path,
     params: &BTreeMap<String, String>,
 ) -> Result<String, ImageError> {
+    cache_key_with(recipe, images_dir, params, &Additions::default())
+}
+
+/// [`cache_key`] with a scenario's additions to the recipe, each hashed by content (relative
+/// paths, bytes, modes, link targets), never by where it lies; none given, the same key as
+/// [`cache_key`].
+pub fn cache_key_with(
+    recipe: &Recipe,
+    images_dir: &Path,
+    params: &BTreeMap<String, String>,
+    add: &Additions,
+) -> Result<String, ImageError> {
     let mut h = Sha256::new();
     h.update(format!("netboot-harness image {KEY_SCHEME}\0").as_bytes());
     for (label, root) in [
@@ -101,7 +114,66 @@ pub fn cache_key(
         h.update(v.as_bytes());
         h.update(b"\0");
     }
+    if let Some(dir) = &add.overlay {
+        hash_tree(&mut h, "overlay", dir, &[])?;
+    }
+    if let Some(file) = &add.customize {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(file).map_err(io(file))?;
+        let bytes = std::fs::read(file).map_err(io(file))?;
+        h.update(b"customize\0");
+        h.update((meta.permissions().mode() & 0o7777).to_le_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    if let Some(dir) = &add.dracut_source {
+        // A git checkout's history is not what gets built.
+        hash_tree(&mut h, "dracut_source", dir, &[".git"])?;
+    }
     Ok(hex::encode(h.finalize()))
+}
+
+/// Every entry of a tree into the hash: kind, relative path, mode, and a file's bytes or a
+/// link's target.
+fn hash_tree(h: &mut Sha256, label: &str, dir: &Path, skip: &[&str]) -> Result<(), ImageError> {
+    use crate::scenario::additions::{tree, Entry};
+    use std::os::unix::ffi::OsStrExt;
+    let entries = tree(dir, skip).map_err(|message| ImageError::Io {
+        path: dir.display().to_string(),
+        source: std::io::Error::other(message),
+    })?;
+    h.update(label.as_bytes());
+    h.update(b"\0");
+    for e in entries {
+        let rel = e.rel().as_os_str().as_bytes();
+        match &e {
+            Entry::Dir { mode, .. } => {
+                h.update(b"d\0");
+                h.update(rel);
+                h.update(b"\0");
+                h.update(mode.to_le_bytes());
+            }
+            Entry::File { mode, .. } => {
+                let p = dir.join(e.rel());
+                let bytes = std::fs::read(&p).map_err(io(&p))?;
+                h.update(b"f\0");
+                h.update(rel);
+                h.update(b"\0");
+                h.update(mode.to_le_bytes());
+                h.update((bytes.len() as u64).to_le_bytes());
+                h.update(&bytes);
+            }
+            Entry::Symlink { target, .. } => {
+                h.update(b"l\0");
+                h.update(rel);
+                h.update(b"\0");
+                h.update(target.as_os_str().as_bytes());
+                h.update(b"\0");
+            }
+        }
+    }
+    h.update(b"end\0");
+    Ok(())
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ImageError> {
@@ -136,16 +208,18 @@ pub fn ensure_recipe(
     images_dir: &Path,
     name: &str,
     set: &BTreeMap<String, String>,
+    add: &Additions,
     cache: &Path,
 ) -> Result<BuiltImage, ImageError> {
     let recipe = load_recipe(images_dir, name)?;
     let params = recipe.resolve(set)?;
-    let key = cache_key(&recipe, images_dir, &params)?;
+    let key = cache_key_with(&recipe, images_dir, &params, add)?;
     std::fs::create_dir_all(cache).map_err(io(cache))?;
     ensure_built(
         images_dir,
         &recipe,
         &params,
+        add,
         cache,
         &build_log(cache, name, &key),
     )
@@ -238,6 +312,13 @@ struct Meta {
     key: String,
     built_at: String,
     build_seconds: f64,
+    /// Where the additions were read from when it was built (the key holds their content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    overlay: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    customize: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dracut_source: Option<PathBuf>,
 }
 
 /// Returns the cached image for these inputs, building it first if needed. Concurrent callers
@@ -246,10 +327,11 @@ pub fn ensure_built(
     images_dir: &Path,
     recipe: &Recipe,
     params: &BTreeMap<String, String>,
+    add: &Additions,
     cache: &Path,
     log: &Path,
 ) -> Result<BuiltImage, ImageError> {
-    let key = cache_key(recipe, images_dir, params)?;
+    let key = cache_key_with(recipe, images_dir, params, add)?;
     let dir = cache
         .join("images")
         .join(image_dir_name(&recipe.name, &key));
@@ -295,7 +377,7 @@ pub fn ensure_built(
         .join(format!(".build-{}-{}", &key[..16], std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = build_into(images_dir, recipe, params, &tmp, log);
+    let result = build_into(images_dir, recipe, params, add, &tmp, log);
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -307,6 +389,9 @@ pub fn ensure_built(
         key: key.clone(),
         built_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         build_seconds: secs,
+        overlay: add.overlay.clone(),
+        customize: add.customize.clone(),
+        dracut_source: add.dracut_source.clone(),
     };
     let meta_path = tmp.join("meta.json");
     std::fs::write(
@@ -328,6 +413,7 @@ fn build_into(
     images_dir: &Path,
     recipe: &Recipe,
     params: &BTreeMap<String, String>,
+    add: &Additions,
     tmp: &Path,
     log: &Path,
 ) -> Result<(f64, ()), ImageError> {
@@ -356,6 +442,17 @@ fn build_into(
         .stderr(Stdio::from(pipe_w2));
     for (k, v) in params {
         cmd.env(format!("NBH_PARAM_{}", k.to_ascii_uppercase()), v);
+    }
+    // The additions, applied by build-image before its initramfs step.
+    for (var, path) in [
+        ("NBH_OVERLAY", &add.overlay),
+        ("NBH_CUSTOMIZE", &add.customize),
+        ("NBH_DRACUT_SOURCE", &add.dracut_source),
+    ] {
+        match path {
+            Some(p) => cmd.env(var, p),
+            None => cmd.env_remove(var),
+        };
     }
     // Its own process group, so the script can stop everything it started (mmdebstrap, chroot
     // commands) as one; and SIGTERM when the harness dies, so a killed or interrupted harness

@@ -150,6 +150,73 @@ fn cache_key_is_stable_and_sensitive() {
     assert_ne!(k1, k3, "a shared file must change the key");
 }
 
+/// An overlay, a customize script and a dracut tree count by content: one byte, one mode or one
+/// link target changes the key; moving them elsewhere does not; none given, the plain key.
+#[test]
+fn additions_are_keyed_by_content_not_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tree("additions");
+    let r = load_recipe(t.path(), "alpha").unwrap();
+    let p = r.resolve(&BTreeMap::new()).unwrap();
+    let plain = cache_key(&r, t.path(), &p).unwrap();
+    assert_eq!(
+        plain,
+        cache_key_with(&r, t.path(), &p, &Additions::default()).unwrap()
+    );
+    let here = t.path().join("scenario");
+    let hook = here.join("overlay/etc/initramfs-tools/scripts/init-top/hook");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "#!/bin/sh\necho hello\n").unwrap();
+    std::os::unix::fs::symlink("hook", hook.with_file_name("link")).unwrap();
+    std::fs::write(here.join("customize.sh"), "echo hi\n").unwrap();
+    let add = |dir: &Path| Additions {
+        overlay: Some(dir.join("overlay")),
+        customize: Some(dir.join("customize.sh")),
+        dracut_source: None,
+    };
+    let key = |dir: &Path| cache_key_with(&r, t.path(), &p, &add(dir)).unwrap();
+    let k1 = key(&here);
+    assert_ne!(plain, k1, "an overlay must change the key");
+    // The same content in another folder: the same image.
+    let moved = t.path().join("elsewhere/deeper");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&here, &moved).unwrap();
+    assert_eq!(
+        k1,
+        key(&moved),
+        "moving the scenario's folder must not change the key"
+    );
+    let hook = moved.join("overlay/etc/initramfs-tools/scripts/init-top/hook");
+    std::fs::write(&hook, "#!/bin/sh\necho hullo\n").unwrap();
+    let k2 = key(&moved);
+    assert_ne!(k1, k2, "one edited file of the overlay must change the key");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let k3 = key(&moved);
+    assert_ne!(k2, k3, "a file's mode must change the key");
+    std::fs::remove_file(hook.with_file_name("link")).unwrap();
+    std::os::unix::fs::symlink("other", hook.with_file_name("link")).unwrap();
+    let k4 = key(&moved);
+    assert_ne!(k3, k4, "a link's target must change the key");
+    std::fs::write(moved.join("customize.sh"), "echo ho\n").unwrap();
+    assert_ne!(
+        k4,
+        key(&moved),
+        "the customize script's bytes must change the key"
+    );
+    // A dracut tree's git history is not part of the image.
+    let src = t.path().join("dracut");
+    std::fs::create_dir_all(src.join(".git")).unwrap();
+    std::fs::write(src.join("dracut.sh"), "# dracut\n").unwrap();
+    let with_src = Additions {
+        dracut_source: Some(src.clone()),
+        ..Additions::default()
+    };
+    let d1 = cache_key_with(&r, t.path(), &p, &with_src).unwrap();
+    assert_ne!(plain, d1);
+    std::fs::write(src.join(".git/HEAD"), "ref\n").unwrap();
+    assert_eq!(d1, cache_key_with(&r, t.path(), &p, &with_src).unwrap());
+}
+
 #[test]
 fn shipped_recipes_load() {
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");

@@ -1,6 +1,7 @@
 //! Scenario files: YAML parsed into typed structs, then validated into a [`Scenario`] that the
 //! rest of the harness can trust. Nothing here starts a process or writes a file.
 
+pub mod additions;
 mod raw;
 pub mod recipe;
 mod validate;
@@ -12,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use additions::Additions;
 pub use validate::{load, load_str, ScenarioError, MAX_SCENARIO_BYTES};
 pub use values::{Dur, Iqn, MacAddr, Subnet};
 pub use windows::{DownWindow, MAX_WINDOWS};
@@ -98,6 +100,8 @@ pub enum ImageRef {
     Recipe {
         name: String,
         set: BTreeMap<String, String>,
+        /// An overlay, a customize script, a dracut source tree; part of the image's key.
+        add: Additions,
     },
     /// A raw disk image the user brings; never written.
     File(PathBuf),

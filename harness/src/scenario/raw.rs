@@ -43,14 +43,24 @@ fn yes() -> bool {
     true
 }
 
-/// `image: NAME`, `image: { recipe: NAME, set: {...} }` or `image: { file: PATH }`.
+/// `image: NAME`, `image: { recipe: NAME, set: {...}, overlay: DIR, ... }` or
+/// `image: { file: PATH }`.
 #[derive(Debug)]
 pub enum RawImage {
     Recipe {
         name: String,
         set: BTreeMap<String, String>,
+        add: RawAdditions,
     },
     File(String),
+}
+
+/// What a scenario adds to a recipe, as written (paths relative to the scenario's folder).
+#[derive(Debug, Default)]
+pub struct RawAdditions {
+    pub overlay: Option<String>,
+    pub customize: Option<String>,
+    pub dracut_source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +70,12 @@ struct RawImageMap {
     #[serde(default)]
     set: BTreeMap<String, String>,
     file: Option<String>,
+    /// A folder copied into the guest root before the initramfs is built.
+    overlay: Option<String>,
+    /// A script run in the guest root (chroot) before the initramfs is built.
+    customize: Option<String>,
+    /// A dracut source tree built and installed instead of the distribution's dracut.
+    dracut_source: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for RawImage {
@@ -74,13 +90,28 @@ impl<'de> Deserialize<'de> for RawImage {
                 Ok(RawImage::Recipe {
                     name: v.to_string(),
                     set: BTreeMap::new(),
+                    add: RawAdditions::default(),
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawImage, A::Error> {
                 let m = RawImageMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let add = RawAdditions {
+                    overlay: m.overlay,
+                    customize: m.customize,
+                    dracut_source: m.dracut_source,
+                };
+                let adds =
+                    add.overlay.is_some() || add.customize.is_some() || add.dracut_source.is_some();
                 match (m.recipe, m.file) {
-                    (Some(name), None) => Ok(RawImage::Recipe { name, set: m.set }),
-                    (None, Some(file)) if m.set.is_empty() => Ok(RawImage::File(file)),
+                    (Some(name), None) => Ok(RawImage::Recipe {
+                        name,
+                        set: m.set,
+                        add,
+                    }),
+                    (None, Some(file)) if m.set.is_empty() && !adds => Ok(RawImage::File(file)),
+                    (None, Some(_)) if adds => Err(de::Error::custom(
+                        "`overlay`, `customize` and `dracut_source` apply to recipes; an image file is used as it is",
+                    )),
                     (None, Some(_)) => Err(de::Error::custom(
                         "`set` applies to recipes; an image file is used as it is",
                     )),

@@ -243,12 +243,12 @@ fn node_bases(s: &Scenario, log_dir: &Path) -> miette::Result<Vec<(String, PathB
 fn resolve_image_logged(image: &ImageRef, log: &Path) -> miette::Result<PathBuf> {
     match image {
         ImageRef::File(p) => Ok(p.clone()),
-        ImageRef::Recipe { name, set } => {
+        ImageRef::Recipe { name, set, add } => {
             let images = crate::support::paths::images_dir();
             let recipe = image::load_recipe(&images, name)?;
             let params = recipe.resolve(set)?;
             let cache = image::cache_dir();
-            let built = image::ensure_built(&images, &recipe, &params, &cache, log)?;
+            let built = image::ensure_built(&images, &recipe, &params, add, &cache, log)?;
             if built.reused {
                 eprintln!(
                     "image {name}: reused {} (key {})",

@@ -140,12 +140,24 @@ fn checkout_wants(root: &Path) -> Result<Wanted, String> {
             .ok_or_else(|| format!("{}: unreadable", f.display()))?;
         let s: LooseScenario =
             serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
-        let (name, set) = match s.image {
-            LooseImage::Name(name) => (name, BTreeMap::new()),
+        let (name, set, add) = match s.image {
+            LooseImage::Name(name) => (name, BTreeMap::new(), image::Additions::default()),
             LooseImage::Recipe {
                 recipe: Some(name),
                 set,
-            } => (name, set),
+                overlay,
+                customize,
+                dracut_source,
+            } => {
+                // Read where that scenario's own run would read them: beside the scenario.
+                let here = f.parent().unwrap_or(Path::new("."));
+                let add = image::Additions {
+                    overlay: overlay.map(|p| here.join(p)),
+                    customize: customize.map(|p| here.join(p)),
+                    dracut_source: dracut_source.map(|p| here.join(p)),
+                };
+                (name, set, add)
+            }
             // `{ file: PATH }`: a disk of the user's, not in the cache.
             LooseImage::Recipe { recipe: None, .. } => continue,
         };
@@ -154,7 +166,7 @@ fn checkout_wants(root: &Path) -> Result<Wanted, String> {
             .map_err(ImageError::from)
             .map_err(at)?;
         let params = r.resolve(&set).map_err(ImageError::from).map_err(at)?;
-        let key = image::cache_key(&r, &images_dir, &params).map_err(at)?;
+        let key = image::cache_key_with(&r, &images_dir, &params, &add).map_err(at)?;
         out.entry(image::image_dir_name(&name, &key))
             .or_default()
             .push(format!("scenario {}", s.name.unwrap_or_default()));
@@ -178,6 +190,12 @@ enum LooseImage {
         recipe: Option<String>,
         #[serde(default)]
         set: BTreeMap<String, String>,
+        #[serde(default)]
+        overlay: Option<PathBuf>,
+        #[serde(default)]
+        customize: Option<PathBuf>,
+        #[serde(default)]
+        dracut_source: Option<PathBuf>,
     },
 }
 
@@ -203,10 +221,10 @@ pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneEr
             message: e.summary(),
         })?;
         for wanted in s.images() {
-            if let ImageRef::Recipe { name, set } = wanted {
+            if let ImageRef::Recipe { name, set, add } = wanted {
                 let r = image::load_recipe(images_dir, name)?;
                 let params = r.resolve(set)?;
-                let key = image::cache_key(&r, images_dir, &params)?;
+                let key = image::cache_key_with(&r, images_dir, &params, add)?;
                 out.entry(image::image_dir_name(name, &key))
                     .or_default()
                     .push(format!("scenario {}", s.name));

@@ -7,7 +7,8 @@ use std::path::{Component, Path};
 use serde_saphyr::Spanned;
 
 use super::{ScenarioError, Validator};
-use crate::scenario::raw::RawImage;
+use crate::scenario::additions::{self, Additions};
+use crate::scenario::raw::{RawAdditions, RawImage};
 use crate::scenario::values::shown;
 use crate::scenario::ImageRef;
 
@@ -18,7 +19,7 @@ impl Validator<'_> {
         dir: &Path,
     ) -> Result<ImageRef, ScenarioError> {
         match &img.value {
-            RawImage::Recipe { name, set } => {
+            RawImage::Recipe { name, set, add } => {
                 if name.is_empty()
                     || !name
                         .chars()
@@ -30,10 +31,12 @@ impl Validator<'_> {
                         None,
                     ));
                 }
-                self.recipe_exists(img, name, set)?;
+                let flavour = self.recipe_exists(img, name, set)?;
+                let add = self.additions(img, add, dir, &flavour)?;
                 Ok(ImageRef::Recipe {
                     name: name.clone(),
                     set: set.clone(),
+                    add,
                 })
             }
             RawImage::File(f) => {
@@ -72,20 +75,51 @@ impl Validator<'_> {
         }
     }
 
+    /// `overlay`, `customize` and `dracut_source`: the first two in or below the scenario's
+    /// folder, the overlay's links inside it; the dracut tree anywhere on the host (a source
+    /// tree fetched once and shared), for the dracut flavour only.
+    fn additions(
+        &self,
+        img: &Spanned<RawImage>,
+        add: &RawAdditions,
+        dir: &Path,
+        flavour: &str,
+    ) -> Result<Additions, ScenarioError> {
+        let at = |(m, h): (String, Option<String>)| self.at(img, m, h);
+        let mut out = Additions::default();
+        if let Some(o) = &add.overlay {
+            let p = additions::inside(dir, o, "overlay").map_err(at)?;
+            additions::check_overlay(&p).map_err(at)?;
+            out.overlay = Some(absolute(&p));
+        }
+        if let Some(c) = &add.customize {
+            let p = additions::inside(dir, c, "customize script").map_err(at)?;
+            additions::check_customize(&p).map_err(at)?;
+            out.customize = Some(absolute(&p));
+        }
+        if let Some(d) = &add.dracut_source {
+            let p = dir.join(d);
+            additions::check_dracut_source(&p, flavour).map_err(at)?;
+            out.dracut_source = Some(absolute(&p));
+        }
+        Ok(out)
+    }
+
     /// A recipe the images folder does not have, or a parameter it does not take, would
     /// otherwise only show when `run` builds the image: after the run directory was made.
+    /// Returns the recipe's flavour.
     fn recipe_exists(
         &self,
         img: &Spanned<RawImage>,
         name: &str,
         set: &BTreeMap<String, String>,
-    ) -> Result<(), ScenarioError> {
+    ) -> Result<String, ScenarioError> {
         use crate::scenario::recipe::RecipeError;
         let images = crate::support::paths::images_dir();
-        let checked =
-            crate::scenario::recipe::load_recipe(&images, name).and_then(|r| r.resolve(set));
+        let checked = crate::scenario::recipe::load_recipe(&images, name)
+            .and_then(|r| r.resolve(set).map(|_| r.flavour));
         match checked {
-            Ok(_) => Ok(()),
+            Ok(flavour) => Ok(flavour),
             Err(RecipeError::UnknownRecipe { name, valid }) => Err(self.at(
                 img,
                 format!("unknown image recipe `{name}`"),
@@ -118,4 +152,9 @@ impl Validator<'_> {
             Err(other) => Err(self.at(img, format!("image recipe `{name}`: {other}"), None)),
         }
     }
+}
+
+/// The path made absolute (the build runs elsewhere), without resolving links.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
