@@ -659,3 +659,41 @@ fn read_only_verbs_end_quietly_on_a_closed_pipe() {
     assert!(std::fs::read_to_string(svg).unwrap().starts_with("<svg "));
     tmp.close().unwrap();
 }
+
+/// `image build`'s additions are checked before anything is built: an overlay's link leading
+/// out of it, a missing customize script, a dracut tree for an initramfs-tools recipe.
+#[test]
+fn image_build_refuses_bad_additions_before_building() {
+    let dir = temp_dir("image-additions");
+    let overlay = dir.path().join("overlay/etc");
+    std::fs::create_dir_all(&overlay).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", overlay.join("passwd")).unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--overlay".to_string(), format!("{d}/overlay")],
+            "the symbolic link etc/passwd -> /etc/passwd leaves the overlay's folder",
+        ),
+        (
+            vec!["--customize".to_string(), format!("{d}/missing.sh")],
+            "customize script",
+        ),
+        (
+            vec!["--dracut-source".to_string(), d.to_string()],
+            "dracut_source applies to recipes of the dracut flavour, not `initramfs-tools`",
+        ),
+    ] {
+        let mut all = vec!["image", "build", "debian-initramfs-tools"];
+        all.extend(args.iter().map(String::as_str));
+        let out = harness(&all);
+        let said = text(&out);
+        assert!(!out.status.success(), "{all:?} succeeded: {said}");
+        // miette wraps long messages, even inside words: compare without the wrapping.
+        let words = |t: &str| {
+            t.chars()
+                .filter(|c| !c.is_whitespace() && *c != '│')
+                .collect::<String>()
+        };
+        assert!(words(&said).contains(&words(want)), "{all:?}: {said}");
+    }
+}

@@ -494,6 +494,8 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
             customize,
             dracut_source,
         } => {
+            // Wrong paths are said before anything is checked or built.
+            let add = cli_additions(&images, &recipe, overlay, customize, dracut_source)?;
             tools::check(tools::IMAGE_TOOLS, Vec::new())?;
             let mut overrides = std::collections::BTreeMap::new();
             for kv in set {
@@ -502,7 +504,6 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                     .ok_or_else(|| miette::miette!("--set takes NAME=VALUE, not `{kv}`"))?;
                 overrides.insert(k.to_string(), v.to_string());
             }
-            let add = cli_additions(&images, &recipe, overlay, customize, dracut_source)?;
             let built =
                 image::ensure_recipe(&images, &recipe, &overrides, &add, &image::cache_dir())?;
             print(&format!(
