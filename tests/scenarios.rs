@@ -19,6 +19,8 @@ fn project_root() -> PathBuf {
 mod boots;
 #[path = "support/can_boot.rs"]
 mod can_boot;
+#[path = "support/initramfs_hook.rs"]
+mod initramfs_hook;
 
 fn main() {
     let args = Arguments::from_args();
@@ -32,7 +34,7 @@ fn main() {
     durations::longest_first(&mut files, &durations::load());
 
     let mut boots = boots::Boots::new(can_boot::cannot_boot());
-    let trials = files
+    let mut trials = files
         .into_iter()
         .map(|file| {
             let name = file
@@ -53,7 +55,12 @@ fn main() {
                 result
             })
         })
-        .collect();
+        .collect::<Vec<_>>();
+    trials.push(
+        boots.trial("initramfs_hook::edit_rebuild_verdict", move || {
+            initramfs_hook::edit_rebuild_verdict(&project_root())
+        }),
+    );
     boots.run(&args, trials).exit();
 }
 
