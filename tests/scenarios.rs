@@ -19,6 +19,8 @@ fn project_root() -> PathBuf {
 mod boots;
 #[path = "support/can_boot.rs"]
 mod can_boot;
+#[path = "support/dracut_source.rs"]
+mod dracut_source;
 #[path = "support/initramfs_hook.rs"]
 mod initramfs_hook;
 
@@ -59,6 +61,11 @@ fn main() {
     trials.push(
         boots.trial("initramfs_hook::edit_rebuild_verdict", move || {
             initramfs_hook::edit_rebuild_verdict(&project_root())
+        }),
+    );
+    trials.push(
+        boots.trial("dracut_source::boots_dracut_ibft_e1000", move || {
+            dracut_source::boots_dracut_ibft_e1000(&project_root())
         }),
     );
     boots.run(&args, trials).exit();
