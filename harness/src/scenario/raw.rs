@@ -50,7 +50,8 @@ pub enum RawImage {
     Recipe {
         name: String,
         set: BTreeMap<String, String>,
-        add: RawAdditions,
+        /// Boxed: with its spans it is many times the size of the other variant.
+        add: Box<RawAdditions>,
     },
     File(String),
 }
@@ -58,9 +59,9 @@ pub enum RawImage {
 /// What a scenario adds to a recipe, as written (paths relative to the scenario's folder).
 #[derive(Debug, Default)]
 pub struct RawAdditions {
-    pub overlay: Option<String>,
-    pub customize: Option<String>,
-    pub dracut_source: Option<String>,
+    pub overlay: Option<Spanned<String>>,
+    pub customize: Option<Spanned<String>>,
+    pub dracut_source: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -71,11 +72,11 @@ struct RawImageMap {
     set: BTreeMap<String, String>,
     file: Option<String>,
     /// A folder copied into the guest root before the initramfs is built.
-    overlay: Option<String>,
+    overlay: Option<Spanned<String>>,
     /// A script run in the guest root (chroot) before the initramfs is built.
-    customize: Option<String>,
+    customize: Option<Spanned<String>>,
     /// A dracut source tree built and installed instead of the distribution's dracut.
-    dracut_source: Option<String>,
+    dracut_source: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for RawImage {
@@ -90,7 +91,7 @@ impl<'de> Deserialize<'de> for RawImage {
                 Ok(RawImage::Recipe {
                     name: v.to_string(),
                     set: BTreeMap::new(),
-                    add: RawAdditions::default(),
+                    add: Box::default(),
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawImage, A::Error> {
@@ -106,7 +107,7 @@ impl<'de> Deserialize<'de> for RawImage {
                     (Some(name), None) => Ok(RawImage::Recipe {
                         name,
                         set: m.set,
-                        add,
+                        add: Box::new(add),
                     }),
                     (None, Some(file)) if m.set.is_empty() && !adds => Ok(RawImage::File(file)),
                     (None, Some(_)) if adds => Err(de::Error::custom(

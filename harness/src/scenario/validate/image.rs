@@ -32,7 +32,7 @@ impl Validator<'_> {
                     ));
                 }
                 let flavour = self.recipe_exists(img, name, set)?;
-                let add = self.additions(img, add, dir, &flavour)?;
+                let add = self.additions(add, dir, &flavour)?;
                 Ok(ImageRef::Recipe {
                     name: name.clone(),
                     set: set.clone(),
@@ -80,26 +80,31 @@ impl Validator<'_> {
     /// tree fetched once and shared), for the dracut flavour only.
     fn additions(
         &self,
-        img: &Spanned<RawImage>,
         add: &RawAdditions,
         dir: &Path,
         flavour: &str,
     ) -> Result<Additions, ScenarioError> {
-        let at = |(m, h): (String, Option<String>)| self.at(img, m, h);
+        // Each error points at the key's value.
+        fn at<'a>(
+            v: &'a Validator<'_>,
+            s: &'a Spanned<String>,
+        ) -> impl Fn((String, Option<String>)) -> ScenarioError + 'a {
+            move |(m, h)| v.at(s, m, h)
+        }
         let mut out = Additions::default();
         if let Some(o) = &add.overlay {
-            let p = additions::inside(dir, o, "overlay").map_err(at)?;
-            additions::check_overlay(&p).map_err(at)?;
+            let p = additions::inside(dir, &o.value, "overlay").map_err(at(self, o))?;
+            additions::check_overlay(&p).map_err(at(self, o))?;
             out.overlay = Some(absolute(&p));
         }
         if let Some(c) = &add.customize {
-            let p = additions::inside(dir, c, "customize script").map_err(at)?;
-            additions::check_customize(&p).map_err(at)?;
+            let p = additions::inside(dir, &c.value, "customize script").map_err(at(self, c))?;
+            additions::check_customize(&p).map_err(at(self, c))?;
             out.customize = Some(absolute(&p));
         }
         if let Some(d) = &add.dracut_source {
-            let p = dir.join(d);
-            additions::check_dracut_source(&p, flavour).map_err(at)?;
+            let p = dir.join(&d.value);
+            additions::check_dracut_source(&p, flavour).map_err(at(self, d))?;
             out.dracut_source = Some(absolute(&p));
         }
         Ok(out)
