@@ -61,13 +61,15 @@ fn check_accepts_every_shipped_scenario() {
         "check",
         "scenarios/debian-ibft-e1000.yaml",
         "scenarios/sanboot-wrong-target.yaml",
+        "examples/initramfs-hook/scenario.yaml",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("debian-ibft-e1000.yaml: ok"),
-        "{}",
-        text(&o)
-    );
+    for ok in [
+        "debian-ibft-e1000.yaml: ok",
+        "initramfs-hook/scenario.yaml: ok",
+    ] {
+        assert!(text(&o).contains(ok), "{}", text(&o));
+    }
 }
 
 #[test]
