@@ -130,8 +130,9 @@ fn checkout_wants(root: &Path) -> Result<Wanted, String> {
     let images_dir = root.join("images");
     let mut out = recipe_defaults(&images_dir).map_err(|e| e.to_string())?;
     let dir = root.join("scenarios");
-    let files = crate::support::paths::scenario_files(&dir)
+    let mut files = crate::support::paths::scenario_files(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?;
+    files.extend(crate::support::paths::example_files(root));
     for f in files {
         let text = std::fs::read(&f)
             .ok()
@@ -211,10 +212,16 @@ fn recipe_defaults(images_dir: &Path) -> Result<Wanted, ImageError> {
     Ok(out)
 }
 
-/// The images the current recipes (default parameters) and the shipped scenarios ask for.
+/// The images the current recipes (default parameters), the shipped scenarios and the worked
+/// examples ask for.
 pub fn wanted(images_dir: &Path, scenarios_dir: &Path) -> Result<Wanted, PruneError> {
     let mut out = recipe_defaults(images_dir)?;
-    let files = crate::support::paths::scenario_files(scenarios_dir).map_err(io(scenarios_dir))?;
+    let mut files =
+        crate::support::paths::scenario_files(scenarios_dir).map_err(io(scenarios_dir))?;
+    // The worked examples beside the scenarios (examples/<example>/*.yaml) are run as they are.
+    if let Some(root) = scenarios_dir.parent() {
+        files.extend(crate::support::paths::example_files(root));
+    }
     for f in files {
         let s = scenario::load(&f).map_err(|e| PruneError::Scenario {
             path: f.display().to_string(),

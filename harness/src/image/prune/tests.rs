@@ -279,6 +279,8 @@ fn shipped_scenarios_and_recipes_give_wanted_images() {
     assert!(default.contains("scenario debian-ibft-e1000"), "{w:?}");
     // A scenario with its own parameters keeps an image of its own.
     assert!(!why_of("scenario initramfs-no-sd-mod").is_empty(), "{w:?}");
+    // So does a worked example, its overlay part of the key.
+    assert!(!why_of("scenario initramfs-hook").is_empty(), "{w:?}");
 }
 
 #[test]
