@@ -481,8 +481,12 @@ fn image_cmd(cmd: ImageCmd) -> miette::Result<ExitCode> {
                             built.path
                         }
                     };
-                    print(&format!("{}: {}
-", s.name, path.display()));
+                    print(&format!(
+                        "{}: {}
+",
+                        s.name,
+                        path.display()
+                    ));
                 }
             }
             Ok(ExitCode::SUCCESS)
