@@ -72,7 +72,32 @@ fn main() {
         "host_packages::read_as_ci_setup_reads_them",
         the_list_reads_as_ci_setup_reads_it,
     ));
+    trials.push(libtest_mimic::Trial::test(
+        "host_packages::a_changed_list_names_another_root",
+        a_changed_list_names_another_root,
+    ));
     boots.run(&args, trials).exit();
+}
+
+/// The cache key follows the list: a package more, fewer or renamed is another root; the order
+/// of the same names is too (mmdebstrap gets them as listed), the comments are not.
+fn a_changed_list_names_another_root() -> Result<(), Failed> {
+    let base = host_packages("qemu-system-x86  # the guest machine\ntgt\n");
+    let same = host_packages("# a heading\nqemu-system-x86\n\ntgt   # another comment\n");
+    let more = host_packages("qemu-system-x86\ntgt\ndnsmasq-base\n");
+    let fewer = host_packages("qemu-system-x86\n");
+    if base != ["qemu-system-x86", "tgt"] || root_name(&base) != root_name(&same) {
+        return Err(format!("{base:?} and {same:?} should name one root").into());
+    }
+    for other in [more, fewer] {
+        if root_name(&other) == root_name(&base) {
+            return Err(format!("{other:?} names the same root as {base:?}").into());
+        }
+    }
+    if !root_name(&base).starts_with("trixie-") {
+        return Err(root_name(&base).into());
+    }
+    Ok(())
 }
 
 /// The root holds what ci/setup installs: both read ci/host-packages the same way.
