@@ -427,8 +427,10 @@ fn build_into(
     })?;
     let log_file = std::fs::File::create(log).map_err(io(log))?;
     // One pipe for both streams keeps the log in the order the script wrote it, and lets the
-    // harness see the script's stage lines as they come.
-    // Close-on-exec: the script gets its ends as stdout and stderr only.
+    // harness see the script's stage lines as they come. Both ends close on exec: the child
+    // gets the write end only as its stdout and stderr. An inherited extra descriptor moves
+    // every descriptor mmdebstrap opens up by one, and apt's status pipe past 9 breaks its
+    // `cat >&11` under dash ("Bad fd number", the build fails at once as an apt download).
     let (pipe_r, pipe_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io(log)(e.into()))?;
     let pipe_w2 = pipe_w.try_clone().map_err(io(log))?;

@@ -293,3 +293,48 @@ fn per_run_copy_is_writable_and_leaves_base_alone() {
     std::fs::write(&dest, b"written").unwrap();
     assert_eq!(std::fs::read(&base).unwrap(), b"disk");
 }
+
+#[test]
+fn the_build_script_holds_its_output_pipe_only_as_stdout_and_stderr() {
+    // Leaked ends of the pipe moved mmdebstrap's status pipe past fd 9, which dash cannot
+    // redirect: the build failed at its first apt download.
+    let t = tree("fds");
+    std::fs::write(
+        t.path().join("lib/build-image"),
+        "for f in /proc/$$/fd/*; do echo \"fd ${f##*/} $(readlink \"$f\")\"; done\nexit 3\n",
+    )
+    .unwrap();
+    let recipe = load_recipe(t.path(), "alpha").unwrap();
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let log = t.path().join("build.log");
+    match build_into(
+        t.path(),
+        &recipe,
+        &BTreeMap::new(),
+        &Default::default(),
+        &out,
+        &log,
+    ) {
+        Err(ImageError::BuildFailed { status, .. }) if status == "missing tools" => {
+            eprintln!("ignored: the image tools are not installed (ci/setup installs them)");
+            return;
+        }
+        Err(ImageError::BuildFailed { .. }) => {}
+        other => panic!("the script exits 3: {other:?}"),
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let target = |fd: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("fd {fd} ")))
+            .map(str::to_string)
+    };
+    let pipe = target("1").unwrap_or_else(|| panic!("no fd 1 in {text}"));
+    assert_eq!(target("2").as_deref(), Some(pipe.as_str()), "{text}");
+    let others: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(&format!(" {pipe}")))
+        .filter(|l| !l.starts_with("fd 1 ") && !l.starts_with("fd 2 "))
+        .collect();
+    assert!(others.is_empty(), "the build inherits {others:?}:\n{text}");
+}
