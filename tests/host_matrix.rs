@@ -10,12 +10,12 @@
 //! images come from this host's cache (prepared here first: the recipes, and so the keys, are
 //! the checkout's), and the run directories land in the host's target folder.
 //!
-//! Every run inside the root happens in a private mount namespace (`unshare --mount`) that ends
-//! with it: the root bind-mounted onto itself (so the harness's own `unshare --mount` finds a
-//! mount point at `/`), `/proc`, `/sys`, `/dev` (with `/dev/net/tun` and `/dev/kvm` when
-//! present), a fresh `/tmp`, the checkout, the cache and the runs folder. Nothing is mounted in
-//! the host's namespace, so nothing is left behind, whichever way the test ends; the guests'
-//! network is the harness's own namespace, as on the host.
+//! Every run inside the root happens in private mount and PID namespaces (`unshare --mount
+//! --pid`) that end with it: the root bind-mounted onto itself (so the harness's own
+//! `unshare --mount` finds a mount point at `/`), `/proc`, `/sys`, `/dev` (with `/dev/net/tun`
+//! and `/dev/kvm` when present), a fresh `/tmp`, the checkout, the cache and the runs folder.
+//! Nothing is mounted in the host's namespace and no process outlives the test, whichever way
+//! it ends; the guests' network is the harness's own namespace, as on the host.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -48,6 +48,18 @@ const RECIPE: &[&str] = &[
     "--dpkgopt=path-exclude=/usr/share/locale/*",
     "--dpkgopt=path-exclude=/usr/share/info/*",
     "--customize-hook=rm -f \"$1\"/var/cache/apt/archives/*.deb \"$1\"/var/lib/apt/lists/*_Packages",
+];
+
+/// The private namespaces every command of this test that builds or boots runs in: its mounts
+/// and its processes end with it, however the test ends.
+const UNSHARE: &[&str] = &[
+    "--mount",
+    "--propagation",
+    "private",
+    "--pid",
+    "--fork",
+    "--mount-proc",
+    "--kill-child",
 ];
 
 /// Written into the root last: a root without it is an interrupted build.
@@ -290,17 +302,13 @@ fn trixie_root() -> Result<PathBuf, Failed> {
         packages.len()
     );
     let t = Instant::now();
-    // In a mount namespace of its own: mmdebstrap's /proc, /sys and /dev mounts in the tree end
-    // with it, also when it is killed half-way.
+    // In mount and PID namespaces of its own: mmdebstrap's /proc, /sys and /dev mounts in the
+    // tree end with it, and so do the processes it forks (apt, dpkg, its own helpers), also when
+    // the test is killed half-way: unshare dies with the test, its child (PID 1 there) with it,
+    // and the kernel ends everything else in the namespace.
     let out = run_tied(
         Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--fork",
-                "--kill-child",
-            ])
+            .args(UNSHARE)
             .arg("mmdebstrap")
             .args(RECIPE)
             .arg(format!("--include={}", packages.join(",")))
@@ -363,7 +371,10 @@ while [ "$n" -gt 0 ]; do
   shift 2
   n=$((n - 1))
 done
-exec chroot "$R" "$@"
+# Not the last command (bash would exec it): bash stays PID 1 of the namespace, so the harness
+# runs as an ordinary process, with the default actions for signals.
+chroot "$R" "$@"
+exit $?
 "#;
 
 /// Runs `args` inside the root, in the checkout, from a private mount namespace that ends with
@@ -371,22 +382,16 @@ exec chroot "$R" "$@"
 fn in_root(root: &Path, binds: &[(PathBuf, PathBuf)], args: &[&str]) -> Result<Output, Failed> {
     let checkout = project_root();
     let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--propagation",
-        "private",
-        "--fork",
-        "--kill-child",
-    ])
-    .args(["bash", "-c", ENTER, "enter"])
-    .arg(root)
-    .arg(env!("CARGO_BIN_EXE_netboot-harness"))
-    .arg(binds.len().to_string())
-    .args(binds.iter().flat_map(|(from, to)| [from, to]))
-    .args(["/usr/bin/env", "-i"])
-    .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-    .arg("HOME=/root")
-    .arg(format!("NETBOOT_HARNESS_CACHE={}", cache_dir().display()));
+    cmd.args(UNSHARE)
+        .args(["bash", "-c", ENTER, "enter"])
+        .arg(root)
+        .arg(env!("CARGO_BIN_EXE_netboot-harness"))
+        .arg(binds.len().to_string())
+        .args(binds.iter().flat_map(|(from, to)| [from, to]))
+        .args(["/usr/bin/env", "-i"])
+        .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg("HOME=/root")
+        .arg(format!("NETBOOT_HARNESS_CACHE={}", cache_dir().display()));
     if let Ok(ci) = std::env::var("CI") {
         cmd.arg(format!("CI={ci}"));
     }
