@@ -92,12 +92,11 @@ fn check_names_file_line_and_column() {
     tmp.close().unwrap();
 }
 
-#[test]
-fn run_refuses_a_fleet_that_cannot_fit_with_the_arithmetic() {
-    let fleet = std::fs::read_to_string(root().join("scenarios/fleet-four-nodes.yaml")).unwrap();
-    // 4 x 16 GiB: more than any machine this runs on has free, and allowed per node.
-    let big = fleet.replace("memory_mib: 1024", "memory_mib: 16384");
-    let (tmp, f) = temp_scenario("bigfleet", &big);
+/// `run` on a shipped scenario edited by `edit`: it must be refused (exit 2) before a run
+/// directory exists. Returns the message, its lines joined.
+fn refused_run(name: &str, shipped: &str, edit: impl Fn(&str) -> String) -> String {
+    let good = std::fs::read_to_string(root().join("scenarios").join(shipped)).unwrap();
+    let (tmp, f) = temp_scenario(name, &edit(&good));
     let runs = tmp.path().join("runs");
     let o = harness(&[
         "run",
@@ -106,38 +105,35 @@ fn run_refuses_a_fleet_that_cannot_fit_with_the_arithmetic() {
         f.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let t = text(&o).split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(t.contains("the guests do not fit in memory"), "{t}");
-    assert!(t.contains("for 4 guest(s) and their QEMUs"), "{t}");
-    assert!(t.contains("= 66688 MiB, but this machine has"), "{t}");
-    assert!(!runs.exists(), "a run started before the refusal");
-    tmp.close().unwrap();
-}
-
-#[test]
-fn run_refuses_a_broken_scenario_before_starting_anything() {
-    let good = std::fs::read_to_string(root().join("scenarios/debian-ibft-e1000.yaml")).unwrap();
-    let bad = good.replace("model: e1000,", "model: tg3,");
-    let (tmp, f) = temp_scenario("badnic", &bad);
-    let runs = tmp.path().join("runs");
-    let o = harness(&[
-        "run",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        f.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let t = text(&o);
-    assert!(t.contains("badnic.yaml:"), "{t}");
-    assert!(
-        t.contains("e1000e") && t.contains("rtl8139"),
-        "valid models not listed: {t}"
-    );
     assert!(
         !runs.exists(),
         "a run directory was created for a scenario that never ran"
     );
     tmp.close().unwrap();
+    text(&o).split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn run_refuses_a_fleet_that_cannot_fit_with_the_arithmetic() {
+    // 4 x 16 GiB: more than any machine this runs on has free, and allowed per node.
+    let t = refused_run("bigfleet", "fleet-four-nodes.yaml", |s| {
+        s.replace("memory_mib: 1024", "memory_mib: 16384")
+    });
+    assert!(t.contains("the guests do not fit in memory"), "{t}");
+    assert!(t.contains("for 4 guest(s) and their QEMUs"), "{t}");
+    assert!(t.contains("= 66688 MiB, but this machine has"), "{t}");
+}
+
+#[test]
+fn run_refuses_a_broken_scenario_before_starting_anything() {
+    let t = refused_run("badnic", "debian-ibft-e1000.yaml", |s| {
+        s.replace("model: e1000,", "model: tg3,")
+    });
+    assert!(t.contains("badnic.yaml:"), "{t}");
+    assert!(
+        t.contains("e1000e") && t.contains("rtl8139"),
+        "valid models not listed: {t}"
+    );
 }
 
 #[test]
