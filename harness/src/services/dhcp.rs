@@ -90,14 +90,7 @@ pub fn args(
         a.push(format!("--dhcp-range=set:seg{},{lo},{hi},{mask},1h", i + 1));
     }
     for h in &s.dhcp.hosts {
-        let mut spec = h.mac.to_string();
-        if let Some(ip) = h.ip {
-            spec.push_str(&format!(",{ip}"));
-        }
-        if let Some(name) = &h.hostname {
-            spec.push_str(&format!(",{name}"));
-        }
-        a.push(format!("--dhcp-host={spec}"));
+        a.push(format!("--dhcp-host={}", host_spec(h)));
     }
     // iPXE says who it is with user class "iPXE"; only it gets the boot-script URL, so a PXE
     // stack that is not iPXE is not handed a URL it cannot fetch.
@@ -493,13 +486,8 @@ impl Dhcp {
     pub fn add_host(&self, host: &crate::scenario::DhcpHost) -> Result<String, ServiceError> {
         use std::io::Write;
         let file = added_hosts_file(&self.leases);
-        let mut line = host.mac.to_string();
-        if let Some(ip) = host.ip {
-            line.push_str(&format!(",{ip}"));
-        }
-        if let Some(name) = &host.hostname {
-            line.push_str(&format!(",{name}"));
-        }
+        // A hosts file line reads as a --dhcp-host value.
+        let line = host_spec(host);
         let io = |source| ServiceError::Io {
             service: SERVICE,
             what: file.display().to_string(),
@@ -510,23 +498,11 @@ impl Dhcp {
             .open(&file)
             .map_err(io)?;
         writeln!(f, "{line}").map_err(io)?;
-        let pid = self
-            .child
-            .pid()
-            .and_then(|p| i32::try_from(p).ok())
-            .ok_or_else(|| ServiceError::Setup {
-                service: SERVICE,
-                message: "dnsmasq's pid is unknown".into(),
-            })?;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .map_err(|e| ServiceError::Setup {
+        let pid = reread(self.child.pid()).map_err(|message| ServiceError::Setup {
             service: SERVICE,
-            message: format!("SIGHUP to dnsmasq ({pid}): {e}"),
+            message,
         })?;
-        tracing::info!(%line, "DHCP host added");
+        tracing::info!(pid, %line, "DHCP host added");
         Ok(format!(
             "added `{line}` to {} and sent dnsmasq SIGHUP",
             file.display()
@@ -648,12 +624,20 @@ pub fn added_hosts_file(leasefile: &Path) -> PathBuf {
     leasefile.with_file_name("dnsmasq.hosts-added")
 }
 
-/// Writes the chain marks file and sends dnsmasq SIGHUP, on which it reads the file again.
-fn reload_marks(records: &Records, pid: Option<u32>) -> Result<(), String> {
-    let chain = records.chain().ok_or("no chain marks file")?;
-    chain
-        .write()
-        .map_err(|e| format!("writing {}: {e}", chain.path().display()))?;
+/// `MAC[,IP][,NAME]`: a host as `--dhcp-host` and a `--dhcp-hostsfile` line both take it.
+fn host_spec(h: &crate::scenario::DhcpHost) -> String {
+    let mut spec = h.mac.to_string();
+    if let Some(ip) = h.ip {
+        spec.push_str(&format!(",{ip}"));
+    }
+    if let Some(name) = &h.hostname {
+        spec.push_str(&format!(",{name}"));
+    }
+    spec
+}
+
+/// Sends dnsmasq SIGHUP, on which it reads its hosts and options files again; returns its pid.
+fn reread(pid: Option<u32>) -> Result<i32, String> {
     let pid = pid.ok_or("dnsmasq's pid is unknown")?;
     let pid = i32::try_from(pid).map_err(|e| format!("pid {pid}: {e}"))?;
     nix::sys::signal::kill(
@@ -661,6 +645,16 @@ fn reload_marks(records: &Records, pid: Option<u32>) -> Result<(), String> {
         nix::sys::signal::Signal::SIGHUP,
     )
     .map_err(|e| format!("SIGHUP to dnsmasq ({pid}): {e}"))?;
+    Ok(pid)
+}
+
+/// Writes the chain marks file and has dnsmasq read it again.
+fn reload_marks(records: &Records, pid: Option<u32>) -> Result<(), String> {
+    let chain = records.chain().ok_or("no chain marks file")?;
+    chain
+        .write()
+        .map_err(|e| format!("writing {}: {e}", chain.path().display()))?;
+    let pid = reread(pid)?;
     tracing::info!(pid, file = %chain.path().display(), "dnsmasq told to read the chain marks again");
     Ok(())
 }
