@@ -44,20 +44,16 @@ pub(super) fn all_logins(
             // The claim is about the logins that share one of its names: in a fleet, the other
             // nodes' logins to their own targets are not this node's. One that shares any (this
             // node's IQN to another target, another IQN to this node's target) must match all.
-            let shares = |a: Option<bool>| a == Some(true);
             let any_named =
                 initiator.is_some() || target.is_some() || from.is_some() || mac.is_some();
-            let related = shares(
-                initiator
+            let related = initiator
+                .as_ref()
+                .is_some_and(|i| i.as_str().eq_ignore_ascii_case(ei))
+                || target
                     .as_ref()
-                    .map(|i| i.as_str().eq_ignore_ascii_case(ei)),
-            ) || shares(target.as_ref().map(|t| t.as_str().eq_ignore_ascii_case(et)))
-                || shares(from.map(|f| f == *source_ip))
-                || shares(mac.map(|m| {
-                    source_mac
-                        .as_deref()
-                        .is_some_and(|sm| sm.eq_ignore_ascii_case(&m.to_string()))
-                }));
+                    .is_some_and(|t| t.as_str().eq_ignore_ascii_case(et))
+                || from.is_some_and(|f| f == *source_ip)
+                || mac.is_some_and(|m| mac_matches(&m, source_mac.as_deref()));
             if any_named && !related {
                 continue;
             }
@@ -144,11 +140,7 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
             session_type == session.key_value()
                 && names_match(initiator, target, ei, et)
                 && from.is_none_or(|f| f == *source_ip)
-                && mac.is_none_or(|m| {
-                    source_mac
-                        .as_deref()
-                        .is_some_and(|sm| sm.eq_ignore_ascii_case(&m.to_string()))
-                })
+                && mac.is_none_or(|m| mac_matches(&m, source_mac.as_deref()))
         }
         (
             Action::HttpStatus {
@@ -200,4 +192,9 @@ fn names_match(
         && target
             .as_ref()
             .is_none_or(|t| t.as_str().eq_ignore_ascii_case(record_target))
+}
+
+/// A step's MAC against the one a record took from the lab's neighbour table, if it had one.
+fn mac_matches(want: &crate::scenario::MacAddr, record: Option<&str>) -> bool {
+    record.is_some_and(|r| r.eq_ignore_ascii_case(&want.to_string()))
 }
