@@ -228,8 +228,8 @@ fn disk(label: &str, path: &Path) -> Check {
     let Some(existing) = path.ancestors().find(|p| p.is_dir()).map(PathBuf::from) else {
         return Check::new(Status::Warn, what, format!("{}: no folder", path.display()));
     };
-    match nix::sys::statvfs::statvfs(&existing) {
-        Ok(s) => disk_check(&what, path, s.blocks_available() * s.fragment_size()),
+    match crate::support::paths::free_bytes(&existing) {
+        Ok(free) => disk_check(&what, path, free),
         Err(e) => Check::new(
             Status::Warn,
             what,

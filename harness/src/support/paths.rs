@@ -27,6 +27,12 @@ fn is_root(dir: &Path) -> bool {
     dir.join("images").is_dir() && dir.join("scenarios").is_dir()
 }
 
+/// Bytes an unprivileged writer may still put on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> nix::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path)?;
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
 pub fn images_dir() -> PathBuf {
     project_root().join("images")
 }

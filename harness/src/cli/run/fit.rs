@@ -34,12 +34,8 @@ pub fn check_disks(bases: &[(String, PathBuf)], scratch: &Path) -> Result<(), St
         .iter()
         .map(|(_, b)| std::fs::metadata(b).map(|m| m.len()).unwrap_or(0))
         .collect();
-    match nix::sys::statvfs::statvfs(scratch) {
-        Ok(st) => disks(
-            &sizes,
-            st.blocks_available().saturating_mul(st.fragment_size()),
-            scratch,
-        ),
+    match crate::support::paths::free_bytes(scratch) {
+        Ok(free) => disks(&sizes, free, scratch),
         Err(_) => Ok(()),
     }
 }
