@@ -208,3 +208,15 @@ fn each_node_repeats_a_step_for_every_node_with_its_name() {
         "{e}"
     );
 }
+
+#[test]
+fn a_fleet_without_per_node_initiators_keeps_the_scenarios_acl() {
+    let fleet = GOOD.replace("boot/sanboot.ipxe", "boot/fleet/menu.ipxe").replace(
+        "target: iqn.2026-11.lab:node01-root",
+        "per_node: { target: \"iqn.2026-11.lab:{node}-root\" }\n    acl: { initiators: [\"iqn.2026-11.lab:admin\"] }",
+    );
+    let s = load_text(&fleet).unwrap();
+    let exports = s.iscsi.exports();
+    assert_eq!(exports[0].initiators.len(), 1, "{exports:?}");
+    assert_eq!(exports[0].initiators[0].as_str(), "iqn.2026-11.lab:admin");
+}

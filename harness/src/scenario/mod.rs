@@ -340,7 +340,11 @@ impl Iscsi {
             .map(|n| Export {
                 node: Some(n.node.clone()),
                 target: n.target.clone(),
-                initiators: n.initiator.iter().cloned().collect(),
+                // Each target's own initiator, or else the scenario's `acl.initiators` for all.
+                initiators: match &n.initiator {
+                    Some(i) => vec![i.clone()],
+                    None => self.allow_initiators.clone(),
+                },
             })
             .collect()
     }
