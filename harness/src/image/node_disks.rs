@@ -86,7 +86,9 @@ impl NodeDisks {
             crate::support::tools::find("qemu-storage-daemon").ok_or_else(|| ImageError::Copy {
                 from: scratch.display().to_string(),
                 to: "the node disks".into(),
-                message: "qemu-storage-daemon is missing: apt-get install qemu-system-common"
+                // Debian 12 ships it in qemu-system-common, Debian 13 in qemu-utils.
+                message: "qemu-storage-daemon is missing: apt-get install qemu-utils \
+                          qemu-system-common"
                     .into(),
             })?;
         let mut cmd = tokio::process::Command::new(&program);
