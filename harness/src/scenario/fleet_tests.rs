@@ -192,12 +192,12 @@ fn each_node_repeats_a_step_for_every_node_with_its_name() {
     assert!(
         matches!(&s.steps[4].action, crate::scenario::Action::Shell(c) if c == "echo node02 > /tmp/x")
     );
-    // A record step names one node's MAC or IQN: repeating it would be wrong.
+    // A record step with one fixed MAC, repeated, would wait for one record once per node.
     let e = err(&fleet(
         "  - each_node: true\n    dhcp_ack: { mac: \"52:54:00:aa:00:09\" }\n",
     ));
     assert!(
-        e.contains("`each_node` cannot repeat a `dhcp_ack` step"),
+        e.contains("`each_node` would repeat the same `dhcp_ack` step for every node"),
         "{e}"
     );
     let e = err(&fleet(

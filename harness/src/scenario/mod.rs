@@ -678,6 +678,8 @@ pub fn scenario_dir(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+mod fleet_template_tests;
+#[cfg(test)]
 mod fleet_tests;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::values::{Dur, Iqn, MacAddr, Subnet};
+use super::values::{Dur, Iqn, MacAddr, PerNode, Subnet};
 use super::{NicModel, Service};
 
 #[derive(Debug, Deserialize)]
@@ -21,7 +21,11 @@ pub struct RawScenario {
     pub image: Spanned<RawImage>,
     #[serde(default)]
     pub network: RawNetwork,
-    pub nodes: Spanned<Vec<RawNode>>,
+    /// The nodes written out one by one; `fleet` writes them from a template instead.
+    #[serde(default)]
+    pub nodes: Option<Spanned<Vec<RawNode>>>,
+    #[serde(default)]
+    pub fleet: Option<Spanned<RawFleet>>,
     pub services: RawServices,
     /// Extra `{{variables}}` for HTTP files.
     #[serde(default)]
@@ -45,7 +49,7 @@ fn yes() -> bool {
 
 /// `image: NAME`, `image: { recipe: NAME, set: {...}, overlay: DIR, ... }` or
 /// `image: { file: PATH }`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum RawImage {
     Recipe {
         name: String,
@@ -57,7 +61,7 @@ pub enum RawImage {
 }
 
 /// What a scenario adds to a recipe, as written (paths relative to the scenario's folder).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RawAdditions {
     pub overlay: Option<Spanned<String>>,
     pub customize: Option<Spanned<String>>,
@@ -166,12 +170,65 @@ pub struct RawNode {
 }
 
 /// `firmware: rom`, `firmware: chain-undionly` or `firmware: { embedded-script: FILE }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RawFirmware {
     Rom,
     ChainUndionly,
     EmbeddedScript(String),
+}
+
+/// `fleet:`: `count` nodes from one template, named and addressed by their number.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub count: Spanned<u8>,
+    /// The nodes' names: `{n}` is the node's number (1, 2, ...), `{nn}` the same in two digits.
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// The first node's fixed address; the others count up from it. Without it the nodes
+    /// get addresses from the pool.
+    #[serde(default)]
+    pub ip: Option<Spanned<Ipv4Addr>>,
+    /// What every node is; a NIC's `mac` takes `{nn}` (decimal) or `{xx}` (hex) for the number.
+    pub node: Spanned<RawNodeTemplate>,
+    /// Per node name, the keys that differ from the template (each replaces the template's).
+    #[serde(default)]
+    pub overrides: BTreeMap<String, Spanned<RawNodeTemplate>>,
+}
+
+/// A node's keys without its name, each optional so that an override can give just one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNodeTemplate {
+    #[serde(default)]
+    pub memory_mib: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub cpus: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub nics: Option<Spanned<Vec<RawNicTemplate>>>,
+    #[serde(default)]
+    pub firmware: Option<Spanned<RawFirmware>>,
+    #[serde(default)]
+    pub image: Option<Spanned<RawImage>>,
+    /// Whether the DHCP server knows the node's boot MAC from the start (default yes): `false`
+    /// for a node an operator adds later (`dhcp_add_host`).
+    #[serde(default)]
+    pub dhcp_host: Option<bool>,
+}
+
+/// A template's NIC: its MAC a text with the node's number in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNicTemplate {
+    pub model: NicModel,
+    pub mac: Spanned<String>,
+    #[serde(default)]
+    pub slot: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub boot: bool,
+    #[serde(default)]
+    pub segment: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,13 +472,13 @@ pub struct RawLunBytes {
 #[serde(deny_unknown_fields)]
 pub struct RawAllLogins {
     #[serde(default)]
-    pub initiator: Option<Iqn>,
+    pub initiator: Option<PerNode<Iqn>>,
     #[serde(default)]
-    pub target: Option<Iqn>,
+    pub target: Option<PerNode<Iqn>>,
     #[serde(default)]
-    pub from: Option<IpAddr>,
+    pub from: Option<PerNode<IpAddr>>,
     #[serde(default)]
-    pub mac: Option<MacAddr>,
+    pub mac: Option<PerNode<MacAddr>>,
     pub at_least: u32,
 }
 
@@ -437,7 +494,7 @@ pub struct RawRefused {
 #[serde(deny_unknown_fields)]
 pub struct RawDhcpAck {
     #[serde(default)]
-    pub mac: Option<MacAddr>,
+    pub mac: Option<PerNode<MacAddr>>,
     #[serde(default)]
     pub hostname: Option<String>,
     /// The boot file (DHCP option 67) the ack carried.
@@ -451,20 +508,20 @@ pub struct RawDhcpAck {
 pub struct RawTftpSent {
     pub file: String,
     #[serde(default)]
-    pub mac: Option<MacAddr>,
+    pub mac: Option<PerNode<MacAddr>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawIscsiLogin {
     #[serde(default)]
-    pub initiator: Option<Iqn>,
+    pub initiator: Option<PerNode<Iqn>>,
     #[serde(default)]
-    pub target: Option<Iqn>,
+    pub target: Option<PerNode<Iqn>>,
     #[serde(default)]
-    pub from: Option<IpAddr>,
+    pub from: Option<PerNode<IpAddr>>,
     #[serde(default)]
-    pub mac: Option<MacAddr>,
+    pub mac: Option<PerNode<MacAddr>>,
     /// The kind of session (normal unless told).
     #[serde(default)]
     pub session: Option<super::SessionType>,
@@ -476,9 +533,9 @@ pub struct RawIscsiLogin {
 #[serde(deny_unknown_fields)]
 pub struct RawLoginRefused {
     #[serde(default)]
-    pub initiator: Option<Iqn>,
+    pub initiator: Option<PerNode<Iqn>>,
     #[serde(default)]
-    pub target: Option<Iqn>,
+    pub target: Option<PerNode<Iqn>>,
     /// The status of the refusing login response.
     #[serde(default)]
     pub status: Option<crate::support::iscsi_pdu::LoginStatus>,

@@ -335,3 +335,45 @@ mod tests {
         assert!("soon".parse::<Dur>().is_err());
     }
 }
+
+/// What a value is called in a parse error.
+pub trait Named {
+    const WHAT: &'static str;
+}
+
+impl Named for MacAddr {
+    const WHAT: &'static str = "MAC address";
+}
+
+impl Named for Iqn {
+    const WHAT: &'static str = "iSCSI name";
+}
+
+impl Named for std::net::IpAddr {
+    const WHAT: &'static str = "IP address";
+}
+
+/// A step field that a step repeated for each node (`each_node: true`) may take from the
+/// node: `{node}`, `{mac}`, `{ip}`, `{initiator}` or `{target}` in place of the value. A text
+/// with a `{` is kept as a template and checked when the step is written out per node.
+#[derive(Debug, Clone)]
+pub enum PerNode<T> {
+    Is(T),
+    Each(String),
+}
+
+impl<'de, T> Deserialize<'de> for PerNode<T>
+where
+    T: FromStr + Named,
+    T::Err: fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.contains('{') {
+            return Ok(PerNode::Each(s));
+        }
+        s.parse()
+            .map(PerNode::Is)
+            .map_err(|e| de::Error::custom(format!("invalid {} `{}`: {e}", T::WHAT, shown(&s))))
+    }
+}

@@ -21,8 +21,8 @@ impl Validator<'_> {
         let iscsi = &raw.services.iscsi;
         let nodes: Vec<&str> = raw
             .nodes
-            .value
             .iter()
+            .flat_map(|l| l.value.iter())
             .map(|n| n.name.value.as_str())
             .collect();
         match (&iscsi.target, &iscsi.per_node) {

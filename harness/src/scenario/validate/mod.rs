@@ -5,6 +5,7 @@
 //! shares, checks the top-level `name`, and runs the sections in order; each section has its
 //! own module.
 
+mod each_node;
 mod expect_failure;
 mod fleet;
 mod image;
@@ -12,6 +13,7 @@ mod network;
 mod nodes;
 mod services;
 mod steps;
+mod template;
 mod vars;
 
 use std::collections::BTreeMap;
@@ -428,7 +430,8 @@ impl Validator<'_> {
         self.cx.err(Some(s.referenced), message, help)
     }
 
-    fn run(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+    fn run(&self, mut raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        self.expand_fleet(&mut raw)?;
         let dir = scenario_dir(self.path);
         let name = self.name(&raw.name)?;
         let image = self.image(&raw.image, &dir)?;
@@ -445,7 +448,7 @@ impl Validator<'_> {
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
         let http = self.http(&raw, &folder, &vars)?;
         let iscsi = self.iscsi(&raw, &subnet, &segments)?;
-        let steps = self.steps(&raw, &nodes)?;
+        let steps = self.steps(&raw, &nodes, &dhcp)?;
         let expect_failure = self.expect_failure(&raw, &steps)?;
         let fail_on = self.fail_on(&raw)?;
 

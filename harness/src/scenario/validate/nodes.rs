@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_saphyr::Spanned;
 
+use super::template::MAX_NODES;
 use super::{one_of, Folder, ScenarioError, Validator, BOOT_SEGMENT};
 use crate::scenario::raw::{RawFirmware, RawScenario};
 use crate::scenario::values::shown;
 use crate::scenario::{Firmware, Nic, Node, Segment};
 
-const MAX_NODES: usize = 8;
 const MAX_NICS: usize = 8;
 const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 256..=16384;
 const CPU_RANGE: std::ops::RangeInclusive<u8> = 1..=4;
@@ -25,16 +25,22 @@ impl Validator<'_> {
         vars: &BTreeMap<String, String>,
         segments: &[Segment],
     ) -> Result<Vec<Node>, ScenarioError> {
-        if raw.nodes.value.is_empty() {
+        // `expand_fleet` has written a fleet out as nodes, or refused a scenario with neither.
+        let Some(list) = &raw.nodes else {
+            return Err(self
+                .cx
+                .err(None, "a scenario needs `nodes` or `fleet`", None));
+        };
+        if list.value.is_empty() {
             return Err(self.at(
-                &raw.nodes,
+                list,
                 "`nodes` is empty: a scenario boots at least one node",
                 None,
             ));
         }
-        if raw.nodes.value.len() > MAX_NODES {
+        if list.value.len() > MAX_NODES {
             return Err(self.at(
-                &raw.nodes.value[MAX_NODES].name,
+                &list.value[MAX_NODES].name,
                 format!("more than {MAX_NODES} nodes"),
                 Some("each node is a QEMU process; split the scenario".into()),
             ));
@@ -42,7 +48,7 @@ impl Validator<'_> {
         let mut names = BTreeSet::new();
         let mut macs = HashMap::new();
         let mut out = Vec::new();
-        for n in &raw.nodes.value {
+        for n in &list.value {
             let name = &n.name.value;
             let ok = !name.is_empty()
                 && name.len() <= 32

@@ -163,8 +163,8 @@ impl Validator<'_> {
         };
         let mut known: Vec<&str> = raw
             .nodes
-            .value
             .iter()
+            .flat_map(|l| l.value.iter())
             .map(|n| n.name.value.as_str())
             .collect();
         for h in &raw.services.dhcp.hosts {

@@ -1,10 +1,13 @@
 //! `expect:`: the steps a run must see, each with one action, its node, its wait or bound,
 //! and the step it comes after.
 
+use serde_saphyr::Spanned;
+
+use super::each_node::{names_the_node, NodeFacts};
 use super::{one_of, ScenarioError, Validator, DEFAULT_WITHIN, MAX_FAULTS};
 use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::shown;
-use crate::scenario::{Action, Node, Service, Step};
+use crate::scenario::{Action, Dhcp, Node, Service, Step};
 
 /// A marker on the LUN is a short text, read back in one go.
 const MAX_LUN_TEXT: usize = 512;
@@ -14,6 +17,7 @@ impl Validator<'_> {
         &self,
         raw: &RawScenario,
         nodes: &[Node],
+        dhcp: &Dhcp,
     ) -> Result<Vec<Step>, ScenarioError> {
         if raw.expect.value.is_empty() {
             return Err(self.at(
@@ -22,243 +26,11 @@ impl Validator<'_> {
                 None,
             ));
         }
+        let facts = self.node_facts(raw, nodes, dhcp)?;
         let mut out = Vec::new();
         for s in &raw.expect.value {
             let step: &RawStep = &s.value;
-            let mut actions = Vec::new();
-            if let Some(t) = &step.console {
-                actions.push(("console", Action::Console(t.clone())));
-            }
-            if let Some(r) = &step.console_regex {
-                let re = regex::Regex::new(r)
-                    .map_err(|e| self.at(s, format!("bad console_regex: {e}"), None))?;
-                actions.push(("console_regex", Action::ConsoleRegex(re)));
-            }
-            if let Some(d) = &step.dhcp_ack {
-                actions.push((
-                    "dhcp_ack",
-                    Action::DhcpAck {
-                        mac: d.mac,
-                        hostname: d.hostname.clone(),
-                        boot_file: d.boot_file.clone(),
-                    },
-                ));
-            }
-            if let Some(t) = &step.tftp_sent {
-                actions.push((
-                    "tftp_sent",
-                    Action::TftpSent {
-                        file: t.file.clone(),
-                        mac: t.mac,
-                    },
-                ));
-            }
-            if let Some(p) = &step.http_get {
-                let p = if p.starts_with('/') {
-                    p.clone()
-                } else {
-                    format!("/{p}")
-                };
-                actions.push(("http_get", Action::HttpGet(p)));
-            }
-            if let Some(l) = &step.iscsi_login {
-                actions.push((
-                    "iscsi_login",
-                    Action::IscsiLogin {
-                        initiator: l.initiator.clone(),
-                        target: l.target.clone(),
-                        from: l.from,
-                        mac: l.mac,
-                        session: l.session.unwrap_or_default(),
-                    },
-                ));
-            }
-            if let Some(h) = &step.http_status {
-                let path = if h.path.starts_with('/') {
-                    h.path.clone()
-                } else {
-                    format!("/{}", h.path)
-                };
-                actions.push((
-                    "http_status",
-                    Action::HttpStatus {
-                        path,
-                        status: h.status,
-                    },
-                ));
-            }
-            if let Some(l) = &step.iscsi_login_refused {
-                actions.push((
-                    "iscsi_login_refused",
-                    Action::IscsiLoginRefused {
-                        initiator: l.initiator.clone(),
-                        target: l.target.clone(),
-                        status: l.status,
-                    },
-                ));
-            }
-            if let Some(a) = &step.iscsi_logins_all {
-                if a.at_least == 0 || a.at_least > MAX_FAULTS {
-                    return Err(self.at(s, format!("`at_least` must be 1..={MAX_FAULTS}"), None));
-                }
-                if a.initiator.is_none()
-                    && a.target.is_none()
-                    && a.from.is_none()
-                    && a.mac.is_none()
-                {
-                    return Err(self.at(
-                        s,
-                        "`iscsi_logins_all` needs `initiator`, `target`, `from` or `mac` to compare",
-                        None,
-                    ));
-                }
-                actions.push((
-                    "iscsi_logins_all",
-                    Action::AllLogins {
-                        initiator: a.initiator.clone(),
-                        target: a.target.clone(),
-                        from: a.from,
-                        mac: a.mac,
-                        at_least: a.at_least,
-                    },
-                ));
-            }
-            if let Some(r) = &step.refused {
-                if r.service == Service::Dhcp {
-                    return Err(self.at(
-                        s,
-                        "`refused` applies to http and iscsi: a DHCP server that is down is simply not running",
-                        Some("assert a late DHCP server with `service_started: dhcp`".into()),
-                    ));
-                }
-                actions.push((
-                    "refused",
-                    Action::Refused {
-                        service: r.service,
-                        from: r.from,
-                    },
-                ));
-            }
-            if let Some(svc) = step.service_started {
-                actions.push(("service_started", Action::ServiceStarted(svc)));
-            }
-            if let Some(t) = &step.send {
-                actions.push(("send", Action::Send(t.clone())));
-            }
-            if let Some(svc) = step.restart {
-                actions.push(("restart", Action::Restart(svc)));
-            }
-            if let Some(c) = &step.shell {
-                if c.trim().is_empty() || c.contains(['\n', '\r']) {
-                    return Err(self.at(
-                        s,
-                        "`shell` takes one non-empty command line",
-                        Some("join several commands with `&&` or `;`".into()),
-                    ));
-                }
-                actions.push(("shell", Action::Shell(c.clone())));
-            }
-            if let Some(b) = &step.lun_bytes {
-                if b.text.is_empty() || b.text.len() > MAX_LUN_TEXT {
-                    return Err(self.at(
-                        s,
-                        format!("`lun_bytes.text` must be 1..={MAX_LUN_TEXT} bytes"),
-                        None,
-                    ));
-                }
-                actions.push((
-                    "lun_bytes",
-                    Action::LunBytes {
-                        offset: b.offset,
-                        text: b.text.clone(),
-                    },
-                ));
-            }
-            if let Some(h) = &step.dhcp_add_host {
-                if !nodes
-                    .iter()
-                    .any(|n| n.nics.iter().any(|nic| nic.mac == h.mac))
-                {
-                    return Err(self.at(
-                        s,
-                        format!(
-                            "`dhcp_add_host` names MAC {}, which no node's NIC has",
-                            h.mac
-                        ),
-                        None,
-                    ));
-                }
-                actions.push((
-                    "dhcp_add_host",
-                    Action::DhcpAddHost(crate::scenario::DhcpHost {
-                        mac: h.mac,
-                        hostname: h.hostname.clone(),
-                        ip: h.ip,
-                    }),
-                ));
-            }
-            for (kind, flag, action) in [
-                ("qemu_exit", step.qemu_exit, Action::QemuExit),
-                (
-                    "ibft_matches_lab",
-                    step.ibft_matches_lab,
-                    Action::IbftMatchesLab,
-                ),
-                (
-                    "root_on_session",
-                    step.root_on_session,
-                    Action::RootOnSession,
-                ),
-            ] {
-                match flag {
-                    Some(true) => actions.push((kind, action)),
-                    Some(false) => {
-                        return Err(self.at(
-                            s,
-                            format!("`{kind}: false` asserts nothing"),
-                            Some(format!("write `{kind}: true`, or drop the step")),
-                        ))
-                    }
-                    None => {}
-                }
-            }
-            const KINDS: [&str; 19] = [
-                "console",
-                "console_regex",
-                "dhcp_ack",
-                "tftp_sent",
-                "http_get",
-                "http_status",
-                "iscsi_login",
-                "iscsi_login_refused",
-                "iscsi_logins_all",
-                "refused",
-                "service_started",
-                "send",
-                "restart",
-                "shell",
-                "lun_bytes",
-                "dhcp_add_host",
-                "qemu_exit",
-                "ibft_matches_lab",
-                "root_on_session",
-            ];
-            if actions.len() != 1 {
-                let found: Vec<_> = actions.iter().map(|(k, _)| *k).collect();
-                return Err(self.at(
-                    s,
-                    format!(
-                        "a step needs exactly one action, found {}: {:?}",
-                        found.len(),
-                        found
-                    ),
-                    Some(format!("actions: {}", one_of(KINDS))),
-                ));
-            }
-            let (kind, action) = actions.remove(0);
-            if matches!(&action, Action::Console(t) if t.is_empty()) {
-                return Err(self.at(s, "an empty `console` text matches any line", None));
-            }
+            let kind = self.kind_of(s)?;
             let targets: Vec<String> = match (&step.node, step.each_node) {
                 (Some(_), true) => {
                     return Err(self.at(
@@ -268,11 +40,18 @@ impl Validator<'_> {
                     ))
                 }
                 (None, true) => {
-                    if !per_node_action(&action) {
+                    if !PER_NODE_KINDS.contains(&kind) {
                         return Err(self.at(
                             s,
-                            format!("`each_node` cannot repeat a `{kind}` step: it names one node's MAC, IQN or service"),
-                            Some("write one step per node".into()),
+                            format!("`each_node` cannot repeat a `{kind}` step: it is about a service, not a node"),
+                            Some(format!("steps that can: {}", PER_NODE_KINDS.join(", "))),
+                        ));
+                    }
+                    if !names_the_node(step) {
+                        return Err(self.at(
+                            s,
+                            format!("`each_node` would repeat the same `{kind}` step for every node: each would wait for the same record"),
+                            Some("give it a value of the node's own: {mac}, {ip}, {initiator} or {target} (e.g. `mac: \"{mac}\"`)".into()),
                         ));
                     }
                     nodes.iter().map(|n| n.name.clone()).collect()
@@ -297,10 +76,6 @@ impl Validator<'_> {
                     ))
                 }
             };
-            let base_name = step
-                .name
-                .clone()
-                .unwrap_or_else(|| default_step_name(kind, &action));
             let (within, stretch) =
                 match (step.within, step.bound) {
                     (Some(_), Some(_)) => return Err(self.at(
@@ -313,10 +88,19 @@ impl Validator<'_> {
                     (w, None) => (w.map(|d| d.0).unwrap_or(DEFAULT_WITHIN), true),
                 };
             for node in targets {
-                let (name, action) = if step.each_node {
-                    (format!("{base_name} ({node})"), for_node(&action, &node))
+                let own = step
+                    .each_node
+                    .then(|| facts.iter().find(|f| f.name == node))
+                    .flatten();
+                let action = self.action(s, nodes, own)?;
+                let base_name = step
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| default_step_name(kind, &action));
+                let name = if step.each_node {
+                    format!("{base_name} ({node})")
                 } else {
-                    (base_name.clone(), action.clone())
+                    base_name
                 };
                 // After a step repeated for each node: this node's own instance of it.
                 let after = match &step.after {
@@ -349,37 +133,283 @@ impl Validator<'_> {
         }
         Ok(out)
     }
-}
 
-/// Actions that are about the node they run on, and so can be repeated for each node.
-fn per_node_action(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::Console(_)
-            | Action::ConsoleRegex(_)
-            | Action::Send(_)
-            | Action::Shell(_)
-            | Action::LunBytes { .. }
-            | Action::QemuExit
-            | Action::IbftMatchesLab
-            | Action::RootOnSession
-    )
-}
+    /// The one action key a step has.
+    fn kind_of(&self, s: &Spanned<RawStep>) -> Result<&'static str, ScenarioError> {
+        let step = &s.value;
+        let present = [
+            ("console", step.console.is_some()),
+            ("console_regex", step.console_regex.is_some()),
+            ("dhcp_ack", step.dhcp_ack.is_some()),
+            ("tftp_sent", step.tftp_sent.is_some()),
+            ("http_get", step.http_get.is_some()),
+            ("http_status", step.http_status.is_some()),
+            ("iscsi_login", step.iscsi_login.is_some()),
+            ("iscsi_login_refused", step.iscsi_login_refused.is_some()),
+            ("iscsi_logins_all", step.iscsi_logins_all.is_some()),
+            ("refused", step.refused.is_some()),
+            ("service_started", step.service_started.is_some()),
+            ("send", step.send.is_some()),
+            ("restart", step.restart.is_some()),
+            ("shell", step.shell.is_some()),
+            ("lun_bytes", step.lun_bytes.is_some()),
+            ("dhcp_add_host", step.dhcp_add_host.is_some()),
+            ("qemu_exit", step.qemu_exit.is_some()),
+            ("ibft_matches_lab", step.ibft_matches_lab.is_some()),
+            ("root_on_session", step.root_on_session.is_some()),
+        ];
+        let found: Vec<&'static str> = present
+            .iter()
+            .filter(|(_, p)| *p)
+            .map(|(k, _)| *k)
+            .collect();
+        if found.len() != 1 {
+            return Err(self.at(
+                s,
+                format!(
+                    "a step needs exactly one action, found {}: {:?}",
+                    found.len(),
+                    found
+                ),
+                Some(format!(
+                    "actions: {}",
+                    one_of(present.iter().map(|(k, _)| *k))
+                )),
+            ));
+        }
+        Ok(found[0])
+    }
 
-/// `{node}` in a repeated step's texts becomes the node's name.
-fn for_node(a: &Action, node: &str) -> Action {
-    let fill = |t: &str| t.replace("{node}", node);
-    match a {
-        Action::Console(t) => Action::Console(fill(t)),
-        Action::Send(t) => Action::Send(fill(t)),
-        Action::Shell(t) => Action::Shell(fill(t)),
-        Action::LunBytes { offset, text } => Action::LunBytes {
-            offset: *offset,
-            text: fill(text),
-        },
-        other => other.clone(),
+    /// A step's action, its per-node values filled from `own` (a step repeated for each node).
+    fn action(
+        &self,
+        s: &Spanned<RawStep>,
+        nodes: &[Node],
+        own: Option<&NodeFacts>,
+    ) -> Result<Action, ScenarioError> {
+        let step: &RawStep = &s.value;
+        let text = |t: &String| self.fill_text(s, t, own);
+        let mut actions = Vec::new();
+        if let Some(t) = &step.console {
+            actions.push(("console", Action::Console(text(t)?)));
+        }
+        if let Some(r) = &step.console_regex {
+            let re = regex::Regex::new(r)
+                .map_err(|e| self.at(s, format!("bad console_regex: {e}"), None))?;
+            actions.push(("console_regex", Action::ConsoleRegex(re)));
+        }
+        if let Some(d) = &step.dhcp_ack {
+            actions.push((
+                "dhcp_ack",
+                Action::DhcpAck {
+                    mac: self.per_node(s, &d.mac, own)?,
+                    hostname: d.hostname.as_ref().map(text).transpose()?,
+                    boot_file: d.boot_file.clone(),
+                },
+            ));
+        }
+        if let Some(t) = &step.tftp_sent {
+            actions.push((
+                "tftp_sent",
+                Action::TftpSent {
+                    file: t.file.clone(),
+                    mac: self.per_node(s, &t.mac, own)?,
+                },
+            ));
+        }
+        if let Some(p) = &step.http_get {
+            let p = if p.starts_with('/') {
+                p.clone()
+            } else {
+                format!("/{p}")
+            };
+            actions.push(("http_get", Action::HttpGet(p)));
+        }
+        if let Some(l) = &step.iscsi_login {
+            actions.push((
+                "iscsi_login",
+                Action::IscsiLogin {
+                    initiator: self.per_node(s, &l.initiator, own)?,
+                    target: self.per_node(s, &l.target, own)?,
+                    from: self.per_node(s, &l.from, own)?,
+                    mac: self.per_node(s, &l.mac, own)?,
+                    session: l.session.unwrap_or_default(),
+                },
+            ));
+        }
+        if let Some(h) = &step.http_status {
+            let path = if h.path.starts_with('/') {
+                h.path.clone()
+            } else {
+                format!("/{}", h.path)
+            };
+            actions.push((
+                "http_status",
+                Action::HttpStatus {
+                    path,
+                    status: h.status,
+                },
+            ));
+        }
+        if let Some(l) = &step.iscsi_login_refused {
+            actions.push((
+                "iscsi_login_refused",
+                Action::IscsiLoginRefused {
+                    initiator: self.per_node(s, &l.initiator, own)?,
+                    target: self.per_node(s, &l.target, own)?,
+                    status: l.status,
+                },
+            ));
+        }
+        if let Some(a) = &step.iscsi_logins_all {
+            if a.at_least == 0 || a.at_least > MAX_FAULTS {
+                return Err(self.at(s, format!("`at_least` must be 1..={MAX_FAULTS}"), None));
+            }
+            if a.initiator.is_none() && a.target.is_none() && a.from.is_none() && a.mac.is_none() {
+                return Err(self.at(
+                    s,
+                    "`iscsi_logins_all` needs `initiator`, `target`, `from` or `mac` to compare",
+                    None,
+                ));
+            }
+            actions.push((
+                "iscsi_logins_all",
+                Action::AllLogins {
+                    initiator: self.per_node(s, &a.initiator, own)?,
+                    target: self.per_node(s, &a.target, own)?,
+                    from: self.per_node(s, &a.from, own)?,
+                    mac: self.per_node(s, &a.mac, own)?,
+                    at_least: a.at_least,
+                },
+            ));
+        }
+        if let Some(r) = &step.refused {
+            if r.service == Service::Dhcp {
+                return Err(self.at(
+                        s,
+                        "`refused` applies to http and iscsi: a DHCP server that is down is simply not running",
+                        Some("assert a late DHCP server with `service_started: dhcp`".into()),
+                    ));
+            }
+            actions.push((
+                "refused",
+                Action::Refused {
+                    service: r.service,
+                    from: r.from,
+                },
+            ));
+        }
+        if let Some(svc) = step.service_started {
+            actions.push(("service_started", Action::ServiceStarted(svc)));
+        }
+        if let Some(t) = &step.send {
+            actions.push(("send", Action::Send(text(t)?)));
+        }
+        if let Some(svc) = step.restart {
+            actions.push(("restart", Action::Restart(svc)));
+        }
+        if let Some(c) = &step.shell {
+            if c.trim().is_empty() || c.contains(['\n', '\r']) {
+                return Err(self.at(
+                    s,
+                    "`shell` takes one non-empty command line",
+                    Some("join several commands with `&&` or `;`".into()),
+                ));
+            }
+            actions.push(("shell", Action::Shell(text(c)?)));
+        }
+        if let Some(b) = &step.lun_bytes {
+            if b.text.is_empty() || b.text.len() > MAX_LUN_TEXT {
+                return Err(self.at(
+                    s,
+                    format!("`lun_bytes.text` must be 1..={MAX_LUN_TEXT} bytes"),
+                    None,
+                ));
+            }
+            actions.push((
+                "lun_bytes",
+                Action::LunBytes {
+                    offset: b.offset,
+                    text: text(&b.text)?,
+                },
+            ));
+        }
+        if let Some(h) = &step.dhcp_add_host {
+            if !nodes
+                .iter()
+                .any(|n| n.nics.iter().any(|nic| nic.mac == h.mac))
+            {
+                return Err(self.at(
+                    s,
+                    format!(
+                        "`dhcp_add_host` names MAC {}, which no node's NIC has",
+                        h.mac
+                    ),
+                    None,
+                ));
+            }
+            actions.push((
+                "dhcp_add_host",
+                Action::DhcpAddHost(crate::scenario::DhcpHost {
+                    mac: h.mac,
+                    hostname: h.hostname.clone(),
+                    ip: h.ip,
+                }),
+            ));
+        }
+        for (kind, flag, action) in [
+            ("qemu_exit", step.qemu_exit, Action::QemuExit),
+            (
+                "ibft_matches_lab",
+                step.ibft_matches_lab,
+                Action::IbftMatchesLab,
+            ),
+            (
+                "root_on_session",
+                step.root_on_session,
+                Action::RootOnSession,
+            ),
+        ] {
+            match flag {
+                Some(true) => actions.push((kind, action)),
+                Some(false) => {
+                    return Err(self.at(
+                        s,
+                        format!("`{kind}: false` asserts nothing"),
+                        Some(format!("write `{kind}: true`, or drop the step")),
+                    ))
+                }
+                None => {}
+            }
+        }
+        // `kind_of` has made sure there is exactly one.
+        let Some((_, action)) = actions.pop() else {
+            return Err(self.at(s, "a step needs exactly one action", None));
+        };
+        if matches!(&action, Action::Console(t) if t.is_empty()) {
+            return Err(self.at(s, "an empty `console` text matches any line", None));
+        }
+        Ok(action)
     }
 }
+
+/// The steps `each_node` repeats: about the node they run on, or a service's record of it
+/// (with the node's `{mac}`, `{ip}`, `{initiator}` or `{target}` in place of a value).
+const PER_NODE_KINDS: [&str; 13] = [
+    "console",
+    "console_regex",
+    "send",
+    "shell",
+    "lun_bytes",
+    "qemu_exit",
+    "ibft_matches_lab",
+    "root_on_session",
+    "dhcp_ack",
+    "tftp_sent",
+    "iscsi_login",
+    "iscsi_login_refused",
+    "iscsi_logins_all",
+];
 
 fn default_step_name(kind: &str, a: &Action) -> String {
     match a {
