@@ -222,3 +222,42 @@ fn a_nodes_own_value_needs_each_node_and_a_node_that_has_it() {
     ));
     assert!(e.contains("iSCSI name `node01` for node node01"), "{e}");
 }
+
+#[test]
+fn a_per_node_address_acl_needs_every_nodes_fixed_address() {
+    let with_acl = fleet(CONSOLE).replace(
+        "initiator: \"iqn.2026-11.lab:{node}\" }",
+        "initiator: \"iqn.2026-11.lab:{node}\", address: true }",
+    );
+    // node02 is added later, by a step that gives it no address: nothing to admit.
+    let e = err(&with_acl);
+    assert!(
+        e.contains("per_node.address: node node02 has no fixed address"),
+        "{e}"
+    );
+    let s = load_text(&with_acl.replace(
+        "expect:\n",
+        "expect:\n  - node: node02\n    dhcp_add_host: { mac: \"52:54:00:aa:01:02\", ip: 10.77.0.102 }\n",
+    ))
+    .unwrap();
+    let admitted: Vec<String> = s
+        .iscsi
+        .per_node
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {:?}",
+                e.target.as_str(),
+                e.address.map(|a| a.to_string())
+            )
+        })
+        .collect();
+    assert_eq!(
+        admitted,
+        [
+            "iqn.2026-11.lab:node01-root Some(\"10.77.0.101\")",
+            "iqn.2026-11.lab:node02-root Some(\"10.77.0.102\")",
+            "iqn.2026-11.lab:node03-root Some(\"10.77.0.103\")"
+        ]
+    );
+}

@@ -314,6 +314,8 @@ pub struct NodeExport {
     pub node: String,
     pub target: Iqn,
     pub initiator: Option<Iqn>,
+    /// The one address its target admits logins from (`per_node.address`).
+    pub address: Option<Ipv4Addr>,
 }
 
 /// One target tgtd exports: its LUN's disk belongs to `node`, or (`None`) is the run's one disk.

@@ -365,6 +365,9 @@ pub struct RawPerNode {
     /// The one initiator each node's target admits (tgtd's initiator-name ACL).
     #[serde(default)]
     pub initiator: Option<Spanned<String>>,
+    /// Each node's target admits logins from that node's fixed address only.
+    #[serde(default)]
+    pub address: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -27,6 +27,9 @@ pub struct LoginFaults {
     pub drop_first: u32,
     /// Only these initiator addresses may log in (empty: all), like an address ACL on a SAN.
     pub allow_from: Vec<std::net::IpAddr>,
+    /// Per target (lower-case IQN), the one address that may log in to it: a fleet's
+    /// per-node address ACL. Discovery sessions name no target and are not held to it.
+    pub allow_at_target: std::collections::BTreeMap<String, std::net::IpAddr>,
     /// Answer every login with "target temporarily unavailable" until this time on the run
     /// clock, in seconds: a target that is up but not ready to serve.
     pub refuse_until: Option<f64>,
@@ -42,6 +45,7 @@ impl LoginFaults {
         self.refuse_first == 0
             && self.drop_first == 0
             && self.allow_from.is_empty()
+            && self.allow_at_target.is_empty()
             && self.refuse_until.is_none()
             && self.downtime == crate::services::outage::Downtime::default()
     }
@@ -301,6 +305,21 @@ impl ConnCx {
             self.record_answer(
                 Some(&first),
                 format!("refused: address {} is not allowed", self.peer.ip()),
+                Answer::proxy(2, 1),
+            );
+            return Ok(());
+        }
+        let admitted = first
+            .target_name()
+            .and_then(|t| self.faults.allow_at_target.get(&t.to_ascii_lowercase()));
+        if let Some(only) = admitted.filter(|a| **a != self.peer.ip()) {
+            self.reject(&mut client, &first, 2, 1).await;
+            self.record_answer(
+                Some(&first),
+                format!(
+                    "refused: address {} is not allowed at this target (only {only})",
+                    self.peer.ip()
+                ),
                 Answer::proxy(2, 1),
             );
             return Ok(());

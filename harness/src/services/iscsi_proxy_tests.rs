@@ -288,6 +288,36 @@ async fn address_acl_refuses_other_sources() {
 }
 
 #[tokio::test]
+async fn a_targets_own_address_acl_admits_its_node_only() {
+    let acl = |target: &str, ip: &str| LoginFaults {
+        allow_at_target: [(target.to_string(), ip.parse().unwrap())].into(),
+        ..Default::default()
+    };
+    // node01's target admits node01's address; this login (from 127.0.0.1) is not node01's.
+    let (p, _events, _file) =
+        proxy(acl("iqn.2026-11.lab:node01-root", "10.77.0.101"), "tacl1").await;
+    let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+    assert_eq!((resp.status_class, resp.status_detail), (2, 1));
+    let r = &p.records()[0].result;
+    assert!(
+        r.contains("127.0.0.1 is not allowed at this target (only 10.77.0.101)"),
+        "{r}"
+    );
+    p.stop();
+    // From the admitted address it goes through.
+    let (p, _events, _file) = proxy(acl("iqn.2026-11.lab:node01-root", "127.0.0.1"), "tacl2").await;
+    let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+    assert_eq!(resp.status_class, 0, "{:?}", p.records());
+    p.stop();
+    // Another node's rule says nothing about this target.
+    let (p, _events, _file) =
+        proxy(acl("iqn.2026-11.lab:node02-root", "10.77.0.102"), "tacl3").await;
+    let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+    assert_eq!(resp.status_class, 0, "{:?}", p.records());
+    p.stop();
+}
+
+#[tokio::test]
 async fn truncated_pdu_is_recorded_and_the_proxy_keeps_serving() {
     let (p, _events, _file) = proxy(LoginFaults::default(), "trunc").await;
     {

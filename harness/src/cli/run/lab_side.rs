@@ -483,6 +483,15 @@ pub fn login_faults(scenario: &Scenario) -> LoginFaults {
             .iter()
             .map(|a| std::net::IpAddr::V4(*a))
             .collect(),
+        allow_at_target: scenario
+            .iscsi
+            .per_node
+            .iter()
+            .filter_map(|e| {
+                e.address
+                    .map(|a| (e.target.as_str().to_string(), std::net::IpAddr::V4(a)))
+            })
+            .collect(),
     }
 }
 

@@ -83,6 +83,8 @@ impl Validator<'_> {
                         node: node.to_string(),
                         target,
                         initiator,
+                        // Filled in once the DHCP hosts are known (`node_addresses`).
+                        address: None,
                     });
                 }
                 if p.value.initiator.is_some()
@@ -107,5 +109,40 @@ fn templated(target: &str, first_node: &str) -> String {
         target.replacen(&lower, NODE, 1)
     } else {
         format!("{target}-{NODE}")
+    }
+}
+
+impl Validator<'_> {
+    /// `per_node.address: true`: each node's target admits its node's fixed address only.
+    pub(super) fn node_addresses(
+        &self,
+        raw: &RawScenario,
+        exports: &mut [NodeExport],
+        facts: &[super::each_node::NodeFacts],
+    ) -> Result<(), ScenarioError> {
+        let Some(flag) = raw
+            .services
+            .iscsi
+            .per_node
+            .as_ref()
+            .and_then(|p| p.value.address.as_ref())
+        else {
+            return Ok(());
+        };
+        if !flag.value {
+            return Ok(());
+        }
+        for e in exports.iter_mut() {
+            let ip = facts.iter().find(|f| f.name == e.node).and_then(|f| f.ip);
+            let Some(ip) = ip else {
+                return Err(self.at(
+                    flag,
+                    format!("per_node.address: node {} has no fixed address to admit", e.node),
+                    Some("give it one: a DHCP host with `ip`, `fleet.ip`, or a `dhcp_add_host` step with `ip`".into()),
+                ));
+            };
+            e.address = Some(ip);
+        }
+        Ok(())
     }
 }

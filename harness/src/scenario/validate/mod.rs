@@ -447,8 +447,10 @@ impl Validator<'_> {
         let nodes = self.nodes(&raw, &folder, &vars, &segments)?;
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
         let http = self.http(&raw, &folder, &vars)?;
-        let iscsi = self.iscsi(&raw, &subnet, &segments)?;
-        let steps = self.steps(&raw, &nodes, &dhcp)?;
+        let mut iscsi = self.iscsi(&raw, &subnet, &segments)?;
+        let facts = self.node_facts(&raw, &nodes, &dhcp)?;
+        self.node_addresses(&raw, &mut iscsi.per_node, &facts)?;
+        let steps = self.steps(&raw, &nodes, &facts)?;
         let expect_failure = self.expect_failure(&raw, &steps)?;
         let fail_on = self.fail_on(&raw)?;
 

@@ -7,7 +7,7 @@ use super::each_node::{names_the_node, NodeFacts};
 use super::{one_of, ScenarioError, Validator, DEFAULT_WITHIN, MAX_FAULTS};
 use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::shown;
-use crate::scenario::{Action, Dhcp, Node, Service, Step};
+use crate::scenario::{Action, Node, Service, Step};
 
 /// A marker on the LUN is a short text, read back in one go.
 const MAX_LUN_TEXT: usize = 512;
@@ -17,7 +17,7 @@ impl Validator<'_> {
         &self,
         raw: &RawScenario,
         nodes: &[Node],
-        dhcp: &Dhcp,
+        facts: &[NodeFacts],
     ) -> Result<Vec<Step>, ScenarioError> {
         if raw.expect.value.is_empty() {
             return Err(self.at(
@@ -26,7 +26,6 @@ impl Validator<'_> {
                 None,
             ));
         }
-        let facts = self.node_facts(raw, nodes, dhcp)?;
         let mut out = Vec::new();
         for s in &raw.expect.value {
             let step: &RawStep = &s.value;
