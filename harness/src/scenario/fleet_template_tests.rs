@@ -261,3 +261,15 @@ fn a_per_node_address_acl_needs_every_nodes_fixed_address() {
         ]
     );
 }
+
+#[test]
+fn a_fleet_powers_on_at_once_or_staggered_by_seconds() {
+    assert!(load_text(&fleet(CONSOLE)).unwrap().stagger.is_zero());
+    let s = load_text(&fleet(CONSOLE).replace("count: 3", "count: 3\n  stagger: 5s")).unwrap();
+    assert_eq!(s.stagger, std::time::Duration::from_secs(5));
+    let e = err(&fleet(CONSOLE).replace("count: 3", "count: 3\n  stagger: 5m"));
+    assert!(
+        e.contains("stagger 300s is more than 60s between two nodes"),
+        "{e}"
+    );
+}

@@ -41,6 +41,9 @@ pub struct Scenario {
     pub fail_on: Vec<FailPattern>,
     pub expect_failure: Option<ExpectedFailure>,
     pub tier: Tier,
+    /// How long after one node's power-on the next one's comes (a fleet's `stagger`); zero:
+    /// all at once.
+    pub stagger: Duration,
 }
 
 impl Scenario {

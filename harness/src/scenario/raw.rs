@@ -195,6 +195,9 @@ pub struct RawFleet {
     /// Per node name, the keys that differ from the template (each replaces the template's).
     #[serde(default)]
     pub overrides: BTreeMap<String, Spanned<RawNodeTemplate>>,
+    /// Power the nodes on one after another, this long apart (by default all at once).
+    #[serde(default)]
+    pub stagger: Option<Spanned<Dur>>,
 }
 
 /// A node's keys without its name, each optional so that an override can give just one.

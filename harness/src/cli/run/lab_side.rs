@@ -290,7 +290,16 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
     let mut bare: Option<tokio::task::JoinHandle<std::io::Result<Option<f64>>>> = None;
-    for node in &scenario.nodes {
+    for (i, node) in scenario.nodes.iter().enumerate() {
+        // A staggered fleet: each node powers on `stagger` after the one before; a Ctrl-C
+        // during the wait ends the run like one during the boot.
+        if i > 0 && !scenario.stagger.is_zero() {
+            let mut cancelled = cancel_rx.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(scenario.stagger) => {}
+                _ = cancelled.wait_for(|c| *c) => break,
+            }
+        }
         let embedded_script = match &node.firmware {
             scenario::Firmware::Rom | scenario::Firmware::ChainUndionly => None,
             scenario::Firmware::EmbeddedScript { body, .. } => {

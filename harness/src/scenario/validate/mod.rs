@@ -431,7 +431,7 @@ impl Validator<'_> {
     }
 
     fn run(&self, mut raw: RawScenario) -> Result<Scenario, ScenarioError> {
-        self.expand_fleet(&mut raw)?;
+        let stagger = self.expand_fleet(&mut raw)?;
         let dir = scenario_dir(self.path);
         let name = self.name(&raw.name)?;
         let image = self.image(&raw.image, &dir)?;
@@ -470,6 +470,7 @@ impl Validator<'_> {
             fail_on,
             expect_failure,
             tier: raw.tier,
+            stagger,
         })
     }
 

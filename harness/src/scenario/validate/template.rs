@@ -4,6 +4,7 @@
 //! it would see the same nodes written out, and points at the template's lines.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
@@ -16,6 +17,8 @@ use crate::scenario::values::{shown, MacAddr};
 /// The most nodes a scenario boots (each a QEMU process).
 pub(super) const MAX_NODES: usize = 8;
 const DEFAULT_NAME: &str = "node{nn}";
+/// Power-on gaps are seconds in the field (a rack's PDU sequencing), never minutes.
+const MAX_STAGGER: Duration = Duration::from_secs(60);
 
 /// The texts a fleet's names and MACs take for the node's number.
 struct Number(usize);
@@ -33,11 +36,12 @@ fn numbered(text: &str) -> bool {
 }
 
 impl Validator<'_> {
-    /// Writes `fleet:` out as `nodes:` and DHCP hosts; a scenario has one or the other.
-    pub(super) fn expand_fleet(&self, raw: &mut RawScenario) -> Result<(), ScenarioError> {
+    /// Writes `fleet:` out as `nodes:` and DHCP hosts (a scenario has one or the other), and
+    /// returns the time between two nodes' power-on.
+    pub(super) fn expand_fleet(&self, raw: &mut RawScenario) -> Result<Duration, ScenarioError> {
         let fleet =
             match (&raw.nodes, raw.fleet.take()) {
-                (Some(_), None) => return Ok(()),
+                (Some(_), None) => return Ok(Duration::ZERO),
                 (None, None) => return Err(self.cx.err(
                     None,
                     "a scenario needs `nodes` (written out) or `fleet` (a template and a count)",
@@ -52,12 +56,29 @@ impl Validator<'_> {
                 }
                 (None, Some(f)) => f,
             };
+        let stagger = match &fleet.value.stagger {
+            None => Duration::ZERO,
+            Some(s) if s.value.0 > MAX_STAGGER => {
+                return Err(self.at(
+                    s,
+                    format!(
+                        "stagger {:?} is more than {MAX_STAGGER:?} between two nodes",
+                        s.value.0
+                    ),
+                    Some(
+                        "a longer wait is a step (`console`, `dhcp_ack`) on the earlier node"
+                            .into(),
+                    ),
+                ))
+            }
+            Some(s) => s.value.0,
+        };
         let (nodes, hosts) = self.fleet_nodes(&fleet)?;
         raw.nodes = Some(Spanned::new(nodes, fleet.referenced, fleet.defined));
         // The fleet's hosts first: a host the scenario lists too is then reported twice.
         let written = std::mem::take(&mut raw.services.dhcp.hosts);
         raw.services.dhcp.hosts = hosts.into_iter().chain(written).collect();
-        Ok(())
+        Ok(stagger)
     }
 
     fn fleet_nodes(
