@@ -1,6 +1,9 @@
 //! The run's verdict, written as `summary.json` and told to a person: which step failed, what it
 //! waited for and how long, the console tail, and where every artifact is.
 
+pub mod per_node;
+#[cfg(test)]
+mod per_node_tests;
 pub mod timeline;
 
 use std::collections::BTreeMap;
@@ -440,6 +443,10 @@ pub fn render_text(s: &Summary, run_dir: &Path) -> String {
             let _ = writeln!(o, "  {mark:<8} {at:>8} {took:>8}  {}", st.name);
         }
     }
+    let rows = per_node::rows(s);
+    if rows.len() > 1 {
+        o.push_str(&per_node::render(&rows));
+    }
     let slow: Vec<&str> = s
         .steps
         .iter()
@@ -532,6 +539,7 @@ fn describe_artifact(name: &str) -> &'static str {
         "image-build.log" => "image build log",
         n if n.starts_with("ipxe-embedded-") => "the iPXE script the node's firmware ran first",
         "summary.json" => "verdict, step times, artifacts",
+        "junit.xml" => "the run in JUnit, one test case per node",
         "timeline.svg" => "boot timeline picture",
         "harness.log" => "the harness's own log",
         _ => "",

@@ -314,7 +314,7 @@ fn tick_step(t_max: f64) -> f64 {
         .unwrap_or(7200.0)
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

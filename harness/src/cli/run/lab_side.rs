@@ -71,12 +71,21 @@ pub fn lab_main(args: LabArgs) -> i32 {
             },
         ),
     };
-    let summary = panicked_meanwhile(summary);
+    let mut summary = panicked_meanwhile(summary);
     let code = lab_exit_code(&summary);
+    if !summary.artifacts.iter().any(|a| a.path == "junit.xml") {
+        summary.artifacts.push(crate::report::Artifact {
+            path: "junit.xml".into(),
+            what: "the run in JUnit, one test case per node".into(),
+        });
+    }
     if let Err(e) = summary.write(&args.run_dir) {
         eprintln!("netboot-harness: cannot write summary.json: {e}");
     } else {
         let _ = crate::report::timeline::write_for_run(&args.run_dir);
+    }
+    if let Err(e) = crate::report::per_node::write_junit(&summary, &args.run_dir) {
+        eprintln!("netboot-harness: cannot write junit.xml: {e}");
     }
     // The per-run disk and the QMP sockets are working files, not evidence. The host side
     // removes the disk too, but it may have been killed.
