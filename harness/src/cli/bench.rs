@@ -123,6 +123,15 @@ pub struct BenchReport {
     /// The picture of the medians over every run (`bench-*.svg`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub picture: Option<PathBuf>,
+    /// A fleet: seconds from the first QEMU start until every node's root-mounted step was met.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every_node_root: Option<Stat>,
+    /// Peak resident memory of everything a run started (guests, services, lab), MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_peak_mib: Option<Stat>,
+    /// Peak disk held by a run's scratch folder (its disk copy or overlays), MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_peak_mib: Option<Stat>,
 }
 
 /// Time from QEMU start to one console text: harness-driven runs against bare ones (same lab,
@@ -209,6 +218,23 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
             .filter_map(|n| Stat::of(m.get(n)?).map(|s| (n.clone(), s)))
             .collect()
     };
+    // Each run's slowest node to its root: the time the whole fleet took.
+    let every_node_root: Vec<f64> = passed
+        .iter()
+        .filter(|(s, _, _)| s.qemu_started_at.len() > 1)
+        .filter_map(|(s, _, _)| {
+            let qemu0 = first_qemu_start(s)?;
+            let roots: Vec<&crate::report::StepSummary> = s
+                .steps
+                .iter()
+                .filter(|st| st.phase == Some(crate::scenario::Phase::RootMounted))
+                .collect();
+            let nodes: std::collections::BTreeSet<&str> =
+                roots.iter().map(|st| st.node.as_str()).collect();
+            (nodes.len() == s.qemu_started_at.len())
+                .then(|| roots.iter().filter_map(|st| st.met_at).fold(0.0, f64::max) - qemu0)
+        })
+        .collect();
     let wall: Vec<f64> = passed.iter().map(|(_, w, _)| *w).collect();
     let overhead: Vec<f64> = passed.iter().map(|(s, w, _)| w - s.duration_s).collect();
     BenchReport {
@@ -224,6 +250,9 @@ pub fn summarize(scenario: &str, runs: &[(Summary, f64, PathBuf)]) -> BenchRepor
         bare: None,
         to_qemu_start: None,
         picture: None,
+        every_node_root: Stat::of(&every_node_root),
+        memory_peak_mib: None,
+        disk_peak_mib: None,
     }
 }
 
@@ -260,6 +289,25 @@ pub fn render(b: &BenchReport) -> String {
             h.max,
             100.0 * h.median / w.median.max(f64::EPSILON)
         );
+    }
+    if let Some(r) = &b.every_node_root {
+        let _ = writeln!(
+            o,
+            "  every node's root mounted, from the first QEMU start: median {:.1}s ({:.1}..{:.1})",
+            r.median, r.min, r.max
+        );
+    }
+    for (what, st) in [
+        ("memory, peak of everything the run started", &b.memory_peak_mib),
+        ("disk, peak of the run's scratch folder", &b.disk_peak_mib),
+    ] {
+        if let Some(st) = st {
+            let _ = writeln!(
+                o,
+                "  {what}: median {:.0} MiB ({:.0}..{:.0})",
+                st.median, st.min, st.max
+            );
+        }
     }
     if let Some(q) = &b.to_qemu_start {
         let _ = writeln!(
@@ -353,14 +401,23 @@ pub fn bench(
     let mut runs = Vec::new();
     let mut to_qemu = Vec::new();
     let mut bare = Vec::new();
+    let (mut memory, mut disk) = (Vec::new(), Vec::new());
     let order = schedule(n, text.is_some());
     for &(arm, i) in &order {
         match arm {
             Arm::Harness => {
                 eprintln!("bench: run {i} of {n}");
                 let t = Instant::now();
-                let r = run::run_scenario(path, opts)?;
+                let sampler = crate::cli::bench_sampler::Sampler::start(opts.runs_dir.join(&name));
+                let r = run::run_scenario(path, opts);
+                let peaks = sampler.stop();
+                let r = r?;
                 let wall = t.elapsed().as_secs_f64();
+                const MIB: f64 = 1024.0 * 1024.0;
+                if r.summary.as_ref().is_some_and(|s| s.ok) {
+                    memory.push(peaks.memory as f64 / MIB);
+                    disk.push(peaks.disk as f64 / MIB);
+                }
                 if let Some(s) = r.summary {
                     // The lab's clock starts as the lab process starts, a few milliseconds
                     // after the host side hands over: the sum is a slight underestimate.
@@ -381,6 +438,8 @@ pub fn bench(
     }
     let mut report = summarize(&name, &runs);
     report.to_qemu_start = Stat::of(&to_qemu);
+    report.memory_peak_mib = Stat::of(&memory);
+    report.disk_peak_mib = Stat::of(&disk);
     report.order = order.into_iter().map(label).collect();
     if let Some(text) = &text {
         report.bare = compare_bare(compare, text, &report, &bare);

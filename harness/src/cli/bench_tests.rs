@@ -243,3 +243,36 @@ fn summarizes_a_recorded_run() {
     let svg = picture(&b, &runs, &bare);
     assert!(svg.contains("data-label=\"run 2\"") && svg.contains("data-label=\"bare 1\""));
 }
+
+#[test]
+fn a_fleets_time_is_its_slowest_nodes_root() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
+    )
+    .unwrap();
+    let one: Summary = serde_json::from_str(&text).unwrap();
+    // One node: no fleet figure.
+    let b = summarize("x", &[(one.clone(), 1.0, PathBuf::from("a"))]);
+    assert!(b.every_node_root.is_none());
+    // The same run as two nodes, node02 powered on 2 s later and 5 s slower to its root.
+    let mut two = one.clone();
+    let mut second: Vec<_> = one.steps.clone();
+    for st in &mut second {
+        st.node = "node02".into();
+        st.name = format!("{} (node02)", st.name);
+        st.met_at = st.met_at.map(|t| t + 7.0);
+    }
+    two.steps.extend(second);
+    let qemu0 = one.qemu_started_at["node01"];
+    two.qemu_started_at.insert("node02".into(), qemu0 + 2.0);
+    let root01 = one
+        .steps
+        .iter()
+        .find(|st| st.phase == Some(crate::scenario::Phase::RootMounted))
+        .and_then(|st| st.met_at)
+        .unwrap();
+    let b = summarize("x", &[(two, 1.0, PathBuf::from("a"))]);
+    let r = b.every_node_root.clone().unwrap();
+    assert!((r.median - (root01 + 7.0 - qemu0)).abs() < 1e-9, "{r:?}");
+    assert!(render(&b).contains("every node's root mounted"));
+}

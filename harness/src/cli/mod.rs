@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod bare;
 pub mod bench;
+pub mod bench_sampler;
 pub mod doctor;
 pub mod progress;
 pub mod run;
