@@ -146,7 +146,7 @@ fn list_shows_scenarios_with_descriptions() {
 }
 
 #[test]
-fn list_splits_the_scenarios_into_the_two_tiers() {
+fn list_splits_the_scenarios_into_their_tiers() {
     let paths = |tier: &str| {
         let o = harness(&["list", "--tier", tier, "--paths"]);
         assert!(o.status.success(), "{}", text(&o));
@@ -161,8 +161,10 @@ fn list_splits_the_scenarios_into_the_two_tiers() {
     };
     let fast = paths("fast");
     let full = paths("full");
+    let bench = paths("bench");
     assert!(fast.contains(&"debian-ibft-e1000".to_string()), "{fast:?}");
     assert!(full.contains(&"all-intel".to_string()), "{full:?}");
+    assert_eq!(bench, ["fleet-eight-nodes"]);
     assert!(fast.iter().all(|n| !full.contains(n)), "{fast:?} {full:?}");
     let shipped = std::fs::read_dir(root().join("scenarios"))
         .unwrap()
@@ -175,14 +177,14 @@ fn list_splits_the_scenarios_into_the_two_tiers() {
         })
         .count();
     assert_eq!(
-        fast.len() + full.len(),
+        fast.len() + full.len() + bench.len(),
         shipped,
         "each scenario in one tier"
     );
     let o = harness(&["list", "--tier", "nightly"]);
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("possible values: fast, full"),
+        text(&o).contains("possible values: fast, full, bench"),
         "{}",
         text(&o)
     );

@@ -328,6 +328,7 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
                         let t = match s.tier {
                             scenario::Tier::Fast => "fast",
                             scenario::Tier::Full => "full",
+                            scenario::Tier::Bench => "bench",
                         };
                         println!("{:<28} {t:<5} {}", s.name, first);
                     }

@@ -298,7 +298,10 @@ pub fn render(b: &BenchReport) -> String {
         );
     }
     for (what, st) in [
-        ("memory, peak of everything the run started", &b.memory_peak_mib),
+        (
+            "memory, peak of everything the run started",
+            &b.memory_peak_mib,
+        ),
         ("disk, peak of the run's scratch folder", &b.disk_peak_mib),
     ] {
         if let Some(st) = st {

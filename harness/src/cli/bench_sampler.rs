@@ -141,12 +141,18 @@ mod tests {
     fn status_fields_are_read_and_kernel_threads_hold_nothing() {
         let s = "Name:\tqemu\nPPid:\t4242\nVmRSS:\t  524288 kB\n";
         assert_eq!(parse_status(7, s), Some((7, 4242, 512 * 1024 * 1024)));
-        assert_eq!(parse_status(8, "Name:\tkworker\nPPid:\t2\n"), Some((8, 2, 0)));
+        assert_eq!(
+            parse_status(8, "Name:\tkworker\nPPid:\t2\n"),
+            Some((8, 2, 0))
+        );
     }
 
     #[test]
     fn a_child_process_is_found_below_this_one() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         // The child's status appears as soon as it runs; sleep's resident set is small but not 0.
         let mut seen = 0;
         for _ in 0..50 {

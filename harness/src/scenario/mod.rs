@@ -95,6 +95,9 @@ pub enum Tier {
     Fast,
     /// A variant whose point a fast scenario also makes, or a slow repeat of one.
     Full,
+    /// Booted by `bench` only, for the README's figures (a fleet larger than the suite runs);
+    /// the suite checks that it is valid and never boots it.
+    Bench,
 }
 
 #[derive(Debug, Clone, PartialEq)]
