@@ -64,7 +64,11 @@ impl Check {
 pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
     let mut out = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for t in tools::BOOT_TOOLS.iter().chain(tools::IMAGE_TOOLS) {
+    for t in tools::BOOT_TOOLS
+        .iter()
+        .chain(tools::IMAGE_TOOLS)
+        .chain(tools::FLEET_TOOLS)
+    {
         if !seen.insert(t.binary) {
             continue;
         }

@@ -48,6 +48,22 @@ pub const BOOT_TOOLS: &[Tool] = &[
     },
 ];
 
+/// What a fleet's per-node disks need (`services.iscsi.per_node`): qcow2 overlays and their
+/// export to tgtd. Debian 12 ships `qemu-storage-daemon` in qemu-system-common, Debian 13 in
+/// qemu-utils: the hint names both, and installing both works on either.
+pub const FLEET_TOOLS: &[Tool] = &[
+    Tool {
+        binary: "qemu-img",
+        package: "qemu-utils",
+        purpose: "each fleet node's copy-on-write disk",
+    },
+    Tool {
+        binary: "qemu-storage-daemon",
+        package: "qemu-utils qemu-system-common",
+        purpose: "exports each fleet node's disk to tgtd",
+    },
+];
+
 /// Everything an image build needs.
 pub const IMAGE_TOOLS: &[Tool] = &[
     Tool {

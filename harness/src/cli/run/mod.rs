@@ -86,8 +86,15 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
     fit::check_memory(&scenario).map_err(|why| miette::miette!("{}: {why}", scenario.name))?;
     {
         use crate::guest::boot_files;
+        // A fleet finds a missing overlay tool here, not after its lab is up.
+        let fleet = if scenario.iscsi.per_node.is_empty() {
+            &[][..]
+        } else {
+            tools::FLEET_TOOLS
+        };
+        let needed: Vec<tools::Tool> = tools::BOOT_TOOLS.iter().chain(fleet).copied().collect();
         tools::check(
-            tools::BOOT_TOOLS,
+            &needed,
             boot_files::missing(&boot_files::required(), &boot_files::SearchPath::host()),
         )?;
     }
