@@ -273,3 +273,27 @@ fn a_fleet_powers_on_at_once_or_staggered_by_seconds() {
         "{e}"
     );
 }
+
+#[test]
+fn per_node_names_may_come_from_the_nodes_mac_as_ipxe_writes_it() {
+    let by_mac = fleet(CONSOLE).replace(
+        "per_node: { target: \"iqn.2026-11.lab:{node}-root\", initiator: \"iqn.2026-11.lab:{node}\" }",
+        "per_node: { target: \"iqn.2026-11.lab:{node}-root\", initiator: \"iqn.2026-11.lab:{mac:hexhyp}\" }",
+    );
+    let s = load_text(&by_mac).unwrap();
+    let initiators: Vec<&str> = s
+        .iscsi
+        .per_node
+        .iter()
+        .filter_map(|e| e.initiator.as_ref().map(|i| i.as_str()))
+        .collect();
+    // `${mac:hexhyp}` in iPXE: what a menu without host names sets as the node's IQN.
+    assert_eq!(
+        initiators,
+        [
+            "iqn.2026-11.lab:52-54-00-aa-01-01",
+            "iqn.2026-11.lab:52-54-00-aa-01-02",
+            "iqn.2026-11.lab:52-54-00-aa-01-03"
+        ]
+    );
+}

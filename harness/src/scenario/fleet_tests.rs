@@ -63,7 +63,7 @@ fn per_node_names_must_differ_per_node_and_be_iscsi_names() {
     };
     let e = err(&fleet("iqn.2026-11.lab:root"));
     assert!(
-        e.contains("has no {node}: every node would get the same one"),
+        e.contains("has no {node} or {mac:hexhyp}: every node would get the same one"),
         "{e}"
     );
     let e = err(&fleet("iqn.lab:{node}"));

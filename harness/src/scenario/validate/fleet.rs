@@ -9,8 +9,10 @@ use crate::scenario::raw::RawScenario;
 use crate::scenario::values::{shown, Iqn};
 use crate::scenario::NodeExport;
 
-/// The placeholder a `per_node` name template holds.
+/// The placeholder a `per_node` name template holds: the node's name, or its boot MAC as iPXE's
+/// `${mac:hexhyp}` writes it (a menu that derives the IQN from the MAC writes the same).
 const NODE: &str = "{node}";
+const MAC_HEXHYP: &str = "{mac:hexhyp}";
 
 impl Validator<'_> {
     /// The one target (for one node), or one target per node: `(first target, per node)`.
@@ -25,6 +27,21 @@ impl Validator<'_> {
             .flat_map(|l| l.value.iter())
             .map(|n| n.name.value.as_str())
             .collect();
+        // Each node's boot MAC (the NIC marked `boot`, or its only one) in iPXE's hexhyp form.
+        let hexhyp = |node: &str| {
+            let n = raw
+                .nodes
+                .iter()
+                .flat_map(|l| l.value.iter())
+                .find(|n| n.name.value == node)?;
+            let nic = n
+                .nics
+                .value
+                .iter()
+                .find(|x| x.boot)
+                .or(n.nics.value.first())?;
+            Some(nic.mac.value.to_string().replace(':', "-"))
+        };
         match (&iscsi.target, &iscsi.per_node) {
             (Some(t), Some(_)) => Err(self.at(
                 t,
@@ -51,14 +68,17 @@ impl Validator<'_> {
             (Some(t), None) => Ok((t.value.clone(), Vec::new())),
             (None, Some(p)) => {
                 let name = |what: &str, text: &serde_saphyr::Spanned<String>, node: &str| {
-                    if !text.value.contains(NODE) {
+                    if !text.value.contains(NODE) && !text.value.contains(MAC_HEXHYP) {
                         return Err(self.at(
                             text,
-                            format!("per_node {what} `{}` has no {NODE}: every node would get the same one", shown(&text.value)),
+                            format!("per_node {what} `{}` has no {NODE} or {MAC_HEXHYP}: every node would get the same one", shown(&text.value)),
                             Some(format!("e.g. iqn.2026-11.lab:{NODE}-root")),
                         ));
                     }
-                    let full = text.value.replace(NODE, node);
+                    let full = text
+                        .value
+                        .replace(NODE, node)
+                        .replace(MAC_HEXHYP, &hexhyp(node).unwrap_or_default());
                     full.parse::<Iqn>().map_err(|e| {
                         self.at(text, format!("per_node {what} for node {node}, `{}`: {e}", shown(&full)), None)
                     })
