@@ -25,7 +25,6 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     // The fleet's keys are described in its one entry, its template's as `nodes[]`'s.
     ("RawFleet", "fleet"),
     ("RawNodeTemplate", "nodes[]"),
-    ("RawNicTemplate", "nodes[].nics[]"),
     ("RawServices", "services"),
     ("RawDhcp", "services.dhcp"),
     ("RawDhcpHost", "services.dhcp.hosts[]"),

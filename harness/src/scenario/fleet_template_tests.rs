@@ -132,18 +132,12 @@ fn nodes_and_fleet_are_one_or_the_other() {
     );
     let e = err(&both);
     assert!(e.contains("`nodes` and `fleet` both list the nodes"), "{e}");
-    let neither = r#"name: t
-image: debian-initramfs-tools
-services:
-  http:
-    files:
-      boot.ipxe: boot/sanboot.ipxe
-  iscsi:
-    target: iqn.2026-11.lab:node01-root
-expect:
-  - console: "SeaBIOS"
-"#;
-    let e = err(neither);
+    let neither = super::tests::GOOD.replace(
+        "nodes:\n  - name: node01\n    nics:\n      - { model: e1000, mac: \"52:54:00:aa:00:01\", boot: true }\n",
+        "",
+    );
+    assert!(!neither.contains("nodes:"), "{neither}");
+    let e = err(&neither);
     assert!(e.contains("needs `nodes` (written out) or `fleet`"), "{e}");
 }
 

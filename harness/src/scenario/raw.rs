@@ -209,7 +209,8 @@ pub struct RawNodeTemplate {
     #[serde(default)]
     pub cpus: Option<Spanned<u8>>,
     #[serde(default)]
-    pub nics: Option<Spanned<Vec<RawNicTemplate>>>,
+    /// Each NIC's `mac` a text with the node's number in it.
+    pub nics: Option<Spanned<Vec<RawNic<String>>>>,
     #[serde(default)]
     pub firmware: Option<Spanned<RawFirmware>>,
     #[serde(default)]
@@ -220,25 +221,12 @@ pub struct RawNodeTemplate {
     pub dhcp_host: Option<bool>,
 }
 
-/// A template's NIC: its MAC a text with the node's number in it.
+/// A NIC; in a fleet's template its `mac` is a text with the node's number in it (`M = String`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawNicTemplate {
+pub struct RawNic<M = MacAddr> {
     pub model: NicModel,
-    pub mac: Spanned<String>,
-    #[serde(default)]
-    pub slot: Option<Spanned<u8>>,
-    #[serde(default)]
-    pub boot: bool,
-    #[serde(default)]
-    pub segment: Option<Spanned<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNic {
-    pub model: NicModel,
-    pub mac: Spanned<MacAddr>,
+    pub mac: Spanned<M>,
     #[serde(default)]
     pub slot: Option<Spanned<u8>>,
     #[serde(default)]

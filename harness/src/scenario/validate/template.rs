@@ -9,9 +9,7 @@ use std::time::Duration;
 use serde_saphyr::Spanned;
 
 use super::{one_of, ScenarioError, Validator};
-use crate::scenario::raw::{
-    RawDhcpHost, RawFleet, RawNic, RawNicTemplate, RawNode, RawNodeTemplate, RawScenario,
-};
+use crate::scenario::raw::{RawDhcpHost, RawFleet, RawNic, RawNode, RawNodeTemplate, RawScenario};
 use crate::scenario::values::{shown, MacAddr};
 
 /// The most nodes a scenario boots (each a QEMU process).
@@ -191,7 +189,7 @@ impl Validator<'_> {
         Ok((nodes, hosts))
     }
 
-    fn nic(&self, n: &RawNicTemplate, number: &Number) -> Result<RawNic, ScenarioError> {
+    fn nic(&self, n: &RawNic<String>, number: &Number) -> Result<RawNic, ScenarioError> {
         let text = number.fill(&n.mac.value);
         let mac = text.parse::<MacAddr>().map_err(|e| {
             self.at(
