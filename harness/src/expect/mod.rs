@@ -217,7 +217,10 @@ pub async fn run_steps_controlled(
             step.within
         };
         let started = clock.now();
+        // A Ctrl-C before this step (even before every node was powered on, in a staggered
+        // fleet) ends the run as interrupted, whatever this step would find.
         let wait = match nodes.get(&step.node) {
+            _ if *cancel.borrow() => Wait::Cancelled,
             None => Wait::Failed(Fail::action(format!(
                 "node `{}` has no console (it did not start)",
                 step.node

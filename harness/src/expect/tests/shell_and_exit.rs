@@ -394,6 +394,23 @@ async fn cancel_interrupts_and_skips_the_rest() {
     assert!(!judge(&out, None).ok);
 }
 
+#[tokio::test]
+async fn a_cancel_before_the_first_step_interrupts_even_for_a_node_never_started() {
+    // A staggered fleet interrupted while powering on: node02, the first step's, never got a
+    // console (without the check this was "no console", a failure).
+    let r = rig("cancel-early");
+    let mut s = scenario(vec![
+        ("a", Action::Console("x".into()), 5000),
+        ("b", Action::Console("x".into()), 5000),
+    ]);
+    s.steps[0].node = "node02".into();
+    let (tx, rx) = watch::channel(true);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, rx).await;
+    drop(tx);
+    assert_eq!(out.verdict, Verdict::Interrupted { step: "a".into() });
+    assert_eq!(out.steps[1].status, StepStatus::Skipped);
+}
+
 #[test]
 fn judge_expected_failures() {
     use crate::scenario::ExpectedFailure;
