@@ -91,6 +91,7 @@ pub fn render(rows: &[NodeRow]) -> String {
     let secs = |t: Option<f64>| t.map(|t| format!("{t:.1}s")).unwrap_or_else(|| "-".into());
     for r in rows {
         let what = match (&r.failed, &r.last_met) {
+            (Some(f), _) if r.status == "stopped" => format!("STOPPED in: {f}"),
             (Some(f), _) => format!("FAILED: {f}"),
             (None, Some((name, at))) => format!("{name} at {at:.1}s"),
             (None, None) => "-".into(),

@@ -99,7 +99,13 @@ fn each_node_gets_its_own_row_with_how_far_it_got() {
 fn an_interrupted_node_is_stopped_not_failed() {
     let mut s = fleet_run();
     s.verdict = "interrupted".into();
-    assert_eq!(rows(&s)[1].status, "stopped");
+    let r = rows(&s);
+    assert_eq!(r[1].status, "stopped");
+    let text = render(&r);
+    assert!(
+        text.contains("STOPPED in: root (node02)") && !text.contains("FAILED"),
+        "{text}"
+    );
 }
 
 fn child<'a, 'i>(c: &roxmltree::Node<'a, 'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
