@@ -141,6 +141,8 @@ fn args_bind_only_the_bridge_and_ignore_host_config() {
         "--dhcp-host=52:54:00:aa:00:01,node01",
         "--dhcp-userclass=set:ipxe,iPXE",
         "--dhcp-boot=tag:ipxe,tag:boot,http://10.77.0.1/boot.ipxe",
+        "--no-ping",
+        "--dhcp-option=tag:ipxe,encap:175,176,1b",
         "--enable-ra",
         "--dhcp-range=::,constructor:nbr0,ra-only",
     ] {
