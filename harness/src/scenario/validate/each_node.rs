@@ -11,7 +11,7 @@ use serde_saphyr::Spanned;
 use super::{ScenarioError, Validator};
 use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::{shown, Iqn, MacAddr, PerNode};
-use crate::scenario::{Dhcp, Node};
+use crate::scenario::{Dhcp, Iscsi, Node};
 
 /// One node's values, as the scenario states them.
 #[derive(Debug)]
@@ -96,8 +96,9 @@ impl Validator<'_> {
         raw: &RawScenario,
         nodes: &[Node],
         dhcp: &Dhcp,
-    ) -> Result<Vec<NodeFacts>, ScenarioError> {
-        let (one_target, exports) = self.targets(raw)?;
+        iscsi: &Iscsi,
+    ) -> Vec<NodeFacts> {
+        let exports = &iscsi.per_node;
         let added: Vec<(MacAddr, Ipv4Addr)> = raw
             .expect
             .value
@@ -105,10 +106,10 @@ impl Validator<'_> {
             .filter_map(|s| s.value.dhcp_add_host.as_ref())
             .filter_map(|h| h.ip.map(|ip| (h.mac, ip)))
             .collect();
-        Ok(nodes
+        nodes
             .iter()
-            .filter_map(|n| {
-                let boot = n.nics.iter().find(|x| x.boot).or(n.nics.first())?;
+            .map(|n| {
+                let boot = n.boot_nic();
                 let ip = dhcp
                     .hosts
                     .iter()
@@ -121,19 +122,19 @@ impl Validator<'_> {
                             .map(|(_, ip)| *ip)
                     });
                 let export = exports.iter().find(|e| e.node == n.name);
-                Some(NodeFacts {
+                NodeFacts {
                     name: n.name.clone(),
                     mac: boot.mac,
                     ip,
                     initiator: export.and_then(|e| e.initiator.clone()),
                     target: match export {
                         Some(e) => Some(e.target.clone()),
-                        None if exports.is_empty() => Some(one_target.clone()),
+                        None if exports.is_empty() => Some(iscsi.target.clone()),
                         None => None,
                     },
-                })
+                }
             })
-            .collect())
+            .collect()
     }
 
     /// A text of a step (console, shell, ...): the node's values filled in when the step is

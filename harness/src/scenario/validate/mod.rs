@@ -448,7 +448,7 @@ impl Validator<'_> {
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
         let http = self.http(&raw, &folder, &vars)?;
         let mut iscsi = self.iscsi(&raw, &subnet, &segments)?;
-        let facts = self.node_facts(&raw, &nodes, &dhcp)?;
+        let facts = self.node_facts(&raw, &nodes, &dhcp, &iscsi);
         self.node_addresses(&raw, &mut iscsi.per_node, &facts)?;
         let steps = self.steps(&raw, &nodes, &facts)?;
         let expect_failure = self.expect_failure(&raw, &steps)?;
