@@ -45,6 +45,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawRefused", "expect[].refused"),
     ("RawAllLogins", "expect[].iscsi_logins_all"),
     ("RawLunBytes", "expect[].lun_bytes"),
+    ("RawLink", "expect[].link"),
     ("RawAddedHost", "expect[].dhcp_add_host"),
     ("RawExpectedFailure", "expect_failure"),
 ];

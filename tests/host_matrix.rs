@@ -98,7 +98,9 @@ fn main() {
                 Tier::Fast => "",
                 Tier::Full => "full::",
             };
-            boots.trial(format!("{SUITE}::{tier}{name}"), move || boot_on_trixie(name))
+            boots.trial(format!("{SUITE}::{tier}{name}"), move || {
+                boot_on_trixie(name)
+            })
         })
         .collect();
     trials.push(libtest_mimic::Trial::test(

@@ -188,7 +188,11 @@ fn runs_the_soak_as_ci_test_does() {
         ours.contains("--profile ci") && ours.contains("--run-ignored only"),
         "workflow: {ours}"
     );
-    assert_eq!(count(ours), count(soak), "workflow: `{ours}`, ci/test: `{soak}`");
+    assert_eq!(
+        count(ours),
+        count(soak),
+        "workflow: `{ours}`, ci/test: `{soak}`"
+    );
     assert!(count(soak).is_some(), "ci/test: {soak}");
 }
 

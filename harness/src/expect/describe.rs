@@ -102,6 +102,8 @@ pub fn describe(a: &Action) -> String {
         Action::RootOnSession => {
             "the guest's report of its root disk, to check it is on the iSCSI session".to_string()
         }
+        Action::Machine(m) => format!("QEMU to carry out a {}", m.describe()),
+        Action::QmpEvent(e) => format!("QEMU to report {} for the node's machine", e.as_str()),
     }
 }
 

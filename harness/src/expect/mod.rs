@@ -109,6 +109,18 @@ pub trait LabControl: Send + Sync {
         let mac = host.mac;
         Box::pin(async move { Err(format!("this run cannot add DHCP host {mac}")) })
     }
+    /// Does `action` to `node`'s machine through QMP; `Ok` describes what was done.
+    fn machine(
+        &self,
+        node: &str,
+        action: &crate::scenario::MachineAction,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let why = format!(
+            "this run has no QMP connection to {node}'s machine ({})",
+            action.describe()
+        );
+        Box::pin(async move { Err(why) })
+    }
     /// Resolves when the lab broke (a service died, a harness task panicked); never, by
     /// default.
     fn broken(&self) -> Pin<Box<dyn Future<Output = LabFault> + Send + '_>> {

@@ -396,3 +396,41 @@ async fn fleet_wrong_lun_refused_passes_only_when_the_other_nodes_target_refuses
     kill_qemu(&mut r);
     assert_fail(&judged(&s, &r).await, "a killed QEMU after the refusal");
 }
+
+#[tokio::test]
+async fn cable_out_too_long_passes_only_on_the_kernels_offline_device() {
+    let s = negative("cable-out-too-long.yaml", "the root still answers", 1500);
+
+    // As recorded: the session timed out, then the read cannot even start dd.
+    let mut r = rig("cable-offline");
+    let g = guest_shell(
+        &mut r,
+        "[   70.59]  session1: session recovery timed out after 10 secs\r\n\
+         [   70.59] sd 0:0:0:1: rejecting I/O to offline device\r\n\
+         [   70.59] I/O error, dev sda, sector 1595392 op 0x1:(WRITE) flags 0x103000 phys_seg 4 prio class 2\r\n\
+         -bash: /usr/bin/dd: Input/output error\r\n",
+        Some(126),
+    );
+    assert_pass(&judged(&s, &r).await);
+    g.abort();
+
+    // The read failing for a reason of its own, with the disk still there.
+    let mut r = rig("cable-other");
+    let g = guest_shell(
+        &mut r,
+        "dd: failed to open '/etc/os-release': No such file or directory\r\n",
+        Some(1),
+    );
+    assert_fail(&judged(&s, &r).await, "a command that failed on its own");
+    g.abort();
+
+    // The root still answering: the cable was not out long enough.
+    let mut r = rig("cable-survived");
+    let g = guest_shell(&mut r, "", Some(0));
+    assert_fail(&judged(&s, &r).await, "a root that still answers");
+    g.abort();
+
+    let mut r = rig("cable-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+}

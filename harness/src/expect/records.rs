@@ -117,6 +117,7 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
                         .is_some_and(|e| e.eq_ignore_ascii_case(&m.to_string()))
                 })
         }
+        (Action::QmpEvent(name), EventKind::Qmp { event, .. }) => event == name.as_str(),
         (Action::HttpGet(p), EventKind::HttpRequest { path, status, .. }) => {
             path == p && (200..300).contains(status)
         }
@@ -197,4 +198,13 @@ fn names_match(
 /// A step's MAC against the one a record took from the lab's neighbour table, if it had one.
 fn mac_matches(want: &crate::scenario::MacAddr, record: Option<&str>) -> bool {
     record.is_some_and(|r| r.eq_ignore_ascii_case(&want.to_string()))
+}
+
+/// A record about one node's machine (a QMP event) meets only that node's steps; the services'
+/// records are anyone's until the step's own values say whose.
+pub(super) fn record_of_node(e: &Event, node: &str) -> bool {
+    match &e.kind {
+        EventKind::Qmp { node: n, .. } | EventKind::Machine { node: n, .. } => n == node,
+        _ => true,
+    }
 }

@@ -2,7 +2,7 @@
 //! and ends at the first evidence that meets the step or a failure text that ends it.
 
 use super::exit::{guest_gone, powered_off, qemu_end};
-use super::records::{all_logins, event_matches};
+use super::records::{all_logins, event_matches, record_of_node};
 use super::shell::{shell_failed, shell_line};
 use super::*;
 
@@ -89,6 +89,15 @@ pub(super) async fn wait_step(
                     detail,
                 },
                 Err(e) => Wait::Failed(Fail::action(format!("restarting {}: {e}", service.name()))),
+            };
+        }
+        Action::Machine(m) => {
+            return match cx.control.machine(&step.node, m).await {
+                Ok(detail) => Wait::Met {
+                    at: events.clock().now(),
+                    detail,
+                },
+                Err(e) => Wait::Failed(Fail::action(format!("{}: {e}", m.describe()))),
             };
         }
         Action::DhcpAddHost(host) => {
@@ -254,7 +263,10 @@ pub(super) async fn wait_step(
                 // Only records from after the step this one follows: an earlier record belongs
                 // to an earlier phase (iPXE's login is not the initramfs's).
                 let found = all.iter().enumerate().find(|(i, e)| {
-                    !consumed.contains(i) && e.at >= cx.records_from && event_matches(action, e)
+                    !consumed.contains(i)
+                        && e.at >= cx.records_from
+                        && event_matches(action, e)
+                        && record_of_node(e, &step.node)
                 });
                 // As for console steps: a failure text only counts if it came before the record
                 // we were waiting for. Both can be there by the time this step looks (iPXE

@@ -4,6 +4,7 @@
 pub mod accel_probe;
 pub mod boot_files;
 pub mod console;
+pub mod qmp;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

@@ -135,6 +135,12 @@ pub enum FaultKind {
     HttpError,
     /// An HTTP request answered late by the fault plan, but answered.
     HttpDelay,
+    /// Something a step did to a node's machine through QMP: a hard reset, the power button.
+    /// (A pulled cable is an outage of the node's link, until it is put back.)
+    Machine,
+    /// An event QEMU reported for a node's machine (RESET, SHUTDOWN, ...): not injected, but
+    /// drawn with the faults so a reset reads next to its cause.
+    QmpEvent,
     /// A kind a newer harness wrote: still listed and drawn as a single fault.
     #[serde(other)]
     Other,
@@ -154,6 +160,8 @@ impl FaultKind {
             FaultKind::LoginDropped => "login_dropped",
             FaultKind::HttpError => "http_error",
             FaultKind::HttpDelay => "http_delay",
+            FaultKind::Machine => "machine",
+            FaultKind::QmpEvent => "qmp_event",
             FaultKind::Other => "other",
         }
     }
@@ -264,6 +272,48 @@ pub fn injected_faults(
                     format!("{method} {path} from {peer} answered {status} ({fault})"),
                 ));
             }
+            EventKind::Machine { node, action } => {
+                // A cable pulled is the node's link down until the same NIC's is put back.
+                let lane = |mac: &str| format!("{node} link {mac}");
+                if let Some(mac) = action.strip_prefix("link down on ") {
+                    open.insert(lane(mac), out.len());
+                    out.push(InjectedFault {
+                        at: ev.at,
+                        until: None,
+                        service: lane(mac),
+                        kind: FaultKind::Outage,
+                        node: Some(node.clone()),
+                        what: format!("{node}: {action}"),
+                    });
+                } else if let Some(mac) = action.strip_prefix("link up on ") {
+                    if let Some(i) = open.remove(&lane(mac)) {
+                        out[i].until = Some(ev.at);
+                        let _ = write!(out[i].what, ", back up at {:.1} s", ev.at);
+                    }
+                } else {
+                    out.push(InjectedFault {
+                        at: ev.at,
+                        until: None,
+                        service: "machine".into(),
+                        kind: FaultKind::Machine,
+                        node: Some(node.clone()),
+                        what: format!("{node}: {action}"),
+                    });
+                }
+            }
+            // QEMU ending because the harness stopped it after the steps is not the run's.
+            EventKind::Qmp { data, .. } if data["reason"] == "host-signal" => {}
+            EventKind::Qmp { node, event, data } => out.push(InjectedFault {
+                at: ev.at,
+                until: None,
+                service: "qmp".into(),
+                kind: FaultKind::QmpEvent,
+                node: Some(node.clone()),
+                what: match data {
+                    serde_json::Value::Null => format!("QEMU reported {event} for {node}"),
+                    d => format!("QEMU reported {event} for {node}: {d}"),
+                },
+            }),
             _ => {}
         }
     }

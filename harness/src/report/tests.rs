@@ -174,6 +174,65 @@ fn an_outage_that_never_ends_stays_open() {
 }
 
 #[test]
+fn machine_actions_and_qemu_events_are_listed_with_their_node() {
+    let machine = |node: &str, action: &str| EventKind::Machine {
+        node: node.into(),
+        action: action.into(),
+    };
+    let qmp = |event: &str, data: serde_json::Value| EventKind::Qmp {
+        node: "node01".into(),
+        event: event.into(),
+        data,
+    };
+    let events = vec![
+        ev(10.0, machine("node01", "link down on 52:54:00:aa:00:61")),
+        ev(12.0, machine("node02", "link down on 52:54:00:aa:00:62")),
+        ev(20.5, machine("node01", "link up on 52:54:00:aa:00:61")),
+        ev(30.0, machine("node01", "hard reset")),
+        ev(
+            30.1,
+            qmp(
+                "RESET",
+                serde_json::json!({"guest": false, "reason": "host-qmp-system-reset"}),
+            ),
+        ),
+        // The harness stopping QEMU after the steps.
+        ev(
+            40.0,
+            qmp(
+                "SHUTDOWN",
+                serde_json::json!({"guest": false, "reason": "host-signal"}),
+            ),
+        ),
+    ];
+    let faults = injected_faults(&events, &|_| None);
+    assert_eq!(faults.len(), 4, "{faults:#?}");
+    // node01's cable: out from 10 s to 20.5 s; node02's never put back.
+    assert_eq!(
+        (faults[0].kind, faults[0].until),
+        (FaultKind::Outage, Some(20.5))
+    );
+    assert_eq!(faults[0].node.as_deref(), Some("node01"));
+    assert!(
+        faults[0].what.ends_with("back up at 20.5 s"),
+        "{}",
+        faults[0].what
+    );
+    assert_ne!(
+        faults[0].service, faults[1].service,
+        "one lane per node's NIC"
+    );
+    assert_eq!(faults[1].until, None);
+    assert!(faults[1].what.ends_with("still down when the run ended"));
+    assert_eq!((faults[2].kind, faults[2].at), (FaultKind::Machine, 30.0));
+    assert_eq!(faults[2].what, "node01: hard reset");
+    assert_eq!(faults[3].kind, FaultKind::QmpEvent);
+    assert!(faults[3]
+        .what
+        .starts_with("QEMU reported RESET for node01: "));
+}
+
+#[test]
 fn summaries_without_faults_still_read_and_unknown_kinds_survive() {
     let old = include_str!("../../tests-data/summary-passed.json");
     let s: Summary = serde_json::from_str(old).unwrap();

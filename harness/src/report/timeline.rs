@@ -27,7 +27,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::report::{InjectedFault, StepSummary, Summary};
+use crate::report::{FaultKind, InjectedFault, StepSummary, Summary};
 use crate::scenario::Phase;
 
 /// A boot phase as drawn: name, fill colour and the colour of a label written on that fill.
@@ -401,7 +401,10 @@ pub fn render_svg_with(runs: &[(String, Summary)], band: Option<&MedianBand>) ->
     let runs_h: f64 = band_h + runs.iter().enumerate().map(run_h).sum::<f64>();
     let bottom_axis_y = runs_top + runs_h + 4.0;
     let legend_y = bottom_axis_y + 30.0;
-    let with_faults = runs.iter().any(|(_, s)| !s.faults.is_empty());
+    // QEMU's own events are drawn, but only injected faults bring the legend's fault marks.
+    let with_faults = runs
+        .iter()
+        .any(|(_, s)| s.faults.iter().any(|f| f.kind != FaultKind::QmpEvent));
     let legend_rows = legend_layout(with_faults)
         .last()
         .map(|(_, _, _, r)| r + 1)
@@ -652,7 +655,11 @@ impl<'a> RunFaults<'a> {
 
 fn fault_count_words(faults: &[InjectedFault]) -> String {
     let outages = faults.iter().filter(|f| f.kind.is_outage()).count();
-    let singles = faults.len() - outages;
+    // QEMU's own events are drawn but were not injected.
+    let singles = faults
+        .iter()
+        .filter(|f| !f.kind.is_outage() && f.kind != FaultKind::QmpEvent)
+        .count();
     let plural = |n: usize, one: &str, many: &str| match n {
         1 => format!("1 {one}"),
         n => format!("{n} {many}"),

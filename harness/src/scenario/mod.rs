@@ -2,6 +2,7 @@
 //! rest of the harness can trust. Nothing here starts a process or writes a file.
 
 pub mod additions;
+mod machine;
 mod raw;
 pub mod recipe;
 mod validate;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use additions::Additions;
+pub use machine::{MachineAction, QmpEventName};
 pub use validate::{load, load_str, ScenarioError, MAX_SCENARIO_BYTES};
 pub use values::{Dur, Iqn, MacAddr, Subnet};
 pub use windows::{DownWindow, MAX_WINDOWS};
@@ -526,6 +528,10 @@ pub enum Action {
     /// The booted guest's root filesystem is on a disk of a logged-in iSCSI session to the
     /// scenario's target through the lab's portal.
     RootOnSession,
+    /// Something done to the node's machine through QEMU's QMP (recorded as a machine event).
+    Machine(MachineAction),
+    /// Wait for QEMU to report this event of the node's machine (`RESET`, `SHUTDOWN`, ...).
+    QmpEvent(QmpEventName),
 }
 
 /// The lab's services, as steps and fault plans name them.

@@ -453,6 +453,27 @@ pub struct RawStep {
     /// The booted guest's root is on the scenario's iSCSI session.
     #[serde(default)]
     pub root_on_session: Option<bool>,
+    /// Pull a NIC's cable, or put it back (QMP `set_link`).
+    #[serde(default)]
+    pub link: Option<RawLink>,
+    /// A hard reset of the node's machine (QMP `system_reset`).
+    #[serde(default)]
+    pub reset: Option<bool>,
+    /// The node's ACPI power button (QMP `system_powerdown`).
+    #[serde(default)]
+    pub powerdown: Option<bool>,
+    /// Wait for QEMU to report this event of the node's machine.
+    #[serde(default)]
+    pub qmp_event: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    /// The NIC by its MAC; the node's boot NIC when left out.
+    #[serde(default)]
+    pub nic: Option<super::MacAddr>,
+    pub up: bool,
 }
 
 #[derive(Debug, Deserialize)]

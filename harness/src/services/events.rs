@@ -123,6 +123,16 @@ pub enum EventKind {
     },
     /// A service started, stopped or failed: kept so a timeline can show it.
     Service { service: String, state: String },
+    /// An event QEMU reported over QMP for a node's machine, with its data as QEMU sent it.
+    Qmp {
+        node: String,
+        event: String,
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        data: serde_json::Value,
+    },
+    /// Something a step did to a node's machine through QMP, once QEMU accepted it (a link
+    /// pulled or put back, a hard reset, the power button).
+    Machine { node: String, action: String },
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]

@@ -153,6 +153,9 @@ fn panic_summary(args: &LabArgs, p: &crate::support::tasks::HarnessPanic) -> Sum
 /// or a harness task panicked.
 struct RunControl<'a> {
     services: &'a Services,
+    /// Each node's QMP connection, and its NICs' QEMU names (`net<i>`) by MAC.
+    machines: &'a BTreeMap<String, crate::guest::qmp::Qmp>,
+    scenario: &'a scenario::Scenario,
 }
 
 impl expect::LabControl for RunControl<'_> {
@@ -184,6 +187,34 @@ impl expect::LabControl for RunControl<'_> {
 
     fn lun_file(&self, node: &str) -> Option<PathBuf> {
         Some(self.services.lun_file(node).to_path_buf())
+    }
+
+    fn machine(
+        &self,
+        node: &str,
+        action: &scenario::MachineAction,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + '_>>
+    {
+        let action = action.clone();
+        let node = node.to_string();
+        Box::pin(async move {
+            let qmp = self
+                .machines
+                .get(&node)
+                .ok_or_else(|| format!("no QMP connection to {node}'s machine"))?;
+            // The netdev ids GuestConfig::args gives the NICs, in the node's order.
+            let nic = match &action {
+                scenario::MachineAction::Link { mac, .. } => self
+                    .scenario
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .and_then(|n| n.nics.iter().position(|nic| nic.mac == *mac))
+                    .map(|i| format!("net{i}")),
+                _ => None,
+            };
+            qmp.act(&action, nic.as_deref()).await
+        })
     }
 
     fn broken(
@@ -296,6 +327,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
 
     let progress = crate::cli::progress::BootProgress::start();
     let mut guests = Vec::new();
+    let mut machines = BTreeMap::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
     let mut bare: Option<tokio::task::JoinHandle<std::io::Result<Option<f64>>>> = None;
@@ -390,6 +422,20 @@ async fn lab_run(args: &LabArgs) -> Summary {
                                 input: g.input.clone(),
                             },
                         );
+                        // QEMU's events are evidence from the start (a RESET at a reboot), and
+                        // machine steps need the connection: a node without it does not boot.
+                        match crate::guest::qmp::Qmp::connect(
+                            &node.name,
+                            &cfg.qmp_socket,
+                            events.clone(),
+                        )
+                        .await
+                        {
+                            Ok(q) => {
+                                machines.insert(node.name.clone(), q);
+                            }
+                            Err(e) => start_error = Some(format!("{}: {e}", node.name)),
+                        }
                     }
                     Err(e) => start_error = Some(format!("console of {}: {e}", node.name)),
                 }
@@ -414,6 +460,8 @@ async fn lab_run(args: &LabArgs) -> Summary {
         };
         let control = RunControl {
             services: &services,
+            machines: &machines,
+            scenario: &scenario,
         };
         let steps = crate::support::tasks::CatchUnwind::new(async {
             if crate::support::tasks::supervisor().injects("expect") {

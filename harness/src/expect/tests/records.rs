@@ -384,3 +384,53 @@ async fn all_logins_in_a_fleet_are_each_nodes_own() {
     let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
     assert!(!out.verdict.passed(), "{:?}", out.verdict);
 }
+
+#[tokio::test]
+async fn a_qmp_event_step_is_met_only_by_its_own_nodes_event() {
+    let r = rig("qmp-event");
+    let s = scenario(vec![(
+        "the reset reached the machine",
+        Action::QmpEvent(crate::scenario::QmpEventName::Reset),
+        300,
+    )]);
+    let qmp = |node: &str, event: &str| EventKind::Qmp {
+        node: node.into(),
+        event: event.into(),
+        data: serde_json::Value::Null,
+    };
+    // Another node's reset, and this node's other events, do not meet it.
+    r.events.push(qmp("node02", "RESET"));
+    r.events.push(qmp("node01", "SHUTDOWN"));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert!(
+        matches!(out.verdict, Verdict::Failed { .. }),
+        "{:?}",
+        out.verdict
+    );
+    r.events.push(qmp("node01", "RESET"));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+    assert!(
+        out.steps[0].detail.contains(r#""node":"node01""#),
+        "{:?}",
+        out.steps[0]
+    );
+}
+
+#[tokio::test]
+async fn a_machine_step_without_qmp_fails_saying_so() {
+    let r = rig("machine-no-qmp");
+    let s = scenario(vec![(
+        "pull the cable",
+        Action::Machine(crate::scenario::MachineAction::Reset),
+        300,
+    )]);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    match &out.verdict {
+        Verdict::Failed { step, reason, .. } => {
+            assert_eq!(step, "pull the cable");
+            assert!(reason.contains("no QMP connection"), "{reason}");
+        }
+        v => panic!("{v:?}"),
+    }
+}

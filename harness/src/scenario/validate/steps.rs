@@ -7,7 +7,7 @@ use super::each_node::{names_the_node, NodeFacts};
 use super::{one_of, ScenarioError, Validator, DEFAULT_WITHIN, MAX_FAULTS};
 use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::shown;
-use crate::scenario::{Action, Node, Service, Step};
+use crate::scenario::{Action, MachineAction, Node, QmpEventName, Service, Step};
 
 /// A marker on the LUN is a short text, read back in one go.
 const MAX_LUN_TEXT: usize = 512;
@@ -91,7 +91,7 @@ impl Validator<'_> {
                     .each_node
                     .then(|| facts.iter().find(|f| f.name == node))
                     .flatten();
-                let action = self.action(s, nodes, own)?;
+                let action = self.action(s, nodes, &node, own)?;
                 let base_name = step
                     .name
                     .clone()
@@ -156,6 +156,10 @@ impl Validator<'_> {
             ("qemu_exit", step.qemu_exit.is_some()),
             ("ibft_matches_lab", step.ibft_matches_lab.is_some()),
             ("root_on_session", step.root_on_session.is_some()),
+            ("link", step.link.is_some()),
+            ("reset", step.reset.is_some()),
+            ("powerdown", step.powerdown.is_some()),
+            ("qmp_event", step.qmp_event.is_some()),
         ];
         let found: Vec<&'static str> = present
             .iter()
@@ -184,6 +188,7 @@ impl Validator<'_> {
         &self,
         s: &Spanned<RawStep>,
         nodes: &[Node],
+        node: &str,
         own: Option<&NodeFacts>,
     ) -> Result<Action, ScenarioError> {
         let step: &RawStep = &s.value;
@@ -381,6 +386,60 @@ impl Validator<'_> {
                 None => {}
             }
         }
+        if let Some(l) = &step.link {
+            let Some(n) = nodes.iter().find(|n| n.name == node) else {
+                return Err(self.at(
+                    s,
+                    format!("step names unknown node `{}`", shown(node)),
+                    None,
+                ));
+            };
+            let mac = match l.nic {
+                Some(mac) if n.nics.iter().any(|nic| nic.mac == mac) => mac,
+                Some(mac) => {
+                    return Err(self.at(
+                        s,
+                        format!("`link.nic` is {mac}, which is not a NIC of {node}"),
+                        Some({
+                            let macs: Vec<String> =
+                                n.nics.iter().map(|nic| nic.mac.to_string()).collect();
+                            one_of(macs.iter().map(String::as_str))
+                        }),
+                    ))
+                }
+                None => n.boot_nic().mac,
+            };
+            actions.push((
+                "link",
+                Action::Machine(MachineAction::Link { mac, up: l.up }),
+            ));
+        }
+        for (kind, flag, action) in [
+            ("reset", step.reset, MachineAction::Reset),
+            ("powerdown", step.powerdown, MachineAction::Powerdown),
+        ] {
+            match flag {
+                Some(true) => actions.push((kind, Action::Machine(action))),
+                Some(false) => {
+                    return Err(self.at(
+                        s,
+                        format!("`{kind}: false` does nothing"),
+                        Some(format!("write `{kind}: true`, or drop the step")),
+                    ))
+                }
+                None => {}
+            }
+        }
+        if let Some(e) = &step.qmp_event {
+            let Some(name) = QmpEventName::parse(e) else {
+                return Err(self.at(
+                    s,
+                    format!("unknown QMP event `{}`", shown(e)),
+                    Some(one_of(QmpEventName::ALL.iter().map(|e| e.as_str()))),
+                ));
+            };
+            actions.push(("qmp_event", Action::QmpEvent(name)));
+        }
         // `kind_of` has made sure there is exactly one.
         let Some((_, action)) = actions.pop() else {
             return Err(self.at(s, "a step needs exactly one action", None));
@@ -394,8 +453,12 @@ impl Validator<'_> {
 
 /// The steps `each_node` repeats: about the node they run on, or a service's record of it
 /// (with the node's `{mac}`, `{ip}`, `{initiator}` or `{target}` in place of a value).
-const PER_NODE_KINDS: [&str; 13] = [
+const PER_NODE_KINDS: [&str; 17] = [
     "console",
+    "link",
+    "reset",
+    "powerdown",
+    "qmp_event",
     "console_regex",
     "send",
     "shell",
@@ -421,6 +484,8 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         Action::QemuExit => kind.to_string(),
         Action::IbftMatchesLab => "the iBFT matches what the lab served".to_string(),
         Action::RootOnSession => "the root is on the iSCSI session".to_string(),
+        Action::Machine(m) => m.describe(),
+        Action::QmpEvent(e) => format!("{kind} {}", e.as_str()),
         Action::ConsoleRegex(r) => format!("{kind} /{}/", r.as_str()),
         Action::TftpSent { file, mac } => match mac {
             Some(m) => format!("{kind} {file} to {m}"),

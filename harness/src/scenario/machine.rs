@@ -1,0 +1,69 @@
+//! Steps that act on a node's machine through QEMU's QMP, and the QMP events a step can wait
+//! for.
+
+use super::MacAddr;
+
+/// What a step does to a node's machine, as a person at the rack would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineAction {
+    /// The cable of the NIC with this MAC pulled (`up: false`) or put back (`up: true`).
+    Link { mac: MacAddr, up: bool },
+    /// A hard reset: the machine restarts at once, without a shutdown.
+    Reset,
+    /// A press of the ACPI power button: the guest decides what to do with it.
+    Powerdown,
+}
+
+impl MachineAction {
+    /// One line for the record and the report.
+    pub fn describe(&self) -> String {
+        match self {
+            MachineAction::Link { mac, up: false } => format!("link down on {mac}"),
+            MachineAction::Link { mac, up: true } => format!("link up on {mac}"),
+            MachineAction::Reset => "hard reset".into(),
+            MachineAction::Powerdown => "power button".into(),
+        }
+    }
+}
+
+/// The QMP events a `qmp_event` step can wait for: those QEMU sends for the machines the
+/// harness starts (a name outside the list is refused with the list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QmpEventName {
+    Reset,
+    Shutdown,
+    Powerdown,
+    Stop,
+    Resume,
+    NicRxFilterChanged,
+    GuestPanicked,
+}
+
+impl QmpEventName {
+    pub const ALL: [QmpEventName; 7] = [
+        QmpEventName::Reset,
+        QmpEventName::Shutdown,
+        QmpEventName::Powerdown,
+        QmpEventName::Stop,
+        QmpEventName::Resume,
+        QmpEventName::NicRxFilterChanged,
+        QmpEventName::GuestPanicked,
+    ];
+
+    /// As QEMU spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QmpEventName::Reset => "RESET",
+            QmpEventName::Shutdown => "SHUTDOWN",
+            QmpEventName::Powerdown => "POWERDOWN",
+            QmpEventName::Stop => "STOP",
+            QmpEventName::Resume => "RESUME",
+            QmpEventName::NicRxFilterChanged => "NIC_RX_FILTER_CHANGED",
+            QmpEventName::GuestPanicked => "GUEST_PANICKED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QmpEventName> {
+        QmpEventName::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+}
