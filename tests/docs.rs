@@ -46,6 +46,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawAllLogins", "expect[].iscsi_logins_all"),
     ("RawLunBytes", "expect[].lun_bytes"),
     ("RawLink", "expect[].link"),
+    ("RawPowerCycle", "expect[].power_cycle"),
     ("RawAddedHost", "expect[].dhcp_add_host"),
     ("RawExpectedFailure", "expect_failure"),
 ];

@@ -138,27 +138,33 @@ struct Shared {
 pub struct Console {
     shared: Arc<Mutex<Shared>>,
     changed: watch::Sender<u64>,
+    /// The raw and the cleaned log, kept for the QEMU a power cycle starts next.
+    sinks: Arc<Sinks>,
+    clock: RunClock,
+    /// Named after its node, as the log is (`console-node01.log` -> `console:node01`).
+    task_name: String,
+}
+
+struct Sinks {
+    raw: crate::support::filesink::FileSink,
+    clean: crate::support::filesink::FileSink,
 }
 
 impl Console {
     /// Starts draining `reader` into the logs and the line list.
     pub fn spawn(
-        mut reader: impl AsyncRead + Unpin + Send + 'static,
+        reader: impl AsyncRead + Unpin + Send + 'static,
         raw_log: &Path,
         clean_log: &Path,
         clock: RunClock,
     ) -> std::io::Result<(Console, JoinHandle<()>)> {
         // Written by threads of their own: a slow disk must not stall the reader of the guest's
         // output (QEMU blocks when its serial pipe is full).
-        let raw = crate::support::filesink::FileSink::create(raw_log)?;
-        let clean = crate::support::filesink::FileSink::create(clean_log)?;
-        let (changed, _) = watch::channel(0u64);
-        let console = Console {
-            shared: Arc::new(Mutex::new(Shared::default())),
-            changed,
+        let sinks = Sinks {
+            raw: crate::support::filesink::FileSink::create(raw_log)?,
+            clean: crate::support::filesink::FileSink::create(clean_log)?,
         };
-        let c = console.clone();
-        // Named after its node, as the log is (`console-node01.log` -> `console:node01`).
+        let (changed, _) = watch::channel(0u64);
         let node = raw_log
             .file_stem()
             .map(|s| {
@@ -167,17 +173,46 @@ impl Console {
                     .to_string()
             })
             .unwrap_or_default();
-        let task = crate::support::tasks::spawn(format!("console:{node}"), async move {
+        let console = Console {
+            shared: Arc::new(Mutex::new(Shared::default())),
+            changed,
+            sinks: Arc::new(sinks),
+            clock,
+            task_name: format!("console:{node}"),
+        };
+        let task = console.drain(reader);
+        Ok((console, task))
+    }
+
+    /// The same console, now fed by the QEMU a power cycle started: its lines follow the old
+    /// ones in the same list and logs, and it counts as open again. Call it once the old
+    /// reader has ended (`closed`).
+    pub fn power_on_again(
+        &self,
+        reader: impl AsyncRead + Unpin + Send + 'static,
+    ) -> JoinHandle<()> {
+        {
+            let mut s = self.lock();
+            s.closed = false;
+            s.ended = None;
+        }
+        self.changed.send_modify(|g| *g += 1);
+        self.drain(reader)
+    }
+
+    fn drain(&self, mut reader: impl AsyncRead + Unpin + Send + 'static) -> JoinHandle<()> {
+        let c = self.clone();
+        crate::support::tasks::spawn(self.task_name.clone(), async move {
+            let clock = c.clock;
             let mut cleaner = Cleaner::default();
             let mut buf = vec![0u8; 8192];
-            let mut generation = 0u64;
             loop {
                 let n = match reader.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
                 // The raw log is the evidence of last resort: write it before anything else.
-                raw.write(buf[..n].to_vec());
+                c.sinks.raw.write(buf[..n].to_vec());
                 let done = cleaner.feed(&buf[..n]);
                 let at = clock.now();
                 if !done.is_empty() {
@@ -185,7 +220,7 @@ impl Console {
                     for l in &done {
                         text.push_str(&format!("[{at:9.3}] {l}\n"));
                     }
-                    clean.write(text.into_bytes());
+                    c.sinks.clean.write(text.into_bytes());
                 }
                 {
                     let mut s = c.lock();
@@ -193,8 +228,7 @@ impl Console {
                         .extend(done.into_iter().map(|text| ConsoleLine { at, text }));
                     s.partial = cleaner.partial();
                 }
-                generation += 1;
-                c.changed.send_replace(generation);
+                c.changed.send_modify(|g| *g += 1);
             }
             let rest = cleaner.partial();
             {
@@ -206,11 +240,17 @@ impl Console {
                     });
                 }
                 s.partial.clear();
-                s.closed = true;
             }
-            c.changed.send_replace(generation + 1);
-        });
-        Ok((console, task))
+            // Whoever sees the console closed may read the logs whole: the writers first.
+            let sinks = c.sinks.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                sinks.raw.sync();
+                sinks.clean.sync();
+            })
+            .await;
+            c.lock().closed = true;
+            c.changed.send_modify(|g| *g += 1);
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {

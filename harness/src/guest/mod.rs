@@ -218,7 +218,12 @@ impl Guest {
             source,
         };
         let argv = cfg.args();
-        let stderr = std::fs::File::create(stderr_log).map_err(err)?;
+        // Appended to: after a power cycle the next QEMU's messages follow the first's.
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(stderr_log)
+            .map_err(err)?;
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(&argv)
             .stdin(Stdio::piped())

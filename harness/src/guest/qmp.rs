@@ -131,6 +131,11 @@ impl Qmp {
             }
             MachineAction::Reset => self.run(qmp::system_reset {}).await,
             MachineAction::Powerdown => self.run(qmp::system_powerdown {}).await,
+            // Not a QMP command: QEMU itself ends and another starts (the run's owner of the
+            // node's processes does it).
+            MachineAction::PowerCycle { .. } => {
+                return Err("a power cycle is not a QMP command".into())
+            }
         };
         answer?;
         let what = action.describe();

@@ -290,6 +290,23 @@ pub fn injected_faults(
                         out[i].until = Some(ev.at);
                         let _ = write!(out[i].what, ", back up at {:.1} s", ev.at);
                     }
+                } else if action == "power cut" {
+                    // The machine off, until its power comes back.
+                    let lane = format!("{node} power");
+                    open.insert(lane.clone(), out.len());
+                    out.push(InjectedFault {
+                        at: ev.at,
+                        until: None,
+                        service: lane,
+                        kind: FaultKind::Outage,
+                        node: Some(node.clone()),
+                        what: format!("{node}: power cut"),
+                    });
+                } else if action == "power on" {
+                    if let Some(i) = open.remove(&format!("{node} power")) {
+                        out[i].until = Some(ev.at);
+                        let _ = write!(out[i].what, ", back on at {:.1} s", ev.at);
+                    }
                 } else {
                     out.push(InjectedFault {
                         at: ev.at,

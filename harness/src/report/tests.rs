@@ -204,9 +204,16 @@ fn machine_actions_and_qemu_events_are_listed_with_their_node() {
                 serde_json::json!({"guest": false, "reason": "host-signal"}),
             ),
         ),
+        ev(50.0, machine("node01", "power cut")),
+        ev(60.0, machine("node01", "power on")),
     ];
     let faults = injected_faults(&events, &|_| None);
-    assert_eq!(faults.len(), 4, "{faults:#?}");
+    assert_eq!(faults.len(), 5, "{faults:#?}");
+    assert_eq!(
+        (faults[4].kind, faults[4].until),
+        (FaultKind::Outage, Some(60.0))
+    );
+    assert_eq!(faults[4].what, "node01: power cut, back on at 60.0 s");
     // node01's cable: out from 10 s to 20.5 s; node02's never put back.
     assert_eq!(
         (faults[0].kind, faults[0].until),

@@ -12,6 +12,9 @@ pub enum MachineAction {
     Reset,
     /// A press of the ACPI power button: the guest decides what to do with it.
     Powerdown,
+    /// The power cut: QEMU ends at once, and after `off_for` a new QEMU starts on the same
+    /// disk, NICs and console, as the machine does when the power comes back.
+    PowerCycle { off_for: std::time::Duration },
 }
 
 impl MachineAction {
@@ -22,6 +25,9 @@ impl MachineAction {
             MachineAction::Link { mac, up: true } => format!("link up on {mac}"),
             MachineAction::Reset => "hard reset".into(),
             MachineAction::Powerdown => "power button".into(),
+            MachineAction::PowerCycle { off_for } => {
+                format!("power cut for {}", humantime::format_duration(*off_for))
+            }
         }
     }
 }

@@ -465,6 +465,16 @@ pub struct RawStep {
     /// Wait for QEMU to report this event of the node's machine.
     #[serde(default)]
     pub qmp_event: Option<String>,
+    /// Cut the node's power, and bring it back after a while.
+    #[serde(default)]
+    pub power_cycle: Option<RawPowerCycle>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPowerCycle {
+    /// How long the machine stays off.
+    pub off_for: Dur,
 }
 
 #[derive(Debug, Deserialize)]

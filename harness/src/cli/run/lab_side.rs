@@ -2,6 +2,7 @@
 //! services and the guests, runs the steps, and writes the report; then everything it started
 //! goes with its namespaces.
 
+use super::power::{watch_exit, Power};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,8 +154,8 @@ fn panic_summary(args: &LabArgs, p: &crate::support::tasks::HarnessPanic) -> Sum
 /// or a harness task panicked.
 struct RunControl<'a> {
     services: &'a Services,
-    /// Each node's QMP connection, and its NICs' QEMU names (`net<i>`) by MAC.
-    machines: &'a BTreeMap<String, crate::guest::qmp::Qmp>,
+    /// Each node's QEMU, QMP connection and console, which a power cycle replaces.
+    power: &'a Power,
     scenario: &'a scenario::Scenario,
 }
 
@@ -198,9 +199,16 @@ impl expect::LabControl for RunControl<'_> {
         let action = action.clone();
         let node = node.to_string();
         Box::pin(async move {
+            if let scenario::MachineAction::PowerCycle { off_for } = action {
+                return self.power.cycle(&node, off_for).await;
+            }
             let qmp = self
+                .power
                 .machines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
                 .get(&node)
+                .cloned()
                 .ok_or_else(|| format!("no QMP connection to {node}'s machine"))?;
             // The netdev ids GuestConfig::args gives the NICs, in the node's order.
             let nic = match &action {
@@ -328,6 +336,9 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let progress = crate::cli::progress::BootProgress::start();
     let mut guests = Vec::new();
     let mut machines = BTreeMap::new();
+    let mut configs = BTreeMap::new();
+    let mut consoles = BTreeMap::new();
+    let mut inputs = BTreeMap::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
     let mut bare: Option<tokio::task::JoinHandle<std::io::Result<Option<f64>>>> = None;
@@ -399,27 +410,26 @@ async fn lab_run(args: &LabArgs) -> Summary {
                     clock,
                 ) {
                     Ok((console, _task)) => {
-                        let exit = g.process.end_watch();
-                        let noted = console.clone();
-                        let who = node.name.clone();
-                        crate::support::tasks::spawn(
-                            format!("qemu-exit:{}", node.name),
-                            async move {
-                                if let Some(e) = exit.ended().await {
-                                    if !e.by_us {
-                                        // A poweroff (a `qemu_exit` step) or a kill from outside:
-                                        // the steps judge which.
-                                        tracing::info!(node = %who, how = %e.how, "QEMU exited by itself");
-                                    }
-                                    noted.note_end(&e.how);
-                                }
-                            },
-                        );
+                        watch_exit(&node.name, &g, console.clone());
+                        // Typing goes through a relay to whichever QEMU runs the node now (a
+                        // power cycle starts another).
+                        let current = Arc::new(std::sync::Mutex::new(g.input.clone()));
+                        let (relay, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+                        let to = current.clone();
+                        crate::support::tasks::spawn(format!("typing:{}", node.name), async move {
+                            while let Some(bytes) = typed.recv().await {
+                                let tx = to.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                                let _ = tx.send(bytes).await;
+                            }
+                        });
+                        inputs.insert(node.name.clone(), current);
+                        consoles.insert(node.name.clone(), console.clone());
+                        configs.insert(node.name.clone(), cfg.clone());
                         nodes.insert(
                             node.name.clone(),
                             NodeIo {
                                 console,
-                                input: g.input.clone(),
+                                input: relay,
                             },
                         );
                         // QEMU's events are evidence from the start (a RESET at a reboot), and
@@ -432,7 +442,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
                         .await
                         {
                             Ok(q) => {
-                                machines.insert(node.name.clone(), q);
+                                machines.insert(node.name.clone(), Arc::new(q));
                             }
                             Err(e) => start_error = Some(format!("{}: {e}", node.name)),
                         }
@@ -448,6 +458,15 @@ async fn lab_run(args: &LabArgs) -> Summary {
         }
     }
 
+    let power = Power {
+        guests: tokio::sync::Mutex::new(guests),
+        machines: std::sync::Mutex::new(machines),
+        configs,
+        consoles,
+        inputs,
+        events: events.clone(),
+        run_dir: args.run_dir.clone(),
+    };
     let summary = if let Some(err) = start_error {
         base.message = err;
         base
@@ -460,7 +479,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         };
         let control = RunControl {
             services: &services,
-            machines: &machines,
+            power: &power,
             scenario: &scenario,
         };
         let steps = crate::support::tasks::CatchUnwind::new(async {
@@ -510,7 +529,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
     if steps_ran && (args.keep || args.console.is_some()) {
         hold_after_steps(args, &plan, &nodes, &summary, cancel_rx).await;
     }
-    for g in guests {
+    for g in power.guests.into_inner() {
         g.stop().await;
     }
     services.stop().await;

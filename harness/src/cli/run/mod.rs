@@ -34,6 +34,7 @@ use crate::scenario::{self, ImageRef, Scenario};
 use crate::support::tools;
 
 mod lab_side;
+mod power;
 pub use lab_side::{lab_exit_code, lab_main, login_faults, LabArgs, EXIT_HARNESS_PANIC};
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,11 @@ use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::shown;
 use crate::scenario::{Action, MachineAction, Node, QmpEventName, Service, Step};
 
+/// A power cut of under a second is no cut for the guest's services to notice; one of over ten
+/// minutes is a step's wait nobody sits out.
+const MIN_OFF: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_OFF: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A marker on the LUN is a short text, read back in one go.
 const MAX_LUN_TEXT: usize = 512;
 
@@ -160,6 +165,7 @@ impl Validator<'_> {
             ("reset", step.reset.is_some()),
             ("powerdown", step.powerdown.is_some()),
             ("qmp_event", step.qmp_event.is_some()),
+            ("power_cycle", step.power_cycle.is_some()),
         ];
         let found: Vec<&'static str> = present
             .iter()
@@ -430,6 +436,25 @@ impl Validator<'_> {
                 None => {}
             }
         }
+        if let Some(p) = &step.power_cycle {
+            let off_for = p.off_for.0;
+            if off_for < MIN_OFF || off_for > MAX_OFF {
+                return Err(self.at(
+                    s,
+                    format!(
+                        "`power_cycle.off_for` is {}; it must be {} to {}",
+                        humantime::format_duration(off_for),
+                        humantime::format_duration(MIN_OFF),
+                        humantime::format_duration(MAX_OFF)
+                    ),
+                    None,
+                ));
+            }
+            actions.push((
+                "power_cycle",
+                Action::Machine(MachineAction::PowerCycle { off_for }),
+            ));
+        }
         if let Some(e) = &step.qmp_event {
             let Some(name) = QmpEventName::parse(e) else {
                 return Err(self.at(
@@ -453,8 +478,9 @@ impl Validator<'_> {
 
 /// The steps `each_node` repeats: about the node they run on, or a service's record of it
 /// (with the node's `{mac}`, `{ip}`, `{initiator}` or `{target}` in place of a value).
-const PER_NODE_KINDS: [&str; 17] = [
+const PER_NODE_KINDS: [&str; 18] = [
     "console",
+    "power_cycle",
     "link",
     "reset",
     "powerdown",
