@@ -14,7 +14,12 @@ pub enum MachineAction {
     Powerdown,
     /// The power cut: QEMU ends at once, and after `off_for` a new QEMU starts on the same
     /// disk, NICs and console, as the machine does when the power comes back.
-    PowerCycle { off_for: std::time::Duration },
+    PowerCycle {
+        off_for: std::time::Duration,
+        /// Services cut with the node, each back this long after the cut (a rack's power cut
+        /// takes the DHCP, HTTP and storage servers down too).
+        services: Vec<(super::Service, std::time::Duration)>,
+    },
 }
 
 impl MachineAction {
@@ -25,8 +30,16 @@ impl MachineAction {
             MachineAction::Link { mac, up: true } => format!("link up on {mac}"),
             MachineAction::Reset => "hard reset".into(),
             MachineAction::Powerdown => "power button".into(),
-            MachineAction::PowerCycle { off_for } => {
-                format!("power cut for {}", humantime::format_duration(*off_for))
+            MachineAction::PowerCycle { off_for, services } => {
+                let mut s = format!("power cut for {}", humantime::format_duration(*off_for));
+                for (svc, back) in services {
+                    s.push_str(&format!(
+                        ", {} back after {}",
+                        svc.name(),
+                        humantime::format_duration(*back)
+                    ));
+                }
+                s
             }
         }
     }

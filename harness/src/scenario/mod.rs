@@ -535,7 +535,7 @@ pub enum Action {
 }
 
 /// The lab's services, as steps and fault plans name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Service {
     Dhcp,

@@ -475,6 +475,9 @@ pub struct RawStep {
 pub struct RawPowerCycle {
     /// How long the machine stays off.
     pub off_for: Dur,
+    /// Services cut with the node, and when each is back, counted from the cut.
+    #[serde(default)]
+    pub services: BTreeMap<Service, Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -443,6 +443,8 @@ impl Iscsi {
         s: &Scenario,
         cx: &ServiceContext,
         events: &EventLog,
+        stopped: &str,
+        gap: std::time::Duration,
     ) -> Result<(), ServiceError> {
         let t = std::time::Instant::now();
         if let Some(old) = self.child.take() {
@@ -454,8 +456,9 @@ impl Iscsi {
         );
         events.push(EventKind::Service {
             service: SERVICE.into(),
-            state: "stopped (restart step)".into(),
+            state: stopped.into(),
         });
+        tokio::time::sleep(gap).await;
         let tgtd = find_binary(SERVICE, "tgtd", "tgt")?;
         match start_tgtd(&tgtd, &self.tgtadm, self.portal, &self.log).await? {
             TgtdStart::Ready(child) => self.child = Some(child),

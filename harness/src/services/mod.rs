@@ -361,7 +361,41 @@ impl Services {
     /// iSCSI restarts tgtd (target, LUN and all) behind the login proxy, which stays up: the
     /// guests' connections drop and their logins after the restart are new records.
     pub async fn restart(&self, service: Service) -> Result<String, ServiceError> {
+        self.restart_after(service, None).await
+    }
+
+    /// Takes `service` down now and starts it again after `gap` (the power cut of a
+    /// `power_cycle` step that names it), recorded as an outage: `down until ...`, then
+    /// `started`.
+    pub async fn down_for(
+        &self,
+        service: Service,
+        gap: std::time::Duration,
+        why: &str,
+    ) -> Result<String, ServiceError> {
+        self.restart_after(service, Some((gap, why))).await
+    }
+
+    async fn restart_after(
+        &self,
+        service: Service,
+        gap: Option<(std::time::Duration, &str)>,
+    ) -> Result<String, ServiceError> {
         let name = service.name();
+        let (stopped, restarted) = match gap {
+            None => (
+                "stopped (restart step)".to_string(),
+                "restarted (restart step)",
+            ),
+            Some((gap, why)) => (
+                format!(
+                    "down until {:.0}s ({why})",
+                    self.events.clock().now() + gap.as_secs_f64()
+                ),
+                "started",
+            ),
+        };
+        let gap = gap.map(|(g, _)| g).unwrap_or_default();
         let t = std::time::Instant::now();
         let Again {
             scenario,
@@ -372,7 +406,7 @@ impl Services {
             Service::Iscsi => {
                 let mut iscsi = self.iscsi.lock().await;
                 iscsi
-                    .restart(scenario, cx, &self.events)
+                    .restart(scenario, cx, &self.events, &stopped, gap)
                     .instrument(tracing::info_span!("iscsi", restart = true))
                     .await
                     .map(|()| "tgtd restarted behind the login proxy".to_string())
@@ -382,8 +416,8 @@ impl Services {
                 if let Some(old) = slot.take() {
                     old.stop().await;
                 }
-                self.events
-                    .push(service_event(name, "stopped (restart step)"));
+                self.events.push(service_event(name, &stopped));
+                tokio::time::sleep(gap).await;
                 http::Http::start(scenario, cx, self.http_addr)
                     .instrument(tracing::info_span!("http", restart = true))
                     .await
@@ -407,8 +441,8 @@ impl Services {
                     Some(old) => old.stop().await,
                     None => {}
                 }
-                self.events
-                    .push(service_event(name, "stopped (restart step)"));
+                self.events.push(service_event(name, &stopped));
+                tokio::time::sleep(gap).await;
                 dhcp::Dhcp::start(scenario, cx, *ipv6_ra)
                     .instrument(tracing::info_span!("dhcp", restart = true))
                     .await
@@ -420,8 +454,7 @@ impl Services {
         };
         match started {
             Ok(what) => {
-                self.events
-                    .push(service_event(name, "restarted (restart step)"));
+                self.events.push(service_event(name, restarted));
                 Ok(format!("{what} in {:.1}s", t.elapsed().as_secs_f64()))
             }
             Err(e) => {

@@ -199,8 +199,24 @@ impl expect::LabControl for RunControl<'_> {
         let action = action.clone();
         let node = node.to_string();
         Box::pin(async move {
-            if let scenario::MachineAction::PowerCycle { off_for } = action {
-                return self.power.cycle(&node, off_for).await;
+            if let scenario::MachineAction::PowerCycle { off_for, services } = &action {
+                // The node and the services it names go down together; each comes back on its
+                // own time, and the step is met once all are back.
+                let downs = services.iter().map(|(svc, back)| async move {
+                    self.services
+                        .down_for(*svc, *back, "power cut")
+                        .await
+                        .map_err(|e| format!("{}: {e}", svc.name()))
+                });
+                let (node_back, services_back) = tokio::join!(
+                    self.power.cycle(&node, *off_for),
+                    futures::future::join_all(downs)
+                );
+                let mut done = vec![node_back?];
+                for s in services_back {
+                    done.push(s?);
+                }
+                return Ok(done.join("; "));
             }
             let qmp = self
                 .power

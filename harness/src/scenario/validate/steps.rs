@@ -437,22 +437,33 @@ impl Validator<'_> {
             }
         }
         if let Some(p) = &step.power_cycle {
-            let off_for = p.off_for.0;
-            if off_for < MIN_OFF || off_for > MAX_OFF {
-                return Err(self.at(
-                    s,
-                    format!(
-                        "`power_cycle.off_for` is {}; it must be {} to {}",
-                        humantime::format_duration(off_for),
-                        humantime::format_duration(MIN_OFF),
-                        humantime::format_duration(MAX_OFF)
-                    ),
-                    None,
-                ));
-            }
+            let off = |key: String, d: std::time::Duration| {
+                if d < MIN_OFF || d > MAX_OFF {
+                    Err(self.at(
+                        s,
+                        format!(
+                            "`{key}` is {}; it must be {} to {}",
+                            humantime::format_duration(d),
+                            humantime::format_duration(MIN_OFF),
+                            humantime::format_duration(MAX_OFF)
+                        ),
+                        None,
+                    ))
+                } else {
+                    Ok(d)
+                }
+            };
+            let off_for = off("power_cycle.off_for".into(), p.off_for.0)?;
+            let services = p
+                .services
+                .iter()
+                .map(|(svc, back)| {
+                    off(format!("power_cycle.services.{}", svc.name()), back.0).map(|d| (*svc, d))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             actions.push((
                 "power_cycle",
-                Action::Machine(MachineAction::PowerCycle { off_for }),
+                Action::Machine(MachineAction::PowerCycle { off_for, services }),
             ));
         }
         if let Some(e) = &step.qmp_event {
