@@ -86,3 +86,7 @@ impl QmpEventName {
         QmpEventName::ALL.into_iter().find(|e| e.as_str() == s)
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;
