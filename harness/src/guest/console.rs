@@ -406,4 +406,43 @@ mod tests {
         assert!(cleaned.contains("] hello"), "{cleaned}");
         tmp.close().unwrap();
     }
+
+    #[tokio::test]
+    async fn after_a_power_cycle_the_next_qemus_lines_follow_in_the_same_logs() {
+        let tmp = tempfile::Builder::new()
+            .prefix("nbh-console-cycle-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
+        let (mut w, r) = tokio::io::duplex(64);
+        let (console, task) = Console::spawn(
+            r,
+            &dir.join("raw.log"),
+            &dir.join("clean.txt"),
+            RunClock::start(),
+        )
+        .unwrap();
+        w.write_all(b"first boot\r\n").await.unwrap();
+        drop(w);
+        task.await.unwrap();
+        console.note_end("killed by signal 15 (SIGTERM)");
+        assert!(console.closed() && console.ended().is_some());
+
+        let (mut w, r) = tokio::io::duplex(64);
+        let task = console.power_on_again(r);
+        assert!(!console.closed(), "open again for the steps");
+        assert_eq!(
+            console.ended(),
+            None,
+            "the old QEMU's end is not the new one's"
+        );
+        w.write_all(b"second boot\r\n").await.unwrap();
+        drop(w);
+        task.await.unwrap();
+        let texts: Vec<String> = console.lines_from(0).into_iter().map(|l| l.text).collect();
+        assert_eq!(texts, vec!["first boot", "second boot"]);
+        let raw = std::fs::read(dir.join("raw.log")).unwrap();
+        assert_eq!(raw, b"first boot\r\nsecond boot\r\n");
+        tmp.close().unwrap();
+    }
 }
