@@ -434,3 +434,37 @@ async fn cable_out_too_long_passes_only_on_the_kernels_offline_device() {
     kill_qemu(&mut r);
     assert_fail(&judged(&s, &r).await, "a killed QEMU");
 }
+
+#[tokio::test]
+async fn udev_stale_rules_passes_only_when_the_initramfs_gives_up_on_eth0() {
+    let s = negative(
+        "udev-stale-rules.yaml",
+        "root mounted from the iSCSI disk",
+        1500,
+    );
+
+    // As recorded: the wait's line ends with the initramfs's own failure.
+    let mut r = rig("stale-rules");
+    say(
+        &mut r,
+        "Begin: Waiting up to 180 secs for eth0 to become available ... Failure: Network device did not appear in time\r\n",
+    )
+    .await;
+    assert_pass(&judged(&s, &r).await);
+
+    // Another way for the root never to come: not the one the scenario names.
+    let mut r = rig("stale-rules-gave-up");
+    say(&mut r, GAVE_UP).await;
+    assert_fail(
+        &judged(&s, &r).await,
+        "an initramfs that gave up on the root disk",
+    );
+
+    // Nothing at all: the step times out, which is no evidence of the cause.
+    let r = rig("stale-rules-silent");
+    assert_fail(&judged(&s, &r).await, "a silent guest");
+
+    let mut r = rig("stale-rules-killed");
+    kill_qemu(&mut r);
+    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+}
