@@ -111,6 +111,15 @@ pub struct GuestConfig {
 }
 
 impl GuestConfig {
+    /// QEMU's name for the netdev of the node's NIC with `mac` (what QMP's `set_link` takes).
+    pub fn netdev_of(&self, mac: crate::scenario::MacAddr) -> Option<String> {
+        self.node
+            .nics
+            .iter()
+            .position(|nic| nic.mac == mac)
+            .map(netdev_id)
+    }
+
     /// The argument vector after the program name.
     pub fn args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
@@ -156,9 +165,10 @@ impl GuestConfig {
                 .find(|t| t.nic_index == i)
                 .map(|t| t.name.clone())
                 .unwrap_or_default();
+            let netdev = netdev_id(i);
             push("-netdev");
             push(&format!(
-                "tap,id=net{i},ifname={tap},script=no,downscript=no"
+                "tap,id={netdev},ifname={tap},script=no,downscript=no"
             ));
             // With an embedded script the firmware is ipxe.lkrn alone, as on a NIC flashed with
             // a custom ROM: no stock option ROM may take over the boot when the script gives up.
@@ -170,7 +180,7 @@ impl GuestConfig {
                 self.files.romfile(nic.model, Platform::Bios)
             };
             let mut dev = format!(
-                "{},netdev=net{i},mac={},bus=pci.0,addr={:#x}",
+                "{},netdev={netdev},mac={},bus=pci.0,addr={:#x}",
                 nic.model.qemu_device(),
                 nic.mac,
                 nic.slot,
@@ -186,6 +196,11 @@ impl GuestConfig {
         }
         a
     }
+}
+
+/// The id of the netdev behind the node's `i`th NIC.
+fn netdev_id(i: usize) -> String {
+    format!("net{i}")
 }
 
 /// A running guest.
@@ -366,6 +381,9 @@ mod tests {
             s.contains("-qmp unix:/tmp/run/qmp.sock,server=on,wait=off"),
             "{s}"
         );
+        // The name QMP's set_link takes for a NIC is the netdev the arguments gave it.
+        assert_eq!(cfg.netdev_of(node().nics[1].mac).as_deref(), Some("net1"));
+        assert_eq!(cfg.netdev_of("52:54:00:cc:00:01".parse().unwrap()), None);
     }
 
     #[test]

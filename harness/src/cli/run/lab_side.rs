@@ -156,7 +156,6 @@ struct RunControl<'a> {
     services: &'a Services,
     /// Each node's QEMU, QMP connection and console, which a power cycle replaces.
     power: &'a Power,
-    scenario: &'a scenario::Scenario,
 }
 
 impl expect::LabControl for RunControl<'_> {
@@ -226,15 +225,12 @@ impl expect::LabControl for RunControl<'_> {
                 .get(&node)
                 .cloned()
                 .ok_or_else(|| format!("no QMP connection to {node}'s machine"))?;
-            // The netdev ids GuestConfig::args gives the NICs, in the node's order.
             let nic = match &action {
                 scenario::MachineAction::Link { mac, .. } => self
-                    .scenario
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == node)
-                    .and_then(|n| n.nics.iter().position(|nic| nic.mac == *mac))
-                    .map(|i| format!("net{i}")),
+                    .power
+                    .configs
+                    .get(&node)
+                    .and_then(|cfg| cfg.netdev_of(*mac)),
                 _ => None,
             };
             qmp.act(&action, nic.as_deref()).await
@@ -496,7 +492,6 @@ async fn lab_run(args: &LabArgs) -> Summary {
         let control = RunControl {
             services: &services,
             power: &power,
-            scenario: &scenario,
         };
         let steps = crate::support::tasks::CatchUnwind::new(async {
             if crate::support::tasks::supervisor().injects("expect") {
