@@ -272,27 +272,10 @@ pub fn injected_faults(
                     format!("{method} {path} from {peer} answered {status} ({fault})"),
                 ));
             }
-            EventKind::Machine { node, action } => {
-                // A cable pulled is the node's link down until the same NIC's is put back.
-                let lane = |mac: &str| format!("{node} link {mac}");
-                if let Some(mac) = action.strip_prefix("link down on ") {
-                    open.insert(lane(mac), out.len());
-                    out.push(InjectedFault {
-                        at: ev.at,
-                        until: None,
-                        service: lane(mac),
-                        kind: FaultKind::Outage,
-                        node: Some(node.clone()),
-                        what: format!("{node}: {action}"),
-                    });
-                } else if let Some(mac) = action.strip_prefix("link up on ") {
-                    if let Some(i) = open.remove(&lane(mac)) {
-                        out[i].until = Some(ev.at);
-                        let _ = write!(out[i].what, ", back up at {:.1} s", ev.at);
-                    }
-                } else if action == "power cut" {
-                    // The machine off, until its power comes back.
-                    let lane = format!("{node} power");
+            EventKind::Machine { node, action } => match machine_outage(node, action) {
+                // A cable pulled, or the power cut: the node's link or power down until the
+                // same NIC's cable is put back, or the power comes back.
+                Some((lane, true, _)) => {
                     open.insert(lane.clone(), out.len());
                     out.push(InjectedFault {
                         at: ev.at,
@@ -300,24 +283,24 @@ pub fn injected_faults(
                         service: lane,
                         kind: FaultKind::Outage,
                         node: Some(node.clone()),
-                        what: format!("{node}: power cut"),
-                    });
-                } else if action == "power on" {
-                    if let Some(i) = open.remove(&format!("{node} power")) {
-                        out[i].until = Some(ev.at);
-                        let _ = write!(out[i].what, ", back on at {:.1} s", ev.at);
-                    }
-                } else {
-                    out.push(InjectedFault {
-                        at: ev.at,
-                        until: None,
-                        service: "machine".into(),
-                        kind: FaultKind::Machine,
-                        node: Some(node.clone()),
                         what: format!("{node}: {action}"),
                     });
                 }
-            }
+                Some((lane, false, back)) => {
+                    if let Some(i) = open.remove(&lane) {
+                        out[i].until = Some(ev.at);
+                        let _ = write!(out[i].what, ", {back} at {:.1} s", ev.at);
+                    }
+                }
+                None => out.push(InjectedFault {
+                    at: ev.at,
+                    until: None,
+                    service: "machine".into(),
+                    kind: FaultKind::Machine,
+                    node: Some(node.clone()),
+                    what: format!("{node}: {action}"),
+                }),
+            },
             // QEMU ending because the harness stopped it after the steps is not the run's.
             EventKind::Qmp { data, .. } if data["reason"] == "host-signal" => {}
             EventKind::Qmp { node, event, data } => out.push(InjectedFault {
@@ -338,6 +321,24 @@ pub fn injected_faults(
         out[i].what.push_str(", still down when the run ended");
     }
     out
+}
+
+/// The outage a machine event starts or ends, if any: its lane (one per node's NIC link, one per
+/// node's power), whether it starts it, and the words for its end.
+fn machine_outage(node: &str, action: &str) -> Option<(String, bool, &'static str)> {
+    use crate::scenario::machine::{LINK_DOWN_ON, LINK_UP_ON, POWER_CUT, POWER_ON};
+    let link = |mac: &str| format!("{node} link {mac}");
+    if let Some(mac) = action.strip_prefix(LINK_DOWN_ON) {
+        return Some((link(mac), true, "back up"));
+    }
+    if let Some(mac) = action.strip_prefix(LINK_UP_ON) {
+        return Some((link(mac), false, "back up"));
+    }
+    match action {
+        POWER_CUT => Some((format!("{node} power"), true, "back on")),
+        POWER_ON => Some((format!("{node} power"), false, "back on")),
+        _ => None,
+    }
 }
 
 /// The verdict of a run a harness task's panic ended.

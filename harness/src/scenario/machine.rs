@@ -22,12 +22,19 @@ pub enum MachineAction {
     },
 }
 
+/// The words of the machine events that start and end an outage of the node's link (followed
+/// by the NIC's MAC) or power: the record's, which the report reads back to draw the outage.
+pub const LINK_DOWN_ON: &str = "link down on ";
+pub const LINK_UP_ON: &str = "link up on ";
+pub const POWER_CUT: &str = "power cut";
+pub const POWER_ON: &str = "power on";
+
 impl MachineAction {
     /// One line for the record and the report.
     pub fn describe(&self) -> String {
         match self {
-            MachineAction::Link { mac, up: false } => format!("link down on {mac}"),
-            MachineAction::Link { mac, up: true } => format!("link up on {mac}"),
+            MachineAction::Link { mac, up: false } => format!("{LINK_DOWN_ON}{mac}"),
+            MachineAction::Link { mac, up: true } => format!("{LINK_UP_ON}{mac}"),
             MachineAction::Reset => "hard reset".into(),
             MachineAction::Powerdown => "power button".into(),
             MachineAction::PowerCycle { off_for, services } => {

@@ -2,7 +2,7 @@
 //! rest of the harness can trust. Nothing here starts a process or writes a file.
 
 pub mod additions;
-mod machine;
+pub mod machine;
 mod raw;
 pub mod recipe;
 mod validate;

@@ -41,7 +41,7 @@ impl Power {
         self.events
             .push(crate::services::events::EventKind::Machine {
                 node: node.to_string(),
-                action: "power cut".into(),
+                action: crate::scenario::machine::POWER_CUT.into(),
             });
         old.stop().await;
         // The old console reader and exit watcher finish before the next QEMU's lines come.
@@ -64,7 +64,7 @@ impl Power {
         self.events
             .push(crate::services::events::EventKind::Machine {
                 node: node.to_string(),
-                action: "power on".into(),
+                action: crate::scenario::machine::POWER_ON.into(),
             });
         guests.push(g);
         drop(guests);
