@@ -64,20 +64,13 @@ impl QemuEnd {
 }
 
 pub(super) async fn qemu_end(io: &NodeIo) -> QemuEnd {
-    let mut rx = io.console.subscribe();
     let known = tokio::time::timeout(EXIT_STATUS_WAIT, async {
-        loop {
-            if let Some(how) = io.console.ended() {
-                return how;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
+        io.console.wait_until(|c| c.ended().is_some()).await;
+        io.console.ended()
     })
     .await;
     match known {
-        Ok(how) => QemuEnd {
+        Ok(Some(how)) => QemuEnd {
             words: if how.starts_with("exited") {
                 format!("QEMU {how}")
             } else {
@@ -85,7 +78,7 @@ pub(super) async fn qemu_end(io: &NodeIo) -> QemuEnd {
             },
             status: Some(how),
         },
-        Err(_) => QemuEnd {
+        Ok(None) | Err(_) => QemuEnd {
             status: None,
             words: "QEMU exited".into(),
         },

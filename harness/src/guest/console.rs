@@ -290,6 +290,13 @@ impl Console {
         out
     }
 
+    /// Returns once `done` holds for this console, looked at again after each change.
+    pub async fn wait_until(&self, done: impl Fn(&Console) -> bool) {
+        let mut rx = self.subscribe();
+        // The sender lives in `self`: `changed` cannot fail while this waits.
+        while !done(self) && rx.changed().await.is_ok() {}
+    }
+
     /// The guest's output ended (QEMU exited).
     pub fn closed(&self) -> bool {
         self.lock().closed

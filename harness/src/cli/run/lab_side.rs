@@ -155,7 +155,7 @@ fn panic_summary(args: &LabArgs, p: &crate::support::tasks::HarnessPanic) -> Sum
 struct RunControl<'a> {
     services: &'a Services,
     /// Each node's QEMU, QMP connection and console, which a power cycle replaces.
-    power: &'a Power,
+    power: &'a Power<'a>,
 }
 
 impl expect::LabControl for RunControl<'_> {
@@ -349,7 +349,6 @@ async fn lab_run(args: &LabArgs) -> Summary {
     let mut guests = Vec::new();
     let mut machines = BTreeMap::new();
     let mut configs = BTreeMap::new();
-    let mut consoles = BTreeMap::new();
     let mut inputs = BTreeMap::new();
     let mut nodes = BTreeMap::new();
     let mut start_error = None;
@@ -435,7 +434,6 @@ async fn lab_run(args: &LabArgs) -> Summary {
                             }
                         });
                         inputs.insert(node.name.clone(), current);
-                        consoles.insert(node.name.clone(), console.clone());
                         configs.insert(node.name.clone(), cfg.clone());
                         nodes.insert(
                             node.name.clone(),
@@ -474,7 +472,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
         guests: tokio::sync::Mutex::new(guests),
         machines: std::sync::Mutex::new(machines),
         configs,
-        consoles,
+        nodes: &nodes,
         inputs,
         events: events.clone(),
         run_dir: args.run_dir.clone(),

@@ -6,29 +6,31 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::expect::NodeIo;
 use crate::guest::{Guest, GuestConfig};
 use crate::services::events::EventLog;
 
 /// The nodes' machines while the steps run: a power cycle ends one QEMU and starts the next on
 /// the same configuration, console and typing channel.
-pub(super) struct Power {
+pub(super) struct Power<'a> {
     pub(super) guests: tokio::sync::Mutex<Vec<Guest>>,
     pub(super) machines: std::sync::Mutex<BTreeMap<String, Arc<crate::guest::qmp::Qmp>>>,
     pub(super) configs: BTreeMap<String, GuestConfig>,
-    pub(super) consoles: BTreeMap<String, crate::guest::console::Console>,
+    /// The nodes' consoles and typing channels, as the steps see them.
+    pub(super) nodes: &'a BTreeMap<String, crate::expect::NodeIo>,
     /// Where each node's typing goes: the current QEMU's stdin.
     pub(super) inputs: BTreeMap<String, Arc<std::sync::Mutex<tokio::sync::mpsc::Sender<Vec<u8>>>>>,
     pub(super) events: Arc<EventLog>,
     pub(super) run_dir: PathBuf,
 }
 
-impl Power {
+impl Power<'_> {
     /// Cuts `node`'s power (QEMU killed, as a cut is no shutdown), waits `off_for`, and starts
     /// its QEMU again; recorded as `power cut` and `power on` machine events.
     pub(super) async fn cycle(&self, node: &str, off_for: Duration) -> Result<String, String> {
-        let (Some(cfg), Some(console), Some(input)) = (
+        let (Some(cfg), Some(NodeIo { console, .. }), Some(input)) = (
             self.configs.get(node),
-            self.consoles.get(node),
+            self.nodes.get(node),
             self.inputs.get(node),
         ) else {
             return Err(format!("no machine for {node}"));
@@ -45,14 +47,7 @@ impl Power {
             });
         old.stop().await;
         // The old console reader and exit watcher finish before the next QEMU's lines come.
-        let settled = async {
-            let mut rx = console.subscribe();
-            while !(console.closed() && console.ended().is_some()) {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
+        let settled = console.wait_until(|c| c.closed() && c.ended().is_some());
         let _ = tokio::time::timeout(Duration::from_secs(10), settled).await;
         tokio::time::sleep(off_for).await;
         let log = self.run_dir.join(format!("qemu-{node}.log"));
