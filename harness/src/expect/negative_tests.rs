@@ -58,6 +58,13 @@ fn kill_qemu(r: &mut Rig) {
         .note_end("killed by signal 9 (SIGKILL)");
 }
 
+/// QEMU killed from outside, with nothing else said: never a negative scenario's named cause.
+async fn a_killed_qemu_fails(s: &Scenario, rig_name: &str) {
+    let mut r = rig(rig_name);
+    kill_qemu(&mut r);
+    assert_fail(&judged(s, &r).await, "a killed QEMU");
+}
+
 fn assert_pass(j: &Judgement) {
     assert!(
         j.ok,
@@ -86,9 +93,7 @@ async fn root_never_appears(file: &str) {
     say(&mut r, UNRELATED_ALERT).await;
     assert_fail(&judged(&s, &r).await, "an unrelated ALERT! line");
 
-    let mut r = rig("root-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "root-killed").await;
 
     let r = rig("root-timeout");
     assert_fail(&judged(&s, &r).await, "a root step that only timed out");
@@ -179,9 +184,7 @@ async fn no_retry_strands_passes_only_on_dhcp_silence_from_a_live_node() {
     say(&mut r, "iPXE> \r\n").await;
     assert_pass(&judged(&s, &r).await);
 
-    let mut r = rig("silence-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "silence-killed").await;
 
     // A node that did ask again and got its lease disproves the point.
     let r = rig("silence-ack");
@@ -255,9 +258,7 @@ async fn logout_kills_root_passes_only_on_the_kernels_offline_device() {
     assert_fail(&judged(&s, &r).await, "a command that failed on its own");
     g.abort();
 
-    let mut r = rig("offline-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "offline-killed").await;
 }
 
 #[tokio::test]
@@ -284,9 +285,7 @@ async fn bridge_ibft_nic_passes_only_on_the_kernels_ping_timeout() {
     assert_fail(&judged(&s, &r).await, "a silent shell with no kernel line");
     g.abort();
 
-    let mut r = rig("ping-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "ping-killed").await;
 }
 
 #[tokio::test]
@@ -313,9 +312,7 @@ async fn dracut_iscsid_unfixed_passes_only_on_iscsids_failure() {
     .await;
     assert_fail(&judged(&s, &r).await, "another unit's failure");
 
-    let mut r = rig("iscsid-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "iscsid-killed").await;
 }
 
 #[tokio::test]
@@ -430,9 +427,7 @@ async fn cable_out_too_long_passes_only_on_the_kernels_offline_device() {
     assert_fail(&judged(&s, &r).await, "a root that still answers");
     g.abort();
 
-    let mut r = rig("cable-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "cable-killed").await;
 }
 
 #[tokio::test]
@@ -464,7 +459,5 @@ async fn udev_stale_rules_passes_only_when_the_initramfs_gives_up_on_eth0() {
     let r = rig("stale-rules-silent");
     assert_fail(&judged(&s, &r).await, "a silent guest");
 
-    let mut r = rig("stale-rules-killed");
-    kill_qemu(&mut r);
-    assert_fail(&judged(&s, &r).await, "a killed QEMU");
+    a_killed_qemu_fails(&s, "stale-rules-killed").await;
 }

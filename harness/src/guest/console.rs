@@ -379,21 +379,32 @@ mod tests {
         assert_eq!(c.partial(), "iPXE> ");
     }
 
-    #[tokio::test]
-    async fn console_drains_logs_and_notifies() {
-        let tmp = tempfile::Builder::new()
-            .prefix("nbh-console-")
-            .tempdir()
-            .unwrap();
-        let dir = tmp.path();
-        let (mut w, r) = tokio::io::duplex(64);
+    /// A console whose logs are `raw.log` and `clean.txt` in a folder of its own, fed by the
+    /// returned writer as QEMU's stdout would.
+    fn fed_console(
+        prefix: &str,
+    ) -> (
+        tempfile::TempDir,
+        tokio::io::DuplexStream,
+        Console,
+        JoinHandle<()>,
+    ) {
+        let tmp = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let (w, r) = tokio::io::duplex(64);
         let (console, task) = Console::spawn(
             r,
-            &dir.join("raw.log"),
-            &dir.join("clean.txt"),
+            &tmp.path().join("raw.log"),
+            &tmp.path().join("clean.txt"),
             RunClock::start(),
         )
         .unwrap();
+        (tmp, w, console, task)
+    }
+
+    #[tokio::test]
+    async fn console_drains_logs_and_notifies() {
+        let (tmp, mut w, console, task) = fed_console("nbh-console-");
+        let dir = tmp.path();
         let mut rx = console.subscribe();
         w.write_all(b"\x1b[0mhello\r\nwor").await.unwrap();
         while console.is_empty() {
@@ -416,19 +427,8 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_power_cycle_the_next_qemus_lines_follow_in_the_same_logs() {
-        let tmp = tempfile::Builder::new()
-            .prefix("nbh-console-cycle-")
-            .tempdir()
-            .unwrap();
+        let (tmp, mut w, console, task) = fed_console("nbh-console-cycle-");
         let dir = tmp.path();
-        let (mut w, r) = tokio::io::duplex(64);
-        let (console, task) = Console::spawn(
-            r,
-            &dir.join("raw.log"),
-            &dir.join("clean.txt"),
-            RunClock::start(),
-        )
-        .unwrap();
         w.write_all(b"first boot\r\n").await.unwrap();
         drop(w);
         task.await.unwrap();
