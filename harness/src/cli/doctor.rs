@@ -86,10 +86,11 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
     let search = crate::guest::boot_files::SearchPath::host();
     for r in crate::guest::boot_files::NIC_ROMS {
         let what = match r.load {
-            RomLoad::Named => format!("{} boot ROM", r.model.name()),
+            RomLoad::Named => format!("{} boot ROM, {}", r.model.name(), r.platform),
             RomLoad::QemuDefault => format!(
-                "{} boot ROM (QEMU's default for the device: no romfile=)",
-                r.model.name()
+                "{} boot ROM, {} (QEMU's default for the device: no romfile=)",
+                r.model.name(),
+                r.platform
             ),
         };
         out.push(boot_file(&search, &r.boot_file(), &what));
@@ -101,6 +102,21 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
     ] {
         out.push(boot_file(&search, &f, f.purpose));
     }
+    let mut uefi = match crate::guest::ovmf::host() {
+        Ok(o) => Check::new(
+            Status::Ok,
+            "OVMF",
+            format!(
+                "{} and {} (from {}; platform: uefi nodes)",
+                o.code.display(),
+                o.vars_template.display(),
+                o.descriptor.display()
+            ),
+        ),
+        Err(e) => Check::new(Status::Missing, "OVMF", e.to_string()),
+    };
+    uefi.package = Some(crate::guest::ovmf::PACKAGE);
+    out.push(uefi);
     let root = crate::support::rootless::is_root();
     out.push(namespaces(root));
     if !root {

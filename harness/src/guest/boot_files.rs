@@ -11,12 +11,8 @@ use std::path::{Path, PathBuf};
 
 use crate::scenario::NicModel;
 
-/// Which firmware a ROM is for. Only BIOS (SeaBIOS) nodes exist today; UEFI nodes would add
-/// `Uefi` with ipxe-qemu's `efi-*.rom` rows in [`NIC_ROMS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Platform {
-    Bios,
-}
+/// Which firmware a ROM is for: the scenario's `platform`.
+pub use crate::scenario::Platform;
 
 /// How the harness hands a NIC's ROM to QEMU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +95,58 @@ pub const NIC_ROMS: &[NicRom] = &[
         platform: Platform::Bios,
         file: "pxe-eepro100.rom",
         load: RomLoad::Named,
+        pci_id: (0x8086, 0x1229),
+    },
+    // UEFI nodes: QEMU's own default ROM for every model, the combined `efi-*.rom` (a BIOS
+    // and an EFI image of the same iPXE, which OVMF runs the EFI one of), patched to the
+    // device's IDs as for the BIOS rows above that need it.
+    NicRom {
+        model: NicModel::E1000,
+        platform: Platform::Uefi,
+        file: "efi-e1000.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x8086, 0x100e),
+    },
+    NicRom {
+        model: NicModel::E1000e,
+        platform: Platform::Uefi,
+        file: "efi-e1000e.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x8086, 0x10d3),
+    },
+    NicRom {
+        model: NicModel::Rtl8139,
+        platform: Platform::Uefi,
+        file: "efi-rtl8139.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x10ec, 0x8139),
+    },
+    NicRom {
+        model: NicModel::VirtioNet,
+        platform: Platform::Uefi,
+        file: "efi-virtio.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x1af4, 0x1000),
+    },
+    NicRom {
+        model: NicModel::Pcnet,
+        platform: Platform::Uefi,
+        file: "efi-pcnet.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x1022, 0x2000),
+    },
+    NicRom {
+        model: NicModel::Ne2kPci,
+        platform: Platform::Uefi,
+        file: "efi-ne2k_pci.rom",
+        load: RomLoad::QemuDefault,
+        pci_id: (0x10ec, 0x8029),
+    },
+    NicRom {
+        model: NicModel::Eepro100,
+        platform: Platform::Uefi,
+        file: "efi-eepro100.rom",
+        load: RomLoad::QemuDefault,
         pci_id: (0x8086, 0x1229),
     },
 ];
@@ -389,13 +437,24 @@ mod tests {
     }
 
     #[test]
-    fn every_model_has_one_bios_row() {
+    fn every_model_has_one_row_per_platform() {
         for m in NicModel::ALL {
-            let rows = NIC_ROMS
-                .iter()
-                .filter(|r| r.model == m && r.platform == Platform::Bios)
-                .count();
-            assert_eq!(rows, 1, "{}", m.name());
+            for p in Platform::ALL {
+                let rows = NIC_ROMS
+                    .iter()
+                    .filter(|r| r.model == m && r.platform == p)
+                    .count();
+                assert_eq!(rows, 1, "{} {p}", m.name());
+            }
+        }
+    }
+
+    #[test]
+    fn uefi_nodes_take_qemus_default_rom_for_every_model() {
+        let s = SearchPath::new(vec![], "/nonexistent/root");
+        for m in NicModel::ALL {
+            assert_eq!(s.romfile(m, Platform::Uefi), None, "{}", m.name());
+            assert!(nic_rom(m, Platform::Uefi).file.starts_with("efi-"));
         }
     }
 

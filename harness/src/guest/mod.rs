@@ -4,6 +4,7 @@
 pub mod accel_probe;
 pub mod boot_files;
 pub mod console;
+pub mod ovmf;
 pub mod qmp;
 
 use std::ffi::OsString;
@@ -14,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use crate::guest::boot_files::{Platform, SearchPath};
+use crate::guest::boot_files::SearchPath;
 use crate::lab::TapPlan;
 use crate::scenario::Node;
 
@@ -108,6 +109,19 @@ pub struct GuestConfig {
     pub embedded_script: Option<PathBuf>,
     /// Where the NIC ROMs and `ipxe.lkrn` are found.
     pub files: SearchPath,
+    /// A `platform: uefi` node's firmware flash: OVMF's code and the node's own variables.
+    pub uefi: Option<UefiFlash>,
+}
+
+/// The two flash devices of a UEFI node.
+#[derive(Debug, Clone)]
+pub struct UefiFlash {
+    /// OVMF's code, shared and read-only.
+    pub code: PathBuf,
+    /// The node's variable store: a copy of OVMF's template in the run directory, so that
+    /// what the firmware writes (boot entries, the boot order) stays with this run and lasts
+    /// across the node's power cycles.
+    pub vars: PathBuf,
 }
 
 impl GuestConfig {
@@ -130,7 +144,8 @@ impl GuestConfig {
             self.node.name, self.node.name
         ));
         // graphics=off makes SeaBIOS mirror its text to the serial port, so firmware and iPXE
-        // output reach the same stream as the kernel's.
+        // output reach the same stream as the kernel's (OVMF writes to the serial port anyway).
+        // `pc` under either platform: see crate::scenario::Platform.
         push("-machine");
         push("pc,graphics=off");
         push("-accel");
@@ -139,7 +154,20 @@ impl GuestConfig {
         push(&self.node.memory_mib.to_string());
         push("-smp");
         push(&self.node.cpus.to_string());
+        // Also keeps q35-style defaults (a DVD drive) away, which OVMF would try first.
         push("-nodefaults");
+        if let Some(flash) = &self.uefi {
+            push("-drive");
+            push(&format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                flash.code.display()
+            ));
+            push("-drive");
+            push(&format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                flash.vars.display()
+            ));
+        }
         push("-no-user-config");
         push("-display");
         push("none");
@@ -177,7 +205,7 @@ impl GuestConfig {
             let rom = if self.embedded_script.is_some() {
                 Some(String::new())
             } else {
-                self.files.romfile(nic.model, Platform::Bios)
+                self.files.romfile(nic.model, self.node.platform)
             };
             let mut dev = format!(
                 "{},netdev={netdev},mac={},bus=pci.0,addr={:#x}",
@@ -286,6 +314,7 @@ mod tests {
             memory_mib: 1024,
             cpus: 1,
             firmware: crate::scenario::Firmware::Rom,
+            platform: crate::scenario::Platform::Bios,
             image: None,
             nics: vec![
                 Nic {
@@ -356,6 +385,7 @@ mod tests {
             accel: Accel::Tcg,
             qmp_socket: "/tmp/run/qmp.sock".into(),
             embedded_script: None,
+            uefi: None,
             files,
         };
         let s = joined(&cfg);
@@ -397,6 +427,7 @@ mod tests {
             accel: Accel::Tcg,
             qmp_socket: "/tmp/run/qmp.sock".into(),
             embedded_script: None,
+            uefi: None,
             files,
         };
         let s = joined(&cfg);
@@ -420,6 +451,7 @@ mod tests {
             accel: Accel::Tcg,
             qmp_socket: "/tmp/run/qmp.sock".into(),
             embedded_script: Some("/tmp/run/ipxe-embedded-node01.ipxe".into()),
+            uefi: None,
             files,
         };
         let s = joined(&cfg);

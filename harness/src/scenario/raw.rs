@@ -164,6 +164,9 @@ pub struct RawNode {
     pub nics: Spanned<Vec<RawNic>>,
     #[serde(default)]
     pub firmware: Option<Spanned<RawFirmware>>,
+    /// `bios` (the default) or `uefi`.
+    #[serde(default)]
+    pub platform: Option<Spanned<crate::scenario::Platform>>,
     /// This node's own image, in a fleet (`services.iscsi.per_node`).
     #[serde(default)]
     pub image: Option<Spanned<RawImage>>,
@@ -213,6 +216,8 @@ pub struct RawNodeTemplate {
     pub nics: Option<Spanned<Vec<RawNic<String>>>>,
     #[serde(default)]
     pub firmware: Option<Spanned<RawFirmware>>,
+    #[serde(default)]
+    pub platform: Option<Spanned<crate::scenario::Platform>>,
     #[serde(default)]
     pub image: Option<Spanned<RawImage>>,
     /// Whether the DHCP server knows the node's boot MAC from the start (default yes): `false`

@@ -86,6 +86,11 @@ pub const IMAGE_TOOLS: &[Tool] = &[
         package: "mtools",
         purpose: "fills the boot partition",
     },
+    Tool {
+        binary: "grub-mkstandalone",
+        package: "grub-common grub-efi-amd64-bin",
+        purpose: "the image's UEFI boot loader",
+    },
 ];
 
 /// Finds a binary on PATH or in the sbin folders (a non-root PATH often lacks them).

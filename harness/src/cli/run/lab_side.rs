@@ -377,7 +377,15 @@ async fn lab_run(args: &LabArgs) -> Summary {
                 Some(p)
             }
         };
+        let uefi = match crate::guest::ovmf::flash_for(node, &args.run_dir) {
+            Ok(f) => f,
+            Err(e) => {
+                start_error = Some(e);
+                break;
+            }
+        };
         let cfg = GuestConfig {
+            uefi,
             node: node.clone(),
             taps: plan.taps_of(&node.name).cloned().collect(),
             accel: args.accel,

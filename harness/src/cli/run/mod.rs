@@ -94,10 +94,16 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
             tools::FLEET_TOOLS
         };
         let needed: Vec<tools::Tool> = tools::BOOT_TOOLS.iter().chain(fleet).copied().collect();
-        tools::check(
-            &needed,
-            boot_files::missing(&boot_files::required(), &boot_files::SearchPath::host()),
-        )?;
+        let mut missing =
+            boot_files::missing(&boot_files::required(), &boot_files::SearchPath::host());
+        let uefi = scenario
+            .nodes
+            .iter()
+            .any(|n| n.platform == scenario::Platform::Uefi);
+        if let Some(e) = uefi.then(guest::ovmf::host).and_then(Result::err) {
+            missing.push((format!("OVMF ({e})"), guest::ovmf::PACKAGE.into()));
+        }
+        tools::check(&needed, missing)?;
     }
     let span = tracing::info_span!("scenario", name = %scenario.name);
     let _g = span.enter();

@@ -9,7 +9,7 @@ use super::template::MAX_NODES;
 use super::{one_of, Folder, ScenarioError, Validator, BOOT_SEGMENT};
 use crate::scenario::raw::{RawFirmware, RawScenario};
 use crate::scenario::values::shown;
-use crate::scenario::{Firmware, Nic, Node, Segment};
+use crate::scenario::{Firmware, Nic, Node, Platform, Segment};
 
 const MAX_NICS: usize = 8;
 const MEMORY_RANGE: std::ops::RangeInclusive<u32> = 256..=16384;
@@ -235,6 +235,15 @@ impl Validator<'_> {
                     }
                 },
             };
+            let platform = match &n.platform {
+                None => Platform::Bios,
+                Some(p) => {
+                    if let Some((why, help)) = uefi_refusal(p.value, &firmware) {
+                        return Err(self.at(p, why, Some(help.into())));
+                    }
+                    p.value
+                }
+            };
             let image = match &n.image {
                 None => None,
                 // One disk for all would have one image: a node's own needs its own disk.
@@ -251,9 +260,29 @@ impl Validator<'_> {
                 cpus,
                 nics,
                 firmware,
+                platform,
                 image,
             });
         }
         Ok(out)
+    }
+}
+
+/// Why a node on `platform` cannot boot by this firmware route, and what to do instead.
+fn uefi_refusal(platform: Platform, firmware: &Firmware) -> Option<(String, &'static str)> {
+    match (platform, firmware) {
+        (Platform::Bios, _) | (Platform::Uefi, Firmware::Rom) => None,
+        (Platform::Uefi, Firmware::ChainUndionly) => Some((
+            "`firmware: chain-undionly` cannot boot a `platform: uefi` node: undionly.kpxe is a \
+             BIOS PXE program, which OVMF cannot run"
+                .into(),
+            "a UEFI node boots the UEFI iPXE in its NIC's option ROM (`firmware: rom`)",
+        )),
+        (Platform::Uefi, Firmware::EmbeddedScript { .. }) => Some((
+            "`firmware: { embedded-script: ... }` cannot boot a `platform: uefi` node: it boots \
+             ipxe.lkrn, a BIOS image, and the harness has no UEFI iPXE with an embedded script"
+                .into(),
+            "a UEFI node boots the UEFI iPXE in its NIC's option ROM (`firmware: rom`)",
+        )),
     }
 }

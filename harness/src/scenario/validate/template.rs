@@ -183,6 +183,7 @@ impl Validator<'_> {
                 cpus: node.cpus,
                 nics,
                 firmware: node.firmware,
+                platform: node.platform,
                 image: node.image,
             });
         }
@@ -245,6 +246,7 @@ fn merged(template: &RawNodeTemplate, over: Option<&RawNodeTemplate>) -> RawNode
         cpus: o.cpus.clone().or(t.cpus),
         nics: o.nics.clone().or(t.nics),
         firmware: o.firmware.clone().or(t.firmware),
+        platform: o.platform.clone().or(t.platform),
         image: o.image.clone().or(t.image),
         dhcp_host: o.dhcp_host.or(t.dhcp_host),
     }
