@@ -99,6 +99,7 @@ pub fn run(cache: &Path, runs: &Path) -> Vec<Check> {
         crate::guest::boot_files::SEABIOS,
         crate::guest::boot_files::IPXE_LKRN,
         crate::guest::boot_files::UNDIONLY_KPXE,
+        crate::guest::boot_files::SNPONLY_EFI,
     ] {
         out.push(boot_file(&search, &f, f.purpose));
     }

@@ -461,3 +461,42 @@ async fn udev_stale_rules_passes_only_when_the_initramfs_gives_up_on_eth0() {
 
     a_killed_qemu_fails(&s, "stale-rules-killed").await;
 }
+
+#[tokio::test]
+async fn uefi_no_removable_path_passes_only_when_sanboot_finds_no_boot_loader() {
+    let s = negative("uefi-no-removable-path.yaml", "GRUB starts", 1500);
+
+    // iPXE's UEFI sanboot, with the LUN open and no \EFI\BOOT\BOOTX64.EFI on it.
+    let mut r = rig("no-loader");
+    say(
+        &mut r,
+        "Booting from SAN device 0x80\r\nBoot from SAN device 0x80 failed: Error 0x7f22208e (http://ipxe.org/7f22208e)\r\n",
+    )
+    .await;
+    assert_pass(&judged(&s, &r).await);
+
+    // The LUN never opened (a login refused, a portal down): not the point.
+    let mut r = rig("no-loader-no-lun");
+    say(&mut r, SAN_FAILED).await;
+    assert_fail(&judged(&s, &r).await, "a SAN device that never opened");
+
+    // Another sanboot failure (here: the loader found but not startable, iPXE's "Exec format
+    // error") fails the step the same way, for another cause.
+    let mut r = rig("no-loader-other-error");
+    say(
+        &mut r,
+        "Boot from SAN device 0x80 failed: Error 0x2e008081 (http://ipxe.org/2e008081)\r\n",
+    )
+    .await;
+    assert_fail(&judged(&s, &r).await, "another sanboot error");
+
+    // The loader found after all: GRUB starts, the point is disproved.
+    let mut r = rig("no-loader-grub");
+    say(&mut r, "Welcome to GRUB!\r\n").await;
+    assert_fail(&judged(&s, &r).await, "a boot loader that started");
+
+    a_killed_qemu_fails(&s, "no-loader-killed").await;
+
+    let r = rig("no-loader-timeout");
+    assert_fail(&judged(&s, &r).await, "silence after sanboot");
+}

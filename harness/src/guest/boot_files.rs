@@ -229,10 +229,20 @@ pub const UNDIONLY_KPXE: BootFile = BootFile {
     purpose: "the chained iPXE of chain-undionly nodes",
 };
 
-/// Every file a boot may need: each NIC model's ROM, the BIOS, and both iPXE images.
+/// What OVMF's own PXE loads for `chain-snponly` nodes: the iPXE that drives the NIC through
+/// the firmware's SNP (`ipxe.efi` would bring its own drivers, spending ~5 s initialising
+/// devices). The TFTP service copies it from this folder too (`services::tftp::SNPONLY_EFI`).
+pub const SNPONLY_EFI: BootFile = BootFile {
+    name: "snponly.efi",
+    search: Search::Folders(&["/usr/lib/ipxe"]),
+    package: "ipxe",
+    purpose: "the chained iPXE of chain-snponly (UEFI) nodes",
+};
+
+/// Every file a boot may need: each NIC model's ROM, the BIOS, and the iPXE images.
 pub fn required() -> Vec<BootFile> {
     let mut v: Vec<BootFile> = NIC_ROMS.iter().map(NicRom::boot_file).collect();
-    v.extend([SEABIOS, IPXE_LKRN, UNDIONLY_KPXE]);
+    v.extend([SEABIOS, IPXE_LKRN, UNDIONLY_KPXE, SNPONLY_EFI]);
     v
 }
 
@@ -564,6 +574,13 @@ mod tests {
         assert_eq!(
             Path::new(crate::services::tftp::UNDIONLY_KPXE),
             Path::new(f[0]).join(UNDIONLY_KPXE.name)
+        );
+        let Search::Folders(f) = SNPONLY_EFI.search else {
+            panic!("snponly.efi is looked for in fixed folders");
+        };
+        assert_eq!(
+            Path::new(crate::services::tftp::SNPONLY_EFI),
+            Path::new(f[0]).join(SNPONLY_EFI.name)
         );
     }
 

@@ -202,7 +202,11 @@ impl GuestConfig {
             // a custom ROM: no stock option ROM may take over the boot when the script gives up.
             // Otherwise the model's ROM, or QEMU's default where that is the one that runs
             // (see crate::guest::boot_files::NIC_ROMS).
-            let rom = if self.embedded_script.is_some() {
+            // chain-snponly: OVMF's own PXE boots, through its own virtio-net driver, and no
+            // option ROM's iPXE may answer first or take over when it gives up.
+            let no_rom = self.embedded_script.is_some()
+                || self.node.firmware == crate::scenario::Firmware::ChainSnponly;
+            let rom = if no_rom {
                 Some(String::new())
             } else {
                 self.files.romfile(nic.model, self.node.platform)

@@ -140,6 +140,10 @@ pub enum Firmware {
     /// The option ROM loads Debian's `undionly.kpxe` over TFTP, and that iPXE fetches the boot
     /// script: the two-stage chain of sites whose NICs have a vendor PXE ROM.
     ChainUndionly,
+    /// UEFI only: OVMF's own PXE (its virtio-net driver, no option ROM) loads Debian's
+    /// `snponly.efi` over TFTP, and that iPXE, driving the NIC through the firmware's SNP,
+    /// fetches the boot script.
+    ChainSnponly,
     /// Debian's `ipxe.lkrn` with the scenario's script as its first script, standing in for a
     /// flashed ROM with an embedded script (usually a DHCP retry loop).
     EmbeddedScript {

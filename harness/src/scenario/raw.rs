@@ -172,12 +172,13 @@ pub struct RawNode {
     pub image: Option<Spanned<RawImage>>,
 }
 
-/// `firmware: rom`, `firmware: chain-undionly` or `firmware: { embedded-script: FILE }`.
+/// `firmware: rom`, `chain-undionly`, `chain-snponly` or `{ embedded-script: FILE }`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum RawFirmware {
     Rom,
     ChainUndionly,
+    ChainSnponly,
     EmbeddedScript(String),
 }
 

@@ -20,11 +20,13 @@ use super::chain::ChainMarks;
 use super::dnsmasq_records::{Effect, Records};
 use super::ServiceError;
 use super::{command_line, find_binary, log_tail, service_command, ServiceContext};
-use crate::scenario::Scenario;
+use crate::scenario::{Firmware, Scenario};
 use crate::services::events::EventLog;
 use crate::support::process::Owned;
 
 const SERVICE: &str = "dhcp";
+/// Tag of a DHCP client that says it is an x86-64 UEFI firmware (client architecture 7 or 9).
+const EFI_TAG: &str = "efi64";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
@@ -36,12 +38,12 @@ pub struct Dhcp {
     leases: PathBuf,
 }
 
-/// What dnsmasq needs for `chain-undionly` nodes: the TFTP root and the
+/// What dnsmasq needs for chaining nodes: the TFTP root, and for `chain-undionly` nodes the
 /// options file with the marks ([`super::chain`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ChainArgs<'a> {
     pub tftp_root: &'a Path,
-    pub marks: &'a ChainMarks,
+    pub marks: Option<&'a ChainMarks>,
 }
 
 /// dnsmasq's arguments (without the program name).
@@ -107,25 +109,38 @@ pub fn args(
     //   sub-option 176 = 1); there is no ProxyDHCP server in the lab.
     a.push("--no-ping".into());
     a.push("--dhcp-option=tag:ipxe,encap:175,176,1b".into());
-    match chain {
+    if let Some(c) = chain {
+        // TFTP on the boot network's bridge only (the interface list above binds it to the
+        // bridge's address), from a root that holds the chained iPXE images alone.
+        a.push(format!("--enable-tftp={bridge}"));
+        a.push(format!("--tftp-root={}", c.tftp_root.display()));
+        a.push("--tftp-secure".into());
+    }
+    if s.nodes.iter().any(|n| n.firmware == Firmware::ChainSnponly) {
+        // A UEFI firmware's own PXE says its architecture (RFC 4578: 7 and 9 are x86-64 UEFI)
+        // and, unlike iPXE, no `iPXE` user class: it is handed snponly.efi, whose iPXE then
+        // asks again and gets the boot URL.
+        a.push(format!("--dhcp-match=set:{EFI_TAG},option:client-arch,7"));
+        a.push(format!("--dhcp-match=set:{EFI_TAG},option:client-arch,9"));
+        a.push(format!(
+            "--dhcp-boot=tag:{EFI_TAG},tag:!ipxe,tag:boot,{}",
+            super::tftp::EFI_BOOT_FILE
+        ));
+    }
+    match chain.and_then(|c| c.marks) {
         None => a.push(format!("--dhcp-boot=tag:ipxe,tag:boot,{}", s.dhcp.boot_url)),
-        Some(c) => {
+        Some(marks) => {
             let chain = super::chain::CHAIN_TAG;
-            // TFTP on the boot network's bridge only (the interface list above binds it to
-            // the bridge's address), from a root that holds undionly.kpxe alone.
-            a.push(format!("--enable-tftp={bridge}"));
-            a.push(format!("--tftp-root={}", c.tftp_root.display()));
-            a.push("--tftp-secure".into());
             a.push(format!(
                 "--dhcp-vendorclass=set:{},PXEClient",
                 super::chain::PXE_TAG
             ));
-            for (mac, tag) in c.marks.tags() {
+            for (mac, tag) in marks.tags() {
                 a.push(format!("--dhcp-mac=set:{chain},{mac}"));
                 a.push(format!("--dhcp-mac=set:{tag},{mac}"));
             }
             // The chain nodes' boot file comes from the marks file, reread on SIGHUP.
-            a.push(format!("--dhcp-optsfile={}", c.marks.path().display()));
+            a.push(format!("--dhcp-optsfile={}", marks.path().display()));
             a.push(format!(
                 "--dhcp-boot=tag:ipxe,tag:boot,tag:!{chain},{}",
                 s.dhcp.boot_url
@@ -382,25 +397,24 @@ impl Dhcp {
         }
 
         let chain = ChainMarks::for_scenario(s, &cx.run_dir);
-        let tftp_root = match &chain {
-            Some(c) => {
-                let setup = |e: std::io::Error| ServiceError::Setup {
-                    service: SERVICE,
-                    message: format!("chain-undionly: {e}"),
-                };
-                // A restarted dnsmasq starts with every node at its ROM stage again.
-                c.write().map_err(setup)?;
-                Some(super::tftp::prepare_root(&cx.run_dir).map_err(setup)?)
-            }
-            None => None,
+        let snponly = s.nodes.iter().any(|n| n.firmware == Firmware::ChainSnponly);
+        let setup = |e: std::io::Error| ServiceError::Setup {
+            service: SERVICE,
+            message: format!("TFTP for the chaining nodes: {e}"),
         };
-        let chain_args = match (&chain, &tftp_root) {
-            (Some(marks), Some(root)) => Some(ChainArgs {
-                tftp_root: root,
-                marks,
-            }),
-            _ => None,
+        if let Some(c) = &chain {
+            // A restarted dnsmasq starts with every node at its ROM stage again.
+            c.write().map_err(setup)?;
+        }
+        let tftp_root = if chain.is_some() || snponly {
+            Some(super::tftp::prepare_root(&cx.run_dir, chain.is_some(), snponly).map_err(setup)?)
+        } else {
+            None
         };
+        let chain_args = tftp_root.as_deref().map(|root| ChainArgs {
+            tftp_root: root,
+            marks: chain.as_ref(),
+        });
         if s.adds_dhcp_hosts() {
             let added = added_hosts_file(&leases);
             if !added.exists() {

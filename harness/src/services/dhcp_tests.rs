@@ -167,7 +167,7 @@ fn chain_args_serve_tftp_on_the_bridge_and_tag_the_chain_node() {
     let marks = ChainMarks::for_scenario(&s, Path::new("/r")).expect("a chain node");
     let chain = ChainArgs {
         tftp_root: Path::new("/r/tftp"),
-        marks: &marks,
+        marks: Some(&marks),
     };
     let a = args(
         &s,
@@ -232,4 +232,31 @@ fn a_fleets_server_answers_known_macs_and_reads_added_hosts() {
         "{a:?}"
     );
     assert!(!a.iter().any(|x| x.contains("52:54:00:aa:01:22")), "{a:?}");
+}
+
+#[test]
+fn snponly_nodes_get_snponly_efi_by_uefi_architecture_and_the_url_only_as_ipxe() {
+    let s = crate::scenario::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/uefi-snponly-chain.yaml"),
+    )
+    .expect("the uefi-snponly-chain scenario loads");
+    assert!(ChainMarks::for_scenario(&s, Path::new("/r")).is_none());
+    let chain = ChainArgs {
+        tftp_root: Path::new("/r/tftp"),
+        marks: None,
+    };
+    let a = args(&s, "nbr0", Path::new("/r/l"), true, Some(chain));
+    for want in [
+        "--enable-tftp=nbr0",
+        "--tftp-root=/r/tftp",
+        "--tftp-secure",
+        "--dhcp-match=set:efi64,option:client-arch,7",
+        "--dhcp-match=set:efi64,option:client-arch,9",
+        "--dhcp-boot=tag:efi64,tag:!ipxe,tag:boot,snponly.efi",
+        "--dhcp-boot=tag:ipxe,tag:boot,http://10.77.0.1/boot.ipxe",
+    ] {
+        assert!(a.iter().any(|x| x == want), "{want} missing: {a:?}");
+    }
+    // No undionly marks: those are for chain-undionly nodes only.
+    assert!(!a.iter().any(|x| x.starts_with("--dhcp-optsfile")), "{a:?}");
 }

@@ -1,8 +1,9 @@
-//! dnsmasq's TFTP server, on only for `firmware: chain-undionly` nodes: its root and its log
-//! lines.
+//! dnsmasq's TFTP server, on only for `firmware: chain-undionly` and `chain-snponly` nodes:
+//! its root and its log lines.
 //!
-//! The root is a directory of the run holding a copy of Debian's `undionly.kpxe` and nothing
-//! else, so the server can hand out no other file of the run or the host.
+//! The root is a directory of the run holding copies of the Debian iPXE images those nodes
+//! chain (`undionly.kpxe`, `snponly.efi`) and nothing else, so the server can hand out no other
+//! file of the run or the host.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -16,18 +17,30 @@ pub const UNDIONLY_KPXE: &str = "/usr/lib/ipxe/undionly.kpxe";
 /// The name the DHCP server hands out and the TFTP server serves.
 pub const BOOT_FILE: &str = "undionly.kpxe";
 
+/// Debian's iPXE for chaining from a UEFI firmware's PXE (package `ipxe`).
+pub const SNPONLY_EFI: &str = "/usr/lib/ipxe/snponly.efi";
+
+/// The name the DHCP server hands out to UEFI PXE clients for it.
+pub const EFI_BOOT_FILE: &str = "snponly.efi";
+
 /// The TFTP root inside the run directory.
 pub fn root(run_dir: &Path) -> PathBuf {
     run_dir.join("tftp")
 }
 
-/// Creates the TFTP root with its one file: a copy, not a link, so that `--tftp-secure` (only
-/// files the server's user owns) holds and the run keeps what it served.
-pub fn prepare_root(run_dir: &Path) -> std::io::Result<PathBuf> {
+/// Creates the TFTP root with the files the scenario's chains need: copies, not links, so that
+/// `--tftp-secure` (only files the server's user owns) holds and the run keeps what it served.
+pub fn prepare_root(run_dir: &Path, undionly: bool, snponly: bool) -> std::io::Result<PathBuf> {
     let dir = root(run_dir);
     std::fs::create_dir_all(&dir)?;
-    std::fs::copy(UNDIONLY_KPXE, dir.join(BOOT_FILE))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("copying {UNDIONLY_KPXE}: {e}")))?;
+    let files = [
+        (undionly, UNDIONLY_KPXE, BOOT_FILE),
+        (snponly, SNPONLY_EFI, EFI_BOOT_FILE),
+    ];
+    for (_, from, name) in files.into_iter().filter(|f| f.0) {
+        std::fs::copy(from, dir.join(name))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("copying {from}: {e}")))?;
+    }
     Ok(dir)
 }
 

@@ -364,7 +364,9 @@ async fn lab_run(args: &LabArgs) -> Summary {
             }
         }
         let embedded_script = match &node.firmware {
-            scenario::Firmware::Rom | scenario::Firmware::ChainUndionly => None,
+            scenario::Firmware::Rom
+            | scenario::Firmware::ChainUndionly
+            | scenario::Firmware::ChainSnponly => None,
             scenario::Firmware::EmbeddedScript { body, .. } => {
                 // Kept as an artifact: it is what the node's firmware ran.
                 let p = args

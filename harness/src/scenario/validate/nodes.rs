@@ -216,6 +216,7 @@ impl Validator<'_> {
                 Some(f) => match &f.value {
                     RawFirmware::Rom => Firmware::Rom,
                     RawFirmware::ChainUndionly => Firmware::ChainUndionly,
+                    RawFirmware::ChainSnponly => Firmware::ChainSnponly,
                     RawFirmware::EmbeddedScript(file) => {
                         let src = Spanned {
                             value: file.clone(),
@@ -236,9 +237,18 @@ impl Validator<'_> {
                 },
             };
             let platform = match &n.platform {
+                None if firmware == Firmware::ChainSnponly => {
+                    let (why, help) =
+                        platform_refusal(Platform::Bios, &firmware, &nics).unwrap_or_default();
+                    let at = n
+                        .firmware
+                        .as_ref()
+                        .map_or(n.name.referenced, |f| f.referenced);
+                    return Err(self.cx.err(Some(at), why, Some(help.into())));
+                }
                 None => Platform::Bios,
                 Some(p) => {
-                    if let Some((why, help)) = uefi_refusal(p.value, &firmware) {
+                    if let Some((why, help)) = platform_refusal(p.value, &firmware, &nics) {
                         return Err(self.at(p, why, Some(help.into())));
                     }
                     p.value
@@ -269,9 +279,36 @@ impl Validator<'_> {
 }
 
 /// Why a node on `platform` cannot boot by this firmware route, and what to do instead.
-fn uefi_refusal(platform: Platform, firmware: &Firmware) -> Option<(String, &'static str)> {
+fn platform_refusal(
+    platform: Platform,
+    firmware: &Firmware,
+    nics: &[Nic],
+) -> Option<(String, &'static str)> {
+    let boot_model = nics.iter().find(|n| n.boot).map(|n| n.model);
     match (platform, firmware) {
-        (Platform::Bios, _) | (Platform::Uefi, Firmware::Rom) => None,
+        (Platform::Bios, Firmware::ChainSnponly) => Some((
+            "`firmware: chain-snponly` needs `platform: uefi`: snponly.efi is a UEFI program, \
+             loaded by the UEFI firmware's own PXE"
+                .into(),
+            "give the node `platform: uefi`; a BIOS node chains with `chain-undionly`",
+        )),
+        (Platform::Uefi, Firmware::ChainSnponly)
+            if boot_model != Some(crate::scenario::NicModel::VirtioNet) =>
+        {
+            Some((
+                format!(
+                    "`firmware: chain-snponly` needs a virtio-net boot NIC: OVMF's own PXE has \
+                     a driver for no other model, so with the {} the node would fall to the EFI \
+                     shell",
+                    boot_model.map_or("NIC", |m| m.name())
+                ),
+                "make the boot NIC `model: virtio-net`, or boot from the NIC's option ROM \
+                 (`firmware: rom`)",
+            ))
+        }
+        (Platform::Bios, _)
+        | (Platform::Uefi, Firmware::Rom)
+        | (Platform::Uefi, Firmware::ChainSnponly) => None,
         (Platform::Uefi, Firmware::ChainUndionly) => Some((
             "`firmware: chain-undionly` cannot boot a `platform: uefi` node: undionly.kpxe is a \
              BIOS PXE program, which OVMF cannot run"
