@@ -59,6 +59,11 @@ enum Cmd {
         /// login proxy, no step engine) are compared against.
         #[arg(long, default_value = netboot_harness::cli::bench::COMPARE_STEP)]
         compare_step: String,
+        /// A second scenario, benchmarked the same way after the first, whose steps of the same
+        /// name are then printed beside the first's (e.g. `--beside scenarios/uefi-ibft-e1000.yaml`
+        /// for BIOS and UEFI medians of the same chain).
+        #[arg(long)]
+        beside: Option<PathBuf>,
         #[command(flatten)]
         boot: BootArgs,
     },
@@ -269,21 +274,33 @@ fn dispatch(cmd: Cmd) -> miette::Result<ExitCode> {
             scenario,
             runs,
             compare_step,
+            beside,
             boot,
         } => {
+            use netboot_harness::cli::bench;
             if !(1..=100).contains(&runs) {
                 miette::bail!("--runs must be 1..=100, not {runs}");
             }
             let opts = boot.options()?;
+            // Both checked before either boots: a bad second file must not cost the first's runs.
             scenario::load(&scenario)?;
-            let (report, json) =
-                netboot_harness::cli::bench::bench(&scenario, runs, &opts, &compare_step)?;
-            print(&netboot_harness::cli::bench::render(&report));
-            print(&format!("  results: {}\n", json.display()));
-            if let Some(svg) = &report.picture {
-                print(&format!("  picture: {}\n", svg.display()));
+            if let Some(b) = &beside {
+                scenario::load(b)?;
             }
-            Ok(if report.passed == report.runs {
+            let mut reports = Vec::new();
+            for path in std::iter::once(&scenario).chain(beside.as_ref()) {
+                let (report, json) = bench::bench(path, runs, &opts, &compare_step)?;
+                print(&bench::render(&report));
+                print(&format!("  results: {}\n", json.display()));
+                if let Some(svg) = &report.picture {
+                    print(&format!("  picture: {}\n", svg.display()));
+                }
+                reports.push(report);
+            }
+            if let [a, b] = &reports[..] {
+                print(&bench::render_beside(a, b));
+            }
+            Ok(if reports.iter().all(|r| r.passed == r.runs) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

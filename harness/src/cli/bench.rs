@@ -359,6 +359,48 @@ pub fn render(b: &BenchReport) -> String {
 /// The step `bench` times bare QEMU against by default: the kernel's root-mount line.
 pub const COMPARE_STEP: &str = "root mounted from the iSCSI disk";
 
+/// Two benchmarks side by side (e.g. one scenario under BIOS and its UEFI twin): each step
+/// both have, by name, in the first one's order, with the time since QEMU started at which it
+/// was met (median and spread) and the second's median over the first's.
+pub fn render_beside(a: &BenchReport, b: &BenchReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "bench side by side: {} ({} of {} passed) | {} ({} of {} passed)",
+        a.scenario, a.passed, a.runs, b.scenario, b.passed, b.runs
+    );
+    let _ = writeln!(
+        o,
+        "  {:<40} {:>9} {:>15}   {:>9} {:>15}   {:>6}",
+        "step (time since QEMU start)", "a med", "(min..max)", "b med", "(min..max)", "b/a"
+    );
+    let mut shared = 0;
+    for (name, x) in &a.reached_at {
+        let Some((_, y)) = b.reached_at.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        shared += 1;
+        let _ = writeln!(
+            o,
+            "  {:<40} {:>8.1}s {:>15}   {:>8.1}s {:>15}   {:>6}",
+            name,
+            x.median,
+            format!("({:.1}..{:.1})", x.min, x.max),
+            y.median,
+            format!("({:.1}..{:.1})", y.min, y.max),
+            if x.median > 0.0 {
+                format!("{:.2}", y.median / x.median)
+            } else {
+                "-".into()
+            }
+        );
+    }
+    if shared == 0 {
+        let _ = writeln!(o, "  (the two scenarios have no step name in common)");
+    }
+    o
+}
+
 /// Runs the scenario `n` times and, when the scenario has a console step named `compare` and
 /// an iSCSI plan that lets every login through, `n` bare runs that only wait for that step's
 /// text, interleaved with them (see [`schedule`]); writes `bench-<stamp>.json` and

@@ -276,3 +276,36 @@ fn a_fleets_time_is_its_slowest_nodes_root() {
     assert!((r.median - (root01 + 7.0 - qemu0)).abs() < 1e-9, "{r:?}");
     assert!(render(&b).contains("every node's root mounted"));
 }
+
+#[test]
+fn side_by_side_shows_the_steps_both_have_with_the_ratio_of_medians() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
+    )
+    .unwrap();
+    let s: Summary = serde_json::from_str(&text).unwrap();
+    let a = summarize("bios", &[(s.clone(), 1.0, PathBuf::from("a"))]);
+    let mut b = summarize("uefi", &[(s, 1.0, PathBuf::from("b"))]);
+    // The UEFI twin has no SeaBIOS step, and reaches the root 1.5 times as late.
+    b.reached_at.retain(|(n, _)| n != "firmware");
+    for (_, st) in &mut b.reached_at {
+        st.median *= 1.5;
+    }
+    let out = render_beside(&a, &b);
+    assert!(
+        out.contains("bios (1 of 1 passed) | uefi (1 of 1 passed)"),
+        "{out}"
+    );
+    let root = out
+        .lines()
+        .find(|l| l.contains("root mounted from the iSCSI disk"))
+        .unwrap_or_else(|| panic!("no root line: {out}"));
+    assert!(root.trim_end().ends_with("1.50"), "{root}");
+    let firmware_row = |l: &&str| l.split("  ").find(|c| !c.is_empty()) == Some("firmware");
+    assert!(!out.lines().any(|l| firmware_row(&l)), "{out}");
+    assert!(out.lines().any(|l| l.contains("firmware again")), "{out}");
+
+    let mut none = b.clone();
+    none.reached_at.clear();
+    assert!(render_beside(&a, &none).contains("no step name in common"));
+}
