@@ -500,3 +500,46 @@ async fn uefi_no_removable_path_passes_only_when_sanboot_finds_no_boot_loader() 
     let r = rig("no-loader-timeout");
     assert_fail(&judged(&s, &r).await, "silence after sanboot");
 }
+
+const ZERO_IQN: &str = "iqn.2010-04.org.ipxe:00000000-0000-0000-0000-000000000000";
+
+fn login(initiator: &str, target_mac: &str, ip: &str) -> EventKind {
+    EventKind::IscsiLogin {
+        initiator: initiator.into(),
+        target: format!("iqn.2026-11.lab:{target_mac}-root"),
+        source_ip: ip.parse().unwrap(),
+        source_mac: None,
+        session_type: "Normal".into(),
+        isid: "400027231258".into(),
+        tsih: 256,
+    }
+}
+
+#[tokio::test]
+async fn uefi_default_iqn_collision_passes_only_when_another_node_logs_in_with_the_same_iqn() {
+    let s = negative(
+        "uefi-default-iqn-collision.yaml",
+        "node01's IQN is node01's alone",
+        1500,
+    );
+    let (own, other) = ("52-54-00-aa-02-01", "52-54-00-aa-02-02");
+
+    // node01, then node02 under the same zero-UUID name: the collision.
+    let r = rig("iqn-collision");
+    r.events.push(login(ZERO_IQN, own, "10.77.0.121"));
+    r.events.push(login(ZERO_IQN, other, "10.77.0.122"));
+    assert_pass(&judged(&s, &r).await);
+
+    // node02 with a name of its own: no collision, the step only waits, and times out.
+    let r = rig("iqn-distinct");
+    r.events.push(login(ZERO_IQN, own, "10.77.0.121"));
+    r.events.push(login("iqn.2010-04.org.ipxe:node02", other, "10.77.0.122"));
+    assert_fail(&judged(&s, &r).await, "two distinct IQNs");
+
+    // node01 itself asking for the other target (a wrong root path), not a second node.
+    let r = rig("iqn-wrong-target");
+    r.events.push(login(ZERO_IQN, other, "10.77.0.121"));
+    assert_fail(&judged(&s, &r).await, "node01 logging in to node02's target");
+
+    a_killed_qemu_fails(&s, "iqn-killed").await;
+}
