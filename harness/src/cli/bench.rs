@@ -371,7 +371,7 @@ pub fn render_beside(a: &BenchReport, b: &BenchReport) -> String {
     );
     let _ = writeln!(
         o,
-        "  {:<40} {:>9} {:>15}   {:>9} {:>15}   {:>6}",
+        "  {:<46} {:>9} {:>15}   {:>9} {:>15}   {:>6}",
         "step (time since QEMU start)", "a med", "(min..max)", "b med", "(min..max)", "b/a"
     );
     let mut shared = 0;
@@ -382,7 +382,7 @@ pub fn render_beside(a: &BenchReport, b: &BenchReport) -> String {
         shared += 1;
         let _ = writeln!(
             o,
-            "  {:<40} {:>8.1}s {:>15}   {:>8.1}s {:>15}   {:>6}",
+            "  {:<46} {:>8.1}s {:>15}   {:>8.1}s {:>15}   {:>6}",
             name,
             x.median,
             format!("({:.1}..{:.1})", x.min, x.max),

@@ -533,13 +533,17 @@ async fn uefi_default_iqn_collision_passes_only_when_another_node_logs_in_with_t
     // node02 with a name of its own: no collision, the step only waits, and times out.
     let r = rig("iqn-distinct");
     r.events.push(login(ZERO_IQN, own, "10.77.0.121"));
-    r.events.push(login("iqn.2010-04.org.ipxe:node02", other, "10.77.0.122"));
+    r.events
+        .push(login("iqn.2010-04.org.ipxe:node02", other, "10.77.0.122"));
     assert_fail(&judged(&s, &r).await, "two distinct IQNs");
 
     // node01 itself asking for the other target (a wrong root path), not a second node.
     let r = rig("iqn-wrong-target");
     r.events.push(login(ZERO_IQN, other, "10.77.0.121"));
-    assert_fail(&judged(&s, &r).await, "node01 logging in to node02's target");
+    assert_fail(
+        &judged(&s, &r).await,
+        "node01 logging in to node02's target",
+    );
 
     a_killed_qemu_fails(&s, "iqn-killed").await;
 }
