@@ -236,24 +236,17 @@ impl Validator<'_> {
                     }
                 },
             };
-            let platform = match &n.platform {
-                None if firmware == Firmware::ChainSnponly => {
-                    let (why, help) =
-                        platform_refusal(Platform::Bios, &firmware, &nics).unwrap_or_default();
-                    let at = n
-                        .firmware
-                        .as_ref()
-                        .map_or(n.name.referenced, |f| f.referenced);
-                    return Err(self.cx.err(Some(at), why, Some(help.into())));
-                }
-                None => Platform::Bios,
-                Some(p) => {
-                    if let Some((why, help)) = platform_refusal(p.value, &firmware, &nics) {
-                        return Err(self.at(p, why, Some(help.into())));
-                    }
-                    p.value
-                }
-            };
+            let platform = n.platform.as_ref().map_or(Platform::Bios, |p| p.value);
+            if let Some((why, help)) = platform_refusal(platform, &firmware, &nics) {
+                // At the key the node gave: `platform`, else the `firmware` that needs one.
+                let at = n
+                    .platform
+                    .as_ref()
+                    .map(|p| p.referenced)
+                    .or(n.firmware.as_ref().map(|f| f.referenced))
+                    .unwrap_or(n.name.referenced);
+                return Err(self.cx.err(Some(at), why, Some(help.into())));
+            }
             let image = match &n.image {
                 None => None,
                 // One disk for all would have one image: a node's own needs its own disk.
