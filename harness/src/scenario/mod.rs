@@ -191,6 +191,9 @@ pub struct Dhcp {
     pub boot_url: String,
     /// Answer known MACs only: `hosts` and those `dhcp_add_host` steps add.
     pub known_only: bool,
+    /// Offer at once (`--no-ping`) with iPXE's `no-pxedhcp` setting, so iPXE takes the offer
+    /// without its ProxyDHCP wait; `false` keeps dnsmasq's packaged behaviour, for `bench`.
+    pub ipxe_fast_dhcp: bool,
 }
 
 #[derive(Debug, Clone)]

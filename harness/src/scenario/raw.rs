@@ -269,6 +269,9 @@ pub struct RawDhcp {
     /// DHCP server does; by default the pool answers anyone.
     #[serde(default)]
     pub known_only: bool,
+    /// `false`: dnsmasq pings before it offers and sends no `no-pxedhcp`, as packaged.
+    #[serde(default)]
+    pub ipxe_fast_dhcp: Option<bool>,
 }
 
 /// `{ at: 60s, for: 20s }`: the service is down from `at` on the run clock for `for`.

@@ -107,8 +107,10 @@ pub fn args(
     // - iPXE keeps collecting offers for ProxyDHCP (a PXE boot server) until 3 s have passed,
     //   unless the offer it takes carries its `no-pxedhcp` setting (encapsulated option 175,
     //   sub-option 176 = 1); there is no ProxyDHCP server in the lab.
-    a.push("--no-ping".into());
-    a.push("--dhcp-option=tag:ipxe,encap:175,176,1b".into());
+    if s.dhcp.ipxe_fast_dhcp {
+        a.push("--no-ping".into());
+        a.push("--dhcp-option=tag:ipxe,encap:175,176,1b".into());
+    }
     if let Some(c) = chain {
         // TFTP on the boot network's bridge only (the interface list above binds it to the
         // bridge's address), from a root that holds the chained iPXE images alone.

@@ -260,3 +260,21 @@ fn snponly_nodes_get_snponly_efi_by_uefi_architecture_and_the_url_only_as_ipxe()
     // No undionly marks: those are for chain-undionly nodes only.
     assert!(!a.iter().any(|x| x.starts_with("--dhcp-optsfile")), "{a:?}");
 }
+
+#[test]
+fn without_ipxe_fast_dhcp_dnsmasq_pings_and_sends_no_no_pxedhcp() {
+    let fast = args(&scenario(), "nbr0", Path::new("/x"), true, None);
+    assert!(fast.iter().any(|x| x == "--no-ping"), "{fast:?}");
+    assert!(fast
+        .iter()
+        .any(|x| x == "--dhcp-option=tag:ipxe,encap:175,176,1b"));
+    let mut s = scenario();
+    s.dhcp.ipxe_fast_dhcp = false;
+    let packaged = args(&s, "nbr0", Path::new("/x"), true, None);
+    assert!(
+        !packaged
+            .iter()
+            .any(|x| x == "--no-ping" || x.contains("encap:175")),
+        "{packaged:?}"
+    );
+}

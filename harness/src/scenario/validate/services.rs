@@ -142,6 +142,7 @@ impl Validator<'_> {
             start_after,
             down: self.down_windows(&raw.services.dhcp.down, start_after)?,
             known_only: raw.services.dhcp.known_only,
+            ipxe_fast_dhcp: raw.services.dhcp.ipxe_fast_dhcp.unwrap_or(true),
         })
     }
 
