@@ -51,6 +51,11 @@ impl Stat {
         })
     }
 
+    /// `(min..max)`, in seconds to a tenth, as the tables print the spread.
+    pub fn span(&self) -> String {
+        format!("({:.1}..{:.1})", self.min, self.max)
+    }
+
     /// `q3 - q1`.
     pub fn iqr(&self) -> f64 {
         self.q3 - self.q1
@@ -274,9 +279,9 @@ pub fn render(b: &BenchReport) -> String {
             "  {:<40} {:>8.1}s {:>15}   {:>8.1}s {:>15}",
             name,
             t.median,
-            format!("({:.1}..{:.1})", t.min, t.max),
+            t.span(),
             a.median,
-            format!("({:.1}..{:.1})", a.min, a.max)
+            a.span()
         );
     }
     if let (Some(w), Some(h)) = (&b.wall, &b.overhead) {
@@ -335,7 +340,7 @@ pub fn render(b: &BenchReport) -> String {
                 what,
                 st.median,
                 format!("{:.1}..{:.1}", st.q1, st.q3),
-                format!("({:.1}..{:.1})", st.min, st.max),
+                st.span(),
                 st.n
             );
         }
@@ -385,9 +390,9 @@ pub fn render_beside(a: &BenchReport, b: &BenchReport) -> String {
             "  {:<46} {:>8.1}s {:>15}   {:>8.1}s {:>15}   {:>6}",
             name,
             x.median,
-            format!("({:.1}..{:.1})", x.min, x.max),
+            x.span(),
             y.median,
-            format!("({:.1}..{:.1})", y.min, y.max),
+            y.span(),
             if x.median > 0.0 {
                 format!("{:.2}", y.median / x.median)
             } else {

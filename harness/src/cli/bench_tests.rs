@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// A passed run of the default scenario, as `run` wrote its summary.
+fn recorded_summary() -> Summary {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
+    )
+    .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 #[test]
 fn stats() {
     assert_eq!(Stat::of(&[]), None);
@@ -85,11 +94,7 @@ fn a_bare_arm_only_where_the_proxy_changes_nothing() {
 
 #[test]
 fn the_ratio_is_of_the_medians_and_each_arm_keeps_its_spread() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
-    )
-    .unwrap();
-    let s: Summary = serde_json::from_str(&text).unwrap();
+    let s = recorded_summary();
     let step = "root mounted from the iSCSI disk";
     // Five harness runs whose root mount lands 0, 1, 2, 3 and 12 s later than recorded.
     let qemu0 = first_qemu_start(&s).unwrap();
@@ -163,11 +168,7 @@ fn the_ratio_is_of_the_medians_and_each_arm_keeps_its_spread() {
 
 #[test]
 fn summarizes_a_recorded_run() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
-    )
-    .unwrap();
-    let s: Summary = serde_json::from_str(&text).unwrap();
+    let s = recorded_summary();
     let wall = s.duration_s + 2.0;
     let runs = vec![
         (s.clone(), wall, PathBuf::from("a")),
@@ -246,11 +247,7 @@ fn summarizes_a_recorded_run() {
 
 #[test]
 fn a_fleets_time_is_its_slowest_nodes_root() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
-    )
-    .unwrap();
-    let one: Summary = serde_json::from_str(&text).unwrap();
+    let one = recorded_summary();
     // One node: no fleet figure.
     let b = summarize("x", &[(one.clone(), 1.0, PathBuf::from("a"))]);
     assert!(b.every_node_root.is_none());
@@ -279,11 +276,7 @@ fn a_fleets_time_is_its_slowest_nodes_root() {
 
 #[test]
 fn side_by_side_shows_the_steps_both_have_with_the_ratio_of_medians() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests-data/summary-passed.json"),
-    )
-    .unwrap();
-    let s: Summary = serde_json::from_str(&text).unwrap();
+    let s = recorded_summary();
     let a = summarize("bios", &[(s.clone(), 1.0, PathBuf::from("a"))]);
     let mut b = summarize("uefi", &[(s, 1.0, PathBuf::from("b"))]);
     // The UEFI twin has no SeaBIOS step, and reaches the root 1.5 times as late.
