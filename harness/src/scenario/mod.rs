@@ -69,6 +69,13 @@ impl Scenario {
             .any(|s| matches!(s.action, Action::DhcpAddHost(_)))
     }
 
+    /// Some node boots by `firmware: chain-snponly`: the lab's DHCP and TFTP serve snponly.efi.
+    pub fn chains_snponly(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.firmware == Firmware::ChainSnponly)
+    }
+
     /// Every image the scenario boots, each once: the scenario's first, then the nodes' own.
     pub fn images(&self) -> Vec<&ImageRef> {
         let mut out = vec![&self.image];

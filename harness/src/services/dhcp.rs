@@ -20,7 +20,7 @@ use super::chain::ChainMarks;
 use super::dnsmasq_records::{Effect, Records};
 use super::ServiceError;
 use super::{command_line, find_binary, log_tail, service_command, ServiceContext};
-use crate::scenario::{Firmware, Scenario};
+use crate::scenario::Scenario;
 use crate::services::events::EventLog;
 use crate::support::process::Owned;
 
@@ -118,7 +118,7 @@ pub fn args(
         a.push(format!("--tftp-root={}", c.tftp_root.display()));
         a.push("--tftp-secure".into());
     }
-    if s.nodes.iter().any(|n| n.firmware == Firmware::ChainSnponly) {
+    if s.chains_snponly() {
         // A UEFI firmware's own PXE says its architecture (RFC 4578: 7 and 9 are x86-64 UEFI)
         // and, unlike iPXE, no `iPXE` user class: it is handed snponly.efi, whose iPXE then
         // asks again and gets the boot URL.
@@ -399,7 +399,7 @@ impl Dhcp {
         }
 
         let chain = ChainMarks::for_scenario(s, &cx.run_dir);
-        let snponly = s.nodes.iter().any(|n| n.firmware == Firmware::ChainSnponly);
+        let snponly = s.chains_snponly();
         let setup = |e: std::io::Error| ServiceError::Setup {
             service: SERVICE,
             message: format!("TFTP for the chaining nodes: {e}"),
