@@ -25,6 +25,13 @@ const COMMAND_WITHIN: Duration = Duration::from_secs(10);
 
 type Service = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
 
+/// Where `node`'s QEMU listens for QMP: in the lab's own `/run` (a tmpfs of its private mount
+/// namespace, gone with it), not in the run directory, whose path is the checkout's and can pass
+/// the 107 bytes a socket path may have (a CI clone under `/check/work/...` did).
+pub fn socket_for(node: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/run/qmp-{node}.sock"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
     #[error("QMP socket {path}: {source}")]
@@ -176,4 +183,16 @@ fn name_and_data(ev: &qmp::Event) -> (String, serde_json::Value) {
         .to_string();
     let data = v.get("data").cloned().unwrap_or(serde_json::Value::Null);
     (name, data)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_socket_of_the_longest_node_name_fits_a_unix_socket_path() {
+        // Node names are at most 32 characters (scenario validation); sun_path holds 108 bytes
+        // with its terminating NUL.
+        let p = super::socket_for(&"n".repeat(32));
+        assert!(p.as_os_str().len() < 108, "{}", p.display());
+        assert!(p.starts_with("/run"), "{}", p.display());
+    }
 }

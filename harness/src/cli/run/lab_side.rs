@@ -4,7 +4,7 @@
 
 use super::power::{watch_exit, Power};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,12 +88,11 @@ pub fn lab_main(args: LabArgs) -> i32 {
     if let Err(e) = crate::report::per_node::write_junit(&summary, &args.run_dir) {
         eprintln!("netboot-harness: cannot write junit.xml: {e}");
     }
-    // The per-run disk and the QMP sockets are working files, not evidence. The host side
-    // removes the disk too, but it may have been killed.
+    // The per-run disk is a working file, not evidence. The host side removes it too, but it
+    // may have been killed.
     if let Some(scratch) = args.disk.parent().filter(|p| p.ends_with("scratch")) {
         let _ = std::fs::remove_dir_all(scratch);
     }
-    remove_sockets(&args.run_dir);
     let _ = std::fs::remove_file(args.run_dir.join(crate::cli::attach::LAB_PID_FILE));
     crate::support::stdout::print(&report::render_text(&summary, &args.run_dir));
     // Threads blocked on reads must not keep the lab (and so the namespaces) alive.
@@ -391,7 +390,7 @@ async fn lab_run(args: &LabArgs) -> Summary {
             node: node.clone(),
             taps: plan.taps_of(&node.name).cloned().collect(),
             accel: args.accel,
-            qmp_socket: args.run_dir.join(format!("qmp-{}.sock", node.name)),
+            qmp_socket: crate::guest::qmp::socket_for(&node.name),
             embedded_script,
             files: crate::guest::boot_files::SearchPath::host(),
         };
@@ -682,15 +681,4 @@ async fn hold_after_steps(
         attach::cancelled(cancel).await;
     }
     tracing::info!("the lab is no longer held; cleaning up");
-}
-
-fn remove_sockets(run_dir: &Path) {
-    use std::os::unix::fs::FileTypeExt;
-    if let Ok(rd) = std::fs::read_dir(run_dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_socket()) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
 }
