@@ -44,6 +44,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawHttpStatus", "expect[].http_status"),
     ("RawRefused", "expect[].refused"),
     ("RawAllLogins", "expect[].iscsi_logins_all"),
+    ("RawNoLogin", "expect[].no_iscsi_login"),
     ("RawLunBytes", "expect[].lun_bytes"),
     ("RawLink", "expect[].link"),
     ("RawPowerCycle", "expect[].power_cycle"),

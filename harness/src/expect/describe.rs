@@ -88,6 +88,15 @@ pub fn describe(a: &Action) -> String {
             describe_login(&mut s, initiator, target, from, mac);
             s
         }
+        Action::NoLogin {
+            initiator,
+            from,
+            mac,
+        } => {
+            let mut s = "the target's records to hold no login attempt".to_string();
+            describe_login(&mut s, initiator, &None, from, mac);
+            s
+        }
         Action::Send(t) => format!("typing {t:?}"),
         Action::Restart(service) => format!("the {} server to restart", service.name()),
         Action::DhcpAddHost(h) => format!("the DHCP server to take host {}", h.mac),

@@ -82,8 +82,8 @@ const GAVE_UP: &str = "Begin: Running /scripts/local-block ... done.\r\n\
     ALERT!  UUID=4f1c8e0c does not exist.  Dropping to a shell!\r\n";
 const UNRELATED_ALERT: &str = "ALERT! something unrelated happened\r\n";
 
-async fn root_never_appears(file: &str) {
-    let s = negative(file, "root mounted from the iSCSI disk", 2000);
+async fn root_never_appears(file: &str, step: &str) {
+    let s = negative(file, step, 2000);
 
     let mut r = rig("root-gone");
     say(&mut r, GAVE_UP).await;
@@ -101,12 +101,25 @@ async fn root_never_appears(file: &str) {
 
 #[tokio::test]
 async fn initramfs_no_sd_mod_passes_only_when_the_initramfs_gives_up_on_the_root() {
-    root_never_appears("initramfs-no-sd-mod.yaml").await;
+    root_never_appears(
+        "initramfs-no-sd-mod.yaml",
+        "root mounted from the iSCSI disk",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn local_disk_no_driver_passes_only_when_the_initramfs_gives_up_on_the_root() {
+    root_never_appears(
+        "local-disk-no-driver.yaml",
+        "root mounted from the local disk",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn nic_order_broken_passes_only_when_the_initramfs_gives_up_on_the_root() {
-    root_never_appears("nic-order-broken.yaml").await;
+    root_never_appears("nic-order-broken.yaml", "root mounted from the iSCSI disk").await;
 }
 
 fn refused(status: Option<&str>, by: Option<&str>, result: &str) -> EventKind {

@@ -58,15 +58,7 @@ pub(super) fn all_logins(
                 continue;
             }
             if !event_matches(&probe, e) {
-                return Err(Fail::new(
-                    Cause::RecordMismatch,
-                    format!(
-                        "the iSCSI login at {:.1}s does not match: {}",
-                        e.at,
-                        serde_json::to_string(e).unwrap_or_default()
-                    ),
-                    vec![Evidence::record(e)],
-                ));
+                return Err(contradiction(e, "the iSCSI login at {at} does not match"));
             }
             seen.push(format!("{ei} from {source_ip} at {:.1}s", e.at));
         }
@@ -76,6 +68,71 @@ pub(super) fn all_logins(
     } else {
         Ok(None)
     }
+}
+
+/// For `no_iscsi_login`: `Err` names the first login attempt of the run (accepted or not, any
+/// session type) by one of the step's names; `Ok` says how many attempts there were, all by
+/// others. Absence is only evidence where every attempt is recorded: the lab's login proxy
+/// records each one, refused and malformed ones included.
+pub(super) fn no_login(action: &Action, events: &[Event]) -> Result<String, Fail> {
+    let Action::NoLogin {
+        initiator,
+        from,
+        mac,
+    } = action
+    else {
+        return Ok(String::new());
+    };
+    let by_initiator = |i: &str| {
+        initiator
+            .as_ref()
+            .is_some_and(|w| w.as_str().eq_ignore_ascii_case(i))
+    };
+    let mut others = 0;
+    for e in events {
+        let theirs = match &e.kind {
+            EventKind::IscsiLogin {
+                initiator: i,
+                source_ip,
+                source_mac,
+                ..
+            } => {
+                by_initiator(i)
+                    || from.is_some_and(|f| f == *source_ip)
+                    || mac.is_some_and(|m| mac_matches(&m, source_mac.as_deref()))
+            }
+            EventKind::IscsiLoginFailed {
+                initiator: i,
+                source_ip,
+                ..
+            } => by_initiator(i) || from.is_some_and(|f| f == *source_ip),
+            _ => continue,
+        };
+        if theirs {
+            return Err(contradiction(
+                e,
+                "a login attempt at {at} that should not have been made",
+            ));
+        }
+        others += 1;
+    }
+    Ok(format!(
+        "none of the run's {others} login attempt(s) is theirs"
+    ))
+}
+
+/// A record that contradicts a claim over all the records: `what`, with `{at}` for its time,
+/// then the record itself.
+fn contradiction(e: &Event, what: &str) -> Fail {
+    Fail::new(
+        Cause::RecordMismatch,
+        format!(
+            "{}: {}",
+            what.replace("{at}", &format!("{:.1}s", e.at)),
+            serde_json::to_string(e).unwrap_or_default()
+        ),
+        vec![Evidence::record(e)],
+    )
 }
 
 pub(super) fn event_matches(action: &Action, e: &Event) -> bool {

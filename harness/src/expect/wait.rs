@@ -2,7 +2,7 @@
 //! and ends at the first evidence that meets the step or a failure text that ends it.
 
 use super::exit::{guest_gone, powered_off, qemu_end};
-use super::records::{all_logins, event_matches, record_of_node};
+use super::records::{all_logins, event_matches, no_login, record_of_node};
 use super::shell::{shell_failed, shell_line};
 use super::*;
 
@@ -257,6 +257,15 @@ pub(super) async fn wait_step(
                     Ok(None) => {}
                     Err(fail) => return Wait::Failed(fail),
                 }
+            }
+            Action::NoLogin { .. } => {
+                return match no_login(&step.action, &events.snapshot()) {
+                    Ok(detail) => Wait::Met {
+                        at: events.clock().now(),
+                        detail,
+                    },
+                    Err(fail) => Wait::Failed(fail),
+                };
             }
             action => {
                 let all = events.snapshot();

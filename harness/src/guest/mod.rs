@@ -111,6 +111,8 @@ pub struct GuestConfig {
     pub files: SearchPath,
     /// A `platform: uefi` node's firmware flash: OVMF's code and the node's own variables.
     pub uefi: Option<UefiFlash>,
+    /// The node's local disk (`local_disk: image`): its per-run overlay.
+    pub local_disk: Option<PathBuf>,
 }
 
 /// The two flash devices of a UEFI node.
@@ -226,8 +228,27 @@ impl GuestConfig {
             push("-device");
             push(&dev);
         }
+        a.extend(self.local_disk.iter().flat_map(|d| local_disk_args(d)));
         a
     }
+}
+
+/// A local disk on a virtio SCSI controller, so that Linux names it `sda` as it names the iSCSI
+/// LUN, tried by the firmware after the boot NIC. The controller comes after the NICs and takes
+/// the first PCI slot they left free, so the NICs' slots (and the guest's NIC order) are as the
+/// scenario gives them.
+fn local_disk_args(disk: &Path) -> Vec<OsString> {
+    [
+        "-device".to_string(),
+        "virtio-scsi-pci,id=localscsi,bus=pci.0".to_string(),
+        "-drive".to_string(),
+        format!("if=none,id=localdisk,format=qcow2,file={}", disk.display()),
+        "-device".to_string(),
+        "scsi-hd,drive=localdisk,bus=localscsi.0,bootindex=2".to_string(),
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect()
 }
 
 /// The id of the netdev behind the node's `i`th NIC.
@@ -320,6 +341,7 @@ mod tests {
             firmware: crate::scenario::Firmware::Rom,
             platform: crate::scenario::Platform::Bios,
             image: None,
+            local_disk: None,
             nics: vec![
                 Nic {
                     model: NicModel::Rtl8139,
@@ -391,6 +413,7 @@ mod tests {
             embedded_script: None,
             uefi: None,
             files,
+            local_disk: None,
         };
         let s = joined(&cfg);
         assert!(s.contains("-machine pc,graphics=off"), "{s}");
@@ -420,12 +443,9 @@ mod tests {
         assert_eq!(cfg.netdev_of("52:54:00:cc:00:01".parse().unwrap()), None);
     }
 
-    #[test]
-    fn a_virtio_boot_nic_keeps_qemus_default_rom() {
-        let mut n = node();
-        n.nics[1].model = NicModel::VirtioNet;
-        let (_t, files) = files();
-        let cfg = GuestConfig {
+    /// `n` without taps, UEFI, a local disk or an embedded script.
+    fn plain(n: Node, files: SearchPath) -> GuestConfig {
+        GuestConfig {
             node: n,
             taps: vec![],
             accel: Accel::Tcg,
@@ -433,7 +453,47 @@ mod tests {
             embedded_script: None,
             uefi: None,
             files,
-        };
+            local_disk: None,
+        }
+    }
+
+    #[test]
+    fn a_local_disk_is_a_scsi_disk_the_firmware_tries_after_the_boot_nic() {
+        let (_t, files) = files();
+        let mut cfg = plain(node(), files);
+        cfg.local_disk = Some("/tmp/run/scratch/local-node01.qcow2".into());
+        let args: Vec<String> = cfg
+            .args()
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        let tail = &args[args.len() - 6..];
+        assert_eq!(
+            tail,
+            [
+                "-device",
+                "virtio-scsi-pci,id=localscsi,bus=pci.0",
+                "-drive",
+                "if=none,id=localdisk,format=qcow2,file=/tmp/run/scratch/local-node01.qcow2",
+                "-device",
+                "scsi-hd,drive=localdisk,bus=localscsi.0,bootindex=2",
+            ]
+        );
+        // After every NIC: it takes a slot they left free.
+        let last_nic = args.iter().rposition(|a| a.starts_with("e1000,")).unwrap();
+        assert!(last_nic < args.len() - 6, "{args:?}");
+        // Without one, no disk at all: the LUN is the node's only disk.
+        let mut none = cfg.clone();
+        none.local_disk = None;
+        assert!(!joined(&none).contains("scsi"));
+    }
+
+    #[test]
+    fn a_virtio_boot_nic_keeps_qemus_default_rom() {
+        let mut n = node();
+        n.nics[1].model = NicModel::VirtioNet;
+        let (_t, files) = files();
+        let cfg = plain(n, files);
         let s = joined(&cfg);
         assert!(
             s.contains(
@@ -457,6 +517,7 @@ mod tests {
             embedded_script: Some("/tmp/run/ipxe-embedded-node01.ipxe".into()),
             uefi: None,
             files,
+            local_disk: None,
         };
         let s = joined(&cfg);
         let lkrn = std::fs::canonicalize(t.path())

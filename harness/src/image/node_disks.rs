@@ -38,8 +38,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     }
 }
 
-/// One overlay per node over its base image (raw, or a user's qcow2), in `scratch`.
-pub fn create_overlays(bases: &[(String, PathBuf)], scratch: &Path) -> Result<(), ImageError> {
+/// `scratch/local-<node>.qcow2`: the node's local disk (`local_disk: image`), its writes only.
+pub fn local_disk_path(scratch: &Path, node: &str) -> PathBuf {
+    scratch.join(format!("local-{node}.qcow2"))
+}
+
+/// One overlay per node over its base image (raw, or a user's qcow2), in `scratch`, named by
+/// `path_of` ([`overlay_path`] or [`local_disk_path`]).
+pub fn create_overlays(
+    bases: &[(String, PathBuf)],
+    scratch: &Path,
+    path_of: fn(&Path, &str) -> PathBuf,
+) -> Result<(), ImageError> {
     let qemu_img = crate::support::tools::find("qemu-img").ok_or_else(|| ImageError::Copy {
         from: "the cached images".into(),
         to: scratch.display().to_string(),
@@ -53,7 +63,7 @@ pub fn create_overlays(bases: &[(String, PathBuf)], scratch: &Path) -> Result<()
         } else {
             "raw"
         };
-        let overlay = overlay_path(scratch, node);
+        let overlay = path_of(scratch, node);
         let out = Command::new(&qemu_img)
             .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
             .arg(&base)

@@ -2,6 +2,7 @@
 //! rest of the harness can trust. Nothing here starts a process or writes a file.
 
 pub mod additions;
+mod local_disk;
 pub mod machine;
 mod nic;
 mod platform;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use additions::Additions;
+pub use local_disk::LocalDisk;
 pub use machine::{MachineAction, QmpEventName};
 pub use nic::NicModel;
 pub use platform::Platform;
@@ -137,6 +139,8 @@ pub struct Node {
     pub platform: Platform,
     /// Its own image instead of the scenario's (a fleet of mixed images).
     pub image: Option<ImageRef>,
+    /// A disk in its machine, booted when the network boot hands the machine back.
+    pub local_disk: Option<LocalDisk>,
 }
 
 /// What runs first on a node: where its iPXE comes from.
@@ -449,6 +453,13 @@ pub enum Action {
         from: Option<IpAddr>,
         mac: Option<MacAddr>,
         at_least: u32,
+    },
+    /// No login attempt of the whole run so far (accepted or not, discovery included) came
+    /// from this initiator, address or MAC: met at once, failed by the first that did.
+    NoLogin {
+        initiator: Option<Iqn>,
+        from: Option<IpAddr>,
+        mac: Option<MacAddr>,
     },
     /// Wait for a connection a service turned away while its fault plan had it down.
     Refused {

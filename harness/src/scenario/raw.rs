@@ -170,6 +170,9 @@ pub struct RawNode {
     /// This node's own image, in a fleet (`services.iscsi.per_node`).
     #[serde(default)]
     pub image: Option<Spanned<RawImage>>,
+    /// `image`: a local disk holding the node's image.
+    #[serde(default)]
+    pub local_disk: Option<Spanned<crate::scenario::LocalDisk>>,
 }
 
 /// `firmware: rom`, `chain-undionly`, `chain-snponly` or `{ embedded-script: FILE }`.
@@ -221,6 +224,8 @@ pub struct RawNodeTemplate {
     pub platform: Option<Spanned<crate::scenario::Platform>>,
     #[serde(default)]
     pub image: Option<Spanned<RawImage>>,
+    #[serde(default)]
+    pub local_disk: Option<Spanned<crate::scenario::LocalDisk>>,
     /// Whether the DHCP server knows the node's boot MAC from the start (default yes): `false`
     /// for a node an operator adds later (`dhcp_add_host`).
     #[serde(default)]
@@ -436,6 +441,8 @@ pub struct RawStep {
     #[serde(default)]
     pub iscsi_logins_all: Option<RawAllLogins>,
     #[serde(default)]
+    pub no_iscsi_login: Option<RawNoLogin>,
+    #[serde(default)]
     pub refused: Option<RawRefused>,
     #[serde(default)]
     pub service_started: Option<Service>,
@@ -517,6 +524,18 @@ pub struct RawAllLogins {
     #[serde(default)]
     pub mac: Option<PerNode<MacAddr>>,
     pub at_least: u32,
+}
+
+/// `no_iscsi_login`: who must not have tried to log in at all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNoLogin {
+    #[serde(default)]
+    pub initiator: Option<PerNode<Iqn>>,
+    #[serde(default)]
+    pub from: Option<PerNode<IpAddr>>,
+    #[serde(default)]
+    pub mac: Option<PerNode<MacAddr>>,
 }
 
 #[derive(Debug, Deserialize)]

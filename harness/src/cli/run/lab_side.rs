@@ -393,6 +393,10 @@ async fn lab_run(args: &LabArgs) -> Summary {
             qmp_socket: crate::guest::qmp::socket_for(&node.name),
             embedded_script,
             files: crate::guest::boot_files::SearchPath::host(),
+            local_disk: node.local_disk.map(|_| {
+                let scratch = args.disk.parent().unwrap_or(&args.run_dir);
+                crate::image::node_disks::local_disk_path(scratch, &node.name)
+            }),
         };
         let _ = std::fs::write(
             args.run_dir.join(format!("qemu-{}.args", node.name)),

@@ -27,7 +27,7 @@ use miette::{Context, IntoDiagnostic};
 
 use crate::expect::timeouts;
 use crate::guest::{self, Accel};
-use crate::image;
+use crate::image::{self, node_disks};
 use crate::lab;
 use crate::report::{self, Summary};
 use crate::scenario::{self, ImageRef, Scenario};
@@ -163,7 +163,7 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
         }
         // A fleet gets a copy-on-write disk per node (image::node_disks); one node, a copy.
         let copied = if scenario.iscsi.is_per_node() {
-            image::node_disks::create_overlays(&bases, scratch.path())
+            image::node_disks::create_overlays(&bases, scratch.path(), node_disks::overlay_path)
         } else {
             image::per_run_copy(&base, &disk)
         };
@@ -178,6 +178,17 @@ pub fn run_scenario(path: &Path, opts: &RunOptions) -> miette::Result<RunResult>
             });
         }
         copied?;
+        // A node's local disk: its own overlay over the same base, whatever its LUN is.
+        let local: Vec<(String, PathBuf)> = scenario
+            .nodes
+            .iter()
+            .filter(|n| n.local_disk.is_some())
+            .map(|n| {
+                let own = bases.iter().find(|(name, _)| *name == n.name);
+                (n.name.clone(), own.map_or(base.clone(), |(_, p)| p.clone()))
+            })
+            .collect();
+        image::node_disks::create_overlays(&local, scratch.path(), node_disks::local_disk_path)?;
         tracing::info!(base = %base.display(), secs = t.elapsed().as_secs_f64(), "per-run disk copy");
         let lab = LabArgs {
             scenario: path.to_path_buf(),

@@ -121,6 +121,67 @@ async fn all_logins_waits_for_enough_and_fails_on_a_stranger() {
 }
 
 #[tokio::test]
+async fn no_login_is_met_by_others_logins_and_failed_by_any_attempt_of_its_own() {
+    let r = rig("none");
+    let none = || Action::NoLogin {
+        initiator: Some("iqn.2026-11.lab:local01".parse().unwrap()),
+        from: Some("10.77.0.61".parse().unwrap()),
+        mac: Some("52:54:00:aa:00:61".parse().unwrap()),
+    };
+    let s = scenario(vec![("none", none(), 5000)]);
+    // Another node's logins: met at once, saying how many it looked at.
+    r.events.push(login_record(
+        "iqn.2026-11.lab:san01",
+        "10.77.0.62",
+        Some("52:54:00:aa:00:62"),
+        "Normal",
+    ));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+    assert!(out.steps[0].waited < 1.0, "{}", out.steps[0].waited);
+    assert!(
+        out.steps[0].detail.contains("1 login"),
+        "{}",
+        out.steps[0].detail
+    );
+    // Each of its names alone fails it: a discovery session from its MAC under another IQN...
+    let theirs = [
+        login_record(
+            "iqn.2026-11.lab:other",
+            "10.77.0.99",
+            Some("52:54:00:AA:00:61"),
+            "Discovery",
+        ),
+        // ...its address...
+        login_record("iqn.2026-11.lab:other", "10.77.0.61", None, "Normal"),
+        // ...its IQN from elsewhere...
+        login_record("IQN.2026-11.lab:LOCAL01", "10.77.0.99", None, "Normal"),
+        // ...and a login the target refused.
+        EventKind::IscsiLoginFailed {
+            initiator: "iqn.2026-11.lab:other".into(),
+            target: "iqn.2026-11.lab:local01-root".into(),
+            source_ip: "10.77.0.61".parse().unwrap(),
+            result: "rejected by target (class 2 detail 1)".into(),
+            session_type: "Normal".into(),
+            status: None,
+            answered_by: Some("target".into()),
+        },
+    ];
+    for (i, record) in theirs.into_iter().enumerate() {
+        let r = rig(&format!("none-{i}"));
+        r.events.push(record);
+        let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+        assert_eq!(out.steps[0].status, StepStatus::Failed, "record {i}");
+        assert!(out.steps[0].waited < 1.0, "{}", out.steps[0].waited);
+        assert!(
+            matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("should not have been made")),
+            "record {i}: {:?}",
+            out.verdict
+        );
+    }
+}
+
+#[tokio::test]
 async fn chain_steps_tell_the_two_acks_apart_by_boot_file() {
     let r = rig("chain");
     let mac: crate::scenario::MacAddr = "52:54:00:aa:00:41".parse().unwrap();

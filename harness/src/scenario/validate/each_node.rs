@@ -85,6 +85,9 @@ pub(super) fn names_the_node(step: &RawStep) -> bool {
     if let Some(a) = &step.iscsi_logins_all {
         return each(&a.initiator) || each(&a.target) || each(&a.from) || each(&a.mac);
     }
+    if let Some(a) = &step.no_iscsi_login {
+        return each(&a.initiator) || each(&a.from) || each(&a.mac);
+    }
     // A step on the node's own console, shell or disk is its own already.
     true
 }

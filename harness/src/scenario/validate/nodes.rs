@@ -257,6 +257,15 @@ impl Validator<'_> {
                 )),
                 Some(img) => Some(self.image(img, &folder.dir)?),
             };
+            let local_disk = n.local_disk.as_ref().map(|d| d.value);
+            if let (Some(d), Platform::Uefi) = (&n.local_disk, platform) {
+                return Err(self.at(
+                    d,
+                    "`local_disk` is booted under `platform: bios` only: what OVMF does after \
+                     iPXE's `exit` hands it back has not been tried here",
+                    Some("leave `platform` at `bios` for a node with a local disk".into()),
+                ));
+            }
             out.push(Node {
                 name: name.clone(),
                 memory_mib,
@@ -265,6 +274,7 @@ impl Validator<'_> {
                 firmware,
                 platform,
                 image,
+                local_disk,
             });
         }
         Ok(out)

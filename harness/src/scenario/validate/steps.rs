@@ -151,6 +151,7 @@ impl Validator<'_> {
             ("iscsi_login", step.iscsi_login.is_some()),
             ("iscsi_login_refused", step.iscsi_login_refused.is_some()),
             ("iscsi_logins_all", step.iscsi_logins_all.is_some()),
+            ("no_iscsi_login", step.no_iscsi_login.is_some()),
             ("refused", step.refused.is_some()),
             ("service_started", step.service_started.is_some()),
             ("send", step.send.is_some()),
@@ -290,6 +291,23 @@ impl Validator<'_> {
                     from: self.per_node(s, &a.from, own)?,
                     mac: self.per_node(s, &a.mac, own)?,
                     at_least: a.at_least,
+                },
+            ));
+        }
+        if let Some(a) = &step.no_iscsi_login {
+            if a.initiator.is_none() && a.from.is_none() && a.mac.is_none() {
+                return Err(self.at(
+                    s,
+                    "`no_iscsi_login` needs `initiator`, `from` or `mac`: whose logins must be absent",
+                    None,
+                ));
+            }
+            actions.push((
+                "no_iscsi_login",
+                Action::NoLogin {
+                    initiator: self.per_node(s, &a.initiator, own)?,
+                    from: self.per_node(s, &a.from, own)?,
+                    mac: self.per_node(s, &a.mac, own)?,
                 },
             ));
         }
@@ -489,7 +507,7 @@ impl Validator<'_> {
 
 /// The steps `each_node` repeats: about the node they run on, or a service's record of it
 /// (with the node's `{mac}`, `{ip}`, `{initiator}` or `{target}` in place of a value).
-const PER_NODE_KINDS: [&str; 18] = [
+const PER_NODE_KINDS: [&str; 19] = [
     "console",
     "power_cycle",
     "link",
@@ -508,6 +526,7 @@ const PER_NODE_KINDS: [&str; 18] = [
     "iscsi_login",
     "iscsi_login_refused",
     "iscsi_logins_all",
+    "no_iscsi_login",
 ];
 
 fn default_step_name(kind: &str, a: &Action) -> String {
@@ -541,7 +560,8 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         }
         Action::IscsiLogin { initiator, .. }
         | Action::IscsiLoginRefused { initiator, .. }
-        | Action::AllLogins { initiator, .. } => {
+        | Action::AllLogins { initiator, .. }
+        | Action::NoLogin { initiator, .. } => {
             format!(
                 "{kind} {}",
                 initiator.as_ref().map(|i| i.as_str()).unwrap_or("any")

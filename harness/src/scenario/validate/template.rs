@@ -185,6 +185,7 @@ impl Validator<'_> {
                 firmware: node.firmware,
                 platform: node.platform,
                 image: node.image,
+                local_disk: node.local_disk,
             });
         }
         Ok((nodes, hosts))
@@ -248,6 +249,7 @@ fn merged(template: &RawNodeTemplate, over: Option<&RawNodeTemplate>) -> RawNode
         firmware: o.firmware.clone().or(t.firmware),
         platform: o.platform.clone().or(t.platform),
         image: o.image.clone().or(t.image),
+        local_disk: o.local_disk.clone().or(t.local_disk),
         dhcp_host: o.dhcp_host.or(t.dhcp_host),
     }
 }
