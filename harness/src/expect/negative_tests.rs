@@ -445,11 +445,17 @@ async fn cable_out_too_long_passes_only_on_the_kernels_offline_device() {
 
 #[tokio::test]
 async fn udev_stale_rules_passes_only_when_the_initramfs_gives_up_on_eth0() {
-    let s = negative(
-        "udev-stale-rules.yaml",
-        "root mounted from the iSCSI disk",
-        1500,
-    );
+    eth0_never_appears("udev-stale-rules.yaml").await;
+}
+
+#[tokio::test]
+async fn nic_order_predictable_eth0_passes_only_when_the_initramfs_gives_up_on_eth0() {
+    eth0_never_appears("nic-order-predictable-eth0.yaml").await;
+}
+
+/// The initramfs waits for `DEVICE=eth0`, which no NIC is called, and says so.
+async fn eth0_never_appears(file: &str) {
+    let s = negative(file, "root mounted from the iSCSI disk", 1500);
 
     // As recorded: the wait's line ends with the initramfs's own failure.
     let mut r = rig("stale-rules");
