@@ -36,6 +36,7 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawIscsiFaults", "services.iscsi.faults"),
     ("RawAcl", "services.iscsi.acl"),
     ("RawPerNode", "services.iscsi.per_node"),
+    ("RawSecondPortal", "services.iscsi.second_portal"),
     ("RawStep", "expect[]"),
     ("RawDhcpAck", "expect[].dhcp_ack"),
     ("RawTftpSent", "expect[].tftp_sent"),

@@ -58,12 +58,16 @@ pub fn describe(a: &Action) -> String {
             from,
             mac,
             session,
+            portal,
         } => {
             let mut s = match session {
                 SessionType::Normal => "an iSCSI login (normal session)".to_string(),
                 SessionType::Discovery => "an iSCSI discovery login".to_string(),
             };
             describe_login(&mut s, initiator, target, from, mac);
+            if let Some(p) = portal {
+                s.push_str(&format!(" on the {} portal", p.name()));
+            }
             s
         }
         Action::Refused { service, from } => {
@@ -99,6 +103,7 @@ pub fn describe(a: &Action) -> String {
         }
         Action::Send(t) => format!("typing {t:?}"),
         Action::Restart(service) => format!("the {} server to restart", service.name()),
+        Action::PortalDown(which) => format!("the {} iSCSI portal to go down", which.name()),
         Action::DhcpAddHost(h) => format!("the DHCP server to take host {}", h.mac),
         Action::Shell(cmd) => format!("the shell to finish {cmd:?}"),
         Action::LunBytes { offset, text } => {

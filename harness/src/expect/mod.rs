@@ -109,6 +109,14 @@ pub trait LabControl: Send + Sync {
         let mac = host.mac;
         Box::pin(async move { Err(format!("this run cannot add DHCP host {mac}")) })
     }
+    /// One of the lab's iSCSI portals dies for the rest of the run; `Ok` describes it.
+    fn portal_down(
+        &self,
+        which: crate::scenario::Portal,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let why = format!("this run cannot take its {} portal down", which.name());
+        Box::pin(async move { Err(why) })
+    }
     /// Does `action` to `node`'s machine through QMP; `Ok` describes what was done.
     fn machine(
         &self,

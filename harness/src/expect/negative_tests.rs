@@ -409,7 +409,18 @@ async fn fleet_wrong_lun_refused_passes_only_when_the_other_nodes_target_refuses
 
 #[tokio::test]
 async fn cable_out_too_long_passes_only_on_the_kernels_offline_device() {
-    let s = negative("cable-out-too-long.yaml", "the root still answers", 1500);
+    root_goes_offline("cable-out-too-long.yaml").await;
+}
+
+#[tokio::test]
+async fn ha_portal_dies_after_boot_passes_only_on_the_kernels_offline_device() {
+    root_goes_offline("ha-portal-dies-after-boot.yaml").await;
+}
+
+/// The root's session is lost (a cable out too long, a portal gone) and a read of the root
+/// fails with the kernel's line for it.
+async fn root_goes_offline(file: &str) {
+    let s = negative(file, "the root still answers", 1500);
 
     // As recorded: the session timed out, then the read cannot even start dd.
     let mut r = rig("cable-offline");
@@ -531,6 +542,7 @@ fn login(initiator: &str, target_mac: &str, ip: &str) -> EventKind {
         session_type: "Normal".into(),
         isid: "400027231258".into(),
         tsih: 256,
+        portal: None,
     }
 }
 
@@ -565,4 +577,38 @@ async fn uefi_default_iqn_collision_passes_only_when_another_node_logs_in_with_t
     );
 
     a_killed_qemu_fails(&s, "iqn-killed").await;
+}
+
+#[tokio::test]
+async fn ha_first_portal_down_passes_only_when_the_initramfs_goes_to_the_dead_portal() {
+    let s = negative(
+        "ha-first-portal-down.yaml",
+        "the initramfs logs in through the second portal",
+        1500,
+    );
+
+    // As recorded: iscsistart logs in to the iBFT's first target, the portal that is down.
+    let mut r = rig("ha-dead-first");
+    say(
+        &mut r,
+        "iscsistart: Logging into iqn.2026-11.lab:node01-root 10.77.0.1:3260,1\r\n\
+         iscsistart: connect to 10.77.0.1:3260 failed (Connection reset by peer)\r\n",
+    )
+    .await;
+    assert_pass(&judged(&s, &r).await);
+
+    // The live portal failing too is another story: the lab's, not the iBFT's order.
+    let mut r = rig("ha-live-fails");
+    say(
+        &mut r,
+        "iscsistart: connect to 10.77.0.2:3260 failed (Connection refused)\r\n",
+    )
+    .await;
+    assert_fail(&judged(&s, &r).await, "a failure at the live portal");
+
+    // Silence: the step times out, which names no portal.
+    let r = rig("ha-silent");
+    assert_fail(&judged(&s, &r).await, "a silent guest");
+
+    a_killed_qemu_fails(&s, "ha-killed").await;
 }

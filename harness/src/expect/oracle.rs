@@ -108,6 +108,49 @@ impl Lab<'_> {
     fn server(&self) -> Ipv4Addr {
         self.scenario.subnet.server()
     }
+
+    /// The address of one of the lab's iSCSI portals.
+    fn portal(&self, which: crate::scenario::Portal) -> Ipv4Addr {
+        match (which, &self.scenario.iscsi.second_portal) {
+            (crate::scenario::Portal::Second, Some(p)) => p.address,
+            _ => self.server(),
+        }
+    }
+
+    /// The portals an iBFT target may name: with one portal the server's; with two, those the
+    /// node's accepted logins came in on (iPXE opens every path of a multipath `sanboot` and
+    /// describes each, so a target naming a portal nobody logged in through is a path that
+    /// never worked).
+    fn logged_in_portals(&self, logins: &[&Event]) -> Vec<Ipv4Addr> {
+        if self.scenario.iscsi.second_portal.is_none() {
+            return vec![self.server()];
+        }
+        let mut out: Vec<Ipv4Addr> = logins
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::IscsiLogin {
+                    portal: Some(p), ..
+                } => Some(self.portal(*p)),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Every portal address of the lab.
+    fn portals(&self) -> Vec<Ipv4Addr> {
+        let mut all = vec![self.server()];
+        all.extend(
+            self.scenario
+                .iscsi
+                .second_portal
+                .as_ref()
+                .map(|p| p.address),
+        );
+        all
+    }
 }
 
 /// The iBFT check: the guest's firmware table against the lease, the logins and the target.
@@ -322,6 +365,7 @@ pub fn ibft(report: &Report, lab: &Lab<'_>, events: &[Event], node_name: &str) -
         diff.push("the iBFT has no target entry".into());
     }
     let want_target = lab.scenario.iscsi.target_of(node_name).as_str();
+    let portals = lab.logged_in_portals(&logins);
     for (name, f) in &report.targets {
         evidence.push(Evidence::console(node_name, &f.line));
         compare(
@@ -332,14 +376,22 @@ pub fn ibft(report: &Report, lab: &Lab<'_>, events: &[Event], node_name: &str) -
             want_target,
             "the target the lab exports",
         );
-        compare(
-            &mut diff,
-            name,
-            "ip",
-            f.get("ip"),
-            &server.to_string(),
-            "the lab's portal address",
-        );
+        if let (None, [only]) = (&lab.scenario.iscsi.second_portal, portals.as_slice()) {
+            compare(
+                &mut diff,
+                name,
+                "ip",
+                f.get("ip"),
+                &only.to_string(),
+                "the lab's portal address",
+            );
+        } else if !portals.iter().any(|p| p.to_string() == f.get("ip")) {
+            diff.push(format!(
+                "{name} ip is {}, but no accepted login from {lease_ip} came in on that portal (logins came in on: {})",
+                f.get("ip"),
+                listed(portals.iter().map(|p| p.to_string()))
+            ));
+        }
         compare(
             &mut diff,
             name,
@@ -370,8 +422,9 @@ pub fn ibft(report: &Report, lab: &Lab<'_>, events: &[Event], node_name: &str) -
     }
 
     let summary = format!(
-        "iBFT matches the lab: initiator {}, boot NIC {boot_mac} at {lease_ip}/{prefix} from DHCP server {server}, target {want_target} at {server}:{PORTAL_PORT} LUN {}, {} login(s) from that address and NIC",
+        "iBFT matches the lab: initiator {}, boot NIC {boot_mac} at {lease_ip}/{prefix} from DHCP server {server}, target {want_target} at {} (port {PORTAL_PORT}) LUN {}, {} login(s) from that address and NIC",
         report.initiator.as_ref().map(|f| f.get("initiator")).unwrap_or("-"),
+        listed(portals.iter().map(|p| p.to_string())),
         lab.scenario.iscsi.lun,
         logins.len()
     );
@@ -393,7 +446,11 @@ pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Check
         };
     };
     let mut diff = Vec::new();
-    let portal = format!("{}:{PORTAL_PORT}", lab.server());
+    let portals: Vec<String> = lab
+        .portals()
+        .iter()
+        .map(|a| format!("{a}:{PORTAL_PORT}"))
+        .collect();
     let target = lab.scenario.iscsi.target_of(node_name).as_str();
     let lun = lab.scenario.iscsi.lun.to_string();
     if f.get("transport") != "iscsi" {
@@ -411,14 +468,13 @@ pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Check
             target,
             "the scenario's target",
         );
-        compare(
-            &mut diff,
-            "root-disk",
-            "portal",
-            f.get("portal"),
-            &portal,
-            "the lab's portal",
-        );
+        if !portals.iter().any(|p| p == f.get("portal")) {
+            diff.push(format!(
+                "root-disk portal is {}, not the lab's portal ({})",
+                f.get("portal"),
+                portals.join(" or ")
+            ));
+        }
         compare(
             &mut diff,
             "root-disk",
@@ -435,9 +491,10 @@ pub fn root_on_session(report: &Report, lab: &Lab<'_>, node_name: &str) -> Check
     Checked {
         differences: diff,
         summary: format!(
-            "/ is on {} of {} to {target} through {portal}, LUN {lun}, {}",
+            "/ is on {} of {} to {target} through {}, LUN {lun}, {}",
             f.get("dev"),
             f.get("session"),
+            f.get("portal"),
             f.get("state")
         ),
         evidence: vec![Evidence::console(node_name, &f.line)],

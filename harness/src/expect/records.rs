@@ -25,6 +25,7 @@ pub(super) fn all_logins(
         from: *from,
         mac: *mac,
         session: SessionType::Normal,
+        portal: None,
     };
     let mut seen = Vec::new();
     for e in events {
@@ -185,6 +186,7 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
                 from,
                 mac,
                 session,
+                portal,
             },
             EventKind::IscsiLogin {
                 initiator: ei,
@@ -192,10 +194,12 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
                 source_ip,
                 source_mac,
                 session_type,
+                portal: eportal,
                 ..
             },
         ) => {
             session_type == session.key_value()
+                && portal.is_none_or(|p| *eportal == Some(p))
                 && names_match(initiator, target, ei, et)
                 && from.is_none_or(|f| f == *source_ip)
                 && mac.is_none_or(|m| mac_matches(&m, source_mac.as_deref()))

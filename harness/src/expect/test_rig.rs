@@ -79,6 +79,7 @@ pub fn login_record(initiator: &str, ip: &str, mac: Option<&str>, session: &str)
         session_type: session.into(),
         isid: "400001370000".into(),
         tsih: 1,
+        portal: None,
     }
 }
 

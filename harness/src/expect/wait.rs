@@ -91,6 +91,18 @@ pub(super) async fn wait_step(
                 Err(e) => Wait::Failed(Fail::action(format!("restarting {}: {e}", service.name()))),
             };
         }
+        Action::PortalDown(which) => {
+            return match cx.control.portal_down(*which).await {
+                Ok(detail) => Wait::Met {
+                    at: events.clock().now(),
+                    detail,
+                },
+                Err(e) => Wait::Failed(Fail::action(format!(
+                    "taking the {} portal down: {e}",
+                    which.name()
+                ))),
+            };
+        }
         Action::Machine(m) => {
             return match cx.control.machine(&step.node, m).await {
                 Ok(detail) => Wait::Met {

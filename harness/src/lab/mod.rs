@@ -43,6 +43,8 @@ pub struct LabPlan {
     pub bridge: String,
     pub subnet: Subnet,
     pub server_ip: Ipv4Addr,
+    /// The second iSCSI portal's address, on the same bridge (`services.iscsi.second_portal`).
+    pub portal2: Option<Ipv4Addr>,
     pub ipv6: bool,
     pub segments: Vec<SegmentPlan>,
     pub taps: Vec<TapPlan>,
@@ -96,6 +98,7 @@ pub fn plan(s: &Scenario) -> LabPlan {
         bridge: BRIDGE.to_string(),
         subnet: s.subnet,
         server_ip: s.subnet.server(),
+        portal2: s.iscsi.second_portal.as_ref().map(|p| p.address),
         ipv6: true,
         segments,
         taps,
@@ -143,6 +146,15 @@ pub fn setup(plan: &LabPlan, host_netns: Option<u64>) -> Result<Lab, LabError> {
     ip(&["link", "set", "lo", "up"])?;
     let cidr = format!("{}/{}", plan.server_ip, plan.subnet.prefix);
     add_bridge(&plan.bridge, &cidr)?;
+    if let Some(a) = plan.portal2 {
+        ip(&[
+            "addr",
+            "add",
+            &format!("{a}/{}", plan.subnet.prefix),
+            "dev",
+            &plan.bridge,
+        ])?;
+    }
     if plan.ipv6 {
         ip(&[
             "-6",
@@ -277,6 +289,7 @@ mod tests {
                 bridge: "nbr-test".into(),
                 subnet: "10.77.0.0/24".parse().unwrap(),
                 server_ip: "10.77.0.1".parse().unwrap(),
+                portal2: None,
                 ipv6: false,
                 segments: vec![],
                 taps: vec![],

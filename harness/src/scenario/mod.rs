@@ -265,6 +265,35 @@ pub struct Iscsi {
     /// Initiator addresses the login proxy accepts (tgtd sees only the proxy's address, so the
     /// address ACL is the proxy's); empty: any.
     pub allow_addresses: Vec<Ipv4Addr>,
+    /// A second portal to the same targets (`services.iscsi.second_portal`); `start_after` and
+    /// `down` above are the first portal's.
+    pub second_portal: Option<SecondPortal>,
+}
+
+/// Another address of the lab where the same tgtd's targets answer too: the two portals of an
+/// HA storage pair, each with its own fault plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecondPortal {
+    pub address: Ipv4Addr,
+    pub start_after: Option<Duration>,
+    pub down: Vec<DownWindow>,
+}
+
+/// Which of the lab's iSCSI portals: the one at the server address, or the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Portal {
+    First,
+    Second,
+}
+
+impl Portal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Portal::First => "first",
+            Portal::Second => "second",
+        }
+    }
 }
 
 /// A node's own target in a fleet, and the one initiator it admits.
@@ -437,6 +466,8 @@ pub enum Action {
         /// The NIC it came from, by MAC.
         mac: Option<MacAddr>,
         session: SessionType,
+        /// Which of the lab's two portals it came in on.
+        portal: Option<Portal>,
     },
     /// Wait for a login attempt that did not complete (refused, dropped or rejected).
     IscsiLoginRefused {
@@ -472,6 +503,9 @@ pub enum Action {
     Send(String),
     /// Stop a service and start it again (recorded as service events).
     Restart(Service),
+    /// One of the lab's iSCSI portals dies for the rest of the run: its listener closes and
+    /// every connection it carried is cut (recorded as a service event).
+    PortalDown(Portal),
     /// Type a command on the node's root shell and wait for it to finish with status 0.
     Shell(String),
     /// The per-run disk copy holds `text` at byte `offset`.

@@ -360,6 +360,20 @@ pub struct RawIscsi {
     /// Who may log in, as on a real SAN.
     #[serde(default)]
     pub acl: Option<Spanned<RawAcl>>,
+    /// A second portal to the same targets, at another address of the lab (HA storage).
+    #[serde(default)]
+    pub second_portal: Option<Spanned<RawSecondPortal>>,
+}
+
+/// `second_portal: { address, start_after, down }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecondPortal {
+    pub address: Spanned<Ipv4Addr>,
+    #[serde(default)]
+    pub start_after: Option<Dur>,
+    #[serde(default)]
+    pub down: Vec<Spanned<RawDownWindow>>,
 }
 
 /// `per_node: { target: "iqn...:{node}-root", initiator: "iqn...:{node}" }`.
@@ -442,6 +456,8 @@ pub struct RawStep {
     pub iscsi_logins_all: Option<RawAllLogins>,
     #[serde(default)]
     pub no_iscsi_login: Option<RawNoLogin>,
+    #[serde(default)]
+    pub portal_down: Option<Spanned<crate::scenario::Portal>>,
     #[serde(default)]
     pub refused: Option<RawRefused>,
     #[serde(default)]
@@ -581,6 +597,9 @@ pub struct RawIscsiLogin {
     /// The kind of session (normal unless told).
     #[serde(default)]
     pub session: Option<super::SessionType>,
+    /// Which of the lab's two portals it came in on.
+    #[serde(default)]
+    pub portal: Option<Spanned<super::Portal>>,
 }
 
 /// A login attempt that did not complete. It has no source to match: a refusal by address is

@@ -95,6 +95,9 @@ pub enum EventKind {
         /// response that completed the login: a new session has a TSIH the target chose.
         isid: String,
         tsih: u16,
+        /// Which of the lab's portals the login came in on, when it has two.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        portal: Option<crate::scenario::Portal>,
     },
     /// A login that did not complete: refused or dropped by the fault plan, rejected by the
     /// target, or malformed.

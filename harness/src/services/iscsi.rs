@@ -27,7 +27,7 @@ use crate::services::events::{EventKind, EventLog};
 use crate::services::iscsi_proxy::{IscsiProxy, LoginFaults};
 use crate::support::process::Owned;
 
-const SERVICE: &str = "iscsi";
+pub(super) const SERVICE: &str = "iscsi";
 pub const PORTAL_PORT: u16 = 3260;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const TGTADM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,9 +45,11 @@ pub struct Iscsi {
     tgtadm: Tgtadm,
     /// Where tgtd listens: kept so that a restart puts it back in the same place.
     portal: SocketAddr,
-    proxy: Option<IscsiProxy>,
+    /// The login proxy on each of the lab's portals (the first at the server address, then
+    /// `second_portal`'s); empty without the proxy.
+    pub(super) proxies: Vec<IscsiProxy>,
     log: PathBuf,
-    logins: PathBuf,
+    pub(super) logins: PathBuf,
     /// How many targets tgtd exports (tids 1..=targets), for the stop.
     targets: usize,
 }
@@ -307,7 +309,7 @@ impl Iscsi {
             child: Some(child),
             tgtadm,
             portal,
-            proxy: None,
+            proxies: Vec::new(),
             log,
             logins,
             targets: s.iscsi.exports().len(),
@@ -333,7 +335,7 @@ impl Iscsi {
         login_proxy: Option<LoginFaults>,
     ) -> Result<(), ServiceError> {
         self.configure_target(s, cx).await?;
-        self.start_proxy(cx, login_proxy).await
+        self.start_proxy(s, cx, login_proxy).await
     }
 
     /// Each target (one, or one per node of a fleet), its LUN on its disk, and its ACL;
@@ -412,29 +414,6 @@ impl Iscsi {
         Ok(())
     }
 
-    /// The login proxy in front of tgtd, which records the logins; without one, tgtd already
-    /// holds the portal and nothing records them.
-    async fn start_proxy(
-        &mut self,
-        cx: &ServiceContext,
-        login_proxy: Option<LoginFaults>,
-    ) -> Result<(), ServiceError> {
-        let Some(faults) = login_proxy else {
-            return Ok(());
-        };
-        let listen = SocketAddr::from((cx.server_ip, PORTAL_PORT));
-        let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, PORTAL_PORT));
-        let proxy = IscsiProxy::start(listen, upstream, faults, cx.events.clone(), &self.logins)
-            .await
-            .map_err(|source| ServiceError::Io {
-                service: SERVICE,
-                what: format!("login proxy on {listen}"),
-                source,
-            })?;
-        self.proxy = Some(proxy);
-        Ok(())
-    }
-
     /// Stops tgtd and starts a new one on the same portal and control port with the same target
     /// and LUN. The login proxy, if any, stays: the guests' connections drop with the old tgtd,
     /// and their logins to the new one are recorded like any other.
@@ -483,11 +462,11 @@ impl Iscsi {
         let Iscsi {
             child,
             tgtadm,
-            proxy,
+            proxies,
             targets,
             ..
         } = self;
-        if let Some(p) = proxy {
+        for p in proxies {
             p.stop();
         }
         if let Some(child) = child {
@@ -505,7 +484,7 @@ impl Iscsi {
 
     /// Whether the login proxy is in front of tgtd, recording the logins.
     pub fn records_logins(&self) -> bool {
-        self.proxy.is_some()
+        !self.proxies.is_empty()
     }
 
     pub fn control_port(&self) -> u16 {

@@ -5,7 +5,6 @@
 //! through untouched: the proxy never looks at SCSI traffic.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -58,6 +57,8 @@ pub struct LoginRecord {
     pub target: String,
     pub session_type: String,
     pub source: SocketAddr,
+    /// The lab's portal the connection came in on.
+    pub portal: SocketAddr,
     /// The initiator's MAC as the lab's neighbour table knows it: which NIC the login came from,
     /// when several NICs share a network.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,16 +109,23 @@ pub struct IscsiProxy {
     pub listen: SocketAddr,
     records: Arc<Mutex<Vec<LoginRecord>>>,
     task: JoinHandle<()>,
+    /// Every connection it accepted: cut when the portal dies.
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
+/// The file every portal's proxy appends its login records to, one JSON object a line.
+pub type RecordSink = Arc<Mutex<std::fs::File>>;
+
 impl IscsiProxy {
-    /// Listens on `listen` and forwards to `upstream` (tgtd's portal).
+    /// Listens on `listen` and forwards to `upstream` (tgtd's portal); `name_portal`: which
+    /// portal this is, for the login events, when the lab has two.
     pub async fn start(
         listen: SocketAddr,
         upstream: SocketAddr,
         faults: LoginFaults,
         events: Arc<EventLog>,
-        records_file: &Path,
+        sink: RecordSink,
+        name_portal: Option<crate::scenario::Portal>,
     ) -> std::io::Result<IscsiProxy> {
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
@@ -129,7 +137,8 @@ impl IscsiProxy {
         )
         .with_upstream(upstream);
         let records = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::new(Mutex::new(std::fs::File::create(records_file)?));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let held = conns.clone();
         let attempts = Arc::new(AtomicU32::new(0));
         let faults = Arc::new(faults);
         let recs = records.clone();
@@ -146,6 +155,8 @@ impl IscsiProxy {
                 };
                 let cx = ConnCx {
                     upstream,
+                    portal: listen,
+                    name_portal,
                     peer,
                     faults: faults.clone(),
                     attempts: attempts.clone(),
@@ -153,17 +164,21 @@ impl IscsiProxy {
                     records: recs.clone(),
                     sink: sink.clone(),
                 };
-                crate::support::tasks::spawn("iscsi-proxy-conn", async move {
+                let conn = crate::support::tasks::spawn("iscsi-proxy-conn", async move {
                     if let Err(e) = cx.serve(client).await {
                         tracing::debug!(%peer, "iscsi proxy connection ended: {e}");
                     }
                 });
+                let mut held = held.lock().unwrap_or_else(|p| p.into_inner());
+                held.retain(|c| !c.is_finished());
+                held.push(conn.abort_handle());
             }
         });
         Ok(IscsiProxy {
             listen,
             records,
             task,
+            conns,
         })
     }
 
@@ -176,6 +191,19 @@ impl IscsiProxy {
 
     pub fn stop(self) {
         self.task.abort();
+    }
+
+    /// The portal dies: its listener closes (a new connection is refused, as by a host whose
+    /// target service is gone) and every connection it carried is cut, sessions and all. The
+    /// other portal, if any, is untouched. Returns how many connections were cut.
+    pub fn kill(&self) -> usize {
+        self.task.abort();
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        let live = conns.iter().filter(|c| !c.is_finished()).count();
+        for c in conns {
+            c.abort();
+        }
+        live
     }
 }
 
@@ -193,6 +221,8 @@ pub fn neighbour_mac(arp: &str, ip: std::net::IpAddr) -> Option<String> {
 
 struct ConnCx {
     upstream: SocketAddr,
+    portal: SocketAddr,
+    name_portal: Option<crate::scenario::Portal>,
     peer: SocketAddr,
     faults: Arc<LoginFaults>,
     attempts: Arc<AtomicU32>,
@@ -228,6 +258,7 @@ impl ConnCx {
                 .map(|p| p.session_type().to_string())
                 .unwrap_or_default(),
             source: self.peer,
+            portal: self.portal,
             source_mac: neighbour_mac(
                 &std::fs::read_to_string("/proc/net/arp").unwrap_or_default(),
                 self.peer.ip(),
@@ -257,6 +288,7 @@ impl ConnCx {
                 session_type: rec.session_type.clone(),
                 isid: rec.isid.clone(),
                 tsih: rec.tsih.unwrap_or(0),
+                portal: self.name_portal,
             });
         } else {
             self.events.push(EventKind::IscsiLoginFailed {

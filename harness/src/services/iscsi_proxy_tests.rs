@@ -72,6 +72,10 @@ async fn upstream() -> SocketAddr {
     addr
 }
 
+fn sink(file: &std::path::Path) -> crate::services::iscsi_proxy::RecordSink {
+    std::sync::Arc::new(std::sync::Mutex::new(std::fs::File::create(file).unwrap()))
+}
+
 async fn proxy(faults: LoginFaults, name: &str) -> (IscsiProxy, Arc<EventLog>, tempfile::TempPath) {
     let up = upstream().await;
     let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
@@ -81,7 +85,8 @@ async fn proxy(faults: LoginFaults, name: &str) -> (IscsiProxy, Arc<EventLog>, t
         up,
         faults,
         events.clone(),
-        &file,
+        sink(&file),
+        None,
     )
     .await
     .unwrap();
@@ -254,7 +259,8 @@ async fn a_target_that_is_down_is_recorded_and_the_client_let_go() {
         down,
         LoginFaults::default(),
         events.clone(),
-        &file,
+        sink(&file),
+        None,
     )
     .await
     .unwrap();
@@ -338,4 +344,67 @@ async fn truncated_pdu_is_recorded_and_the_proxy_keeps_serving() {
     );
     assert!(recs.iter().any(|r| r.result == "accepted"), "{recs:?}");
     p.stop();
+}
+
+#[tokio::test]
+async fn a_killed_portal_cuts_its_sessions_and_refuses_new_ones_while_the_other_serves() {
+    let up = upstream().await;
+    let events = Arc::new(EventLog::new(RunClock::start(), None).unwrap());
+    let file = records_file("nbh-proxy-two-");
+    let records = sink(&file);
+    let start = |name| {
+        IscsiProxy::start(
+            "127.0.0.1:0".parse().unwrap(),
+            up,
+            LoginFaults::default(),
+            events.clone(),
+            records.clone(),
+            Some(name),
+        )
+    };
+    let first = start(crate::scenario::Portal::First).await.unwrap();
+    let second = start(crate::scenario::Portal::Second).await.unwrap();
+    let (mut on_first, _) = login(first.listen, "iqn.2026-11.lab:node01").await;
+    let (mut on_second, _) = login(second.listen, "iqn.2026-11.lab:node01").await;
+    // Each login event names the portal it came in on.
+    let portals: Vec<_> = events
+        .snapshot()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::IscsiLogin { portal, .. } => Some(portal),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        portals,
+        [
+            Some(crate::scenario::Portal::First),
+            Some(crate::scenario::Portal::Second)
+        ]
+    );
+    assert_eq!(first.kill(), 1);
+    // Its session is cut: the client reads the end (or a reset), never its echo.
+    let _ = on_first.write_all(b"scsi bytes").await;
+    let mut buf = [0u8; 10];
+    let cut = tokio::time::timeout(Duration::from_secs(5), on_first.read(&mut buf))
+        .await
+        .expect("a cut session ends at once");
+    assert!(matches!(cut, Ok(0) | Err(_)), "{cut:?}");
+    // Nobody answers on it any more.
+    let again = TcpStream::connect(first.listen).await;
+    assert!(again.is_err(), "{again:?}");
+    // The other portal's session and new logins go on.
+    on_second.write_all(b"scsi bytes").await.unwrap();
+    on_second.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"scsi bytes");
+    let (_c, resp) = login(second.listen, "iqn.2026-11.lab:node01").await;
+    assert!(resp.completes_login());
+    // Both portals' records go to the one file, each with its portal's address.
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.contains(&format!("\"portal\":\"{}\"", first.listen)),
+        "{text}"
+    );
+    second.stop();
 }

@@ -14,6 +14,7 @@ pub mod http;
 pub mod iscsi;
 pub mod iscsi_proxy;
 pub mod outage;
+mod portals;
 mod restart;
 pub mod tftp;
 
@@ -466,6 +467,14 @@ impl Services {
     /// Where HTTP actually listens.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// One of the lab's iSCSI portals dies for the rest of the run (a `portal_down` step).
+    pub async fn portal_down(
+        &self,
+        which: crate::scenario::Portal,
+    ) -> Result<String, ServiceError> {
+        self.iscsi.lock().await.portal_down(which, &self.events)
     }
 
     /// Adds `host` to the running DHCP server's hosts file and has it read the file again.

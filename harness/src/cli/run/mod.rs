@@ -15,6 +15,7 @@
 //! same orderly stop. If the host is SIGKILLed, `unshare` dies with it (parent-death signal) and
 //! the chain continues the same way.
 
+mod control;
 mod fit;
 
 use std::io::BufRead;

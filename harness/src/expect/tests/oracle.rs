@@ -224,3 +224,56 @@ fn luns_as_sysfs_prints_them() {
     assert_eq!(sysfs_lun(0), "00000000");
     assert_eq!(sysfs_lun(17), "011000000");
 }
+
+#[test]
+fn with_two_portals_each_ibft_target_must_be_a_portal_the_firmware_logged_in_through() {
+    let mut s = scenario();
+    s.iscsi.second_portal = Some(crate::scenario::SecondPortal {
+        address: "10.77.0.2".parse().unwrap(),
+        start_after: None,
+        down: Vec::new(),
+    });
+    let on = |portal: &str| {
+        EVENTS.replace(
+            "\"session_type\":\"Normal\"",
+            &format!("\"session_type\":\"Normal\",\"portal\":\"{portal}\""),
+        )
+    };
+    // iPXE logged in through the first portal, and the table names it.
+    let c = ibft_of(MARKER, &on("first"), &s);
+    assert!(c.differences.is_empty(), "{:?}", c.differences);
+    // Only through the second, while the table names the first: a path that never worked.
+    let c = ibft_of(MARKER, &on("second"), &s);
+    assert_eq!(
+        c.differences,
+        ["target0 ip is 10.77.0.1, but no accepted login from 10.77.0.163 came in on that portal (logins came in on: 10.77.0.2)"]
+    );
+    let c = ibft_of(
+        &MARKER.replace("ip=10.77.0.1 port=3260", "ip=10.77.0.2 port=3260"),
+        &on("second"),
+        &s,
+    );
+    assert!(c.differences.is_empty(), "{:?}", c.differences);
+    // Records that do not say which portal name none.
+    let c = ibft_of(MARKER, EVENTS, &s);
+    assert!(
+        c.differences
+            .iter()
+            .any(|d| d.contains("(logins came in on: none)")),
+        "{:?}",
+        c.differences
+    );
+    // The root's session may be through either portal of the lab, and no other.
+    let lab = Lab {
+        scenario: &s,
+        node: &s.nodes[0],
+    };
+    let root = |marker: &str| root_on_session(&Report::parse(&lines(marker)), &lab, "node01");
+    let via_second = MARKER.replace("portal=10.77.0.1:3260", "portal=10.77.0.2:3260");
+    assert!(root(&via_second).differences.is_empty());
+    let elsewhere = MARKER.replace("portal=10.77.0.1:3260", "portal=10.77.0.9:3260");
+    assert_eq!(
+        root(&elsewhere).differences,
+        ["root-disk portal is 10.77.0.9:3260, not the lab's portal (10.77.0.1:3260 or 10.77.0.2:3260)"]
+    );
+}

@@ -54,6 +54,7 @@ async fn service_steps_consume_one_record_each() {
         from: None,
         mac: None,
         session: SessionType::Normal,
+        portal: None,
     };
     let s = scenario(vec![("l1", login(), 500), ("l2", login(), 300)]);
     r.events.push(login_record(
@@ -182,6 +183,35 @@ async fn no_login_is_met_by_others_logins_and_failed_by_any_attempt_of_its_own()
 }
 
 #[tokio::test]
+async fn a_login_step_with_a_portal_takes_only_a_login_on_that_portal() {
+    let r = rig("portal");
+    let on = |portal| Action::IscsiLogin {
+        initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+        target: None,
+        from: None,
+        mac: None,
+        session: SessionType::Normal,
+        portal: Some(portal),
+    };
+    let mut first = login_record("iqn.2026-11.lab:node01", "10.77.0.71", None, "Normal");
+    if let EventKind::IscsiLogin { portal, .. } = &mut first {
+        *portal = Some(crate::scenario::Portal::First);
+    }
+    r.events.push(first);
+    let s = scenario(vec![("second", on(crate::scenario::Portal::Second), 300)]);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Failed, "{:?}", out.verdict);
+    assert!(
+        matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("on the second portal")),
+        "{:?}",
+        out.verdict
+    );
+    let s = scenario(vec![("first", on(crate::scenario::Portal::First), 300)]);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+}
+
+#[tokio::test]
 async fn chain_steps_tell_the_two_acks_apart_by_boot_file() {
     let r = rig("chain");
     let mac: crate::scenario::MacAddr = "52:54:00:aa:00:41".parse().unwrap();
@@ -288,6 +318,7 @@ async fn a_record_before_the_step_it_follows_cannot_meet_a_step() {
         from: None,
         mac: None,
         session: SessionType::Normal,
+        portal: None,
     };
     // iPXE's login, long before the initramfs's console line.
     r.events.push_at(
@@ -329,6 +360,7 @@ async fn a_record_just_before_its_console_line_meets_the_step_and_an_old_one_doe
         from: None,
         mac: None,
         session: SessionType::Normal,
+        portal: None,
     };
     r.events.push_at(
         0.0,
@@ -371,6 +403,7 @@ async fn a_discovery_session_is_not_a_login() {
         from: None,
         mac: None,
         session,
+        portal: None,
     };
     r.events.push(login_record(
         "iqn.2026-11.lab:node01",

@@ -447,7 +447,7 @@ impl Validator<'_> {
         let nodes = self.nodes(&raw, &folder, &vars, &segments)?;
         let dhcp = self.dhcp(&raw, &subnet, &nodes, &vars)?;
         let http = self.http(&raw, &folder, &vars)?;
-        let mut iscsi = self.iscsi(&raw, &subnet, &segments)?;
+        let mut iscsi = self.iscsi(&raw, &subnet, &segments, &dhcp)?;
         let facts = self.node_facts(&raw, &nodes, &dhcp, &iscsi);
         self.node_addresses(&raw, &mut iscsi.per_node, &facts)?;
         let steps = self.steps(&raw, &nodes, &facts)?;

@@ -10,7 +10,8 @@ use super::{one_of, render, Folder, ScenarioError, Validator, MAX_FAULTS};
 use crate::scenario::raw::{RawDownWindow, RawScenario};
 use crate::scenario::values::shown;
 use crate::scenario::{
-    windows, Dhcp, DhcpHost, DownWindow, Http, HttpFault, HttpFile, Iscsi, Node, Segment, Subnet,
+    windows, Dhcp, DhcpHost, DownWindow, Http, HttpFault, HttpFile, Iscsi, Node, SecondPortal,
+    Segment, Subnet,
 };
 
 const MAX_HTTP_DELAY: Duration = Duration::from_secs(300);
@@ -295,6 +296,7 @@ impl Validator<'_> {
         raw: &RawScenario,
         subnet: &Subnet,
         segments: &[Segment],
+        dhcp: &Dhcp,
     ) -> Result<Iscsi, ScenarioError> {
         let lun = match &raw.services.iscsi.lun {
             Some(l) if l.value == 0 => {
@@ -347,6 +349,7 @@ impl Validator<'_> {
             down: self.down_windows(&raw.services.iscsi.down, start_after)?,
             allow_initiators: Vec::new(),
             allow_addresses: Vec::new(),
+            second_portal: self.second_portal(raw, subnet, dhcp)?,
         };
         let mut iscsi = iscsi;
         if let Some(acl) = &raw.services.iscsi.acl {
@@ -375,6 +378,47 @@ impl Validator<'_> {
             iscsi.allow_addresses = acl.value.addresses.clone();
         }
         Ok(iscsi)
+    }
+
+    /// The second portal's address: a free static address of the boot network, which the lab
+    /// puts on its bridge beside its own.
+    fn second_portal(
+        &self,
+        raw: &RawScenario,
+        subnet: &Subnet,
+        dhcp: &Dhcp,
+    ) -> Result<Option<SecondPortal>, ScenarioError> {
+        let Some(p) = &raw.services.iscsi.second_portal else {
+            return Ok(None);
+        };
+        let address = &p.value.address;
+        let (lo, _) = subnet.pool();
+        let a = address.value;
+        if !subnet.contains(a) || a == subnet.server() || a >= lo || a == subnet.network {
+            return Err(self.at(
+                address,
+                format!("{a} is not a free static address in {subnet}"),
+                Some(format!(
+                    "use {}..{}: {} is the harness's first portal, {lo} and up the dynamic pool",
+                    subnet.host(2),
+                    subnet.host(subnet.size() / 2 - 1),
+                    subnet.server()
+                )),
+            ));
+        }
+        if let Some(h) = dhcp.hosts.iter().find(|h| h.ip == Some(a)) {
+            return Err(self.at(
+                address,
+                format!("{a} is DHCP host {}'s address", h.mac),
+                Some("give the second portal an address no node has".into()),
+            ));
+        }
+        let start_after = p.value.start_after.map(|d| d.0);
+        Ok(Some(SecondPortal {
+            address: a,
+            start_after,
+            down: self.down_windows(&p.value.down, start_after)?,
+        }))
     }
 
     /// A service's `down` windows, in time order, each after its late start.

@@ -7,7 +7,7 @@ use super::each_node::{names_the_node, NodeFacts};
 use super::{one_of, ScenarioError, Validator, DEFAULT_WITHIN, MAX_FAULTS};
 use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::shown;
-use crate::scenario::{Action, MachineAction, Node, QmpEventName, Service, Step};
+use crate::scenario::{Action, MachineAction, Node, Portal, QmpEventName, Service, Step};
 
 /// A power cut of under a second is no cut for the guest's services to notice; one of over ten
 /// minutes is a step's wait nobody sits out.
@@ -35,6 +35,28 @@ impl Validator<'_> {
         for s in &raw.expect.value {
             let step: &RawStep = &s.value;
             let kind = self.kind_of(s)?;
+            if let Some(p) = step
+                .portal_down
+                .as_ref()
+                .filter(|p| p.value == Portal::Second)
+            {
+                if raw.services.iscsi.second_portal.is_none() {
+                    return Err(self.at(
+                        p,
+                        "`portal_down: second`, but the lab has one portal",
+                        Some("give `services.iscsi.second_portal`, or take `first` down".into()),
+                    ));
+                }
+            }
+            if let Some(p) = step.iscsi_login.as_ref().and_then(|l| l.portal.as_ref()) {
+                if raw.services.iscsi.second_portal.is_none() {
+                    return Err(self.at(
+                        p,
+                        "a login's `portal` tells the lab's two portals apart, but it has one",
+                        Some("give `services.iscsi.second_portal`, or leave `portal` out".into()),
+                    ));
+                }
+            }
             let targets: Vec<String> = match (&step.node, step.each_node) {
                 (Some(_), true) => {
                     return Err(self.at(
@@ -156,6 +178,7 @@ impl Validator<'_> {
             ("service_started", step.service_started.is_some()),
             ("send", step.send.is_some()),
             ("restart", step.restart.is_some()),
+            ("portal_down", step.portal_down.is_some()),
             ("shell", step.shell.is_some()),
             ("lun_bytes", step.lun_bytes.is_some()),
             ("dhcp_add_host", step.dhcp_add_host.is_some()),
@@ -245,6 +268,7 @@ impl Validator<'_> {
                     from: self.per_node(s, &l.from, own)?,
                     mac: self.per_node(s, &l.mac, own)?,
                     session: l.session.unwrap_or_default(),
+                    portal: l.portal.as_ref().map(|p| p.value),
                 },
             ));
         }
@@ -335,6 +359,9 @@ impl Validator<'_> {
         }
         if let Some(svc) = step.restart {
             actions.push(("restart", Action::Restart(svc)));
+        }
+        if let Some(p) = &step.portal_down {
+            actions.push(("portal_down", Action::PortalDown(p.value)));
         }
         if let Some(c) = &step.shell {
             if c.trim().is_empty() || c.contains(['\n', '\r']) {
@@ -535,6 +562,7 @@ fn default_step_name(kind: &str, a: &Action) -> String {
             format!("{kind} {t:?}")
         }
         Action::Restart(service) => format!("{kind} {}", service.name()),
+        Action::PortalDown(which) => format!("{kind} {}", which.name()),
         Action::LunBytes { offset, .. } => format!("{kind} at {offset}"),
         Action::DhcpAddHost(h) => format!("{kind} {}", h.mac),
         Action::QemuExit => kind.to_string(),

@@ -117,6 +117,9 @@ fn builtin_vars(subnet: &Subnet, raw: &RawScenario) -> BTreeMap<String, String> 
         ("http_url".to_string(), format!("http://{server}")),
         ("lun".to_string(), lun.to_string()),
     ]);
+    if let Some(p) = &raw.services.iscsi.second_portal {
+        vars.insert("portal2".to_string(), p.value.address.value.to_string());
+    }
     // A fleet's target differs per node while its files are one for all: the script derives it
     // from ${hostname} as the field's menus do (no `target_iqn` or `root_path` then).
     if let Some(target) = &raw.services.iscsi.target {
