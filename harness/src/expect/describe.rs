@@ -87,9 +87,13 @@ pub fn describe(a: &Action) -> String {
             from,
             mac,
             at_least,
+            portal,
         } => {
             let mut s = format!("at least {at_least} iSCSI logins, every one");
             describe_login(&mut s, initiator, target, from, mac);
+            if let Some(p) = portal {
+                s.push_str(&format!(" on the {} portal", p.name()));
+            }
             s
         }
         Action::NoLogin {

@@ -14,6 +14,7 @@ pub(super) fn all_logins(
         target,
         from,
         mac,
+        portal,
         ..
     } = action
     else {
@@ -25,7 +26,7 @@ pub(super) fn all_logins(
         from: *from,
         mac: *mac,
         session: SessionType::Normal,
-        portal: None,
+        portal: *portal,
     };
     let mut seen = Vec::new();
     for e in events {

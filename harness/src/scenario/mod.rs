@@ -484,6 +484,8 @@ pub enum Action {
         from: Option<IpAddr>,
         mac: Option<MacAddr>,
         at_least: u32,
+        /// Each came in on this portal of the lab.
+        portal: Option<Portal>,
     },
     /// No login attempt of the whole run so far (accepted or not, discovery included) came
     /// from this initiator, address or MAC: met at once, failed by the first that did.

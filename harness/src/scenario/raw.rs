@@ -540,6 +540,9 @@ pub struct RawAllLogins {
     #[serde(default)]
     pub mac: Option<PerNode<MacAddr>>,
     pub at_least: u32,
+    /// Each came in on this portal of the lab.
+    #[serde(default)]
+    pub portal: Option<Spanned<super::Portal>>,
 }
 
 /// `no_iscsi_login`: who must not have tried to log in at all.

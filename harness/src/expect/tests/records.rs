@@ -82,6 +82,7 @@ async fn all_logins_waits_for_enough_and_fails_on_a_stranger() {
         from: Some("10.77.0.41".parse().unwrap()),
         mac: None,
         at_least: 2,
+        portal: None,
     };
     let login = |ip: &str| {
         login_record(
@@ -182,6 +183,18 @@ async fn no_login_is_met_by_others_logins_and_failed_by_any_attempt_of_its_own()
     }
 }
 
+/// "Every login is node01's", at least one, on `portal` if given.
+fn node01_logins(portal: Option<crate::scenario::Portal>) -> Action {
+    Action::AllLogins {
+        initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+        target: None,
+        from: None,
+        mac: None,
+        at_least: 1,
+        portal,
+    }
+}
+
 #[tokio::test]
 async fn a_login_step_with_a_portal_takes_only_a_login_on_that_portal() {
     let r = rig("portal");
@@ -209,6 +222,12 @@ async fn a_login_step_with_a_portal_takes_only_a_login_on_that_portal() {
     let s = scenario(vec![("first", on(crate::scenario::Portal::First), 300)]);
     let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
     assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+    // "Every login on the second portal": the one on the first fails it at once.
+    let all = node01_logins(Some(crate::scenario::Portal::Second));
+    let s = scenario(vec![("all on the second", all, 5000)]);
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Failed, "{:?}", out.verdict);
+    assert!(out.steps[0].waited < 1.0, "{}", out.steps[0].waited);
 }
 
 #[tokio::test]
@@ -428,13 +447,7 @@ async fn a_discovery_session_is_not_a_login() {
     let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
     assert!(out.verdict.passed(), "{:?}", out.verdict);
     // Nor does it count among "every login" of a boot.
-    let all = Action::AllLogins {
-        initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
-        target: None,
-        from: None,
-        mac: None,
-        at_least: 1,
-    };
+    let all = node01_logins(None);
     let s = scenario(vec![("all", all, 300)]);
     let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
     assert!(!out.verdict.passed(), "{:?}", out.verdict);
@@ -456,6 +469,7 @@ async fn all_logins_in_a_fleet_are_each_nodes_own() {
         from: Some(ip.parse().unwrap()),
         mac: None,
         at_least: 2,
+        portal: None,
     };
     for _ in 0..2 {
         r.events.push(node("node01", "10.77.0.101", "node01"));

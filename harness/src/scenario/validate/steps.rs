@@ -48,7 +48,12 @@ impl Validator<'_> {
                     ));
                 }
             }
-            if let Some(p) = step.iscsi_login.as_ref().and_then(|l| l.portal.as_ref()) {
+            let portal = step.iscsi_login.as_ref().and_then(|l| l.portal.as_ref());
+            let portal = portal.or(step
+                .iscsi_logins_all
+                .as_ref()
+                .and_then(|a| a.portal.as_ref()));
+            if let Some(p) = portal {
                 if raw.services.iscsi.second_portal.is_none() {
                     return Err(self.at(
                         p,
@@ -315,6 +320,7 @@ impl Validator<'_> {
                     from: self.per_node(s, &a.from, own)?,
                     mac: self.per_node(s, &a.mac, own)?,
                     at_least: a.at_least,
+                    portal: a.portal.as_ref().map(|p| p.value),
                 },
             ));
         }
