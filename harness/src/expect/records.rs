@@ -60,7 +60,10 @@ pub(super) fn all_logins(
                 continue;
             }
             if !event_matches(&probe, e) {
-                return Err(contradiction(e, "the iSCSI login at {at} does not match"));
+                return Err(contradiction(
+                    e,
+                    format!("the iSCSI login at {:.1}s does not match", e.at),
+                ));
             }
             seen.push(format!("{ei} from {source_ip} at {:.1}s", e.at));
         }
@@ -113,7 +116,10 @@ pub(super) fn no_login(action: &Action, events: &[Event]) -> Result<String, Fail
         if theirs {
             return Err(contradiction(
                 e,
-                "a login attempt at {at} that should not have been made",
+                format!(
+                    "a login attempt at {:.1}s that should not have been made",
+                    e.at
+                ),
             ));
         }
         others += 1;
@@ -123,16 +129,11 @@ pub(super) fn no_login(action: &Action, events: &[Event]) -> Result<String, Fail
     ))
 }
 
-/// A record that contradicts a claim over all the records: `what`, with `{at}` for its time,
-/// then the record itself.
-fn contradiction(e: &Event, what: &str) -> Fail {
+/// A record that contradicts a claim over all the records: `what`, then the record itself.
+fn contradiction(e: &Event, what: String) -> Fail {
     Fail::new(
         Cause::RecordMismatch,
-        format!(
-            "{}: {}",
-            what.replace("{at}", &format!("{:.1}s", e.at)),
-            serde_json::to_string(e).unwrap_or_default()
-        ),
+        format!("{what}: {}", serde_json::to_string(e).unwrap_or_default()),
         vec![Evidence::record(e)],
     )
 }
