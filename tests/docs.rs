@@ -46,6 +46,8 @@ const STRUCT_PATHS: &[(&str, &str)] = &[
     ("RawRefused", "expect[].refused"),
     ("RawAllLogins", "expect[].iscsi_logins_all"),
     ("RawNoLogin", "expect[].no_iscsi_login"),
+    // `no_iscsi_logout` takes the same two keys; its entry says so.
+    ("RawLogout", "expect[].iscsi_logout"),
     ("RawLunBytes", "expect[].lun_bytes"),
     ("RawLink", "expect[].link"),
     ("RawPowerCycle", "expect[].power_cycle"),

@@ -105,6 +105,16 @@ pub fn describe(a: &Action) -> String {
             describe_login(&mut s, initiator, &None, from, mac);
             s
         }
+        Action::IscsiLogout { initiator, target } => {
+            let mut s = "an iSCSI Logout Request".to_string();
+            describe_login(&mut s, initiator, target, &None, &None);
+            s
+        }
+        Action::NoLogout { initiator, target } => {
+            let mut s = "the target's records to hold no logout".to_string();
+            describe_login(&mut s, initiator, target, &None, &None);
+            s
+        }
         Action::Send(t) => format!("typing {t:?}"),
         Action::Restart(service) => format!("the {} server to restart", service.name()),
         Action::PortalDown(which) => format!("the {} iSCSI portal to go down", which.name()),

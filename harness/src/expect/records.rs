@@ -1,6 +1,7 @@
 //! Which service record meets which step, and the `iscsi_logins_all` check over all of them.
 
 use super::*;
+use crate::scenario::Iqn;
 
 /// For `iscsi_logins_all`: `Err` names the first accepted login that does not match, `Ok(None)`
 /// means too few so far, `Ok(Some)` describes the logins that all matched.
@@ -129,6 +130,43 @@ pub(super) fn no_login(action: &Action, events: &[Event]) -> Result<String, Fail
     ))
 }
 
+/// For `no_iscsi_logout`: `Err` names the first Logout Request of the run by the step's
+/// initiator or for its target; `Ok` says how many logouts there were, all others'. The proxy
+/// reads every PDU header of every logged-in connection, so a logout it passed on is recorded.
+pub(super) fn no_logout(action: &Action, events: &[Event]) -> Result<String, Fail> {
+    let Action::NoLogout { initiator, target } = action else {
+        return Ok(String::new());
+    };
+    let mut others = 0;
+    for e in events {
+        let EventKind::IscsiLogout { session, .. } = &e.kind else {
+            continue;
+        };
+        if names_session(initiator, target, session) {
+            return Err(contradiction(
+                e,
+                format!("a logout at {:.1}s that should not have been made", e.at),
+            ));
+        }
+        others += 1;
+    }
+    Ok(format!("none of the run's {others} logout(s) is theirs"))
+}
+
+/// Whether a session is the one an initiator and a target (each if given) name.
+fn names_session(
+    initiator: &Option<Iqn>,
+    target: &Option<Iqn>,
+    s: &crate::services::events::IscsiSession,
+) -> bool {
+    initiator
+        .as_ref()
+        .is_none_or(|i| i.as_str().eq_ignore_ascii_case(&s.initiator))
+        && target
+            .as_ref()
+            .is_none_or(|t| t.as_str().eq_ignore_ascii_case(&s.target))
+}
+
 /// A record that contradicts a claim over all the records: `what`, then the record itself.
 fn contradiction(e: &Event, what: String) -> Fail {
     Fail::new(
@@ -178,6 +216,9 @@ pub(super) fn event_matches(action: &Action, e: &Event) -> bool {
                 })
         }
         (Action::QmpEvent(name), EventKind::Qmp { event, .. }) => event == name.as_str(),
+        (Action::IscsiLogout { initiator, target }, EventKind::IscsiLogout { session, .. }) => {
+            names_session(initiator, target, session)
+        }
         (Action::HttpGet(p), EventKind::HttpRequest { path, status, .. }) => {
             path == p && (200..300).contains(status)
         }

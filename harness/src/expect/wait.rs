@@ -2,7 +2,7 @@
 //! and ends at the first evidence that meets the step or a failure text that ends it.
 
 use super::exit::{guest_gone, powered_off, qemu_end};
-use super::records::{all_logins, event_matches, no_login, record_of_node};
+use super::records::{all_logins, event_matches, no_login, no_logout, record_of_node};
 use super::shell::{shell_failed, shell_line};
 use super::*;
 
@@ -270,8 +270,14 @@ pub(super) async fn wait_step(
                     Err(fail) => return Wait::Failed(fail),
                 }
             }
-            Action::NoLogin { .. } => {
-                return match no_login(&step.action, &events.snapshot()) {
+            // Absence is judged at once, over every record so far.
+            Action::NoLogin { .. } | Action::NoLogout { .. } => {
+                let all = events.snapshot();
+                let judged = match &step.action {
+                    Action::NoLogin { .. } => no_login(&step.action, &all),
+                    _ => no_logout(&step.action, &all),
+                };
+                return match judged {
                     Ok(detail) => Wait::Met {
                         at: events.clock().now(),
                         detail,

@@ -457,6 +457,10 @@ pub struct RawStep {
     #[serde(default)]
     pub no_iscsi_login: Option<RawNoLogin>,
     #[serde(default)]
+    pub iscsi_logout: Option<RawLogout>,
+    #[serde(default)]
+    pub no_iscsi_logout: Option<RawLogout>,
+    #[serde(default)]
     pub portal_down: Option<Spanned<crate::scenario::Portal>>,
     #[serde(default)]
     pub refused: Option<RawRefused>,
@@ -555,6 +559,16 @@ pub struct RawNoLogin {
     pub from: Option<PerNode<IpAddr>>,
     #[serde(default)]
     pub mac: Option<PerNode<MacAddr>>,
+}
+
+/// `iscsi_logout` and `no_iscsi_logout`: whose logout, by the session's names.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogout {
+    #[serde(default)]
+    pub initiator: Option<PerNode<Iqn>>,
+    #[serde(default)]
+    pub target: Option<PerNode<Iqn>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -117,6 +117,27 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answered_by: Option<String>,
     },
+    /// An initiator asked to log out of a session the login proxy carried (a Logout Request
+    /// PDU, read from its header).
+    IscsiLogout {
+        #[serde(flatten)]
+        session: IscsiSession,
+        /// The request's reason code in words: `close the session`, `close the connection`,
+        /// `remove the connection for recovery`.
+        reason: String,
+    },
+    /// A logged-in connection through the login proxy ended: one side closed its end (the
+    /// other side's end is then closed too, as TCP's half-close passes on).
+    IscsiConnectionClosed {
+        #[serde(flatten)]
+        session: IscsiSession,
+        /// `initiator` or `target`: whose end closed first.
+        closed_by: String,
+        /// The target's answer to a logout on this connection, if there was one: a close
+        /// without it is a session that was dropped, not ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logout_response: Option<String>,
+    },
     /// A connection a service turned away because the fault plan has it down (not started
     /// yet): the client saw a reset, as from a server that is not up.
     Refused {
@@ -136,6 +157,19 @@ pub enum EventKind {
     /// Something a step did to a node's machine through QMP, once QEMU accepted it (a link
     /// pulled or put back, a hard reset, the power button).
     Machine { node: String, action: String },
+}
+
+/// Which session a logout or a closed connection belongs to: its login's names.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct IscsiSession {
+    pub initiator: String,
+    pub target: String,
+    pub source_ip: IpAddr,
+    pub session_type: String,
+    pub isid: String,
+    pub tsih: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<crate::scenario::Portal>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]

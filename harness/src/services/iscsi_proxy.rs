@@ -1,8 +1,9 @@
 //! A small TCP proxy in front of the iSCSI target that reads the login phase of every connection.
 //!
 //! It records each login (initiator, target, source address, time, result) and can refuse or
-//! drop logins per the scenario's fault plan. Once a login completes, the connection is spliced
-//! through untouched: the proxy never looks at SCSI traffic.
+//! drop logins per the scenario's fault plan. Once a login completes, the connection is relayed
+//! PDU by PDU ([`crate::services::iscsi_session`]): the proxy reads headers for the logout and
+//! never looks into SCSI traffic.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::services::events::{EventKind, EventLog};
+use crate::services::events::{EventKind, EventLog, IscsiSession};
 use crate::support::iscsi_pdu::{self, LoginPdu, BHS_LEN, OP_LOGIN_RESPONSE};
 
 /// What the proxy does to logins, decided per login attempt (discovery sessions included).
@@ -406,6 +407,8 @@ impl ConnCx {
             }
         };
         server.write_all(&first_bytes).await?;
+        let mut digests = iscsi_pdu::Digests::default();
+        let tsih;
         // Relay the rest of the login phase PDU by PDU until the target completes or ends it.
         loop {
             let resp = match tokio::time::timeout(LOGIN_TIMEOUT, read_pdu(&mut server)).await {
@@ -427,7 +430,11 @@ impl ConnCx {
                 }
             };
             client.write_all(&resp).await?;
-            match iscsi_pdu::parse_login(&resp) {
+            let parsed = iscsi_pdu::parse_login(&resp);
+            if let Ok(r) = &parsed {
+                digests.learn(&r.keys);
+            }
+            match parsed {
                 Ok(r) if r.opcode == OP_LOGIN_RESPONSE && r.status_class != 0 => {
                     self.record_answer(
                         Some(&first),
@@ -449,6 +456,7 @@ impl ConnCx {
                         ..Answer::default()
                     };
                     self.record_answer(Some(&first), "accepted".into(), answer);
+                    tsih = r.tsih;
                     break;
                 }
                 Ok(_) => {}
@@ -466,7 +474,23 @@ impl ConnCx {
             };
             server.write_all(&req).await?;
         }
-        tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+        let session = IscsiSession {
+            initiator: first.initiator_name().unwrap_or("").to_string(),
+            target: first.target_name().unwrap_or("").to_string(),
+            source_ip: self.peer.ip(),
+            session_type: first.session_type().to_string(),
+            isid: hex::encode(first.isid),
+            tsih,
+            portal: self.name_portal,
+        };
+        crate::services::iscsi_session::follow(
+            client,
+            server,
+            digests,
+            session,
+            self.events.clone(),
+        )
+        .await;
         Ok(())
     }
 

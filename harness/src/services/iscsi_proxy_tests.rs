@@ -21,6 +21,33 @@ IP address       HW type     Flags       HW address            Mask     Device
 use crate::services::events::RunClock;
 use std::collections::BTreeMap;
 
+/// A SCSI Command PDU carrying ten bytes of data (padded to twelve): full-feature traffic.
+fn scsi_pdu() -> Vec<u8> {
+    let mut p = vec![0u8; BHS_LEN];
+    p[0] = 0x01;
+    p[1] = 0x80;
+    p[7] = 10;
+    p.extend_from_slice(b"scsi bytes\0\0");
+    p
+}
+
+/// A Logout Request with reason `close the session`.
+fn logout_pdu() -> Vec<u8> {
+    let mut p = vec![0u8; BHS_LEN];
+    p[0] = iscsi_pdu::OP_LOGOUT_REQUEST | 0x40;
+    p[1] = 0x80;
+    p
+}
+
+/// Sends `scsi_pdu` and reads its echo.
+async fn round_trip(c: &mut TcpStream) {
+    let sent = scsi_pdu();
+    c.write_all(&sent).await.unwrap();
+    let mut back = vec![0u8; sent.len()];
+    c.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, sent);
+}
+
 fn login_request(initiator: &str) -> Vec<u8> {
     let mut keys = BTreeMap::new();
     keys.insert("InitiatorName".to_string(), initiator.to_string());
@@ -42,8 +69,9 @@ fn login_request(initiator: &str) -> Vec<u8> {
     })
 }
 
-/// Stands in for tgtd's login phase only: accepts every login, then echoes bytes, so the
-/// test can see that traffic after the login is passed through untouched.
+/// Stands in for tgtd: accepts every login, then echoes each PDU, so the test can see that
+/// traffic after the login is passed through untouched; a Logout Request gets its Logout
+/// Response, and the connection ends when the initiator closes it.
 async fn upstream() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -64,8 +92,15 @@ async fn upstream() -> SocketAddr {
                     ..req
                 };
                 s.write_all(&iscsi_pdu::build_login(&resp)).await.unwrap();
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
+                while let Ok(Some(mut pdu)) = read_pdu(&mut s).await {
+                    if iscsi_pdu::opcode(&pdu) == Some(iscsi_pdu::OP_LOGOUT_REQUEST) {
+                        pdu[0] = iscsi_pdu::OP_LOGOUT_RESPONSE;
+                        pdu[2] = 0;
+                    }
+                    if s.write_all(&pdu).await.is_err() {
+                        return;
+                    }
+                }
             });
         }
     });
@@ -123,10 +158,7 @@ async fn records_a_login_and_passes_traffic_through() {
     let (p, events, file) = proxy(LoginFaults::default(), "pass").await;
     let (mut c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
     assert!(resp.completes_login());
-    c.write_all(b"scsi bytes").await.unwrap();
-    let mut back = [0u8; 10];
-    c.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"scsi bytes");
+    round_trip(&mut c).await;
     let recs = p.records();
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].initiator, "iqn.2026-11.lab:node01");
@@ -217,10 +249,7 @@ async fn a_down_window_resets_new_connections_and_spares_open_sessions() {
         "{reset:?}"
     );
     // The session from before the window still carries traffic during it.
-    early.write_all(b"scsi bytes").await.unwrap();
-    let mut back = [0u8; 10];
-    early.read_exact(&mut back).await.unwrap();
-    assert_eq!(&back, b"scsi bytes");
+    round_trip(&mut early).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
     assert!(resp.completes_login());
@@ -384,8 +413,8 @@ async fn a_killed_portal_cuts_its_sessions_and_refuses_new_ones_while_the_other_
     );
     assert_eq!(first.kill(), 1);
     // Its session is cut: the client reads the end (or a reset), never its echo.
-    let _ = on_first.write_all(b"scsi bytes").await;
-    let mut buf = [0u8; 10];
+    let _ = on_first.write_all(&scsi_pdu()).await;
+    let mut buf = [0u8; 12];
     let cut = tokio::time::timeout(Duration::from_secs(5), on_first.read(&mut buf))
         .await
         .expect("a cut session ends at once");
@@ -394,9 +423,7 @@ async fn a_killed_portal_cuts_its_sessions_and_refuses_new_ones_while_the_other_
     let again = TcpStream::connect(first.listen).await;
     assert!(again.is_err(), "{again:?}");
     // The other portal's session and new logins go on.
-    on_second.write_all(b"scsi bytes").await.unwrap();
-    on_second.read_exact(&mut buf).await.unwrap();
-    assert_eq!(&buf, b"scsi bytes");
+    round_trip(&mut on_second).await;
     let (_c, resp) = login(second.listen, "iqn.2026-11.lab:node01").await;
     assert!(resp.completes_login());
     // Both portals' records go to the one file, each with its portal's address.
@@ -407,4 +434,87 @@ async fn a_killed_portal_cuts_its_sessions_and_refuses_new_ones_while_the_other_
         "{text}"
     );
     second.stop();
+}
+
+/// Every event up to the first `iscsi_connection_closed`, and that one: the proxy records the
+/// close once both directions have ended.
+async fn close_record(
+    events: &EventLog,
+) -> (
+    Vec<crate::services::events::Event>,
+    crate::services::events::Event,
+) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let all = events.snapshot();
+            if let Some(e) = all
+                .iter()
+                .find(|e| matches!(e.kind, EventKind::IscsiConnectionClosed { .. }))
+            {
+                return (all.clone(), e.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the close is recorded")
+}
+
+#[tokio::test]
+async fn a_logout_and_the_close_after_it_are_recorded_with_the_session() {
+    let (p, events, _file) = proxy(LoginFaults::default(), "logout").await;
+    let (mut c, resp) = login(p.listen, "iqn.2026-11.lab:node01").await;
+    round_trip(&mut c).await;
+    c.write_all(&logout_pdu()).await.unwrap();
+    let answer = read_pdu(&mut c).await.unwrap().unwrap();
+    assert_eq!(
+        iscsi_pdu::opcode(&answer),
+        Some(iscsi_pdu::OP_LOGOUT_RESPONSE)
+    );
+    drop(c);
+    let (all, closed) = close_record(&events).await;
+    let logout = all
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::IscsiLogout { .. }))
+        .expect("the logout is recorded");
+    assert!(logout.at <= closed.at);
+    let EventKind::IscsiLogout { session, reason } = &logout.kind else {
+        unreachable!()
+    };
+    assert_eq!(reason, "close the session");
+    assert_eq!(session.initiator, "iqn.2026-11.lab:node01");
+    assert_eq!(session.target, "iqn.2026-11.lab:node01-root");
+    assert_eq!(session.tsih, resp.tsih);
+    assert_eq!(
+        closed.kind,
+        EventKind::IscsiConnectionClosed {
+            session: session.clone(),
+            closed_by: "initiator".into(),
+            logout_response: Some("closed successfully".into()),
+        }
+    );
+    p.stop();
+}
+
+#[tokio::test]
+async fn a_connection_dropped_without_a_logout_is_recorded_as_such() {
+    let (p, events, _file) = proxy(LoginFaults::default(), "drop").await;
+    let (mut c, _) = login(p.listen, "iqn.2026-11.lab:node01").await;
+    round_trip(&mut c).await;
+    drop(c);
+    let (all, closed) = close_record(&events).await;
+    let EventKind::IscsiConnectionClosed {
+        closed_by,
+        logout_response,
+        ..
+    } = closed.kind
+    else {
+        unreachable!()
+    };
+    let closed = (closed_by, logout_response);
+    assert_eq!(closed, ("initiator".to_string(), None));
+    assert!(!all
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::IscsiLogout { .. })));
+    p.stop();
 }

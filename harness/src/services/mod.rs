@@ -13,6 +13,7 @@ pub mod events;
 pub mod http;
 pub mod iscsi;
 pub mod iscsi_proxy;
+pub mod iscsi_session;
 pub mod outage;
 mod portals;
 mod restart;

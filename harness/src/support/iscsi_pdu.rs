@@ -1,5 +1,6 @@
 //! iSCSI Login PDUs (RFC 7143, section 11.12 and 11.13): just enough to read who logs in to
-//! what and how the target answered. Everything after the login phase is opaque to us.
+//! what and how the target answered. After the login phase only PDU lengths and the logout
+//! (sections 11.14 and 11.15) are read; SCSI traffic stays opaque.
 //!
 //! A PDU starts with a 48-byte Basic Header Segment (BHS), then optional Additional Header
 //! Segments (AHS, length in 4-byte words at byte 4), then the data segment (length in bytes at
@@ -14,6 +15,59 @@ pub const MAX_LOGIN_DATA: usize = 64 * 1024;
 
 pub const OP_LOGIN_REQUEST: u8 = 0x03;
 pub const OP_LOGIN_RESPONSE: u8 = 0x23;
+pub const OP_LOGOUT_REQUEST: u8 = 0x06;
+pub const OP_LOGOUT_RESPONSE: u8 = 0x26;
+
+/// Which digests a session negotiated: each adds 4 bytes to a full-feature PDU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub header: bool,
+    pub data: bool,
+}
+
+impl Digests {
+    /// Takes in the keys of one login response: the target's answer is the negotiated value.
+    pub fn learn(&mut self, keys: &BTreeMap<String, String>) {
+        let crc = |k: &str| keys.get(k).map(|v| v.eq_ignore_ascii_case("CRC32C"));
+        if let Some(h) = crc("HeaderDigest") {
+            self.header = h;
+        }
+        if let Some(d) = crc("DataDigest") {
+            self.data = d;
+        }
+    }
+}
+
+/// Length of a full-feature-phase PDU from its BHS: AHS, header digest, the padded data
+/// segment and its digest. No upper bound: the data segment length field is 24 bits.
+pub fn full_feature_len(bhs: &[u8; BHS_LEN], digests: Digests) -> usize {
+    let ahs = bhs[4] as usize * 4;
+    let data = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
+    let header_digest = if digests.header { 4 } else { 0 };
+    let data_digest = if digests.data && data > 0 { 4 } else { 0 };
+    BHS_LEN + ahs + header_digest + data.div_ceil(4) * 4 + data_digest
+}
+
+/// A Logout Request's reason (RFC 7143 section 11.14.1), in words.
+pub fn logout_reason(bhs: &[u8]) -> &'static str {
+    match bhs.get(1).map(|b| b & 0x7f) {
+        Some(0) => "close the session",
+        Some(1) => "close the connection",
+        Some(2) => "remove the connection for recovery",
+        _ => "unknown reason",
+    }
+}
+
+/// A Logout Response's answer (RFC 7143 section 11.15.1), in words.
+pub fn logout_response(bhs: &[u8]) -> &'static str {
+    match bhs.get(2) {
+        Some(0) => "closed successfully",
+        Some(1) => "CID not found",
+        Some(2) => "connection recovery is not supported",
+        Some(3) => "cleanup failed",
+        _ => "unknown response",
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PduError {
@@ -410,5 +464,55 @@ mod tests {
             let cut = (x as usize) % (b.len() + 1);
             let _ = parse_login(&b[..cut]);
         }
+    }
+
+    #[test]
+    fn digests_are_what_the_target_answered_and_lengthen_full_feature_pdus() {
+        let mut d = Digests::default();
+        let keys = |h: &str, dd: &str| {
+            BTreeMap::from([
+                ("HeaderDigest".to_string(), h.to_string()),
+                ("DataDigest".to_string(), dd.to_string()),
+            ])
+        };
+        d.learn(&keys("CRC32C", "None"));
+        assert_eq!(
+            d,
+            Digests {
+                header: true,
+                data: false
+            }
+        );
+        // A later response without the keys leaves them as negotiated.
+        d.learn(&BTreeMap::new());
+        assert!(d.header);
+        let mut bhs = [0u8; BHS_LEN];
+        bhs[4] = 1; // 4 bytes of AHS
+        bhs[7] = 5; // 5 bytes of data, padded to 8
+        assert_eq!(full_feature_len(&bhs, Digests::default()), 48 + 4 + 8);
+        assert_eq!(full_feature_len(&bhs, d), 48 + 4 + 4 + 8);
+        d.learn(&keys("None", "crc32c"));
+        assert_eq!(full_feature_len(&bhs, d), 48 + 4 + 8 + 4);
+        // No data, no data digest; the 24-bit length is not capped as a login's is.
+        bhs[5..8].copy_from_slice(&[0x04, 0, 0]);
+        assert_eq!(full_feature_len(&bhs, d), 48 + 4 + 0x40000 + 4);
+        bhs[5..8].copy_from_slice(&[0, 0, 0]);
+        assert_eq!(full_feature_len(&bhs, d), 48 + 4);
+    }
+
+    #[test]
+    fn logout_reasons_and_answers_in_words() {
+        let mut bhs = [0u8; BHS_LEN];
+        bhs[1] = 0x80;
+        assert_eq!(logout_reason(&bhs), "close the session");
+        bhs[1] = 0x81;
+        assert_eq!(logout_reason(&bhs), "close the connection");
+        bhs[1] = 0x82;
+        assert_eq!(logout_reason(&bhs), "remove the connection for recovery");
+        bhs[1] = 0x85;
+        assert_eq!(logout_reason(&bhs), "unknown reason");
+        assert_eq!(logout_response(&bhs), "closed successfully");
+        bhs[2] = 3;
+        assert_eq!(logout_response(&bhs), "cleanup failed");
     }
 }

@@ -542,3 +542,97 @@ async fn a_machine_step_without_qmp_fails_saying_so() {
         v => panic!("{v:?}"),
     }
 }
+
+fn logout_record(initiator: &str, target: &str) -> EventKind {
+    EventKind::IscsiLogout {
+        session: crate::services::events::IscsiSession {
+            initiator: initiator.into(),
+            target: target.into(),
+            source_ip: "10.77.0.52".parse().unwrap(),
+            session_type: "Normal".into(),
+            isid: "00023d000001".into(),
+            tsih: 512,
+            portal: None,
+        },
+        reason: "close the session".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_logout_step_takes_the_named_sessions_logout_and_no_other_record() {
+    let r = rig("logout");
+    let s = scenario(vec![(
+        "logout",
+        Action::IscsiLogout {
+            initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+            target: None,
+        },
+        300,
+    )]);
+    // A login, and another initiator's logout, are not it.
+    r.events.push(login_record(
+        "iqn.2026-11.lab:node01",
+        "10.77.0.52",
+        None,
+        "Normal",
+    ));
+    r.events.push(logout_record(
+        "iqn.2026-11.lab:node02",
+        "iqn.2026-11.lab:node01-root",
+    ));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Failed, "{:?}", out.verdict);
+    assert!(out.steps[0].waited >= 0.3, "{}", out.steps[0].waited);
+    r.events.push(logout_record(
+        "IQN.2026-11.lab:NODE01",
+        "iqn.2026-11.lab:node01-root",
+    ));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+    assert!(
+        out.steps[0].detail.contains("iscsi_logout"),
+        "{}",
+        out.steps[0].detail
+    );
+}
+
+#[tokio::test]
+async fn no_logout_is_met_by_others_logouts_and_failed_by_its_own() {
+    let none = Action::NoLogout {
+        initiator: Some("iqn.2026-11.lab:node01".parse().unwrap()),
+        target: None,
+    };
+    let s = scenario(vec![("none", none, 5000)]);
+    let r = rig("no-logout");
+    r.events.push(login_record(
+        "iqn.2026-11.lab:node01",
+        "10.77.0.52",
+        None,
+        "Normal",
+    ));
+    r.events.push(logout_record(
+        "iqn.2026-11.lab:node02",
+        "iqn.2026-11.lab:node02-root",
+    ));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Met, "{:?}", out.verdict);
+    assert!(out.steps[0].waited < 1.0, "{}", out.steps[0].waited);
+    assert!(
+        out.steps[0].detail.contains("1 logout"),
+        "{}",
+        out.steps[0].detail
+    );
+    let r = rig("no-logout-theirs");
+    r.events.push(logout_record(
+        "iqn.2026-11.lab:node01",
+        "iqn.2026-11.lab:node01-root",
+    ));
+    let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;
+    assert_eq!(out.steps[0].status, StepStatus::Failed);
+    assert!(out.steps[0].waited < 1.0, "{}", out.steps[0].waited);
+    assert!(
+        matches!(&out.verdict, Verdict::Failed { reason, .. } if reason.contains("should not have been made") && reason.contains("iscsi_logout")),
+        "{:?}",
+        out.verdict
+    );
+}

@@ -88,6 +88,9 @@ pub(super) fn names_the_node(step: &RawStep) -> bool {
     if let Some(a) = &step.no_iscsi_login {
         return each(&a.initiator) || each(&a.from) || each(&a.mac);
     }
+    if let Some(a) = step.iscsi_logout.as_ref().or(step.no_iscsi_logout.as_ref()) {
+        return each(&a.initiator) || each(&a.target);
+    }
     // A step on the node's own console, shell or disk is its own already.
     true
 }

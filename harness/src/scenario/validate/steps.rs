@@ -179,6 +179,8 @@ impl Validator<'_> {
             ("iscsi_login_refused", step.iscsi_login_refused.is_some()),
             ("iscsi_logins_all", step.iscsi_logins_all.is_some()),
             ("no_iscsi_login", step.no_iscsi_login.is_some()),
+            ("iscsi_logout", step.iscsi_logout.is_some()),
+            ("no_iscsi_logout", step.no_iscsi_logout.is_some()),
             ("refused", step.refused.is_some()),
             ("service_started", step.service_started.is_some()),
             ("send", step.send.is_some()),
@@ -338,6 +340,31 @@ impl Validator<'_> {
                     initiator: self.per_node(s, &a.initiator, own)?,
                     from: self.per_node(s, &a.from, own)?,
                     mac: self.per_node(s, &a.mac, own)?,
+                },
+            ));
+        }
+        if let Some(l) = &step.iscsi_logout {
+            actions.push((
+                "iscsi_logout",
+                Action::IscsiLogout {
+                    initiator: self.per_node(s, &l.initiator, own)?,
+                    target: self.per_node(s, &l.target, own)?,
+                },
+            ));
+        }
+        if let Some(l) = &step.no_iscsi_logout {
+            if l.initiator.is_none() && l.target.is_none() {
+                return Err(self.at(
+                    s,
+                    "`no_iscsi_logout` needs `initiator` or `target`: whose logouts must be absent",
+                    None,
+                ));
+            }
+            actions.push((
+                "no_iscsi_logout",
+                Action::NoLogout {
+                    initiator: self.per_node(s, &l.initiator, own)?,
+                    target: self.per_node(s, &l.target, own)?,
                 },
             ));
         }
@@ -540,7 +567,7 @@ impl Validator<'_> {
 
 /// The steps `each_node` repeats: about the node they run on, or a service's record of it
 /// (with the node's `{mac}`, `{ip}`, `{initiator}` or `{target}` in place of a value).
-const PER_NODE_KINDS: [&str; 19] = [
+const PER_NODE_KINDS: [&str; 21] = [
     "console",
     "power_cycle",
     "link",
@@ -560,6 +587,8 @@ const PER_NODE_KINDS: [&str; 19] = [
     "iscsi_login_refused",
     "iscsi_logins_all",
     "no_iscsi_login",
+    "iscsi_logout",
+    "no_iscsi_logout",
 ];
 
 fn default_step_name(kind: &str, a: &Action) -> String {
@@ -595,7 +624,9 @@ fn default_step_name(kind: &str, a: &Action) -> String {
         Action::IscsiLogin { initiator, .. }
         | Action::IscsiLoginRefused { initiator, .. }
         | Action::AllLogins { initiator, .. }
-        | Action::NoLogin { initiator, .. } => {
+        | Action::NoLogin { initiator, .. }
+        | Action::IscsiLogout { initiator, .. }
+        | Action::NoLogout { initiator, .. } => {
             format!(
                 "{kind} {}",
                 initiator.as_ref().map(|i| i.as_str()).unwrap_or("any")
