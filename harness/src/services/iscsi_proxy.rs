@@ -514,20 +514,16 @@ impl ConnCx {
 
 /// Reads one whole PDU; `None` on a clean EOF before any byte.
 async fn read_pdu(s: &mut TcpStream) -> Result<Option<Vec<u8>>, iscsi_pdu::PduError> {
-    let mut buf = vec![0u8; BHS_LEN];
-    let mut got = 0;
-    while got < BHS_LEN {
-        match s.read(&mut buf[got..]).await {
-            Ok(0) if got == 0 => return Ok(None),
-            Ok(0) | Err(_) => {
-                return Err(iscsi_pdu::PduError::Truncated {
-                    need: BHS_LEN,
-                    have: got,
-                })
-            }
-            Ok(n) => got += n,
+    let mut buf = match crate::services::iscsi_session::read_bhs(s).await {
+        Ok(Some(bhs)) => bhs.to_vec(),
+        Ok(None) => return Ok(None),
+        Err(short) => {
+            return Err(iscsi_pdu::PduError::Truncated {
+                need: BHS_LEN,
+                have: short.got,
+            })
         }
-    }
+    };
     let len = iscsi_pdu::pdu_len(&buf)?;
     buf.resize(len, 0);
     if let Err(_e) = s.read_exact(&mut buf[BHS_LEN..]).await {

@@ -7,6 +7,7 @@
 //! header read per PDU and no copy that a plain splice would not make.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -40,12 +41,7 @@ pub(super) async fn follow(
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let logout_response: std::sync::Mutex<Option<String>> = Default::default();
-    let first_end: std::sync::Mutex<Option<&'static str>> = Default::default();
-    let ended = |side: &'static str| {
-        let mut first = first_end.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert(side);
-    };
+    // Each direction says when it ended; the earlier end is the side that closed.
     let upstream = async {
         let end = relay(client_read, server_write, digests, |bhs| {
             if iscsi_pdu::opcode(bhs) == Some(OP_LOGOUT_REQUEST) {
@@ -56,36 +52,33 @@ pub(super) async fn follow(
             }
         })
         .await;
-        ended("initiator");
-        end
+        (end, Instant::now())
     };
     let downstream = async {
+        let mut answer = None;
         let end = relay(server_read, client_write, digests, |bhs| {
             if iscsi_pdu::opcode(bhs) == Some(OP_LOGOUT_RESPONSE) {
-                *logout_response.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(iscsi_pdu::logout_response(bhs).to_string());
+                answer = Some(iscsi_pdu::logout_response(bhs).to_string());
             }
         })
         .await;
-        ended("target");
-        end
+        (end, Instant::now(), answer)
     };
-    let (up, down) = tokio::join!(upstream, downstream);
+    let ((up, up_at), (down, down_at, logout_response)) = tokio::join!(upstream, downstream);
     for (dir, end) in [("from the initiator", up), ("from the target", down)] {
         if let End::Broken(why) = end {
             tracing::debug!(initiator = %session.initiator, "iscsi connection {dir}: {why}");
         }
     }
-    let closed_by = first_end
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .unwrap_or("initiator");
+    let closed_by = if up_at <= down_at {
+        "initiator"
+    } else {
+        "target"
+    };
     events.push(EventKind::IscsiConnectionClosed {
         session,
         closed_by: closed_by.to_string(),
-        logout_response: logout_response
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner()),
+        logout_response,
     });
 }
 
@@ -119,16 +112,14 @@ async fn read_pdu<R: AsyncRead + Unpin>(
     pdu: &mut Vec<u8>,
     digests: Digests,
 ) -> Result<bool, String> {
-    let mut bhs = [0u8; BHS_LEN];
-    let mut got = 0;
-    while got < BHS_LEN {
-        match from.read(&mut bhs[got..]).await {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(format!("closed after {got} bytes of a PDU header")),
-            Ok(n) => got += n,
-            Err(e) => return Err(format!("read failed: {e}")),
+    let bhs = match read_bhs(from).await {
+        Ok(Some(bhs)) => bhs,
+        Ok(None) => return Ok(false),
+        Err(ShortHeader { cause: Some(e), .. }) => return Err(format!("read failed: {e}")),
+        Err(ShortHeader { got, .. }) => {
+            return Err(format!("closed after {got} bytes of a PDU header"))
         }
-    }
+    };
     let len = iscsi_pdu::full_feature_len(&bhs, digests);
     pdu.clear();
     pdu.extend_from_slice(&bhs);
@@ -137,6 +128,35 @@ async fn read_pdu<R: AsyncRead + Unpin>(
         .await
         .map_err(|e| format!("a PDU of {len} bytes cut short: {e}"))?;
     Ok(true)
+}
+
+/// A PDU header that did not arrive whole: how much of it did, and the read error if one ended it.
+#[derive(Debug)]
+pub(super) struct ShortHeader {
+    pub got: usize,
+    pub cause: Option<std::io::Error>,
+}
+
+/// Reads one Basic Header Segment; `Ok(None)`: a clean end before its first byte.
+pub(super) async fn read_bhs<R: AsyncRead + Unpin>(
+    from: &mut R,
+) -> Result<Option<[u8; BHS_LEN]>, ShortHeader> {
+    let mut bhs = [0u8; BHS_LEN];
+    let mut got = 0;
+    while got < BHS_LEN {
+        match from.read(&mut bhs[got..]).await {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(ShortHeader { got, cause: None }),
+            Ok(n) => got += n,
+            Err(e) => {
+                return Err(ShortHeader {
+                    got,
+                    cause: Some(e),
+                })
+            }
+        }
+    }
+    Ok(Some(bhs))
 }
 
 #[cfg(test)]
