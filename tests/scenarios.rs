@@ -75,7 +75,7 @@ fn main() {
         }),
     );
     trials.push(
-        boots.trial("dracut_source::boots_dracut_ibft_e1000", move || {
+        boots.trial("dracut_source::full::boots_dracut_ibft_e1000", move || {
             dracut_source::boots_dracut_ibft_e1000(&project_root())
         }),
     );

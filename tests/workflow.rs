@@ -57,7 +57,7 @@ fn uploads(w: &Value) -> Vec<&Value> {
 }
 
 #[test]
-fn runs_on_push_and_pull_requests_in_two_shards() {
+fn runs_on_push_and_pull_requests_in_four_shards() {
     let w = workflow();
     let on = &w["on"];
     assert!(
@@ -69,7 +69,7 @@ fn runs_on_push_and_pull_requests_in_two_shards() {
     let job = jobs.values().next().unwrap();
     assert_eq!(
         job["strategy"]["matrix"]["shard"],
-        serde_json::json!([1, 2]),
+        serde_json::json!([1, 2, 3, 4]),
         "{job}"
     );
 }
@@ -88,7 +88,7 @@ fn sets_up_the_host_and_runs_its_nextest_partition_as_root() {
         .unwrap_or_else(|| panic!("no nextest run: {lines:#?}"));
     assert!(test.starts_with("sudo "), "tests need root: {test}");
     assert!(
-        test.ends_with("--partition count:${{ matrix.shard }}/2"),
+        test.ends_with("--partition count:${{ matrix.shard }}/4"),
         "{test}"
     );
     assert!(

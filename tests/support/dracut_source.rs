@@ -20,8 +20,8 @@ pub fn boots_dracut_ibft_e1000(root: &Path) -> Result<(), Failed> {
             let why = format!("cannot fetch Debian's dracut source package: {why}");
             return match boots::verdict(Some(why)) {
                 boots::Verdict::Ignore(why) => {
-                    eprintln!("ignored: dracut_source::boots_dracut_ibft_e1000: {why}");
-                    boots::record(1, "dracut_source::boots_dracut_ibft_e1000", &why);
+                    eprintln!("ignored: dracut_source::full::boots_dracut_ibft_e1000: {why}");
+                    boots::record(1, "dracut_source::full::boots_dracut_ibft_e1000", &why);
                     Ok(())
                 }
                 boots::Verdict::Fail(why) => Err(why.into()),
