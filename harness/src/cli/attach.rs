@@ -249,11 +249,23 @@ mod tests {
 
     #[test]
     fn lab_pid_is_the_child_of_unshare() {
+        use std::process::Stdio;
+        // The grandchild gets no handle of the test's: killing `sh` alone would leave `sleep`
+        // holding the test's output open (a leaky test to nextest) until it ends by itself.
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 5 & wait"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let pid = lab_pid(child.id());
+        if let Some(p) = pid.and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert!(pid.is_some_and(|p| p != child.id()), "{pid:?}");
