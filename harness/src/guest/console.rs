@@ -4,6 +4,11 @@
 //! Firmware, iPXE, the kernel and systemd all share this stream. It carries ANSI escapes
 //! (colours, cursor moves, screen clears), `\r\n` line ends, bare `\r` for progress redraws and
 //! the odd NUL or non-UTF-8 byte; [`Cleaner`] turns that into plain lines.
+//!
+//! The kernel prints to the same port without regard for a line a program is half-way through:
+//! `...flags=3[   54.357371] piix4_smbus ...\r\n` and then the program's `\r\n`. The cleaner
+//! gives the kernel's message a line of its own and puts the program's line back together from
+//! the bytes before and after it, so a report line is never read with a kernel message in it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,6 +53,28 @@ pub struct Cleaner {
     /// A bare `\r` was seen: the next printable byte starts the line over (a progress redraw),
     /// unless `\n` follows, which just ends the line.
     pending_cr: bool,
+    /// The start of a program's line a kernel message broke into: the line the guest goes on
+    /// with is its rest.
+    interrupted: Vec<u8>,
+}
+
+/// Where a kernel message (`[   54.357371] ...`, the printk time stamp) starts inside `line`,
+/// if not at its start.
+fn kernel_message_inside(line: &[u8]) -> Option<usize> {
+    (1..line.len()).find(|&at| line[at] == b'[' && is_printk_stamp(&line[at..]))
+}
+
+/// `[`, spaces, seconds, `.`, six digits of microseconds, `] `.
+fn is_printk_stamp(s: &[u8]) -> bool {
+    let rest = &s[1..];
+    let rest = &rest[rest.iter().take_while(|b| **b == b' ').count()..];
+    let secs = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let rest = &rest[secs..];
+    secs > 0
+        && rest.len() >= 9
+        && rest[0] == b'.'
+        && rest[1..7].iter().all(u8::is_ascii_digit)
+        && &rest[7..9] == b"] "
 }
 
 impl Cleaner {
@@ -87,7 +114,7 @@ impl Cleaner {
             0x1b => self.state = Esc::Escape,
             b'\n' => {
                 self.pending_cr = false;
-                done.push(self.take());
+                self.end_line(done);
             }
             b'\r' => self.pending_cr = true,
             b'\t' => self.push(b' '),
@@ -112,16 +139,32 @@ impl Cleaner {
         }
     }
 
-    fn take(&mut self) -> String {
-        let s = String::from_utf8_lossy(&self.line).trim_end().to_string();
-        self.line.clear();
-        s
+    fn end_line(&mut self, done: &mut Vec<String>) {
+        let line = std::mem::take(&mut self.line);
+        match kernel_message_inside(&line) {
+            Some(at) => {
+                // The program's line goes on after the kernel's: keep its start for that.
+                self.interrupted.extend_from_slice(&line[..at]);
+                done.push(text(&line[at..]));
+            }
+            None => {
+                let mut whole = std::mem::take(&mut self.interrupted);
+                whole.extend_from_slice(&line);
+                done.push(text(&whole));
+            }
+        }
     }
 
     /// The unfinished line, as it stands.
     pub fn partial(&self) -> String {
-        String::from_utf8_lossy(&self.line).to_string()
+        let mut whole = self.interrupted.clone();
+        whole.extend_from_slice(&self.line);
+        String::from_utf8_lossy(&whole).to_string()
     }
+}
+
+fn text(line: &[u8]) -> String {
+    String::from_utf8_lossy(line).trim_end().to_string()
 }
 
 #[derive(Default)]
@@ -370,6 +413,56 @@ mod tests {
         let mut long = vec![b'x'; MAX_LINE * 2];
         long.push(b'\n');
         assert_eq!(clean(&long)[0].len(), MAX_LINE);
+    }
+
+    /// The bytes a bookworm guest sent when the kernel's SMBus message broke into the marker's
+    /// initiator line (a CI run's raw console): the report line is whole again, after the
+    /// kernel's, which is a line of its own.
+    #[test]
+    fn a_kernel_message_inside_a_line_is_taken_out_of_it() {
+        let raw = b"netboot-harness: ibft initiator=iqn.2026-11.lab:node01 flags=3[   54.357371] \
+piix4_smbus 0000:00:01.3: SMBus Host Controller at 0x700, revision 0\r\n\r\n\
+\r\n[   55.331472] powernow_k8: Power state transitions not supported\r\n";
+        assert_eq!(
+            clean(raw),
+            vec![
+                "[   54.357371] piix4_smbus 0000:00:01.3: SMBus Host Controller at 0x700, revision 0",
+                "netboot-harness: ibft initiator=iqn.2026-11.lab:node01 flags=3",
+                "",
+                "[   55.331472] powernow_k8: Power state transitions not supported",
+            ]
+        );
+        // Broken inside a value, and with the rest coming in a later read.
+        let mut c = Cleaner::default();
+        assert_eq!(
+            c.feed(b"netboot-harness: iface eth0 mac=52:54:00:aa:00:01 driver=e1\x1b[0m[12345.000001] sd 0:0:0:1: reset\r\n"),
+            vec!["[12345.000001] sd 0:0:0:1: reset"]
+        );
+        assert_eq!(
+            c.partial(),
+            "netboot-harness: iface eth0 mac=52:54:00:aa:00:01 driver=e1"
+        );
+        assert_eq!(
+            c.feed(b"000 addr=10.77.0.163/24\r\n"),
+            vec!["netboot-harness: iface eth0 mac=52:54:00:aa:00:01 driver=e1000 addr=10.77.0.163/24"]
+        );
+    }
+
+    #[test]
+    fn lines_that_only_look_like_a_kernel_message_stay_whole() {
+        let lines = [
+            "[   54.357371] piix4_smbus 0000:00:01.3: SMBus Host Controller",
+            "[  OK  ] Started iscsid.service - iSCSI initiator daemon (iscsid).",
+            "Booting from ROM... [1.5] not a stamp [ 2.34567] nor this [x.123456] ",
+            "netboot-harness: step 1 out [   3.000000]no space after",
+        ];
+        let mut raw = Vec::new();
+        for l in lines {
+            raw.extend_from_slice(l.as_bytes());
+            raw.extend_from_slice(b"\r\n");
+        }
+        let want: Vec<String> = lines.iter().map(|l| l.trim_end().to_string()).collect();
+        assert_eq!(clean(&raw), want);
     }
 
     #[test]
