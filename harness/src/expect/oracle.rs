@@ -111,10 +111,12 @@ impl Lab<'_> {
 
     /// The address of one of the lab's iSCSI portals.
     fn portal(&self, which: crate::scenario::Portal) -> Ipv4Addr {
-        match (which, &self.scenario.iscsi.second_portal) {
-            (crate::scenario::Portal::Second, Some(p)) => p.address,
-            _ => self.server(),
-        }
+        self.scenario
+            .iscsi
+            .portals(self.server())
+            .into_iter()
+            .find(|(p, _)| *p == which)
+            .map_or(self.server(), |(_, address)| address)
     }
 
     /// With two portals, the ones an iBFT target may name: those the node's accepted logins came
@@ -137,15 +139,12 @@ impl Lab<'_> {
 
     /// Every portal address of the lab.
     fn portals(&self) -> Vec<Ipv4Addr> {
-        let mut all = vec![self.server()];
-        all.extend(
-            self.scenario
-                .iscsi
-                .second_portal
-                .as_ref()
-                .map(|p| p.address),
-        );
-        all
+        self.scenario
+            .iscsi
+            .portals(self.server())
+            .into_iter()
+            .map(|(_, address)| address)
+            .collect()
     }
 }
 

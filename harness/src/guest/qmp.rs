@@ -15,7 +15,7 @@ use qapi::qmp;
 use tokio::io::WriteHalf;
 use tokio::net::UnixStream;
 
-use crate::scenario::MachineAction;
+use crate::scenario::QmpAction;
 use crate::services::events::{EventKind, EventLog};
 
 /// How long QEMU may take to open its QMP socket and greet; it does both before the guest runs.
@@ -125,24 +125,15 @@ impl Qmp {
 
     /// Carries out `action` on the machine, through QEMU's `qemu_nic` name of the NIC for a
     /// link; `Ok` describes what was done. Recorded in the event log once QEMU accepted it.
-    pub async fn act(
-        &self,
-        action: &MachineAction,
-        qemu_nic: Option<&str>,
-    ) -> Result<String, String> {
+    pub async fn act(&self, action: &QmpAction, qemu_nic: Option<&str>) -> Result<String, String> {
         let at = self.events.clock().now();
         let answer = match action {
-            MachineAction::Link { up, .. } => {
+            QmpAction::Link { up, .. } => {
                 let name = qemu_nic.ok_or("the node has no such NIC")?.to_string();
                 self.run(qmp::set_link { name, up: *up }).await
             }
-            MachineAction::Reset => self.run(qmp::system_reset {}).await,
-            MachineAction::Powerdown => self.run(qmp::system_powerdown {}).await,
-            // Not a QMP command: QEMU itself ends and another starts (the run's owner of the
-            // node's processes does it).
-            MachineAction::PowerCycle { .. } => {
-                return Err("a power cycle is not a QMP command".into())
-            }
+            QmpAction::Reset => self.run(qmp::system_reset {}).await,
+            QmpAction::Powerdown => self.run(qmp::system_powerdown {}).await,
         };
         answer?;
         let what = action.describe();

@@ -6,12 +6,8 @@ use super::MacAddr;
 /// What a step does to a node's machine, as a person at the rack would.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MachineAction {
-    /// The cable of the NIC with this MAC pulled (`up: false`) or put back (`up: true`).
-    Link { mac: MacAddr, up: bool },
-    /// A hard reset: the machine restarts at once, without a shutdown.
-    Reset,
-    /// A press of the ACPI power button: the guest decides what to do with it.
-    Powerdown,
+    /// Done by the running QEMU, through QMP.
+    Qmp(QmpAction),
     /// The power cut: QEMU ends at once, and after `off_for` a new QEMU starts on the same
     /// disk, NICs and console, as the machine does when the power comes back.
     PowerCycle {
@@ -22,6 +18,17 @@ pub enum MachineAction {
     },
 }
 
+/// What the running QEMU does to its machine when told through QMP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QmpAction {
+    /// The cable of the NIC with this MAC pulled (`up: false`) or put back (`up: true`).
+    Link { mac: MacAddr, up: bool },
+    /// A hard reset: the machine restarts at once, without a shutdown.
+    Reset,
+    /// A press of the ACPI power button: the guest decides what to do with it.
+    Powerdown,
+}
+
 /// The words of the machine events that start and end an outage of the node's link (followed
 /// by the NIC's MAC) or power: the record's, which the report reads back to draw the outage.
 pub const LINK_DOWN_ON: &str = "link down on ";
@@ -29,14 +36,23 @@ pub const LINK_UP_ON: &str = "link up on ";
 pub const POWER_CUT: &str = "power cut";
 pub const POWER_ON: &str = "power on";
 
+impl QmpAction {
+    /// One line for the record and the report.
+    pub fn describe(&self) -> String {
+        match self {
+            QmpAction::Link { mac, up: false } => format!("{LINK_DOWN_ON}{mac}"),
+            QmpAction::Link { mac, up: true } => format!("{LINK_UP_ON}{mac}"),
+            QmpAction::Reset => "hard reset".into(),
+            QmpAction::Powerdown => "power button".into(),
+        }
+    }
+}
+
 impl MachineAction {
     /// One line for the record and the report.
     pub fn describe(&self) -> String {
         match self {
-            MachineAction::Link { mac, up: false } => format!("{LINK_DOWN_ON}{mac}"),
-            MachineAction::Link { mac, up: true } => format!("{LINK_UP_ON}{mac}"),
-            MachineAction::Reset => "hard reset".into(),
-            MachineAction::Powerdown => "power button".into(),
+            MachineAction::Qmp(a) => a.describe(),
             MachineAction::PowerCycle { off_for, services } => {
                 let mut s = format!("power cut for {}", humantime::format_duration(*off_for));
                 for (svc, back) in services {

@@ -16,13 +16,13 @@ fn machine_steps_name_their_nic_and_services() {
         .map(|st| format!("{:?}", st.action))
         .collect();
     assert!(
-        matches!(&s.steps[1].action, Action::Machine(MachineAction::Link { mac: m, up: false }) if *m == mac),
+        matches!(&s.steps[1].action, Action::Machine(MachineAction::Qmp(QmpAction::Link { mac: m, up: false })) if *m == mac),
         "the boot NIC by default: {actions:?}"
     );
     assert_eq!(s.steps[1].name, "link down on 52:54:00:aa:00:01");
     assert!(matches!(
         s.steps[2].action,
-        Action::Machine(MachineAction::Reset)
+        Action::Machine(MachineAction::Qmp(QmpAction::Reset))
     ));
     match &s.steps[3].action {
         Action::Machine(MachineAction::PowerCycle { off_for, services }) => {

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub use additions::Additions;
 pub use failure::{default_fail_patterns, Cause, ExpectedFailure, FailPattern};
 pub use local_disk::LocalDisk;
-pub use machine::{MachineAction, QmpEventName};
+pub use machine::{MachineAction, QmpAction, QmpEventName};
 pub use nic::NicModel;
 pub use platform::Platform;
 pub use validate::{load, load_str, ScenarioError, MAX_SCENARIO_BYTES};
@@ -270,6 +270,20 @@ pub struct Iscsi {
     /// A second portal to the same targets (`services.iscsi.second_portal`); `start_after` and
     /// `down` above are the first portal's.
     pub second_portal: Option<SecondPortal>,
+}
+
+impl Iscsi {
+    /// The lab's portals and their addresses: the first at the lab's `server` address, then
+    /// `second_portal`'s, if any.
+    pub fn portals(&self, server: Ipv4Addr) -> Vec<(Portal, Ipv4Addr)> {
+        let mut all = vec![(Portal::First, server)];
+        all.extend(
+            self.second_portal
+                .as_ref()
+                .map(|p| (Portal::Second, p.address)),
+        );
+        all
+    }
 }
 
 /// Another address of the lab where the same tgtd's targets answer too: the two portals of an

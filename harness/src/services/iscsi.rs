@@ -47,7 +47,7 @@ pub struct Iscsi {
     portal: SocketAddr,
     /// The login proxy on each of the lab's portals (the first at the server address, then
     /// `second_portal`'s); empty without the proxy.
-    pub(super) proxies: Vec<IscsiProxy>,
+    pub(super) proxies: Vec<(crate::scenario::Portal, IscsiProxy)>,
     log: PathBuf,
     pub(super) logins: PathBuf,
     /// How many targets tgtd exports (tids 1..=targets), for the stop.
@@ -466,7 +466,7 @@ impl Iscsi {
             targets,
             ..
         } = self;
-        for p in proxies {
+        for (_, p) in proxies {
             p.stop();
         }
         if let Some(child) = child {

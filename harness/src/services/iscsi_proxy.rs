@@ -235,6 +235,30 @@ struct ConnCx {
 /// A login phase that stalls this long is abandoned.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Who logs in to what, as the initiator's first login request says (empty when it sent none
+/// the proxy could read): the same for the login record and the session followed after it.
+#[derive(Default)]
+struct Names {
+    initiator: String,
+    target: String,
+    session_type: String,
+    isid: String,
+}
+
+impl Names {
+    fn of(first: Option<&LoginPdu>) -> Names {
+        let Some(p) = first else {
+            return Names::default();
+        };
+        Names {
+            initiator: p.initiator_name().unwrap_or("").to_string(),
+            target: p.target_name().unwrap_or("").to_string(),
+            session_type: p.session_type().to_string(),
+            isid: hex::encode(p.isid),
+        }
+    }
+}
+
 impl ConnCx {
     fn record(&self, first: Option<&LoginPdu>, result: String) {
         self.record_answer(first, result, Answer::default());
@@ -245,19 +269,12 @@ impl ConnCx {
             .status
             .map(|(c, d)| iscsi_pdu::LoginStatus::from_bytes(c, d).map(|s| s.name().to_string()))
             .map(|s| s.unwrap_or_else(|| "unknown".into()));
+        let names = Names::of(first);
         let rec = LoginRecord {
             at: self.events.clock().now(),
-            initiator: first
-                .and_then(|p| p.initiator_name())
-                .unwrap_or("")
-                .to_string(),
-            target: first
-                .and_then(|p| p.target_name())
-                .unwrap_or("")
-                .to_string(),
-            session_type: first
-                .map(|p| p.session_type().to_string())
-                .unwrap_or_default(),
+            initiator: names.initiator,
+            target: names.target,
+            session_type: names.session_type,
             source: self.peer,
             portal: self.portal,
             source_mac: neighbour_mac(
@@ -265,7 +282,7 @@ impl ConnCx {
                 self.peer.ip(),
             ),
             result,
-            isid: first.map(|p| hex::encode(p.isid)).unwrap_or_default(),
+            isid: names.isid,
             tsih: answer.tsih,
             status_class: answer.status.map(|(c, _)| c),
             status_detail: answer.status.map(|(_, d)| d),
@@ -474,12 +491,13 @@ impl ConnCx {
             };
             server.write_all(&req).await?;
         }
+        let names = Names::of(Some(&first));
         let session = IscsiSession {
-            initiator: first.initiator_name().unwrap_or("").to_string(),
-            target: first.target_name().unwrap_or("").to_string(),
+            initiator: names.initiator,
+            target: names.target,
             source_ip: self.peer.ip(),
-            session_type: first.session_type().to_string(),
-            isid: hex::encode(first.isid),
+            session_type: names.session_type,
+            isid: names.isid,
             tsih,
             portal: self.name_portal,
         };

@@ -44,20 +44,16 @@ impl Iscsi {
             std::fs::File::create(&self.logins).map_err(io(self.logins.display().to_string()))?;
         let sink = std::sync::Arc::new(std::sync::Mutex::new(sink));
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, PORTAL_PORT));
-        let mut portals = vec![(cx.server_ip, faults.clone())];
-        if let Some(p) = &s.iscsi.second_portal {
-            let mut second = faults;
-            second.downtime = crate::services::outage::Downtime::new(p.start_after, &p.down);
-            portals.push((p.address, second));
-        }
-        let names = [
-            crate::scenario::Portal::First,
-            crate::scenario::Portal::Second,
-        ];
+        let portals = s.iscsi.portals(cx.server_ip);
         let two = portals.len() > 1;
-        for ((address, faults), name) in portals.into_iter().zip(names) {
+        for (portal, address) in portals {
+            // The ACL and login faults are the target's; each portal has its own outages.
+            let mut faults = faults.clone();
+            if let (crate::scenario::Portal::Second, Some(p)) = (portal, &s.iscsi.second_portal) {
+                faults.downtime = crate::services::outage::Downtime::new(p.start_after, &p.down);
+            }
             let listen = SocketAddr::from((address, PORTAL_PORT));
-            let name = two.then_some(name);
+            let name = two.then_some(portal);
             let proxy = IscsiProxy::start(
                 listen,
                 upstream,
@@ -68,7 +64,7 @@ impl Iscsi {
             )
             .await
             .map_err(io(format!("login proxy on {listen}")))?;
-            self.proxies.push(proxy);
+            self.proxies.push((portal, proxy));
         }
         Ok(())
     }
@@ -80,11 +76,7 @@ impl Iscsi {
         which: crate::scenario::Portal,
         events: &EventLog,
     ) -> Result<String, ServiceError> {
-        let i = match which {
-            crate::scenario::Portal::First => 0,
-            crate::scenario::Portal::Second => 1,
-        };
-        let Some(proxy) = self.proxies.get(i) else {
+        let Some((_, proxy)) = self.proxies.iter().find(|(p, _)| *p == which) else {
             return Err(ServiceError::Setup {
                 service: SERVICE,
                 message: format!("the lab has no {} portal", which.name()),

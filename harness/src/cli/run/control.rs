@@ -69,25 +69,28 @@ impl expect::LabControl for RunControl<'_> {
         let action = action.clone();
         let node = node.to_string();
         Box::pin(async move {
-            if let scenario::MachineAction::PowerCycle { off_for, services } = &action {
-                // The node and the services it names go down together; each comes back on its
-                // own time, and the step is met once all are back.
-                let downs = services.iter().map(|(svc, back)| async move {
-                    self.services
-                        .down_for(*svc, *back, "power cut")
-                        .await
-                        .map_err(|e| format!("{}: {e}", svc.name()))
-                });
-                let (node_back, services_back) = tokio::join!(
-                    self.power.cycle(&node, *off_for),
-                    futures::future::join_all(downs)
-                );
-                let mut done = vec![node_back?];
-                for s in services_back {
-                    done.push(s?);
+            let action = match action {
+                scenario::MachineAction::Qmp(a) => a,
+                scenario::MachineAction::PowerCycle { off_for, services } => {
+                    // The node and the services it names go down together; each comes back on its
+                    // own time, and the step is met once all are back.
+                    let downs = services.iter().map(|(svc, back)| async move {
+                        self.services
+                            .down_for(*svc, *back, "power cut")
+                            .await
+                            .map_err(|e| format!("{}: {e}", svc.name()))
+                    });
+                    let (node_back, services_back) = tokio::join!(
+                        self.power.cycle(&node, off_for),
+                        futures::future::join_all(downs)
+                    );
+                    let mut done = vec![node_back?];
+                    for s in services_back {
+                        done.push(s?);
+                    }
+                    return Ok(done.join("; "));
                 }
-                return Ok(done.join("; "));
-            }
+            };
             let qmp = self
                 .power
                 .machines
@@ -97,7 +100,7 @@ impl expect::LabControl for RunControl<'_> {
                 .cloned()
                 .ok_or_else(|| format!("no QMP connection to {node}'s machine"))?;
             let nic = match &action {
-                scenario::MachineAction::Link { mac, .. } => self
+                scenario::QmpAction::Link { mac, .. } => self
                     .power
                     .configs
                     .get(&node)

@@ -530,7 +530,9 @@ async fn a_machine_step_without_qmp_fails_saying_so() {
     let r = rig("machine-no-qmp");
     let s = scenario(vec![(
         "pull the cable",
-        Action::Machine(crate::scenario::MachineAction::Reset),
+        Action::Machine(crate::scenario::MachineAction::Qmp(
+            crate::scenario::QmpAction::Reset,
+        )),
         300,
     )]);
     let out = run_steps(&s, &r.nodes, &r.events, 1.0, no_cancel()).await;

@@ -7,7 +7,9 @@ use super::each_node::{names_the_node, NodeFacts};
 use super::{one_of, ScenarioError, Validator, DEFAULT_WITHIN, MAX_FAULTS};
 use crate::scenario::raw::{RawScenario, RawStep};
 use crate::scenario::values::shown;
-use crate::scenario::{Action, MachineAction, Node, Portal, QmpEventName, Service, Step};
+use crate::scenario::{
+    Action, MachineAction, Node, Portal, QmpAction, QmpEventName, Service, Step,
+};
 
 /// A power cut of under a second is no cut for the guest's services to notice; one of over ten
 /// minutes is a step's wait nobody sits out.
@@ -495,15 +497,15 @@ impl Validator<'_> {
             };
             actions.push((
                 "link",
-                Action::Machine(MachineAction::Link { mac, up: l.up }),
+                Action::Machine(MachineAction::Qmp(QmpAction::Link { mac, up: l.up })),
             ));
         }
         for (kind, flag, action) in [
-            ("reset", step.reset, MachineAction::Reset),
-            ("powerdown", step.powerdown, MachineAction::Powerdown),
+            ("reset", step.reset, QmpAction::Reset),
+            ("powerdown", step.powerdown, QmpAction::Powerdown),
         ] {
             match flag {
-                Some(true) => actions.push((kind, Action::Machine(action))),
+                Some(true) => actions.push((kind, Action::Machine(MachineAction::Qmp(action)))),
                 Some(false) => {
                     return Err(self.at(
                         s,
