@@ -6,9 +6,10 @@
 //! the odd NUL or non-UTF-8 byte; [`Cleaner`] turns that into plain lines.
 //!
 //! The kernel prints to the same port without regard for a line a program is half-way through:
-//! `...flags=3[   54.357371] piix4_smbus ...\r\n` and then the program's `\r\n`. The cleaner
-//! gives the kernel's message a line of its own and puts the program's line back together from
-//! the bytes before and after it, so a report line is never read with a kernel message in it.
+//! `...flags=3[   54.357371] piix4_smbus ...\r\n` and then the program's `\r\n`, or between
+//! the `\r` and the `\n` the tty makes of a program's line end. The cleaner gives the kernel's
+//! message a line of its own and puts the program's line back together from the bytes before
+//! and after it, so a report line is never read with a kernel message in it, nor lost to it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,10 @@ pub struct Cleaner {
     /// A bare `\r` was seen: the next printable byte starts the line over (a progress redraw),
     /// unless `\n` follows, which just ends the line.
     pending_cr: bool,
+    /// Where the text drawn after a bare `\r` starts in `line`. What is before it counts as
+    /// overwritten once the line ends, unless that text is a kernel message: then the `\r` was
+    /// the program's line end, split from its `\n` by the kernel's line.
+    redraw_from: Option<usize>,
     /// The start of a program's line a kernel message broke into: the line the guest goes on
     /// with is its rest.
     interrupted: Vec<u8>,
@@ -66,7 +71,9 @@ fn kernel_message_inside(line: &[u8]) -> Option<usize> {
 
 /// `[`, spaces, seconds, `.`, six digits of microseconds, `] `.
 fn is_printk_stamp(s: &[u8]) -> bool {
-    let rest = &s[1..];
+    let Some(rest) = s.strip_prefix(b"[") else {
+        return false;
+    };
     let rest = &rest[rest.iter().take_while(|b| **b == b' ').count()..];
     let secs = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     let rest = &rest[secs..];
@@ -119,7 +126,9 @@ impl Cleaner {
             b'\r' => self.pending_cr = true,
             b'\t' => self.push(b' '),
             0x08 => {
-                self.line.pop();
+                if self.line.len() > self.redraw_from.unwrap_or(0) {
+                    self.line.pop();
+                }
             }
             // Other control bytes (NUL, BEL, form feed, ...) carry no text.
             0x00..=0x1f | 0x7f => {}
@@ -131,8 +140,15 @@ impl Cleaner {
         if self.pending_cr {
             self.pending_cr = false;
             // Keep what was redrawn so far visible: iPXE redraws "Configuring ... ok" in place,
-            // and the final text is what a person saw. Overwriting from column 0 is the rule.
-            self.line.clear();
+            // and the final text is what a person saw. Overwriting from column 0 is the rule;
+            // it is carried out when the line ends (`end_line`), an earlier redraw's now.
+            if let Some(from) = self.redraw_from.take() {
+                self.line.drain(..from);
+            }
+            self.redraw_from = Some(self.line.len());
+            // A program redrawing its line after a kernel message broke into it (systemd's
+            // "A start job is running" spinner) overwrites what it had drawn before.
+            self.interrupted.clear();
         }
         if self.line.len() < MAX_LINE {
             self.line.push(b);
@@ -140,7 +156,16 @@ impl Cleaner {
     }
 
     fn end_line(&mut self, done: &mut Vec<String>) {
-        let line = std::mem::take(&mut self.line);
+        let mut line = std::mem::take(&mut self.line);
+        if let Some(from) = self.redraw_from.take() {
+            if from > 0 && is_printk_stamp(&line[from..]) {
+                // `text\r`, the kernel's line, then the `\n` that ends `text`.
+                self.interrupted.extend_from_slice(&line[..from]);
+                done.push(text(&line[from..]));
+                return;
+            }
+            line.drain(..from);
+        }
         match kernel_message_inside(&line) {
             Some(at) => {
                 // The program's line goes on after the kernel's: keep its start for that.
@@ -158,7 +183,7 @@ impl Cleaner {
     /// The unfinished line, as it stands.
     pub fn partial(&self) -> String {
         let mut whole = self.interrupted.clone();
-        whole.extend_from_slice(&self.line);
+        whole.extend_from_slice(&self.line[self.redraw_from.unwrap_or(0)..]);
         String::from_utf8_lossy(&whole).to_string()
     }
 }
@@ -399,6 +424,12 @@ mod tests {
         );
         // CR LF and CR CR LF end a line without losing it.
         assert_eq!(clean(b"a\r\r\nb\r\n"), vec!["a", "b"]);
+        // Only the last drawing counts, and a backspace cannot reach into an overwritten one.
+        assert_eq!(clean(b"one\rtwo\rsix\n"), vec!["six"]);
+        assert_eq!(clean(b"abc\rx\x08\x08y\n"), vec!["y"]);
+        let mut c = Cleaner::default();
+        c.feed(b"10%\r20%");
+        assert_eq!(c.partial(), "20%");
     }
 
     #[test]
@@ -445,6 +476,34 @@ piix4_smbus 0000:00:01.3: SMBus Host Controller at 0x700, revision 0\r\n\r\n\
         assert_eq!(
             c.feed(b"000 addr=10.77.0.163/24\r\n"),
             vec!["netboot-harness: iface eth0 mac=52:54:00:aa:00:01 driver=e1000 addr=10.77.0.163/24"]
+        );
+    }
+
+    /// The tty turns a program's `\n` into `\r\n`; the kernel's line can come between the two.
+    #[test]
+    fn a_kernel_message_between_a_lines_cr_and_its_lf_leaves_the_line_whole() {
+        let raw = b"netboot-harness: marker done\r[   60.651408] sd 0:0:0:1: Power-on or device reset occurred\r\n\nnext\r\n";
+        assert_eq!(
+            clean(raw),
+            vec![
+                "[   60.651408] sd 0:0:0:1: Power-on or device reset occurred",
+                "netboot-harness: marker done",
+                "next",
+            ]
+        );
+    }
+
+    /// systemd's spinner redraws its line with `\r`; a kernel line between two drawings leaves
+    /// the last drawing, not the one the kernel broke into.
+    #[test]
+    fn a_line_redrawn_after_a_kernel_message_is_its_last_drawing() {
+        let raw = b"\r[***   ] A start job is running\r[   61.000001] e1000: eth0 NIC Link is Up\r\n\r[ ***  ] A start job is running\r[  OK  ] Started foo.service\r\n";
+        assert_eq!(
+            clean(raw),
+            vec![
+                "[   61.000001] e1000: eth0 NIC Link is Up",
+                "[  OK  ] Started foo.service",
+            ]
         );
     }
 
