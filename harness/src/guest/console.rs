@@ -150,7 +150,8 @@ impl Cleaner {
             // "A start job is running" spinner) overwrites what it had drawn before.
             self.interrupted.clear();
         }
-        if self.line.len() < MAX_LINE {
+        // The cap is on the drawing: the one a redraw overwrites still sits before it.
+        if self.line.len() - self.redraw_from.unwrap_or(0) < MAX_LINE {
             self.line.push(b);
         }
     }
@@ -444,6 +445,10 @@ mod tests {
         let mut long = vec![b'x'; MAX_LINE * 2];
         long.push(b'\n');
         assert_eq!(clean(&long)[0].len(), MAX_LINE);
+        // A redraw after a capped line is a drawing of its own, capped on its own.
+        let mut redrawn = vec![b'x'; MAX_LINE];
+        redrawn.extend_from_slice(b"\rshort\n");
+        assert_eq!(clean(&redrawn), vec!["short"]);
     }
 
     /// The bytes a bookworm guest sent when the kernel's SMBus message broke into the marker's
