@@ -158,16 +158,15 @@ impl Cleaner {
 
     fn end_line(&mut self, done: &mut Vec<String>) {
         let mut line = std::mem::take(&mut self.line);
-        if let Some(from) = self.redraw_from.take() {
-            if from > 0 && is_printk_stamp(&line[from..]) {
-                // `text\r`, the kernel's line, then the `\n` that ends `text`.
-                self.interrupted.extend_from_slice(&line[..from]);
-                done.push(text(&line[from..]));
-                return;
-            }
+        let from = self.redraw_from.take().unwrap_or(0);
+        let kernel_at = if from > 0 && is_printk_stamp(&line[from..]) {
+            // `text\r`, the kernel's line, then the `\n` that ends `text`: no redraw.
+            Some(from)
+        } else {
             line.drain(..from);
-        }
-        match kernel_message_inside(&line) {
+            kernel_message_inside(&line)
+        };
+        match kernel_at {
             Some(at) => {
                 // The program's line goes on after the kernel's: keep its start for that.
                 self.interrupted.extend_from_slice(&line[..at]);
