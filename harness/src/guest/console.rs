@@ -92,6 +92,9 @@ impl Cleaner {
             match self.state {
                 Esc::Text => self.text_byte(b, &mut done),
                 Esc::Escape => {
+                    if b == b'c' {
+                        self.screen_cleared(&mut done);
+                    }
                     self.state = match b {
                         b'[' => Esc::Csi,
                         b']' | b'P' | b'X' | b'^' | b'_' => Esc::Str,
@@ -102,6 +105,9 @@ impl Cleaner {
                 Esc::Csi => {
                     if (0x40..=0x7e).contains(&b) {
                         self.state = Esc::Text;
+                        if b == b'J' {
+                            self.screen_cleared(&mut done);
+                        }
                     }
                 }
                 Esc::Str => match b {
@@ -156,6 +162,24 @@ impl Cleaner {
         }
     }
 
+    /// A terminal reset (`ESC c`) or an erase of the display (`CSI J`): what was on the screen
+    /// is done with, so the line so far is a line, and no later one continues it (the kernel's
+    /// setup code leaves `Probing EDD ... o` unfinished, then resets the terminal).
+    fn screen_cleared(&mut self, done: &mut Vec<String>) {
+        let drawn = self.line.len() > self.redraw_from.unwrap_or(0);
+        if drawn || !self.interrupted.is_empty() {
+            self.pending_cr = false;
+            self.end_line(done);
+        } else {
+            self.line.clear();
+            self.redraw_from = None;
+        }
+        if !self.interrupted.is_empty() {
+            let held = std::mem::take(&mut self.interrupted);
+            done.push(text(&held));
+        }
+    }
+
     fn end_line(&mut self, done: &mut Vec<String>) {
         let mut line = std::mem::take(&mut self.line);
         let from = self.redraw_from.take().unwrap_or(0);
@@ -172,6 +196,8 @@ impl Cleaner {
                 self.interrupted.extend_from_slice(&line[..at]);
                 done.push(text(&line[at..]));
             }
+            // Another kernel line: the program's line, if one was broken into, goes on later.
+            None if is_printk_stamp(&line) => done.push(text(&line)),
             None => {
                 let mut whole = std::mem::take(&mut self.interrupted);
                 whole.extend_from_slice(&line);
@@ -480,6 +506,37 @@ piix4_smbus 0000:00:01.3: SMBus Host Controller at 0x700, revision 0\r\n\r\n\
         assert_eq!(
             c.feed(b"000 addr=10.77.0.163/24\r\n"),
             vec!["netboot-harness: iface eth0 mac=52:54:00:aa:00:01 driver=e1000 addr=10.77.0.163/24"]
+        );
+    }
+
+    /// The raw bytes of a bookworm guest's kernel start: the kernel's setup code leaves its line
+    /// unfinished and resets the terminal before the kernel's first line. Kernel lines that
+    /// follow a broken-into line are not its rest.
+    #[test]
+    fn a_terminal_reset_ends_the_line_and_kernel_lines_do_not_continue_one() {
+        let raw = b"\rProbing EDD (edd=off to disable)... o\x1bc\x1b[?7l\x1b[2J[    0.000000] Linux version 6.1.0-57-amd64\r\n[    0.000000] Command line: BOOT_IMAGE=vmlinuz\r\n";
+        assert_eq!(
+            clean(raw),
+            vec![
+                "Probing EDD (edd=off to disable)... o",
+                "[    0.000000] Linux version 6.1.0-57-amd64",
+                "[    0.000000] Command line: BOOT_IMAGE=vmlinuz",
+            ]
+        );
+        let raw = b"node01 login: [   70.000001] sd 0:0:0:1: reset\r\n[   70.000002] reboot: Restarting system\r\n\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2)\r\n";
+        assert_eq!(
+            clean(raw),
+            vec![
+                "[   70.000001] sd 0:0:0:1: reset",
+                "[   70.000002] reboot: Restarting system",
+                "node01 login:",
+                "SeaBIOS (version 1.16.2)",
+            ]
+        );
+        let raw = b"flags=[   54.357371] a\r\n[   54.400000] b\r\n3\r\n";
+        assert_eq!(
+            clean(raw),
+            vec!["[   54.357371] a", "[   54.400000] b", "flags=3"]
         );
     }
 
